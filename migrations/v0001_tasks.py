@@ -1,0 +1,38 @@
+"""Version 1: the ``tasks`` table and its backend, status and submit-time indexes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Column, Connection, Index, Integer, MetaData, Table, text
+
+from uniqc_taskstore.column_types import IdText, JsonDocument, StatusText, Timestamp
+from uniqc_taskstore.migrator import create_missing
+
+MYSQL_TABLE: dict[str, Any] = {
+    "mysql_engine": "InnoDB",
+    "mysql_charset": "utf8mb4",
+    "mysql_collate": "utf8mb4_bin",
+}
+
+
+def upgrade(conn: Connection) -> None:
+    """Adds the tasks table (platform ids as task ids, before shards existed)."""
+    meta = MetaData()
+    tasks = Table(
+        "tasks",
+        meta,
+        Column("task_id", IdText, primary_key=True),
+        Column("backend", IdText, nullable=False),
+        Column("status", StatusText, nullable=False),
+        Column("shots", Integer, nullable=False, server_default=text("0")),
+        Column("submit_time", Timestamp, nullable=False),
+        Column("update_time", Timestamp, nullable=False),
+        Column("result_json", JsonDocument),
+        Column("metadata_json", JsonDocument, nullable=False, server_default=text("'{}'")),
+        **MYSQL_TABLE,
+    )
+    Index("tasks_backend_idx", tasks.c.backend)
+    Index("tasks_status_idx", tasks.c.status)
+    Index("tasks_submit_time_idx", tasks.c.submit_time)
+    create_missing(conn, list(meta.tables.values()))

@@ -1,0 +1,98 @@
+"""Version 5 (data): tasks keyed by a platform id get a ``uqt_`` parent and one shard."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import Connection, column, delete, func, insert, literal, select, table, update
+
+from uniqc_taskstore.column_types import JsonDocument
+from uniqc_taskstore.model import UNIQC_TASK_ID_PREFIX, generate_uniqc_task_id
+
+_TASK_COLUMNS = (
+    "task_id",
+    "backend",
+    "status",
+    "shots",
+    "submit_time",
+    "update_time",
+    "result_json",
+    "metadata_json",
+    "error_message",
+)
+_SHARD_COLUMNS = (
+    "uniqc_task_id",
+    "shard_index",
+    "platform_task_id",
+    "backend",
+    "circuit_count",
+    "sub_index_offset",
+    "status",
+    "result_json",
+    "error_message",
+    "submit_time",
+    "update_time",
+)
+
+
+def upgrade(conn: Connection) -> None:
+    """Re-keys every task whose id lacks the uqt_ prefix (live and archived): a new uqt_
+    parent with all its columns and metadata.legacy_platform_id, and a shard 0 that
+    mirrors it with the old id as platform_task_id."""
+    _rekey(conn, "tasks", "task_shards", archived=False)
+    _rekey(conn, "archived_tasks", "archived_task_shards", archived=True)
+
+
+def _rekey(conn: Connection, task_table: str, shard_table: str, *, archived: bool) -> None:
+    extra = ("archived_at",) if archived else ()
+    tasks = table(task_table, *(column(name) for name in (*_TASK_COLUMNS, *extra)))
+    shards = table(shard_table, *(column(name) for name in (*_SHARD_COLUMNS, *extra)))
+    legacy = conn.execute(
+        select(tasks.c.task_id, tasks.c.metadata_json).where(
+            func.substr(tasks.c.task_id, 1, len(UNIQC_TASK_ID_PREFIX)) != UNIQC_TASK_ID_PREFIX
+        )
+    ).all()
+    for old_id, raw_metadata in legacy:
+        new_id = generate_uniqc_task_id()
+        metadata = _legacy_metadata(raw_metadata)
+        metadata["legacy_platform_id"] = old_id
+        copied = [tasks.c[name] for name in (*_TASK_COLUMNS, *extra)]
+        copied[0] = literal(new_id).label("task_id")
+        copied[7] = literal(metadata, JsonDocument()).label("metadata_json")
+        conn.execute(
+            insert(tasks).from_select(
+                [*_TASK_COLUMNS, *extra], select(*copied).where(tasks.c.task_id == old_id)
+            )
+        )
+        moved = conn.execute(
+            update(shards).where(shards.c.uniqc_task_id == old_id).values(uniqc_task_id=new_id)
+        ).rowcount
+        if not moved:
+            mirror = select(
+                literal(new_id),
+                literal(0),
+                tasks.c.task_id,
+                tasks.c.backend,
+                literal(1),
+                literal(0),
+                tasks.c.status,
+                tasks.c.result_json,
+                tasks.c.error_message,
+                tasks.c.submit_time,
+                tasks.c.update_time,
+                *(tasks.c[name] for name in extra),
+            ).where(tasks.c.task_id == old_id)
+            conn.execute(insert(shards).from_select([*_SHARD_COLUMNS, *extra], mirror))
+        conn.execute(delete(tasks).where(tasks.c.task_id == old_id))
+
+
+def _legacy_metadata(raw: Any) -> dict[str, Any]:
+    if isinstance(raw, (str, bytes)):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            return {}
+    if isinstance(raw, dict):
+        return raw
+    return {} if raw is None else {"legacy_metadata_raw": raw}

@@ -1,0 +1,121 @@
+"""What differs between databases, as one small interface.
+
+The repository (:mod:`uniqc_taskstore.store`) is written once against the
+tables; a :class:`Backend` supplies only how to connect, how to upsert, where
+the application id and schema version live, how migrations are serialised
+across processes, and which driver errors mean "busy, try again".
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, ClassVar
+
+from sqlalchemy import Connection, Engine, Table, delete, inspect
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql import ColumnElement
+from sqlalchemy.sql.base import ReadOnlyColumnCollection
+from sqlalchemy.sql.dml import Insert
+
+from ..errors import ForeignDatabaseError
+from ..schema import ARCHIVE_TABLES, LIVE_TABLES, metadata
+
+APPLICATION_ID = 0x554E4943
+"""``PRAGMA application_id`` of our SQLite files: ASCII ``UNIC``."""
+
+Incoming = ReadOnlyColumnCollection[str, Any]
+"""The row an upsert tried to insert (``excluded`` / ``VALUES()``), by column name."""
+
+Assignments = Callable[[Incoming], list[tuple[str, ColumnElement[Any]]]]
+"""Builds the ``SET`` list of an upsert from the incoming row.
+
+MySQL applies assignments left to right and later ones see earlier results, so
+columns that other assignments' conditions read must come last."""
+
+
+class Backend(ABC):
+    """One kind of database: SQLite, PostgreSQL or MariaDB/MySQL."""
+
+    name: ClassVar[str]
+    uses_write_lock_on_begin: ClassVar[bool] = False
+
+    @abstractmethod
+    def describe(self) -> str:
+        """Where the data lives, for messages (a path or a URL without password)."""
+
+    @abstractmethod
+    def create_engine(self) -> Engine:
+        """A pooled engine with this backend's connection settings applied."""
+
+    def configure_engine(self, engine: Engine) -> None:
+        """Apply connection settings to an engine the caller built."""
+
+    @abstractmethod
+    def insert(self, table: Table) -> Insert:
+        """This dialect's ``INSERT`` construct (the one with an upsert clause)."""
+
+    @abstractmethod
+    def upsert(
+        self, table: Table, rows: Sequence[dict[str, Any]], key: Sequence[str], set_: Assignments
+    ) -> Any:
+        """``INSERT rows``; on a key conflict apply ``set_`` to the existing row."""
+
+    @abstractmethod
+    def migration_connection(self, engine: Engine) -> AbstractContextManager[Connection]:
+        """A connection holding the database-wide migration lock while open."""
+
+    @abstractmethod
+    def claim(self, conn: Connection) -> int:
+        """Check the database is ours (stamping a fresh one) and return its schema version.
+
+        Raises :class:`ForeignDatabaseError` for somebody else's database.
+        """
+
+    @abstractmethod
+    def write_version(self, conn: Connection, version: int) -> None:
+        """Record ``version`` as the schema version, inside the current transaction."""
+
+    @abstractmethod
+    def is_busy(self, error: DBAPIError) -> bool:
+        """True when ``error`` means another writer holds a lock: retrying may succeed."""
+
+    def translate(self, error: DBAPIError) -> Exception | None:
+        """A clearer error for a driver failure, or None to keep the driver's."""
+        return None
+
+    def prepare(self) -> None:
+        """Make the location usable before the first connection (SQLite: the file)."""
+
+    def after_open(self, engine: Engine) -> None:
+        """Settings that need an open database but no transaction (SQLite: WAL)."""
+
+    def clear_all(self, engine: Engine) -> bool:
+        """Remove every task; return True when the database itself was removed and must
+        be created again."""
+        with engine.begin() as conn:
+            for table in (*reversed(LIVE_TABLES), *reversed(ARCHIVE_TABLES)):
+                conn.execute(delete(table))
+        return False
+
+
+def foreign_tables(conn: Connection) -> set[str]:
+    """Tables present that are not ours."""
+    return set(inspect(conn).get_table_names()) - set(metadata.tables)
+
+
+def refuse_foreign(where: str, reason: str) -> ForeignDatabaseError:
+    """The error for a database that is not ours."""
+    return ForeignDatabaseError(
+        f"{where} {reason}; it does not look like a uniqc-taskstore database and was left "
+        "untouched. Point the store at another location (cache_dir=, UNIQC_CACHE_DIR or "
+        "UNIQC_TASKSTORE_URL)."
+    )
+
+
+@contextmanager
+def plain_connection(engine: Engine) -> Iterator[Connection]:
+    """A connection with no lock beyond what its transactions take."""
+    with engine.connect() as conn:
+        yield conn

@@ -1,0 +1,85 @@
+"""PostgreSQL: native upsert, an advisory lock for migrations, optional schema."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Table, create_engine, event, func, select
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.schema import CreateSchema
+
+from .base import Assignments
+from .server import MIGRATION_LOCK_NAME, ServerBackend
+
+# serialization_failure, deadlock_detected, lock_not_available
+_RETRYABLE_SQLSTATES = {"40001", "40P01", "55P03"}
+
+
+class PostgresBackend(ServerBackend):
+    """PostgreSQL through psycopg 3; ``schema`` puts the tables in their own schema."""
+
+    name = "postgresql"
+
+    def __init__(self, url: str | URL, *, schema: str | None = None) -> None:
+        super().__init__(url)
+        self.schema = schema
+
+    def describe(self) -> str:
+        where = super().describe()
+        return f"{where} (schema {self.schema})" if self.schema else where
+
+    def create_engine(self) -> Engine:
+        engine = create_engine(self.url, pool_pre_ping=True, isolation_level="READ COMMITTED")
+        self.configure_engine(engine)
+        return engine
+
+    def configure_engine(self, engine: Engine) -> None:
+        if self.schema is None:
+            return
+        schema = self.schema
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
+            # search_path rather than schema-qualified tables, so every statement
+            # (migrations' DDL included) lands in the group's schema.
+            quoted = engine.dialect.identifier_preparer.quote_identifier(schema)
+            cursor = dbapi_conn.cursor()
+            try:
+                cursor.execute(f"SET search_path TO {quoted}")
+            finally:
+                cursor.close()
+            dbapi_conn.commit()
+
+    def after_open(self, engine: Engine) -> None:
+        if self.schema is not None:
+            with engine.begin() as conn:
+                conn.execute(CreateSchema(self.schema, if_not_exists=True))
+
+    def acquire_migration_lock(self, conn: Connection) -> None:
+        conn.execute(select(func.pg_advisory_lock(self._lock_key())))
+        conn.commit()
+
+    def release_migration_lock(self, conn: Connection) -> None:
+        conn.execute(select(func.pg_advisory_unlock(self._lock_key())))
+        conn.commit()
+
+    def _lock_key(self) -> int:
+        digest = hashlib.sha256(f"{MIGRATION_LOCK_NAME}:{self.schema or ''}".encode()).digest()
+        return int.from_bytes(digest[:8], "big", signed=True)
+
+    def insert(self, table: Table) -> Any:
+        return postgresql.insert(table)
+
+    def upsert(
+        self, table: Table, rows: Sequence[dict[str, Any]], key: Sequence[str], set_: Assignments
+    ) -> Any:
+        stmt = postgresql.insert(table).values(list(rows))
+        return stmt.on_conflict_do_update(index_elements=list(key), set_=dict(set_(stmt.excluded)))
+
+    def is_busy(self, error: DBAPIError) -> bool:
+        return getattr(error.orig, "sqlstate", None) in _RETRYABLE_SQLSTATES

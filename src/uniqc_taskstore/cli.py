@@ -1,0 +1,184 @@
+"""``uniqc-tasks``: look inside a task store, or run the demo adapter against it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from .demo import DummyAdapter
+from .errors import TaskStoreError
+from .model import TaskInfo, TaskShard, TaskStatus
+from .store import TaskStore
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``uniqc-tasks`` console script."""
+    args = _parser().parse_args(argv)
+    try:
+        with _open_store(args) as store:
+            return int(args.run(store, args))
+    except TaskStoreError as exc:
+        print(f"uniqc-tasks: {exc}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="uniqc-tasks", description="Inspect the uniqc task store, or run a demo against it."
+    )
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--cache-dir", help="directory of tasks.sqlite (default: ~/.uniqc/cache)")
+    where.add_argument("--url", help="SQLAlchemy URL of a server database instead")
+    parser.add_argument("--schema", help="PostgreSQL schema holding the tables")
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="submit a batch through a dummy adapter and poll it")
+    demo.add_argument("--circuits", type=int, default=7)
+    demo.add_argument("--max-batch", type=int, default=3, help="adapter's max_native_batch_size")
+    demo.set_defaults(run=_demo)
+
+    listing = sub.add_parser("list", help="tasks, newest first")
+    listing.add_argument("--status", choices=[s.value for s in TaskStatus], action="append")
+    listing.add_argument("--backend", help="platform or device, e.g. originq or originq:WK_C180")
+    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--archived", action="store_true", help="list the archive instead")
+    listing.set_defaults(run=_list)
+
+    show = sub.add_parser("show", help="one task in full")
+    show.add_argument("task_id")
+    show.set_defaults(run=_show)
+
+    shards = sub.add_parser("shards", help="a task's platform jobs")
+    shards.add_argument("task_id")
+    shards.set_defaults(run=_shards)
+
+    for command in (demo, listing, show, shards):
+        command.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def _open_store(args: argparse.Namespace) -> TaskStore:
+    if args.url:
+        return TaskStore.from_url(args.url, schema=args.schema)
+    return TaskStore(args.cache_dir)
+
+
+def _demo(store: TaskStore, args: argparse.Namespace) -> int:
+    circuits = [f"OPENQASM 2.0; // demo circuit {n}" for n in range(args.circuits)]
+    adapter = DummyAdapter(store, max_native_batch_size=args.max_batch)
+    task_id = adapter.submit(circuits, shots=1000)
+    rounds = 0
+    while not adapter.poll(task_id).is_terminal:
+        rounds += 1
+    task = store.get(task_id)
+    assert task is not None
+    shards = store.get_shards(task_id)
+    results = adapter.results(task_id)
+    if args.json:
+        _print_json(
+            {
+                "task": task.to_dict(),
+                "shards": [s.to_dict() for s in shards],
+                "results": results,
+            }
+        )
+        return 0
+    print(f"Store: {store.location}")
+    print(
+        f"Submitted {len(circuits)} circuits as task {task_id} on {task.backend}, "
+        f"cut into {len(shards)} platform jobs of at most {args.max_batch}; "
+        f"finished after {rounds + 1} polls.\n"
+    )
+    _print_tasks(store.list(limit=10, include_results=False))
+    print()
+    _print_shards(shards)
+    print("\nPer-circuit results in submission order:")
+    for index, (circuit, counts) in enumerate(zip(circuits, results, strict=True)):
+        print(f"  [{index}] {circuit}  ->  {counts}")
+    return 0
+
+
+def _list(store: TaskStore, args: argparse.Namespace) -> int:
+    fetch = store.list_archived if args.archived else store.list
+    tasks = fetch(status=args.status, backend=args.backend, limit=args.limit, include_results=False)
+    if args.json:
+        _print_json([_summary(t) for t in tasks])
+    else:
+        _print_tasks(tasks)
+    return 0
+
+
+def _show(store: TaskStore, args: argparse.Namespace) -> int:
+    task = store.get(args.task_id) or store.get_archived(args.task_id)
+    if task is None:
+        print(f"uniqc-tasks: no task {args.task_id!r} in {store.location}", file=sys.stderr)
+        return 1
+    if args.json:
+        _print_json(task.to_dict())
+        return 0
+    for name, value in task.to_dict().items():
+        if name in ("result", "metadata"):
+            value = json.dumps(value, default=repr)
+        print(f"{name:>13}: {value}")
+    return 0
+
+
+def _shards(store: TaskStore, args: argparse.Namespace) -> int:
+    shards = store.get_shards(args.task_id) or store.get_archived_shards(args.task_id)
+    if args.json:
+        _print_json([s.to_dict() for s in shards])
+    else:
+        _print_shards(shards)
+    return 0
+
+
+def _summary(task: TaskInfo) -> dict[str, Any]:
+    data = task.to_dict()
+    del data["result"]
+    return data
+
+
+def _print_tasks(tasks: Sequence[TaskInfo]) -> None:
+    _print_table(
+        ["TASK", "STATUS", "BACKEND", "SHOTS", "SUBMITTED (UTC)"],
+        [[t.task_id, t.status.value, t.backend, str(t.shots), t.submit_time[:19]] for t in tasks],
+    )
+
+
+def _print_shards(shards: Sequence[TaskShard]) -> None:
+    _print_table(
+        ["#", "PLATFORM JOB", "STATUS", "CIRCUITS", "BACKEND"],
+        [
+            [
+                str(s.shard_index),
+                s.platform_task_id,
+                s.status.value,
+                f"{s.sub_index_offset}..{s.sub_index_offset + s.circuit_count - 1}",
+                s.backend,
+            ]
+            for s in shards
+        ],
+    )
+
+
+def _print_table(headers: list[str], rows: list[list[str]]) -> None:
+    if not rows:
+        print("(none)")
+        return
+    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
+    for line in (headers, *rows):
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        )
+
+
+def _print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2, default=repr)
+    print()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

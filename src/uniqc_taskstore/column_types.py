@@ -1,0 +1,95 @@
+"""Column types whose storage differs per database, declared once.
+
+On SQLite every type below is TEXT, exactly as the files written by the original
+implementation hold it. PostgreSQL gets native ``JSON`` and ``TIMESTAMP WITH
+TIME ZONE``; MariaDB/MySQL gets bounded ``VARCHAR`` keys (an index needs a
+length), ``LONGTEXT`` documents and ``DATETIME(6)`` in UTC. ``JSON`` rather than
+``JSONB`` on PostgreSQL and ``LONGTEXT`` on MySQL keep a document's text as it
+was written (``JSONB`` and MySQL's ``JSON`` reorder keys).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import String, Text
+from sqlalchemy.dialects import mysql, postgresql
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+from .jsoncodec import decode_json, encode_json, from_jsonable, to_jsonable
+from .timestamps import format_timestamp, normalize_timestamp, parse_timestamp
+
+_MYSQL = ("mysql", "mariadb")
+
+IdText: TypeEngine[str] = Text().with_variant(String(255), *_MYSQL)
+"""Task, platform and backend ids (at most 255 characters, checked before writing)."""
+
+StatusText: TypeEngine[str] = Text().with_variant(String(16), *_MYSQL)
+"""A :class:`~uniqc_taskstore.model.TaskStatus` value."""
+
+
+class JsonDocument(TypeDecorator[Any]):
+    """A result or metadata value, stored through :mod:`uniqc_taskstore.jsoncodec`."""
+
+    impl = Text
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(postgresql.JSON(none_as_null=True))
+        if dialect.name in _MYSQL:
+            return dialect.type_descriptor(mysql.LONGTEXT())
+        return dialect.type_descriptor(Text())
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if dialect.name == "postgresql":
+            return to_jsonable(value)
+        return encode_json(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if dialect.name == "postgresql":
+            return from_jsonable(value)
+        return decode_json(value)
+
+
+class Timestamp(TypeDecorator[str]):
+    """An instant, handed in and out as canonical UTC ISO-8601 text."""
+
+    impl = Text
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(postgresql.TIMESTAMP(timezone=True))
+        if dialect.name in _MYSQL:
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        return dialect.type_descriptor(Text())
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if dialect.name == "postgresql":
+            return _as_utc(value)
+        if dialect.name in _MYSQL:
+            return _as_utc(value).replace(tzinfo=None)
+        return normalize_timestamp(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> str | None:
+        if value is None or isinstance(value, str):
+            return value
+        assert isinstance(value, datetime)
+        if value.tzinfo is None:  # MySQL DATETIME holds UTC without a zone
+            value = value.replace(tzinfo=UTC)
+        return format_timestamp(value)
+
+
+def _as_utc(value: str | datetime) -> datetime:
+    if isinstance(value, datetime):
+        return parse_timestamp(format_timestamp(value))
+    return parse_timestamp(value)

@@ -1,0 +1,195 @@
+"""Engines, connections and transactions: set up once, shared, retried when busy.
+
+Every :class:`~uniqc_taskstore.store.TaskStore` pointed at the same file or URL in
+one process shares one :class:`Database`: one pooled engine, one schema check.
+Constructing a store again is free once the database is warm; connections are
+reused from the pool and their settings were applied when they were opened.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError, StatementError
+
+from .backends import Backend, backend_for_url
+from .backends.sqlite import WRITE_OPTION
+from .errors import DatabaseBusyError, DatabaseError, TaskStoreError
+from .migrator import MIGRATIONS, Migration, MigrationReport, migrate
+
+T = TypeVar("T")
+
+BUSY_RETRIES = 6
+"""Transaction attempts after the driver's own busy wait, before DatabaseBusyError."""
+
+
+class Database:
+    """One database: its backend, its engine, and whether its schema is up to date."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        engine: Engine | None = None,
+        *,
+        migrations: Sequence[tuple[int, Migration]] = MIGRATIONS,
+    ) -> None:
+        self.backend = backend
+        self._engine = engine
+        self._migrations = migrations
+        self._ready = False
+        self._lock = threading.RLock()
+        self.users = 0
+        self.last_migration: MigrationReport | None = None
+        if engine is not None:
+            backend.configure_engine(engine)
+            engine.dispose()  # connections pooled before now lack our settings
+        # A private in-memory SQLite database is one connection: serialise its users.
+        self._serial = threading.RLock() if getattr(backend, "path", True) is None else None
+
+    @property
+    def engine(self) -> Engine:
+        """The engine, connected and migrated."""
+        self.ensure_ready()
+        assert self._engine is not None
+        return self._engine
+
+    def ensure_ready(self) -> None:
+        """Create, check and migrate the database once per process (and after clear_all)."""
+        if self._ready:
+            return
+        with self._lock:
+            if self._ready:
+                return
+            self.backend.prepare()
+            if self._engine is None:
+                self._engine = self.backend.create_engine()
+            try:
+                self.backend.after_open(self._engine)
+                self.last_migration = _with_busy_retry(
+                    self.backend,
+                    lambda: migrate(self.backend, self._engine, self._migrations),  # type: ignore[arg-type]
+                )
+            except DBAPIError as exc:
+                raise self._translate(exc) from exc
+            self._ready = True
+
+    def read(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work`` in a read transaction (a consistent snapshot)."""
+        return self._transaction(work, write=False)
+
+    def write(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work`` in a write transaction: on SQLite it holds the write lock from
+        BEGIN; on servers, rows read ``FOR UPDATE`` stay locked until commit. Retried
+        whole when the database is busy."""
+        return self._transaction(work, write=True)
+
+    def _transaction(self, work: Callable[[Connection], T], *, write: bool) -> T:
+        engine = self.engine
+
+        def attempt() -> T:
+            with engine.connect() as conn:
+                if write:
+                    conn.execution_options(**{WRITE_OPTION: True})
+                with conn.begin():
+                    return work(conn)
+
+        try:
+            if self._serial is not None:
+                with self._serial:
+                    return _with_busy_retry(self.backend, attempt)
+            return _with_busy_retry(self.backend, attempt)
+        except DBAPIError as exc:
+            raise self._translate(exc) from exc
+        except StatementError as exc:
+            # A value our column types refused while binding (e.g. a result JSON
+            # cannot hold): surface our own error, the transaction rolled back.
+            if isinstance(exc.orig, TaskStoreError):
+                raise exc.orig from None
+            raise
+
+    def clear_all(self) -> None:
+        """Remove every task; the database is recreated on next use if it was removed."""
+        with self._lock:
+            engine = self.engine
+            try:
+                if self.backend.clear_all(engine):
+                    self._ready = False
+            except DBAPIError as exc:
+                raise self._translate(exc) from exc
+
+    def dispose(self) -> None:
+        """Close pooled connections (the engine opens new ones if used again)."""
+        if self._engine is not None:
+            self._engine.dispose()
+
+    def forget_connections(self) -> None:
+        """After fork: drop the parent's pooled connections without closing them."""
+        if self._engine is not None:
+            self._engine.dispose(close=False)
+
+    def _translate(self, exc: DBAPIError) -> TaskStoreError:
+        if self.backend.is_busy(exc):
+            return DatabaseBusyError(
+                f"{self.backend.describe()} stayed locked by other writers after "
+                f"{BUSY_RETRIES} attempts; nothing was written, try again."
+            )
+        translated = self.backend.translate(exc)
+        if isinstance(translated, TaskStoreError):
+            return translated
+        return DatabaseError(f"{self.backend.describe()}: {exc.orig!r}")
+
+
+def _with_busy_retry(backend: Backend, attempt: Callable[[], T]) -> T:
+    """Call ``attempt`` again, after a jittered, growing pause, while the database is busy."""
+    for tries in range(BUSY_RETRIES):
+        try:
+            return attempt()
+        except DBAPIError as exc:
+            if not backend.is_busy(exc) or tries == BUSY_RETRIES - 1:
+                raise
+            time.sleep(random.uniform(0, min(2.0, 0.05 * 2**tries)))
+    raise AssertionError("unreachable")
+
+
+_registry: dict[str, Database] = {}
+_registry_lock = threading.Lock()
+
+
+def shared_database(key: str, make_backend: Callable[[], Backend]) -> Database:
+    """The process-wide :class:`Database` for ``key``, made on first use."""
+    with _registry_lock:
+        database = _registry.get(key)
+        if database is None:
+            database = _registry[key] = Database(make_backend())
+        database.users += 1
+        return database
+
+
+def release_database(key: str, database: Database) -> None:
+    """One user fewer; the last one closes the engine's connections."""
+    with _registry_lock:
+        database.users -= 1
+        if database.users <= 0 and _registry.get(key) is database:
+            del _registry[key]
+            database.dispose()
+
+
+def database_for_url(url: str, schema: str | None = None) -> tuple[str, Database]:
+    """The shared database for a SQLAlchemy URL, and its registry key."""
+    backend = backend_for_url(url, schema=schema)
+    key = f"{backend.describe()}"
+    return key, shared_database(key, lambda: backend)
+
+
+def _after_fork_in_child() -> None:
+    for database in _registry.values():
+        database.forget_connections()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,93 @@
+"""Every error the store raises derives from :class:`TaskStoreError`.
+
+Callers catch the root to handle anything the store refuses, or a subclass to
+react precisely (retry on :class:`DatabaseBusyError`, fix the input on
+:class:`InvalidInputError`, point the store elsewhere on
+:class:`StoreLocationError`).
+"""
+
+from __future__ import annotations
+
+
+class TaskStoreError(Exception):
+    """Root of every error raised by uniqc-taskstore."""
+
+
+class InvalidInputError(TaskStoreError, ValueError):
+    """A value handed to the store is not acceptable; nothing was written.
+
+    ``field`` names what was wrong and ``value`` holds the offending value.
+    """
+
+    def __init__(self, field: str, value: object, reason: str) -> None:
+        self.field = field
+        self.value = value
+        self.reason = reason
+        super().__init__(f"{field}={_short_repr(value)}: {reason}")
+
+
+class UnserializableValueError(InvalidInputError, TypeError):
+    """A result or metadata value cannot be stored as JSON; nothing was written."""
+
+
+class ShardLayoutError(InvalidInputError):
+    """Shards of one task overlap, leave a gap, or disagree with their results."""
+
+
+class TaskNotFoundError(TaskStoreError, LookupError):
+    """The task (or the shard's parent task) does not exist."""
+
+
+class ShardNotFoundError(TaskStoreError, LookupError):
+    """No shard with that task id and index exists."""
+
+
+class TaskStateError(TaskStoreError):
+    """The operation is not allowed in the task's current state."""
+
+
+class DatabaseError(TaskStoreError):
+    """The database cannot be used as it is; the message says why and what to do."""
+
+
+class ForeignDatabaseError(DatabaseError):
+    """The file or database belongs to another application; it was left untouched."""
+
+
+class SchemaTooNewError(DatabaseError):
+    """The database was written by a newer uniqc-taskstore than this one."""
+
+    def __init__(self, found: int, supported: int, where: str) -> None:
+        self.found = found
+        self.supported = supported
+        super().__init__(
+            f"{where} is at schema version {found}, but this uniqc-taskstore only knows "
+            f"versions up to {supported}. Upgrade uniqc-taskstore "
+            f"(pip install -U uniqc-taskstore) to open it; it was left untouched."
+        )
+
+
+class CorruptDatabaseError(DatabaseError):
+    """The file is not a readable SQLite database (truncated or damaged)."""
+
+
+class MigrationError(DatabaseError):
+    """A schema migration failed; the database stays at its previous version."""
+
+
+class StoreLocationError(DatabaseError):
+    """The cache directory or database file cannot be created or opened there."""
+
+
+class DatabaseBusyError(DatabaseError):
+    """The database stayed locked by other writers past the retry budget.
+
+    Nothing of the failed call was written; it is safe to call again.
+    """
+
+    retryable = True
+
+
+def _short_repr(value: object, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

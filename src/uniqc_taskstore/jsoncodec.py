@@ -1,0 +1,130 @@
+"""JSON text for results and metadata, faithful for what numerical code hands us.
+
+Plain JSON values are written as plain, standard JSON (no ``NaN`` literals), so
+any JSON reader can read the columns. Values JSON has no form for are written as
+small tagged objects ``{"$uniqc": kind, ...}`` and come back as they went in:
+
+* NaN and infinities (``{"$uniqc": "float", "value": "nan"}``),
+* complex numbers (``{"$uniqc": "complex", "real": .., "imag": ..}``),
+* dicts with non-string keys, e.g. ``{0: 512, 1: 488}``
+  (``{"$uniqc": "map", "items": [[key, value], ...]}``), and dicts that
+  themselves use the ``"$uniqc"`` key.
+
+numpy scalars and arrays are recognised without importing numpy: anything with
+``dtype`` and ``tolist`` is stored as ``value.tolist()``, so a numpy scalar comes
+back as the equal Python number and an array as nested lists. Tuples come back
+as lists, as with :mod:`json`. Anything else is refused with
+:class:`UnserializableValueError` naming where in the value it sits.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from .errors import UnserializableValueError
+
+TAG = "$uniqc"
+_HashableKey = str | int | float | bool | None | tuple[Any, ...]
+
+
+def encode_json(value: Any, field: str = "value") -> str:
+    """Standard JSON text of ``value``; raises :class:`UnserializableValueError`."""
+    return json.dumps(
+        to_jsonable(value, field), allow_nan=False, ensure_ascii=False, separators=(",", ":")
+    )
+
+
+def decode_json(text: str | bytes) -> Any:
+    """The value :func:`encode_json` was given; also reads legacy ``NaN`` literals."""
+    return json.loads(text, object_hook=_decode_tagged)
+
+
+def to_jsonable(value: Any, field: str = "value") -> Any:
+    """``value`` as plain JSON data (tagged where JSON has no form for it)."""
+    return _encode(value, field)
+
+
+def from_jsonable(data: Any) -> Any:
+    """Inverse of :func:`to_jsonable`, for drivers that hand back parsed JSON."""
+    if isinstance(data, list):
+        return [from_jsonable(item) for item in data]
+    if isinstance(data, dict):
+        return _decode_tagged({key: from_jsonable(item) for key, item in data.items()})
+    return data
+
+
+def _encode(value: Any, path: str) -> Any:
+    if value is None or isinstance(value, (str, bool)):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value) if math.isfinite(value) else _special_float(value)
+    if isinstance(value, complex):
+        return {
+            TAG: "complex",
+            "real": _encode(value.real, path),
+            "imag": _encode(value.imag, path),
+        }
+    if isinstance(value, Mapping):
+        return _encode_mapping(value, path)
+    if isinstance(value, (list, tuple)):
+        return [_encode(item, f"{path}[{index}]") for index, item in enumerate(value)]
+    if hasattr(value, "dtype") and callable(getattr(value, "tolist", None)):
+        return _encode(value.tolist(), path)
+    raise UnserializableValueError(
+        path,
+        value,
+        f"a {type(value).__name__} cannot be stored as JSON; convert it to numbers, "
+        "strings, lists or dicts first",
+    )
+
+
+def _encode_mapping(value: Mapping[Any, Any], path: str) -> Any:
+    if all(isinstance(key, str) for key in value) and TAG not in value:
+        return {key: _encode(item, f"{path}[{key!r}]") for key, item in value.items()}
+    items = []
+    for key, item in value.items():
+        items.append([_encode_key(key, path), _encode(item, f"{path}[{key!r}]")])
+    return {TAG: "map", "items": items}
+
+
+def _encode_key(key: Any, path: str) -> Any:
+    if isinstance(key, tuple):
+        return {TAG: "tuple", "items": [_encode_key(part, path) for part in key]}
+    if key is None or isinstance(key, (str, int, float, complex)):
+        return _encode(key, path)
+    if hasattr(key, "dtype") and callable(getattr(key, "tolist", None)):
+        return _encode_key(key.tolist(), path)
+    raise UnserializableValueError(
+        f"{path} key", key, f"a {type(key).__name__} cannot be stored as a JSON key"
+    )
+
+
+def _special_float(value: float) -> dict[str, str]:
+    text = "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    return {TAG: "float", "value": text}
+
+
+def _decode_tagged(obj: dict[str, Any]) -> Any:
+    kind = obj.get(TAG)
+    if kind is None:
+        return obj
+    if kind == "float" and len(obj) == 2:
+        return float(obj["value"])
+    if kind == "complex" and len(obj) == 3:
+        return complex(obj["real"], obj["imag"])
+    if kind == "map" and len(obj) == 2:
+        return {_hashable(key): item for key, item in obj["items"]}
+    if kind == "tuple" and len(obj) == 2:
+        return tuple(obj["items"])
+    return obj
+
+
+def _hashable(key: Any) -> _HashableKey:
+    if isinstance(key, list):
+        return tuple(_hashable(part) for part in key)
+    return key  # type: ignore[no-any-return]

@@ -1,0 +1,134 @@
+"""The migration runner: an ordered list of steps, the schema version as the cursor.
+
+Each step lives in its own file ``migrations/vNNNN_<what>.py`` (shipped inside the
+wheel as ``uniqc_taskstore/migrations``) and defines ``upgrade(conn)``. A step and
+its version stamp run in one transaction; a step that raises leaves neither its
+changes nor the new version behind (on MariaDB, where DDL commits implicitly,
+steps are re-runnable instead; see :mod:`uniqc_taskstore.backends.mysql`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Column, Connection, Engine, Table, inspect
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.schema import CreateColumn
+
+from .backends.base import Backend
+from .errors import MigrationError, SchemaTooNewError, TaskStoreError
+
+Migration = Callable[[Connection], None]
+_STEP_FILE = re.compile(r"v(\d{4})_\w+\.py")
+
+
+def migrations_dir() -> Path:
+    """Where the migration files are: inside the installed package, or, in a source
+    checkout (editable install), the repository's top-level ``migrations/``."""
+    packaged = Path(__file__).with_name("migrations")
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "migrations"
+
+
+def load_migrations(directory: Path | None = None) -> list[tuple[int, Migration]]:
+    """``(target_version, upgrade)`` for every step file, in version order."""
+    directory = directory or migrations_dir()
+    steps: list[tuple[int, Migration]] = []
+    for path in sorted(directory.glob("v*.py")):
+        match = _STEP_FILE.fullmatch(path.name)
+        if match is None:
+            continue
+        spec = importlib.util.spec_from_file_location(
+            f"uniqc_taskstore_migration_{path.stem}", path
+        )
+        if spec is None or spec.loader is None:
+            raise MigrationError(f"cannot load migration file {path}")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        steps.append((int(match.group(1)), module.upgrade))
+    versions = [version for version, _ in steps]
+    if versions != list(range(1, len(versions) + 1)):
+        raise MigrationError(f"migration files in {directory} are not numbered 1..n: {versions}")
+    return steps
+
+
+@dataclass(frozen=True)
+class MigrationReport:
+    """What :func:`migrate` found and did."""
+
+    from_version: int
+    to_version: int
+    applied: tuple[int, ...]
+
+
+def migrate(
+    backend: Backend, engine: Engine, migrations: Sequence[tuple[int, Migration]]
+) -> MigrationReport:
+    """Bring the database to the last version of ``migrations``, one step per transaction.
+
+    Refuses a database that is not ours or is newer than ``migrations`` knows, before
+    changing anything. Safe to call from many processes at once: each step re-reads
+    the version under the backend's migration lock and is skipped if already done.
+    """
+    latest = migrations[-1][0] if migrations else 0
+    applied: list[int] = []
+    with backend.migration_connection(engine) as conn:
+        with conn.begin():
+            start = backend.claim(conn)
+        if start > latest:
+            raise SchemaTooNewError(start, latest, backend.describe())
+        for target, step in migrations:
+            if target <= start:
+                continue
+            with conn.begin():
+                current = backend.claim(conn)
+                if current >= target:
+                    continue
+                try:
+                    step(conn)
+                except (TaskStoreError, DBAPIError):
+                    raise
+                except Exception as exc:
+                    raise MigrationError(
+                        f"migration to version {target} failed on {backend.describe()}: {exc!r}; "
+                        f"the database stays at version {current}"
+                    ) from exc
+                backend.write_version(conn, target)
+            applied.append(target)
+    return MigrationReport(start, max(start, latest), tuple(applied))
+
+
+def create_missing(conn: Connection, tables: Sequence[Table]) -> None:
+    """Create each table and each of its indexes unless it already exists.
+
+    For migrations: re-running a step that stopped halfway finishes it.
+    """
+    for table in tables:
+        table.create(conn, checkfirst=True)
+        for index in table.indexes:
+            index.create(conn, checkfirst=True)
+
+
+def add_column(conn: Connection, table_name: str, column: Column[Any]) -> None:
+    """``ALTER TABLE table_name ADD COLUMN column``, skipped when the column exists.
+
+    For migrations only: Core has no construct for adding a column.
+    """
+    existing = {info["name"] for info in inspect(conn).get_columns(table_name)}
+    if column.name in existing:
+        return
+    preparer = conn.dialect.identifier_preparer
+    spec = CreateColumn(column).compile(dialect=conn.dialect)
+    conn.exec_driver_sql(f"ALTER TABLE {preparer.quote(table_name)} ADD COLUMN {spec}")
+
+
+MIGRATIONS: list[tuple[int, Migration]] = load_migrations()
+"""Every schema step, ``(target_version, upgrade)``, in order. Only ever appended to."""
+
+CURRENT_SCHEMA_VERSION: int = MIGRATIONS[-1][0]

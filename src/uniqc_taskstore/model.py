@@ -1,0 +1,222 @@
+"""Tasks, shards, statuses and the rules over them. Imports nothing from SQLAlchemy."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from .errors import InvalidInputError
+from .timestamps import parse_timestamp, utc_now
+
+UNIQC_TASK_ID_PREFIX = "uqt_"
+MAX_ID_LENGTH = 255
+"""Longest task, platform or backend id accepted, the same on every database."""
+
+_UNIQC_TASK_ID = re.compile(r"uqt_[0-9a-f]{32}")
+
+
+class TaskStatus(StrEnum):
+    """Lifecycle of a task or shard; members compare equal to their lowercase strings."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        """True for success, failed and cancelled: nothing more will happen."""
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES: frozenset[TaskStatus] = frozenset(
+    {TaskStatus.SUCCESS, TaskStatus.FAILED, TaskStatus.CANCELLED}
+)
+
+
+def generate_uniqc_task_id() -> str:
+    """A new task id: ``uqt_`` followed by a uuid4 in 32 lowercase hex digits."""
+    return UNIQC_TASK_ID_PREFIX + uuid.uuid4().hex
+
+
+def is_uniqc_task_id(value: object) -> bool:
+    """True when ``value`` is a task id made by :func:`generate_uniqc_task_id`."""
+    return isinstance(value, str) and _UNIQC_TASK_ID.fullmatch(value) is not None
+
+
+def coerce_status(value: object, field_name: str = "status") -> TaskStatus:
+    """The :class:`TaskStatus` named by ``value``, or :class:`InvalidInputError`."""
+    if isinstance(value, TaskStatus):
+        return value
+    if isinstance(value, str):
+        try:
+            return TaskStatus(value)
+        except ValueError:
+            pass
+    allowed = ", ".join(s.value for s in TaskStatus)
+    raise InvalidInputError(field_name, value, f"unknown status; expected one of {allowed}")
+
+
+@dataclass
+class TaskInfo:
+    """One user-visible task. ``result`` and ``metadata`` hold JSON-like values."""
+
+    task_id: str
+    backend: str
+    status: TaskStatus = TaskStatus.PENDING
+    result: Any = None
+    shots: int = 1000
+    submit_time: str = field(default_factory=utc_now)
+    update_time: str = field(default_factory=utc_now)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    error_message: str | None = None
+    archived_at: str | None = None
+
+    def __post_init__(self) -> None:
+        self.status = coerce_status(self.status)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict of every field, the status as its string."""
+        data = asdict(self)
+        data["status"] = self.status.value
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TaskInfo:
+        """Build from :meth:`to_dict` output; optional fields may be missing."""
+        known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
+        return cls(**known)
+
+
+@dataclass
+class TaskShard:
+    """One platform-side job of a task, covering ``circuit_count`` circuits of the batch
+    from position ``sub_index_offset`` on."""
+
+    uniqc_task_id: str
+    shard_index: int
+    platform_task_id: str
+    backend: str
+    circuit_count: int = 1
+    sub_index_offset: int = 0
+    status: TaskStatus = TaskStatus.PENDING
+    result: Any = None
+    error_message: str | None = None
+    submit_time: str = field(default_factory=utc_now)
+    update_time: str = field(default_factory=utc_now)
+
+    def __post_init__(self) -> None:
+        self.status = coerce_status(self.status)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict of every field, the status as its string."""
+        data = asdict(self)
+        data["status"] = self.status.value
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TaskShard:
+        """Build from :meth:`to_dict` output; optional fields may be missing."""
+        known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
+        return cls(**known)
+
+
+def aggregate_status(statuses: Iterable[TaskStatus | str]) -> TaskStatus:
+    """A task's status from its shards' statuses.
+
+    No shards: pending. Any shard not finished: running. All success: success.
+    All finished with any failure: failed. Otherwise (cancellations, possibly
+    with successes): cancelled.
+    """
+    seen = {coerce_status(s) for s in statuses}
+    if not seen:
+        return TaskStatus.PENDING
+    if not seen <= TERMINAL_STATUSES:
+        return TaskStatus.RUNNING
+    if seen == {TaskStatus.SUCCESS}:
+        return TaskStatus.SUCCESS
+    if TaskStatus.FAILED in seen:
+        return TaskStatus.FAILED
+    return TaskStatus.CANCELLED
+
+
+def validate_id(value: object, field_name: str) -> str:
+    """``value`` if it is a usable id: a non-empty string of at most 255 characters."""
+    if not isinstance(value, str):
+        raise InvalidInputError(field_name, value, "must be a string")
+    if not value or value.isspace():
+        raise InvalidInputError(field_name, value, "must not be empty")
+    if len(value) > MAX_ID_LENGTH:
+        raise InvalidInputError(field_name, value, f"longer than {MAX_ID_LENGTH} characters")
+    if "\x00" in value:
+        raise InvalidInputError(field_name, value, "contains a NUL character")
+    return value
+
+
+def _validate_count(value: object, field_name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInputError(field_name, value, "must be an integer")
+    if value < minimum:
+        raise InvalidInputError(field_name, value, f"must be at least {minimum}")
+    if value > 2**62:
+        raise InvalidInputError(field_name, value, "is too large")
+    return value
+
+
+def _validate_optional_text(value: object, field_name: str) -> None:
+    if value is not None and not isinstance(value, str):
+        raise InvalidInputError(field_name, value, "must be a string or None")
+
+
+def _validate_time(value: object, field_name: str) -> None:
+    if not isinstance(value, str):
+        raise InvalidInputError(field_name, value, "must be an ISO-8601 string")
+    parse_timestamp(value, field_name)
+
+
+def validate_task(task: TaskInfo) -> None:
+    """Raise :class:`InvalidInputError` naming the first unstorable field of ``task``."""
+    if not isinstance(task, TaskInfo):
+        raise InvalidInputError("task", task, "expected a TaskInfo")
+    validate_id(task.task_id, "task_id")
+    validate_id(task.backend, "backend")
+    task.status = coerce_status(task.status)
+    _validate_count(task.shots, "shots", 0)
+    if not isinstance(task.metadata, dict):
+        raise InvalidInputError("metadata", task.metadata, "must be a dict")
+    _validate_optional_text(task.error_message, "error_message")
+    _validate_time(task.submit_time, "submit_time")
+
+
+def validate_shard(shard: TaskShard) -> None:
+    """Raise :class:`InvalidInputError` naming the first unstorable field of ``shard``."""
+    if not isinstance(shard, TaskShard):
+        raise InvalidInputError("shard", shard, "expected a TaskShard")
+    validate_id(shard.uniqc_task_id, "uniqc_task_id")
+    _validate_count(shard.shard_index, "shard_index", 0)
+    validate_id(shard.platform_task_id, "platform_task_id")
+    validate_id(shard.backend, "backend")
+    _validate_count(shard.circuit_count, "circuit_count", 1)
+    _validate_count(shard.sub_index_offset, "sub_index_offset", 0)
+    shard.status = coerce_status(shard.status)
+    _validate_optional_text(shard.error_message, "error_message")
+    _validate_time(shard.submit_time, "submit_time")
+
+
+@dataclass(frozen=True)
+class ShardUpdate:
+    """What :meth:`TaskStore.update_shard` did.
+
+    ``applied`` is False when the report was stale: the shard had already reached a
+    final status and the report named a non-final one, so nothing changed.
+    ``shard_status`` and ``task_status`` are the stored statuses afterwards.
+    """
+
+    applied: bool
+    shard_status: TaskStatus
+    task_status: TaskStatus

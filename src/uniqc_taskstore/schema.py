@@ -1,0 +1,117 @@
+"""Every table and index of the current schema, declared once.
+
+Column names are those of the original implementation's SQLite files (``result_json``,
+``metadata_json``), so files already on users' disks are this schema. Migrations
+under ``migrations/`` build it step by step; ``tests/test_schema.py`` checks that
+the two agree.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    text,
+)
+
+from .column_types import IdText, JsonDocument, StatusText, Timestamp
+
+metadata = MetaData()
+
+# MySQL: InnoDB for foreign keys and transactions, and a binary collation so ids
+# compare exactly (the default collation is case-insensitive).
+_MYSQL_TABLE: dict[str, Any] = {
+    "mysql_engine": "InnoDB",
+    "mysql_charset": "utf8mb4",
+    "mysql_collate": "utf8mb4_bin",
+}
+
+
+def _task_columns() -> list[Column[Any]]:
+    return [
+        Column("task_id", IdText, primary_key=True),
+        Column("backend", IdText, nullable=False),
+        Column("status", StatusText, nullable=False),
+        Column("shots", Integer, nullable=False, server_default=text("0")),
+        Column("submit_time", Timestamp, nullable=False),
+        Column("update_time", Timestamp, nullable=False),
+        Column("result_json", JsonDocument),
+        Column("metadata_json", JsonDocument, nullable=False, server_default=text("'{}'")),
+        Column("error_message", Text),
+    ]
+
+
+def _shard_columns() -> list[Column[Any]]:
+    return [
+        Column("uniqc_task_id", IdText, nullable=False),
+        Column("shard_index", Integer, nullable=False),
+        Column("platform_task_id", IdText, nullable=False),
+        Column("backend", IdText, nullable=False),
+        Column("circuit_count", Integer, nullable=False, server_default=text("1")),
+        Column("sub_index_offset", Integer, nullable=False, server_default=text("0")),
+        Column("status", StatusText, nullable=False),
+        Column("result_json", JsonDocument),
+        Column("error_message", Text),
+        Column("submit_time", Timestamp, nullable=False),
+        Column("update_time", Timestamp, nullable=False),
+    ]
+
+
+tasks = Table("tasks", metadata, *_task_columns(), **_MYSQL_TABLE)
+Index("tasks_backend_idx", tasks.c.backend)
+Index("tasks_status_idx", tasks.c.status)
+Index("tasks_submit_time_idx", tasks.c.submit_time)
+
+archived_tasks = Table(
+    "archived_tasks",
+    metadata,
+    *_task_columns(),
+    Column("archived_at", Timestamp, nullable=False),
+    **_MYSQL_TABLE,
+)
+Index("archived_backend_idx", archived_tasks.c.backend)
+Index("archived_status_idx", archived_tasks.c.status)
+Index("archived_submit_time_idx", archived_tasks.c.submit_time)
+
+task_shards = Table(
+    "task_shards",
+    metadata,
+    *_shard_columns(),
+    PrimaryKeyConstraint("uniqc_task_id", "shard_index"),
+    ForeignKeyConstraint(["uniqc_task_id"], ["tasks.task_id"], ondelete="CASCADE"),
+    **_MYSQL_TABLE,
+)
+Index("task_shards_platform_idx", task_shards.c.platform_task_id)
+Index("task_shards_status_idx", task_shards.c.status)
+
+archived_task_shards = Table(
+    "archived_task_shards",
+    metadata,
+    *_shard_columns(),
+    Column("archived_at", Timestamp, nullable=False),
+    PrimaryKeyConstraint("uniqc_task_id", "shard_index"),
+    **_MYSQL_TABLE,
+)
+Index("archived_task_shards_platform_idx", archived_task_shards.c.platform_task_id)
+
+schema_stamp = Table(
+    "uniqc_schema",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("application_id", Integer, nullable=False),
+    Column("schema_version", Integer, nullable=False),
+    **_MYSQL_TABLE,
+)
+"""Server databases only: the application id and schema version that SQLite keeps
+in ``PRAGMA application_id`` / ``PRAGMA user_version``. One row, ``id`` = 1."""
+
+LIVE_TABLES = (tasks, task_shards)
+ARCHIVE_TABLES = (archived_tasks, archived_task_shards)

@@ -1,0 +1,264 @@
+"""Statements over the tables, and the mapping between rows and dataclasses.
+
+Built once here from the :mod:`~uniqc_taskstore.schema` tables; the store only
+executes them. Nothing here assumes a dialect except through the backend's
+upsert.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Delete,
+    Select,
+    Table,
+    and_,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+)
+
+from .backends import Backend
+from .backends.base import Incoming
+from .model import TERMINAL_STATUSES, TaskInfo, TaskShard, TaskStatus, coerce_status
+from .schema import archived_task_shards, archived_tasks, task_shards, tasks
+from .timestamps import normalize_timestamp
+
+_TERMINAL = sorted(s.value for s in TERMINAL_STATUSES)
+_KEEP_WHEN_STALE = ("result_json", "error_message")
+
+Filter = TaskStatus | str | Iterable[TaskStatus | str] | None
+
+# -- rows <-> dataclasses ---------------------------------------------------------------
+
+
+def task_row(task: TaskInfo) -> dict[str, Any]:
+    """The ``tasks`` row of a validated task."""
+    return {
+        "task_id": task.task_id,
+        "backend": task.backend,
+        "status": task.status.value,
+        "shots": task.shots,
+        "submit_time": normalize_timestamp(task.submit_time, "submit_time"),
+        "update_time": normalize_timestamp(task.update_time, "update_time"),
+        "result_json": task.result,
+        "metadata_json": task.metadata,
+        "error_message": task.error_message,
+    }
+
+
+def shard_row(shard: TaskShard) -> dict[str, Any]:
+    """The ``task_shards`` row of a validated shard."""
+    return {
+        "uniqc_task_id": shard.uniqc_task_id,
+        "shard_index": shard.shard_index,
+        "platform_task_id": shard.platform_task_id,
+        "backend": shard.backend,
+        "circuit_count": shard.circuit_count,
+        "sub_index_offset": shard.sub_index_offset,
+        "status": shard.status.value,
+        "result_json": shard.result,
+        "error_message": shard.error_message,
+        "submit_time": normalize_timestamp(shard.submit_time, "submit_time"),
+        "update_time": normalize_timestamp(shard.update_time, "update_time"),
+    }
+
+
+def task_from_row(row: Mapping[Any, Any]) -> TaskInfo:
+    """A task read from ``tasks`` or ``archived_tasks`` (result absent in summaries)."""
+    return TaskInfo(
+        task_id=row["task_id"],
+        backend=row["backend"],
+        status=coerce_status(row["status"]),
+        result=row.get("result_json"),
+        shots=row["shots"],
+        submit_time=row["submit_time"],
+        update_time=row["update_time"],
+        metadata=row["metadata_json"] if row["metadata_json"] is not None else {},
+        error_message=row["error_message"],
+        archived_at=row.get("archived_at"),
+    )
+
+
+def shard_from_row(row: Mapping[Any, Any]) -> TaskShard:
+    """A shard read from ``task_shards`` or ``archived_task_shards``."""
+    return TaskShard(
+        uniqc_task_id=row["uniqc_task_id"],
+        shard_index=row["shard_index"],
+        platform_task_id=row["platform_task_id"],
+        backend=row["backend"],
+        circuit_count=row["circuit_count"],
+        sub_index_offset=row["sub_index_offset"],
+        status=coerce_status(row["status"]),
+        result=row["result_json"],
+        error_message=row["error_message"],
+        submit_time=row["submit_time"],
+        update_time=row["update_time"],
+    )
+
+
+# -- writes ------------------------------------------------------------------------------
+
+
+def _stale(existing: Table, incoming: Incoming) -> ColumnElement[bool]:
+    """The stored status is final and the incoming one is not: a slow poller's view."""
+    return and_(existing.c.status.in_(_TERMINAL), incoming.status.not_in(_TERMINAL))
+
+
+def upsert_tasks(backend: Backend, rows: Sequence[dict[str, Any]]) -> Any:
+    """Insert or update tasks by id, keeping the first ``submit_time``; a stored final
+    status (with its result and error) is never replaced by a non-final one."""
+
+    def assignments(incoming: Incoming) -> list[tuple[str, ColumnElement[Any]]]:
+        stale = _stale(tasks, incoming)
+        plain = ("backend", "shots", "update_time", "metadata_json")
+        return [
+            *((name, incoming[name]) for name in plain),
+            *((name, _keep_if(stale, tasks, incoming, name)) for name in _KEEP_WHEN_STALE),
+            ("status", _keep_if(stale, tasks, incoming, "status")),
+        ]
+
+    return backend.upsert(tasks, rows, ("task_id",), assignments)
+
+
+def upsert_shards(backend: Backend, rows: Sequence[dict[str, Any]]) -> Any:
+    """Insert or update shards by (task, index), keeping the first ``submit_time``.
+
+    A report for the same platform job never turns a final status back into a
+    non-final one; a new ``platform_task_id`` (a resubmission) replaces everything."""
+
+    def assignments(incoming: Incoming) -> list[tuple[str, ColumnElement[Any]]]:
+        stale = and_(
+            task_shards.c.platform_task_id == incoming.platform_task_id,
+            _stale(task_shards, incoming),
+        )
+        plain = ("backend", "circuit_count", "sub_index_offset", "update_time")
+        resubmitted = task_shards.c.platform_task_id != incoming.platform_task_id
+        return [
+            *((name, incoming[name]) for name in plain),
+            *((name, _keep_if(stale, task_shards, incoming, name)) for name in _KEEP_WHEN_STALE),
+            (
+                "submit_time",
+                case((resubmitted, incoming.submit_time), else_=task_shards.c.submit_time),
+            ),
+            # Read by the conditions above: MySQL applies assignments in order.
+            ("status", _keep_if(stale, task_shards, incoming, "status")),
+            ("platform_task_id", incoming.platform_task_id),
+        ]
+
+    return backend.upsert(task_shards, rows, ("uniqc_task_id", "shard_index"), assignments)
+
+
+def _keep_if(
+    condition: ColumnElement[bool], existing: Table, incoming: Incoming, name: str
+) -> ColumnElement[Any]:
+    return case((condition, existing.c[name]), else_=incoming[name])
+
+
+def archive_statements(task_id: str, archived_at: str) -> list[Any]:
+    """Copy a task and its shards into the archive (replacing an older archived copy),
+    then remove them from the live tables."""
+    return [
+        *_delete_archived(task_id),
+        _copy(tasks, archived_tasks, tasks.c.task_id == task_id, archived_at),
+        _copy(
+            task_shards, archived_task_shards, task_shards.c.uniqc_task_id == task_id, archived_at
+        ),
+        delete(task_shards).where(task_shards.c.uniqc_task_id == task_id),
+        delete(tasks).where(tasks.c.task_id == task_id),
+    ]
+
+
+def restore_statements(task_id: str) -> list[Any]:
+    """Copy an archived task and its shards back to the live tables and drop the archive copy."""
+    return [
+        _copy(archived_tasks, tasks, archived_tasks.c.task_id == task_id, None),
+        _copy(
+            archived_task_shards, task_shards, archived_task_shards.c.uniqc_task_id == task_id, None
+        ),
+        *_delete_archived(task_id),
+    ]
+
+
+def _delete_archived(task_id: str) -> list[Delete]:
+    return [
+        delete(archived_task_shards).where(archived_task_shards.c.uniqc_task_id == task_id),
+        delete(archived_tasks).where(archived_tasks.c.task_id == task_id),
+    ]
+
+
+def _copy(source: Table, target: Table, where: ColumnElement[bool], archived_at: str | None) -> Any:
+    names = [c.name for c in target.columns if c.name != "archived_at"]
+    columns: list[Any] = [source.c[name] for name in names]
+    if archived_at is not None:
+        names.append("archived_at")
+        columns.append(literal(archived_at, target.c.archived_at.type))
+    return insert(target).from_select(names, select(*columns).where(where))
+
+
+# -- reads -------------------------------------------------------------------------------
+
+
+def backend_matches(column: Any, backend: str) -> ColumnElement[bool]:
+    """``backend`` itself or any of its devices: ``originq`` matches ``originq:WK_C180``."""
+    return or_(column == backend, column.startswith(backend + ":", autoescape=True))
+
+
+def task_filters(table: Table, status: Filter, backend: str | None) -> list[ColumnElement[bool]]:
+    """WHERE clauses for the status and backend filters of list and count."""
+    clauses: list[ColumnElement[bool]] = []
+    if status is not None:
+        wanted = [status] if isinstance(status, (TaskStatus, str)) else list(status)
+        clauses.append(table.c.status.in_([coerce_status(s).value for s in wanted]))
+    if backend is not None:
+        clauses.append(backend_matches(table.c.backend, backend))
+    return clauses
+
+
+def select_tasks(
+    table: Table,
+    *,
+    status: Filter = None,
+    backend: str | None = None,
+    limit: int | None = None,
+    offset: int | None = None,
+    include_results: bool = True,
+) -> Select[Any]:
+    """Tasks newest first by submit time (ties by id, so pages are stable)."""
+    columns = [c for c in table.columns if include_results or c.name != "result_json"]
+    stmt = (
+        select(*columns)
+        .where(*task_filters(table, status, backend))
+        .order_by(table.c.submit_time.desc(), table.c.task_id.desc())
+    )
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    if offset:
+        stmt = stmt.offset(offset)
+        if limit is None:
+            stmt = stmt.limit(2**62)  # MySQL has no OFFSET without LIMIT
+    return stmt
+
+
+def count_tasks(table: Table, *, status: Filter = None, backend: str | None = None) -> Select[Any]:
+    """Number of tasks matching the filters."""
+    return select(func.count()).select_from(table).where(*task_filters(table, status, backend))
+
+
+def select_shards_by_platform_id(platform_task_id: str, backend: str | None) -> Select[Any]:
+    """Shards of a platform job, newest first, ties broken by task id and index."""
+    stmt = select(task_shards).where(task_shards.c.platform_task_id == platform_task_id)
+    if backend is not None:
+        stmt = stmt.where(backend_matches(task_shards.c.backend, backend))
+    return stmt.order_by(
+        task_shards.c.submit_time.desc(),
+        task_shards.c.uniqc_task_id.desc(),
+        task_shards.c.shard_index.desc(),
+    )

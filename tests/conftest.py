@@ -1,0 +1,119 @@
+"""One fixture, ``store``, yields a fresh store on every backend: a SQLite file in a
+temporary directory, and a freshly created PostgreSQL and MariaDB database.
+
+Server tests need an admin URL in ``UNIQC_TEST_POSTGRESQL_URL`` /
+``UNIQC_TEST_MYSQL_URL`` and are skipped with that reason otherwise, unless
+``UNIQC_REQUIRE_SERVERS=1`` (CI), where a missing server fails the run.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+import uniqc_taskstore.store as store_module
+from uniqc_taskstore import TaskStore
+
+BACKENDS = ("sqlite", "postgresql", "mysql")
+SERVER_URL_ENV = {"postgresql": "UNIQC_TEST_POSTGRESQL_URL", "mysql": "UNIQC_TEST_MYSQL_URL"}
+EXAMPLE_URL = {
+    "postgresql": "postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
+    "mysql": "mysql+pymysql://root@127.0.0.1:3306/test",
+}
+_ran: Counter[str] = Counter()
+
+
+def require_servers() -> bool:
+    return os.environ.get("UNIQC_REQUIRE_SERVERS") == "1"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test ever sees the real user's cache or a configured server URL."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("UNIQC_CACHE_DIR", raising=False)
+    monkeypatch.delenv("UNIQC_TASKSTORE_URL", raising=False)
+    monkeypatch.setattr(store_module, "DEFAULT_CACHE_DIR", home / ".uniqc" / "cache")
+
+
+def server_admin_url(kind: str) -> str:
+    """The admin URL for ``kind``, or skip (fail under UNIQC_REQUIRE_SERVERS=1)."""
+    url = os.environ.get(SERVER_URL_ENV[kind])
+    if not url:
+        reason = f"{kind} tests need {SERVER_URL_ENV[kind]} (e.g. {EXAMPLE_URL[kind]})"
+        if require_servers():
+            pytest.fail(reason + "; UNIQC_REQUIRE_SERVERS=1 forbids skipping them")
+        pytest.skip(reason)
+    return url
+
+
+@pytest.fixture
+def fresh_database_url() -> Iterator[Callable[[str], str]]:
+    """A factory: ``make(kind)`` creates an empty database on that server and returns
+    its URL; every database made is dropped after the test."""
+    made: list[tuple[str, str, str]] = []
+
+    def make(kind: str) -> str:
+        admin = server_admin_url(kind)
+        name = f"uniqc_t_{uuid.uuid4().hex[:16]}"
+        _admin_execute(admin, f"CREATE DATABASE {name}")
+        made.append((kind, admin, name))
+        return make_url(admin).set(database=name).render_as_string(hide_password=False)
+
+    yield make
+    for kind, admin, name in made:
+        from uniqc_taskstore.engine import _registry
+
+        for key, database in list(_registry.items()):
+            if name in key:
+                database.dispose()
+        force = " WITH (FORCE)" if kind == "postgresql" else ""
+        _admin_execute(admin, f"DROP DATABASE IF EXISTS {name}{force}")
+
+
+def _admin_execute(admin_url: str, statement: str) -> None:
+    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.execute(text(statement))
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend_kind(request: pytest.FixtureRequest) -> str:
+    kind: str = request.param
+    return kind
+
+
+@pytest.fixture
+def store_location(
+    backend_kind: str, tmp_path: Path, fresh_database_url: Callable[[str], str]
+) -> dict[str, Any]:
+    """Keyword arguments of ``TaskStore`` for a fresh, empty location on the backend."""
+    if backend_kind == "sqlite":
+        return {"cache_dir": tmp_path / "cache"}
+    return {"url": fresh_database_url(backend_kind)}
+
+
+@pytest.fixture
+def store(store_location: dict[str, Any], backend_kind: str) -> Iterator[TaskStore]:
+    """A fresh store on each backend (SQLite file, PostgreSQL, MariaDB)."""
+    with TaskStore(**store_location) as opened:
+        yield opened
+    _ran[backend_kind] += 1
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _ran:
+        figures = ", ".join(f"{kind}: {_ran[kind]}" for kind in BACKENDS)
+        terminalreporter.write_line(f"store-fixture tests run per backend: {figures}")
