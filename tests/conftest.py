@@ -36,7 +36,9 @@ def require_servers() -> bool:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolated_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """No test ever sees the real user's cache or a configured server URL."""
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("HOME", str(home))

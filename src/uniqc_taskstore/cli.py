@@ -6,18 +6,22 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import asdict
 from typing import Any
 
 from .demo import DummyAdapter
 from .errors import TaskStoreError
 from .model import TaskInfo, TaskShard, TaskStatus
 from .store import TaskStore
+from .transfer import copy_tasks
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``uniqc-tasks`` console script."""
     args = _parser().parse_args(argv)
     try:
+        if getattr(args, "copy", False):
+            return _copy(args)
         with _open_store(args) as store:
             return int(args.run(store, args))
     except TaskStoreError as exc:
@@ -55,9 +59,74 @@ def _parser() -> argparse.ArgumentParser:
     shards.add_argument("task_id")
     shards.set_defaults(run=_shards)
 
-    for command in (demo, listing, show, shards):
+    copy = sub.add_parser(
+        "copy",
+        help="copy every task (live and archived) from one store to another",
+        description="SOURCE and DEST are cache directories or SQLAlchemy URLs. Tasks the "
+        "destination already has are skipped, so an interrupted copy is finished by "
+        "running it again.",
+    )
+    copy.add_argument("source")
+    copy.add_argument("dest")
+    copy.add_argument("--source-schema", help="PostgreSQL schema of SOURCE")
+    copy.add_argument("--dest-schema", help="PostgreSQL schema of DEST")
+    copy.add_argument("--batch-size", type=int, default=1000)
+    copy.set_defaults(run=None, copy=True)
+
+    for command in (demo, listing, show, shards, copy):
         command.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
+
+
+def _copy(args: argparse.Namespace) -> int:
+    with (
+        _store_at(args.source, args.source_schema) as source,
+        _store_at(args.dest, args.dest_schema) as dest,
+    ):
+        bar = _ProgressBar() if sys.stderr.isatty() and not args.json else None
+        report = copy_tasks(source, dest, batch_size=args.batch_size, progress=bar)
+        if bar is not None:
+            bar.finish()
+    if args.json:
+        _print_json(asdict(report))
+        return 0
+    print(f"Copied from {source.location} to {dest.location} in {report.seconds:.1f} s")
+    _print_table(
+        ["TABLE", "COPIED", "SOURCE", "DEST"],
+        [
+            [
+                name,
+                f"{getattr(report.copied, name):,}",
+                f"{getattr(report.source, name):,}",
+                f"{getattr(report.destination, name):,}",
+            ]
+            for name in ("tasks", "shards", "archived_tasks", "archived_shards")
+        ],
+    )
+    return 0
+
+
+def _store_at(where: str, schema: str | None) -> TaskStore:
+    if "://" in where:
+        return TaskStore.from_url(where, schema=schema)
+    return TaskStore(where)
+
+
+class _ProgressBar:
+    """A one-line progress bar on stderr, for terminals only."""
+
+    def __init__(self, width: int = 40) -> None:
+        self.width = width
+
+    def __call__(self, done: int, total: int) -> None:
+        filled = self.width * done // total if total else self.width
+        sys.stderr.write(
+            f"\r[{'#' * filled}{' ' * (self.width - filled)}] {done:,}/{total:,} tasks"
+        )
+        sys.stderr.flush()
+
+    def finish(self) -> None:
+        sys.stderr.write("\n")
 
 
 def _open_store(args: argparse.Namespace) -> TaskStore:

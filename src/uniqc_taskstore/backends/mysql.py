@@ -10,6 +10,7 @@ runs the step again and finishes it.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -42,7 +43,7 @@ class MysqlBackend(ServerBackend):
         )
 
     def acquire_migration_lock(self, conn: Connection) -> None:
-        name = f"{MIGRATION_LOCK_NAME}:{conn.engine.url.database}"
+        name = _lock_name(conn)
         got = conn.execute(select(func.get_lock(name, MIGRATION_LOCK_TIMEOUT_SECONDS))).scalar()
         conn.commit()
         if got != 1:
@@ -52,7 +53,7 @@ class MysqlBackend(ServerBackend):
             )
 
     def release_migration_lock(self, conn: Connection) -> None:
-        name = f"{MIGRATION_LOCK_NAME}:{conn.engine.url.database}"
+        name = _lock_name(conn)
         conn.execute(select(func.release_lock(name)))
         conn.commit()
 
@@ -68,3 +69,12 @@ class MysqlBackend(ServerBackend):
     def is_busy(self, error: DBAPIError) -> bool:
         args: tuple[Any, ...] = getattr(error.orig, "args", ())
         return bool(args) and args[0] in _RETRYABLE_ERRORS
+
+
+def _lock_name(conn: Connection) -> str:
+    # GET_LOCK names are server-wide and at most 64 characters: one per database.
+    database = conn.engine.url.database or ""
+    name = f"{MIGRATION_LOCK_NAME}:{database}"
+    if len(name) > 64:
+        name = f"{MIGRATION_LOCK_NAME}:{hashlib.sha256(database.encode()).hexdigest()[:32]}"
+    return name

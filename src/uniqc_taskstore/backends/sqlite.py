@@ -69,8 +69,8 @@ class SqliteBackend(Backend):
             raise self._location_error(exc) from exc
         check_header(self.path)
 
-    def _location_error(self, exc: OSError | DBAPIError) -> StoreLocationError:
-        reason = exc.strerror if isinstance(exc, OSError) else str(exc.orig)
+    def _location_error(self, exc: BaseException) -> StoreLocationError:
+        reason = exc.strerror if isinstance(exc, OSError) else str(exc)
         return StoreLocationError(
             f"cannot use {self.path} for the task store ({reason}). Make that location "
             f"writable, or choose another directory with the {self.env_hint} environment "
@@ -89,6 +89,8 @@ class SqliteBackend(Backend):
             if mode != "wal":
                 (mode,) = cursor.execute("PRAGMA journal_mode=WAL").fetchone()
             cursor.close()
+        except sqlite3.Error as exc:
+            raise self._explain(exc) or DatabaseError(f"{self.describe()}: {exc}") from exc
         finally:
             raw.close()
         if str(mode).lower() != "wal":
@@ -194,10 +196,13 @@ class SqliteBackend(Backend):
 
     def translate(self, error: DBAPIError) -> DatabaseError | None:
         """A clear error for driver failures that mean the file itself is unusable."""
-        message = str(error.orig).lower()
+        return self._explain(error.orig or error)
+
+    def _explain(self, error: BaseException) -> DatabaseError | None:
+        message = str(error).lower()
         if "file is not a database" in message or "malformed" in message:
             return CorruptDatabaseError(
-                f"{self.describe()} is damaged or not a SQLite database ({error.orig}); it was "
+                f"{self.describe()} is damaged or not a SQLite database ({error}); it was "
                 "left untouched. Move it aside to start afresh, or restore it from a backup."
             )
         if "readonly" in message or "unable to open" in message:

@@ -1,0 +1,41 @@
+"""Sessions: ``nox -s tests``, ``nox -s lint``, ``nox -s typecheck``, ``nox -s reliability``.
+
+Server tests run when UNIQC_TEST_POSTGRESQL_URL / UNIQC_TEST_MYSQL_URL are set
+(see README); they are skipped, with that reason, otherwise.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "typecheck"]
+PYTHON = ["3.11"]
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """The test suite on SQLite (and on the servers, when configured)."""
+    session.install("-e", ".[test,postgresql,mysql]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def reliability(session: nox.Session) -> None:
+    """Only the reliability figures: concurrent writers, kill -9, racing pollers, bad input."""
+    session.install("-e", ".[test,postgresql,mysql]")
+    session.run("pytest", "-m", "reliability", "-s", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff: lint and formatting."""
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python=PYTHON)
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict over the package, migrations, tests and this file."""
+    session.install("-e", ".[test,postgresql,mysql,dev]")
+    session.run("mypy")
