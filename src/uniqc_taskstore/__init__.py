@@ -33,7 +33,7 @@ from .model import (
 )
 from .protocol import TaskRepository
 from .sharding import ShardPlan, assemble_results, plan_shards
-from .store import DEFAULT_CACHE_DIR, TaskStore
+from .store import DEFAULT_CACHE_DIR, TaskPage, TaskStore
 
 __all__ = [
     "APPLICATION_ID",
@@ -56,6 +56,7 @@ __all__ = [
     "StoreLocationError",
     "TaskInfo",
     "TaskNotFoundError",
+    "TaskPage",
     "TaskRepository",
     "TaskShard",
     "TaskStateError",

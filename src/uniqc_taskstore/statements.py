@@ -7,7 +7,7 @@ upsert.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sqlalchemy import (
@@ -21,6 +21,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    literal_column,
     or_,
     select,
 )
@@ -109,10 +110,17 @@ def shard_from_row(row: Mapping[Any, Any]) -> TaskShard:
 
 def _stale(existing: Table, incoming: Incoming) -> ColumnElement[bool]:
     """The stored status is final and the incoming one is not: a slow poller's view."""
-    return and_(existing.c.status.in_(_TERMINAL), incoming.status.not_in(_TERMINAL))
+    return and_(_is_terminal(existing.c.status), ~_is_terminal(incoming.status))
 
 
-def upsert_tasks(backend: Backend, rows: Sequence[dict[str, Any]]) -> Any:
+def _is_terminal(status: Any) -> ColumnElement[bool]:
+    # The statuses are inlined as SQL literals: upserts run as executemany, which
+    # allows no expanding IN, and PyMySQL's executemany allows no parameters after
+    # VALUES (...). They are our own enum's fixed lowercase words, never user input.
+    return status.in_([literal_column(f"'{value}'") for value in _TERMINAL])
+
+
+def upsert_tasks(backend: Backend) -> Any:
     """Insert or update tasks by id, keeping the first ``submit_time``; a stored final
     status (with its result and error) is never replaced by a non-final one."""
 
@@ -125,10 +133,10 @@ def upsert_tasks(backend: Backend, rows: Sequence[dict[str, Any]]) -> Any:
             ("status", _keep_if(stale, tasks, incoming, "status")),
         ]
 
-    return backend.upsert(tasks, rows, ("task_id",), assignments)
+    return backend.upsert(tasks, ("task_id",), assignments)
 
 
-def upsert_shards(backend: Backend, rows: Sequence[dict[str, Any]]) -> Any:
+def upsert_shards(backend: Backend) -> Any:
     """Insert or update shards by (task, index), keeping the first ``submit_time``.
 
     A report for the same platform job never turns a final status back into a
@@ -153,7 +161,7 @@ def upsert_shards(backend: Backend, rows: Sequence[dict[str, Any]]) -> Any:
             ("platform_task_id", incoming.platform_task_id),
         ]
 
-    return backend.upsert(task_shards, rows, ("uniqc_task_id", "shard_index"), assignments)
+    return backend.upsert(task_shards, ("uniqc_task_id", "shard_index"), assignments)
 
 
 def _keep_if(
@@ -230,14 +238,24 @@ def select_tasks(
     limit: int | None = None,
     offset: int | None = None,
     include_results: bool = True,
+    after: tuple[str, str] | None = None,
 ) -> Select[Any]:
-    """Tasks newest first by submit time (ties by id, so pages are stable)."""
+    """Tasks newest first by submit time (ties by id, so pages are stable), optionally
+    only those after the ``(submit_time, task_id)`` of the last row of a previous page."""
     columns = [c for c in table.columns if include_results or c.name != "result_json"]
     stmt = (
         select(*columns)
         .where(*task_filters(table, status, backend))
         .order_by(table.c.submit_time.desc(), table.c.task_id.desc())
     )
+    if after is not None:
+        submitted, task_id = after
+        stmt = stmt.where(
+            or_(
+                table.c.submit_time < submitted,
+                and_(table.c.submit_time == submitted, table.c.task_id < task_id),
+            )
+        )
     if limit is not None:
         stmt = stmt.limit(limit)
     if offset:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -45,6 +46,14 @@ CACHE_DIR_ENV = "UNIQC_CACHE_DIR"
 URL_ENV = "UNIQC_TASKSTORE_URL"
 _BATCH_ROWS = 500
 """Rows per multi-row INSERT: well under every driver's bound-parameter limit."""
+
+
+@dataclass(frozen=True)
+class TaskPage:
+    """A page of tasks and where the next one starts (None after the last page)."""
+
+    tasks: builtins.list[TaskInfo]
+    next_after: tuple[str, str] | None
 
 
 class TaskStore:
@@ -173,8 +182,8 @@ class TaskStore:
         shard_rows = [sql.shard_row(shard) | {"update_time": now} for shard in shard_list]
 
         def work(conn: Connection) -> None:
-            for batch in _batches(_last_per_key(task_rows, ("task_id",))):
-                conn.execute(sql.upsert_tasks(self._db.backend, batch))
+            if task_rows:
+                conn.execute(sql.upsert_tasks(self._db.backend), task_rows)
             self._write_shards(conn, shard_list, shard_rows)
 
         self._db.write(work)
@@ -215,6 +224,32 @@ class TaskStore:
         )
         rows = self._db.read(lambda conn: conn.execute(stmt).mappings().all())
         return [sql.task_from_row(row) for row in rows]
+
+    def list_page(
+        self,
+        *,
+        status: sql.Filter = None,
+        backend: str | None = None,
+        limit: int = 100,
+        after: tuple[str, str] | None = None,
+        include_results: bool = False,
+    ) -> TaskPage:
+        """One page of :meth:`list`, by keyset: pass the previous page's ``next_after``
+        as ``after`` to continue. Unlike offsets, pages stay consistent while tasks
+        are added, and each page costs the same however deep it is."""
+        _check_page(limit, None)
+        stmt = sql.select_tasks(
+            tasks,
+            status=status,
+            backend=backend,
+            limit=limit,
+            include_results=include_results,
+            after=after,
+        )
+        rows = self._db.read(lambda conn: conn.execute(stmt).mappings().all())
+        page = [sql.task_from_row(row) for row in rows]
+        last = page[-1] if len(page) == limit and page else None
+        return TaskPage(page, (last.submit_time, last.task_id) if last else None)
 
     def count(self, *, status: sql.Filter = None, backend: str | None = None) -> int:
         """Number of tasks matching the same filters as :meth:`list`."""
@@ -299,8 +334,7 @@ class TaskStore:
             )
         self._check_layouts(conn, shards, parents)
         try:
-            for batch in _batches(_last_per_key(rows, ("uniqc_task_id", "shard_index"))):
-                conn.execute(sql.upsert_shards(self._db.backend, batch))
+            conn.execute(sql.upsert_shards(self._db.backend), builtins.list(rows))
         except IntegrityError as exc:  # a parent deleted by a concurrent writer
             raise TaskNotFoundError(f"a shard's task disappeared while saving: {exc.orig}") from exc
 
@@ -560,10 +594,3 @@ def _check_page(limit: int | None, offset: int | None) -> None:
 def _batches(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
     for start in range(0, len(items), _BATCH_ROWS):
         yield items[start : start + _BATCH_ROWS]
-
-
-def _last_per_key(
-    rows: Sequence[dict[str, Any]], key: Sequence[str]
-) -> builtins.list[dict[str, Any]]:
-    # One multi-row upsert may not touch a key twice (PostgreSQL refuses); last one wins.
-    return builtins.list({tuple(row[k] for k in key): row for row in rows}.values())

@@ -57,10 +57,9 @@ class Backend(ABC):
         """This dialect's ``INSERT`` construct (the one with an upsert clause)."""
 
     @abstractmethod
-    def upsert(
-        self, table: Table, rows: Sequence[dict[str, Any]], key: Sequence[str], set_: Assignments
-    ) -> Any:
-        """``INSERT rows``; on a key conflict apply ``set_`` to the existing row."""
+    def upsert(self, table: Table, key: Sequence[str], set_: Assignments) -> Any:
+        """``INSERT`` into ``table``; on a ``key`` conflict apply ``set_`` to the existing
+        row. Executed with a list of rows (executemany), so it compiles once."""
 
     @abstractmethod
     def migration_connection(self, engine: Engine) -> AbstractContextManager[Connection]:

@@ -60,10 +60,8 @@ class MysqlBackend(ServerBackend):
     def insert(self, table: Table) -> Any:
         return mysql.insert(table)
 
-    def upsert(
-        self, table: Table, rows: Sequence[dict[str, Any]], key: Sequence[str], set_: Assignments
-    ) -> Any:
-        stmt = mysql.insert(table).values(list(rows))
+    def upsert(self, table: Table, key: Sequence[str], set_: Assignments) -> Any:
+        stmt = mysql.insert(table)
         return stmt.on_duplicate_key_update(set_(stmt.inserted))
 
     def is_busy(self, error: DBAPIError) -> bool:

@@ -75,10 +75,8 @@ class PostgresBackend(ServerBackend):
     def insert(self, table: Table) -> Any:
         return postgresql.insert(table)
 
-    def upsert(
-        self, table: Table, rows: Sequence[dict[str, Any]], key: Sequence[str], set_: Assignments
-    ) -> Any:
-        stmt = postgresql.insert(table).values(list(rows))
+    def upsert(self, table: Table, key: Sequence[str], set_: Assignments) -> Any:
+        stmt = postgresql.insert(table)
         return stmt.on_conflict_do_update(index_elements=list(key), set_=dict(set_(stmt.excluded)))
 
     def is_busy(self, error: DBAPIError) -> bool:

@@ -181,10 +181,8 @@ class SqliteBackend(Backend):
     def insert(self, table: Table) -> Any:
         return sqlite.insert(table)
 
-    def upsert(
-        self, table: Table, rows: Sequence[dict[str, Any]], key: Sequence[str], set_: Assignments
-    ) -> Any:
-        stmt = sqlite.insert(table).values(list(rows))
+    def upsert(self, table: Table, key: Sequence[str], set_: Assignments) -> Any:
+        stmt = sqlite.insert(table)
         return stmt.on_conflict_do_update(index_elements=list(key), set_=dict(set_(stmt.excluded)))
 
     def is_busy(self, error: DBAPIError) -> bool:
