@@ -196,6 +196,9 @@ def _show(store: TaskStore, args: argparse.Namespace) -> int:
 
 
 def _shards(store: TaskStore, args: argparse.Namespace) -> int:
+    if store.get(args.task_id) is None and store.get_archived(args.task_id) is None:
+        print(f"uniqc-tasks: no task {args.task_id!r} in {store.location}", file=sys.stderr)
+        return 1
     shards = store.get_shards(args.task_id) or store.get_archived_shards(args.task_id)
     if args.json:
         _print_json([s.to_dict() for s in shards])

@@ -33,7 +33,9 @@ _HashableKey = str | int | float | bool | None | tuple[Any, ...]
 def encode_json(value: Any, field: str = "value") -> str:
     """Standard JSON text of ``value``; raises :class:`UnserializableValueError`."""
     return json.dumps(
-        to_jsonable(value, field), allow_nan=False, ensure_ascii=False, separators=(",", ":")
+        # ensure_ascii: a lone surrogate (valid in a Python str, not in UTF-8) is written
+        # as a \\u escape, which reads back as it was, instead of failing in the driver.
+        to_jsonable(value, field), allow_nan=False, ensure_ascii=True, separators=(",", ":")
     )
 
 

@@ -155,7 +155,15 @@ def validate_id(value: object, field_name: str) -> str:
         raise InvalidInputError(field_name, value, f"longer than {MAX_ID_LENGTH} characters")
     if "\x00" in value:
         raise InvalidInputError(field_name, value, "contains a NUL character")
+    _require_utf8(value, field_name)
     return value
+
+
+def _require_utf8(value: str, field_name: str) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInputError(field_name, value, "is not valid Unicode text") from exc
 
 
 def _validate_count(value: object, field_name: str, minimum: int) -> int:
@@ -168,9 +176,12 @@ def _validate_count(value: object, field_name: str, minimum: int) -> int:
     return value
 
 
-def _validate_optional_text(value: object, field_name: str) -> None:
-    if value is not None and not isinstance(value, str):
+def validate_optional_text(value: object, field_name: str) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str):
         raise InvalidInputError(field_name, value, "must be a string or None")
+    _require_utf8(value, field_name)
 
 
 def _validate_time(value: object, field_name: str) -> None:
@@ -189,7 +200,7 @@ def validate_task(task: TaskInfo) -> None:
     _validate_count(task.shots, "shots", 0)
     if not isinstance(task.metadata, dict):
         raise InvalidInputError("metadata", task.metadata, "must be a dict")
-    _validate_optional_text(task.error_message, "error_message")
+    validate_optional_text(task.error_message, "error_message")
     _validate_time(task.submit_time, "submit_time")
 
 
@@ -204,7 +215,7 @@ def validate_shard(shard: TaskShard) -> None:
     _validate_count(shard.circuit_count, "circuit_count", 1)
     _validate_count(shard.sub_index_offset, "sub_index_offset", 0)
     shard.status = coerce_status(shard.status)
-    _validate_optional_text(shard.error_message, "error_message")
+    validate_optional_text(shard.error_message, "error_message")
     _validate_time(shard.submit_time, "submit_time")
 
 

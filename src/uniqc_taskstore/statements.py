@@ -113,7 +113,7 @@ def _stale(existing: Table, incoming: Incoming) -> ColumnElement[bool]:
     return and_(_is_terminal(existing.c.status), ~_is_terminal(incoming.status))
 
 
-def _is_terminal(status: Any) -> ColumnElement[bool]:
+def _is_terminal(status: ColumnElement[Any]) -> ColumnElement[bool]:
     # The statuses are inlined as SQL literals: upserts run as executemany, which
     # allows no expanding IN, and PyMySQL's executemany allows no parameters after
     # VALUES (...). They are our own enum's fixed lowercase words, never user input.

@@ -34,6 +34,7 @@ from .model import (
     aggregate_status,
     coerce_status,
     validate_id,
+    validate_optional_text,
     validate_shard,
     validate_task,
 )
@@ -384,8 +385,7 @@ class TaskStore:
         ``platform_task_id``.
         """
         new_status = coerce_status(status)
-        if error_message is not None and not isinstance(error_message, str):
-            raise InvalidInputError("error_message", error_message, "must be a string or None")
+        validate_optional_text(error_message, "error_message")
         validate_id(uniqc_task_id, "uniqc_task_id")
         key = _shard_key(uniqc_task_id, shard_index)
 
