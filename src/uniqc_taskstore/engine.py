@@ -70,7 +70,6 @@ class Database:
             if self._engine is None:
                 self._engine = self.backend.create_engine()
             try:
-                self.backend.after_open(self._engine)
                 self.last_migration = _with_busy_retry(
                     self.backend,
                     lambda: migrate(self.backend, self._engine, self._migrations),  # type: ignore[arg-type]

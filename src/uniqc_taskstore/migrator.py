@@ -73,11 +73,14 @@ def migrate(
     """Bring the database to the last version of ``migrations``, one step per transaction.
 
     Refuses a database that is not ours or is newer than ``migrations`` knows, before
-    changing anything. Safe to call from many processes at once: each step re-reads
-    the version under the backend's migration lock and is skipped if already done.
+    changing anything (on SQLite, before switching the file to WAL). Safe to call from
+    many processes at once: each step re-reads the version under the backend's
+    migration lock and is skipped if already done.
     """
     latest = migrations[-1][0] if migrations else 0
     applied: list[int] = []
+    check_version(backend, engine, latest)
+    backend.after_open(engine)
     with backend.migration_connection(engine) as conn:
         with conn.begin():
             start = backend.claim(conn)
@@ -113,6 +116,16 @@ def create_missing(conn: Connection, tables: Sequence[Table]) -> None:
         table.create(conn, checkfirst=True)
         for index in table.indexes:
             index.create(conn, checkfirst=True)
+
+
+def check_version(backend: Backend, engine: Engine, latest: int) -> int:
+    """The database's schema version, read without writing anything; refuses a
+    database that is not ours or is newer than ``latest``."""
+    with engine.connect() as conn, conn.begin():
+        version = backend.claim(conn, stamp=False)
+    if version > latest:
+        raise SchemaTooNewError(version, latest, backend.describe())
+    return version
 
 
 def add_column(conn: Connection, table_name: str, column: Column[Any]) -> None:

@@ -66,8 +66,9 @@ class Backend(ABC):
         """A connection holding the database-wide migration lock while open."""
 
     @abstractmethod
-    def claim(self, conn: Connection) -> int:
-        """Check the database is ours (stamping a fresh one) and return its schema version.
+    def claim(self, conn: Connection, *, stamp: bool = True) -> int:
+        """Check the database is ours and return its schema version; with ``stamp``,
+        mark a fresh database as ours (without, nothing is written).
 
         Raises :class:`ForeignDatabaseError` for somebody else's database.
         """

@@ -30,15 +30,19 @@ class ServerBackend(Backend):
     def describe(self) -> str:
         return f"database {self.url.render_as_string(hide_password=True)}"
 
-    def claim(self, conn: Connection) -> int:
+    def claim(self, conn: Connection, *, stamp: bool = True) -> int:
         tables = set(inspect(conn).get_table_names())
         if schema_stamp.name not in tables:
             ours = sorted(tables & set(metadata.tables))
             if ours:
                 raise refuse_foreign(self.describe(), f"has tables {ours} without our stamp")
+            if not stamp:
+                return 0
             schema_stamp.create(conn, checkfirst=True)
         row = conn.execute(select(schema_stamp).where(schema_stamp.c.id == 1)).first()
         if row is None:
+            if not stamp:
+                return 0
             conn.execute(
                 insert(schema_stamp).values(id=1, application_id=APPLICATION_ID, schema_version=0)
             )

@@ -61,13 +61,19 @@ class SqliteBackend(Backend):
         try:
             if not directory.is_dir():
                 directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise self._location_error(exc) from exc
+        try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
             os.close(fd)
         except FileExistsError:
             pass
         except OSError as exc:
             raise self._location_error(exc) from exc
-        check_header(self.path)
+        try:
+            check_header(self.path)
+        except StoreLocationError as exc:
+            raise self._location_error(exc.__cause__ or exc) from exc
 
     def _location_error(self, exc: BaseException) -> StoreLocationError:
         reason = exc.strerror if isinstance(exc, OSError) else str(exc)
@@ -82,8 +88,9 @@ class SqliteBackend(Backend):
         if self.path is None:
             return
         # Outside any transaction (SQLAlchemy would begin one): the raw connection.
-        raw = engine.raw_connection()
+        raw = None
         try:
+            raw = engine.raw_connection()
             cursor = raw.cursor()
             (mode,) = cursor.execute("PRAGMA journal_mode").fetchone()
             if mode != "wal":
@@ -92,7 +99,8 @@ class SqliteBackend(Backend):
         except sqlite3.Error as exc:
             raise self._explain(exc) or DatabaseError(f"{self.describe()}: {exc}") from exc
         finally:
-            raw.close()
+            if raw is not None:
+                raw.close()
         if str(mode).lower() != "wal":
             raise DatabaseError(
                 f"{self.describe()} cannot use a WAL journal (journal_mode stays {mode!r}); "
@@ -156,7 +164,7 @@ class SqliteBackend(Backend):
 
     # -- schema stamp -----------------------------------------------------------------
 
-    def claim(self, conn: Connection) -> int:
+    def claim(self, conn: Connection, *, stamp: bool = True) -> int:
         app_id = int(conn.exec_driver_sql("PRAGMA application_id").scalar() or 0)
         version = int(conn.exec_driver_sql("PRAGMA user_version").scalar() or 0)
         if app_id == APPLICATION_ID:
@@ -170,7 +178,8 @@ class SqliteBackend(Backend):
         legacy = version in _LEGACY_VERSIONS and "tasks" in tables and not foreign_tables(conn)
         if tables and not legacy:
             raise refuse_foreign(where, f"holds other tables ({', '.join(sorted(tables))})")
-        conn.exec_driver_sql(f"PRAGMA application_id = {APPLICATION_ID}")
+        if stamp:
+            conn.exec_driver_sql(f"PRAGMA application_id = {APPLICATION_ID}")
         return version
 
     def write_version(self, conn: Connection, version: int) -> None:

@@ -1,0 +1,350 @@
+"""The SQLite file: whose it is, where it lives, how it is created, opened and removed.
+
+Files that are not ours, too new, or damaged are refused and left byte-for-byte as
+they were; the directory and file are private; the location follows
+``UNIQC_CACHE_DIR`` and never silently falls back elsewhere; ``clear_all`` removes
+the file yet the store keeps working; a warm store opens no connection and runs no
+``PRAGMA`` per call.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+import stat
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+
+import uniqc_taskstore.store as store_module
+from legacy_files import DATABASE_FILENAME, pragma
+from uniqc_taskstore import (
+    APPLICATION_ID,
+    CURRENT_SCHEMA_VERSION,
+    CorruptDatabaseError,
+    ForeignDatabaseError,
+    SchemaTooNewError,
+    StoreLocationError,
+    TaskInfo,
+    TaskShard,
+    TaskStatus,
+    TaskStore,
+    generate_uniqc_task_id,
+)
+
+SIDECARS = ("-wal", "-shm", "-journal")
+
+
+def make_task(**fields: Any) -> TaskInfo:
+    return TaskInfo(task_id=generate_uniqc_task_id(), backend="originq:WK_C180", **fields)
+
+
+def directory_listing(directory: Path) -> dict[str, bytes]:
+    """Every file in ``directory`` with its bytes."""
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file()}
+
+
+def write_sqlite(path: Path, *statements: str) -> None:
+    """A SQLite file in the default rollback-journal mode, holding what ``statements`` make."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        for statement in statements:
+            conn.execute(statement)
+    finally:
+        conn.close()
+
+
+def assert_refused_untouched(
+    directory: Path, error: type[Exception], match: str | None = None
+) -> pytest.ExceptionInfo[Exception]:
+    """Opening ``directory`` raises ``error`` and leaves every file there as it was."""
+    before = directory_listing(directory)
+    with pytest.raises(error, match=match) as caught:
+        TaskStore(cache_dir=directory)
+    assert directory_listing(directory) == before
+    for suffix in SIDECARS:
+        assert not (directory / (DATABASE_FILENAME + suffix)).exists()
+    return caught
+
+
+# -- files that are not ours, too new, or damaged ---------------------------------------------
+
+
+def test_file_with_another_application_id_is_refused_untouched(tmp_path: Path) -> None:
+    write_sqlite(
+        tmp_path / DATABASE_FILENAME,
+        "PRAGMA application_id = 1234",
+        "CREATE TABLE notes (body TEXT)",
+        "INSERT INTO notes VALUES ('mine')",
+    )
+    caught = assert_refused_untouched(tmp_path, ForeignDatabaseError)
+    assert str(tmp_path / DATABASE_FILENAME) in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("user_version", "statements"),
+    [
+        (0, ("CREATE TABLE notes (body TEXT)",)),
+        (0, ("CREATE TABLE tasks (id INTEGER PRIMARY KEY, title TEXT)",)),
+        (2, ("CREATE TABLE tasks (task_id TEXT PRIMARY KEY)", "CREATE TABLE notes (body TEXT)")),
+    ],
+    ids=["other-tables", "a-tasks-table-at-version-0", "our-tables-and-others"],
+)
+def test_unstamped_file_holding_other_tables_is_refused_untouched(
+    tmp_path: Path, user_version: int, statements: tuple[str, ...]
+) -> None:
+    write_sqlite(tmp_path / DATABASE_FILENAME, *statements, f"PRAGMA user_version = {user_version}")
+    assert_refused_untouched(tmp_path, ForeignDatabaseError)
+
+
+def test_file_newer_than_this_code_is_refused_naming_both_versions(tmp_path: Path) -> None:
+    newer = CURRENT_SCHEMA_VERSION + 1
+    with TaskStore(cache_dir=tmp_path) as store:
+        store.save(make_task())
+    # As a newer uniqc-taskstore would leave it: ours, WAL, one version ahead.
+    conn = sqlite3.connect(tmp_path / DATABASE_FILENAME)
+    try:
+        conn.execute(f"PRAGMA user_version = {newer}")
+    finally:
+        conn.close()
+
+    caught = assert_refused_untouched(tmp_path, SchemaTooNewError)
+    error = caught.value
+    assert isinstance(error, SchemaTooNewError)
+    assert (error.found, error.supported) == (newer, CURRENT_SCHEMA_VERSION)
+    assert str(tmp_path / DATABASE_FILENAME) in str(error)
+    words = str(error).replace(str(tmp_path / DATABASE_FILENAME), "<file>")
+    assert re.search(rf"\b{newer}\b", words)
+    assert re.search(rf"\b{CURRENT_SCHEMA_VERSION}\b", words)
+    assert pragma(tmp_path / DATABASE_FILENAME, "user_version") == newer
+
+
+def _real_database_bytes(tmp_path: Path) -> bytes:
+    source = tmp_path / "source" / DATABASE_FILENAME
+    write_sqlite(source, "CREATE TABLE t (x)", "INSERT INTO t VALUES (1)")
+    return source.read_bytes()
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda real: real[:50],
+        lambda real: b"this is not a database, just bytes\n" * 200,
+        lambda real: real[:100] + b"\xa5" * (len(real) - 100),
+    ],
+    ids=["truncated-to-50-bytes", "garbage-bytes", "header-then-garbage-pages"],
+)
+def test_damaged_file_is_refused_as_corrupt_and_left_untouched(
+    tmp_path: Path, damage: Callable[[bytes], bytes]
+) -> None:
+    directory = tmp_path / "cache"
+    directory.mkdir()
+    (directory / DATABASE_FILENAME).write_bytes(damage(_real_database_bytes(tmp_path)))
+    assert_refused_untouched(directory, CorruptDatabaseError, match="untouched")
+
+
+# -- where the file lives and how it is created --------------------------------------------------
+
+
+@contextmanager
+def umask(mask: int) -> Iterator[None]:
+    previous = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def test_new_directory_is_private_and_file_is_owner_only(tmp_path: Path) -> None:
+    directory = tmp_path / "home" / ".uniqc" / "cache"
+    with umask(0o022), TaskStore(cache_dir=directory) as store:
+        store.save(make_task())
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+        assert stat.S_IMODE((directory / DATABASE_FILENAME).stat().st_mode) == 0o600
+        for suffix in ("-wal", "-shm"):
+            sidecar = directory / (DATABASE_FILENAME + suffix)
+            assert sidecar.exists()
+            assert stat.S_IMODE(sidecar.stat().st_mode) == 0o600
+
+
+def test_file_uses_a_wal_journal(tmp_path: Path) -> None:
+    TaskStore(cache_dir=tmp_path).close()
+    conn = sqlite3.connect(tmp_path / DATABASE_FILENAME)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        conn.close()
+    assert pragma(tmp_path / DATABASE_FILENAME, "application_id") == APPLICATION_ID
+    assert pragma(tmp_path / DATABASE_FILENAME, "user_version") == CURRENT_SCHEMA_VERSION
+
+
+def test_store_follows_uniqc_cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    chosen = tmp_path / "chosen"
+    monkeypatch.setenv("UNIQC_CACHE_DIR", str(chosen))
+    with TaskStore() as store:
+        store.save(make_task())
+        assert store.db_path == chosen.resolve() / DATABASE_FILENAME
+    assert (chosen / DATABASE_FILENAME).is_file()
+    assert not store_module.DEFAULT_CACHE_DIR.exists()
+
+
+def test_uniqc_cache_dir_expands_the_home_directory(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UNIQC_CACHE_DIR", "~/elsewhere")
+    with TaskStore() as store:
+        assert store.db_path == Path.home().resolve() / "elsewhere" / DATABASE_FILENAME
+
+
+def test_default_location_is_uniqc_cache_under_home() -> None:
+    with TaskStore() as store:
+        store.save(make_task())
+        assert store.db_path == store_module.DEFAULT_CACHE_DIR.resolve() / DATABASE_FILENAME
+    assert Path.home() / ".uniqc" / "cache" == store_module.DEFAULT_CACHE_DIR
+    assert (store_module.DEFAULT_CACHE_DIR / DATABASE_FILENAME).is_file()
+
+
+def _uniqc_entries_in_temp() -> set[str]:
+    return {p.name for p in Path(tempfile.gettempdir()).iterdir() if "uniqc" in p.name.lower()}
+
+
+@pytest.mark.parametrize("below", ["sub", "."], ids=["directory-under-a-file", "a-file"])
+def test_unusable_location_is_refused_without_any_fallback(tmp_path: Path, below: str) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("a regular file where a directory should be")
+    cache_dir = blocker / below if below != "." else blocker
+    temp_before = _uniqc_entries_in_temp()
+
+    with pytest.raises(StoreLocationError) as caught:
+        TaskStore(cache_dir=cache_dir)
+
+    message = str(caught.value)
+    assert str(cache_dir) in message
+    assert "UNIQC_CACHE_DIR" in message
+    assert _uniqc_entries_in_temp() == temp_before
+    assert not store_module.DEFAULT_CACHE_DIR.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+    assert blocker.read_text() == "a regular file where a directory should be"
+
+
+@pytest.mark.skipif(
+    os.geteuid() == 0, reason="root ignores file permissions, so a read-only directory is writable"
+)
+def test_read_only_directory_is_refused_with_a_location_error(tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    try:
+        with pytest.raises(StoreLocationError, match="UNIQC_CACHE_DIR"):
+            TaskStore(cache_dir=locked)
+        assert list(locked.iterdir()) == []
+    finally:
+        locked.chmod(0o700)
+
+
+# -- clear_all -----------------------------------------------------------------------------------
+
+
+def test_clear_all_deletes_the_file_and_the_store_keeps_working(tmp_path: Path) -> None:
+    path = tmp_path / DATABASE_FILENAME
+    with TaskStore(cache_dir=tmp_path) as store, TaskStore(cache_dir=tmp_path) as other:
+        old = make_task()
+        store.save(old)
+        # Hard links keep the old inodes reachable: after clear_all they must be the
+        # only names left, i.e. tasks.sqlite, -wal and -shm were unlinked.
+        linked = {}
+        for suffix in ("", "-wal", "-shm"):
+            name = tmp_path / (DATABASE_FILENAME + suffix)
+            assert name.exists()
+            linked[suffix] = tmp_path / f"kept{suffix}"
+            os.link(name, linked[suffix])
+
+        store.clear_all()
+
+        for kept in linked.values():
+            assert kept.stat().st_nlink == 1
+        assert store.get(old.task_id) is None
+        assert other.get(old.task_id) is None
+        new = make_task()
+        store.save(new)
+        assert other.get(new.task_id) == new
+        later = make_task()
+        other.save(later)
+        assert store.count() == 2
+
+    assert path.is_file()
+    assert pragma(path, "application_id") == APPLICATION_ID
+    assert pragma(path, "user_version") == CURRENT_SCHEMA_VERSION
+    with TaskStore(cache_dir=tmp_path) as reopened:
+        assert {t.task_id for t in reopened.list()} == {new.task_id, later.task_id}
+
+
+# -- a warm store opens nothing and sets nothing per call ----------------------------------------
+
+
+@contextmanager
+def watched(store: TaskStore) -> Iterator[dict[str, list[str]]]:
+    """Record new DBAPI connections and every statement sent while the block runs."""
+    engine = store._db.engine
+    seen: dict[str, list[str]] = {"connects": [], "statements": []}
+
+    def on_connect(_dbapi_conn: Any, _record: Any) -> None:
+        seen["connects"].append("connect")
+
+    def on_statement(
+        _conn: Any, _cursor: Any, statement: str, _params: Any, _context: Any, _many: bool
+    ) -> None:
+        seen["statements"].append(statement)
+
+    event.listen(engine, "connect", on_connect)
+    event.listen(engine, "before_cursor_execute", on_statement)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "connect", on_connect)
+        event.remove(engine, "before_cursor_execute", on_statement)
+
+
+def test_warm_store_opens_no_connection_and_runs_no_pragma(tmp_path: Path) -> None:
+    with TaskStore(cache_dir=tmp_path) as store:
+        parent = make_task()
+        store.save(parent, [TaskShard(parent.task_id, 0, "job-0", parent.backend)])
+        store.get(parent.task_id)
+
+        with watched(store) as seen:
+            for call in range(50):
+                step = call % 7
+                if step == 0:
+                    store.save(make_task(shots=call))
+                elif step == 1:
+                    assert store.get(parent.task_id) is not None
+                elif step == 2:
+                    store.list(limit=5)
+                elif step == 3:
+                    store.count(status=TaskStatus.PENDING)
+                elif step == 4:
+                    store.save_shard(TaskShard(parent.task_id, 0, f"job-{call}", parent.backend))
+                elif step == 5:
+                    store.update_shard(parent.task_id, 0, status=TaskStatus.RUNNING)
+                else:
+                    assert store.get_shard_by_platform_id(f"job-{call - 2}") is not None
+
+        assert seen["connects"] == []
+        assert seen["statements"], "the calls did run statements"
+        pragmas = [s for s in seen["statements"] if s.lstrip().upper().startswith("PRAGMA")]
+        assert pragmas == []
+
+
+def test_constructing_stores_on_a_warm_location_opens_nothing(tmp_path: Path) -> None:
+    with TaskStore(cache_dir=tmp_path) as store:
+        store.save(make_task())
+        with watched(store) as seen:
+            for _ in range(100):
+                with TaskStore(cache_dir=tmp_path) as again:
+                    assert again._db is store._db
+        assert seen == {"connects": [], "statements": []}
+        assert store.count() == 1
