@@ -13,11 +13,10 @@ from sqlalchemy import (
     MetaData,
     PrimaryKeyConstraint,
     Table,
-    Text,
     text,
 )
 
-from uniqc_taskstore.column_types import IdText, JsonDocument, StatusText, Timestamp
+from uniqc_taskstore.column_types import IdText, JsonDocument, MessageText, StatusText, Timestamp
 from uniqc_taskstore.migrator import create_missing
 
 MYSQL_TABLE: dict[str, Any] = {
@@ -37,7 +36,7 @@ def _shard_columns() -> list[Column[Any]]:
         Column("sub_index_offset", Integer, nullable=False, server_default=text("0")),
         Column("status", StatusText, nullable=False),
         Column("result_json", JsonDocument),
-        Column("error_message", Text),
+        Column("error_message", MessageText),
         Column("submit_time", Timestamp, nullable=False),
         Column("update_time", Timestamp, nullable=False),
     ]

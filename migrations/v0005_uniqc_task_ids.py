@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, column, delete, func, insert, literal, select, table, update
 
-from uniqc_taskstore.column_types import JsonDocument
+from uniqc_taskstore.column_types import IdText, JsonDocument
 from uniqc_taskstore.model import UNIQC_TASK_ID_PREFIX, generate_uniqc_task_id
 
 _TASK_COLUMNS = (
@@ -21,6 +21,7 @@ _TASK_COLUMNS = (
     "metadata_json",
     "error_message",
 )
+_ID_COLUMNS = {"task_id", "uniqc_task_id", "platform_task_id"}
 _SHARD_COLUMNS = (
     "uniqc_task_id",
     "shard_index",
@@ -46,8 +47,8 @@ def upgrade(conn: Connection) -> None:
 
 def _rekey(conn: Connection, task_table: str, shard_table: str, *, archived: bool) -> None:
     extra = ("archived_at",) if archived else ()
-    tasks = table(task_table, *(column(name) for name in (*_TASK_COLUMNS, *extra)))
-    shards = table(shard_table, *(column(name) for name in (*_SHARD_COLUMNS, *extra)))
+    tasks = table(task_table, *(_column(name) for name in (*_TASK_COLUMNS, *extra)))
+    shards = table(shard_table, *(_column(name) for name in (*_SHARD_COLUMNS, *extra)))
     legacy = conn.execute(
         select(tasks.c.task_id, tasks.c.metadata_json).where(
             func.substr(tasks.c.task_id, 1, len(UNIQC_TASK_ID_PREFIX)) != UNIQC_TASK_ID_PREFIX
@@ -85,6 +86,12 @@ def _rekey(conn: Connection, task_table: str, shard_table: str, *, archived: boo
             ).where(tasks.c.task_id == old_id)
             conn.execute(insert(shards).from_select([*_SHARD_COLUMNS, *extra], mirror))
         conn.execute(delete(tasks).where(tasks.c.task_id == old_id))
+
+
+def _column(name: str) -> Any:
+    # Ids typed so that servers storing them as bytes (MySQL) hand back text; the
+    # other columns are copied as the database holds them.
+    return column(name, IdText()) if name in _ID_COLUMNS else column(name)
 
 
 def _legacy_metadata(raw: Any) -> dict[str, Any]:

@@ -58,28 +58,58 @@ def server_admin_url(kind: str) -> str:
     return url
 
 
+class _DatabaseMaker:
+    """Creates empty databases on the servers and drops them all at the end."""
+
+    def __init__(self) -> None:
+        self.made: list[tuple[str, str, str]] = []
+
+    def __call__(self, kind: str) -> str:
+        admin = server_admin_url(kind)
+        name = f"uniqc_t_{uuid.uuid4().hex[:16]}"
+        _admin_execute(admin, f"CREATE DATABASE {name}")
+        self.made.append((kind, admin, name))
+        return make_url(admin).set(database=name).render_as_string(hide_password=False)
+
+    def drop_all(self) -> None:
+        from uniqc_taskstore.engine import _registry
+
+        for kind, admin, name in self.made:
+            for key, database in list(_registry.items()):
+                if name in key:
+                    database.dispose()
+            force = " WITH (FORCE)" if kind == "postgresql" else ""
+            _admin_execute(admin, f"DROP DATABASE IF EXISTS {name}{force}")
+        self.made.clear()
+
+
 @pytest.fixture
 def fresh_database_url() -> Iterator[Callable[[str], str]]:
     """A factory: ``make(kind)`` creates an empty database on that server and returns
     its URL; every database made is dropped after the test."""
-    made: list[tuple[str, str, str]] = []
+    maker = _DatabaseMaker()
+    yield maker
+    maker.drop_all()
 
-    def make(kind: str) -> str:
-        admin = server_admin_url(kind)
-        name = f"uniqc_t_{uuid.uuid4().hex[:16]}"
-        _admin_execute(admin, f"CREATE DATABASE {name}")
-        made.append((kind, admin, name))
-        return make_url(admin).set(database=name).render_as_string(hide_password=False)
 
-    yield make
-    for kind, admin, name in made:
-        from uniqc_taskstore.engine import _registry
+@pytest.fixture(scope="session")
+def _session_databases() -> Iterator[dict[str, str]]:
+    """One database per server for the whole run, made on first use: the ``store``
+    fixture empties its tables before each test, which is much cheaper than creating
+    and migrating a database every time."""
+    maker = _DatabaseMaker()
+    warm: list[TaskStore] = []  # keeps each server's pooled engine open between tests
 
-        for key, database in list(_registry.items()):
-            if name in key:
-                database.dispose()
-        force = " WITH (FORCE)" if kind == "postgresql" else ""
-        _admin_execute(admin, f"DROP DATABASE IF EXISTS {name}{force}")
+    class _Lazy(dict[str, str]):
+        def __missing__(self, kind: str) -> str:
+            url = self[kind] = maker(kind)
+            warm.append(TaskStore(url=url))
+            return url
+
+    yield _Lazy()
+    for store in warm:
+        store.close()
+    maker.drop_all()
 
 
 def _admin_execute(admin_url: str, statement: str) -> None:
@@ -99,17 +129,22 @@ def backend_kind(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def store_location(
-    backend_kind: str, tmp_path: Path, fresh_database_url: Callable[[str], str]
-) -> dict[str, Any]:
-    """Keyword arguments of ``TaskStore`` for a fresh, empty location on the backend."""
+    backend_kind: str, tmp_path: Path, _session_databases: dict[str, str]
+) -> Iterator[dict[str, Any]]:
+    """Keyword arguments of ``TaskStore`` for an empty location on the backend: a new
+    SQLite file, or this run's server database with every table emptied."""
     if backend_kind == "sqlite":
-        return {"cache_dir": tmp_path / "cache"}
-    return {"url": fresh_database_url(backend_kind)}
+        yield {"cache_dir": tmp_path / "cache"}
+        return
+    url = _session_databases[backend_kind]
+    with TaskStore(url=url) as emptied:
+        emptied.clear_all()
+    yield {"url": url}
 
 
 @pytest.fixture
 def store(store_location: dict[str, Any], backend_kind: str) -> Iterator[TaskStore]:
-    """A fresh store on each backend (SQLite file, PostgreSQL, MariaDB)."""
+    """An empty store on each backend (SQLite file, PostgreSQL, MariaDB)."""
     with TaskStore(**store_location) as opened:
         yield opened
     _ran[backend_kind] += 1

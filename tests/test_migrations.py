@@ -63,7 +63,7 @@ from uniqc_taskstore import (
 )
 from uniqc_taskstore.backends import backend_for_url
 from uniqc_taskstore.backends.sqlite import SqliteBackend
-from uniqc_taskstore.column_types import JsonDocument, Timestamp
+from uniqc_taskstore.column_types import IdText, JsonDocument, Timestamp
 from uniqc_taskstore.migrator import Migration, add_column, migrate
 from uniqc_taskstore.schema import metadata, schema_stamp
 
@@ -483,6 +483,8 @@ def _insert_platform_keyed_row(engine: Engine) -> None:
             tasks.c[name].type = JsonDocument()
         for name in ("submit_time", "update_time"):
             tasks.c[name].type = Timestamp()
+        for name in ("task_id", "backend"):
+            tasks.c[name].type = IdText()
         conn.execute(insert(tasks).values(_SERVER_LEGACY_ROW))
 
 

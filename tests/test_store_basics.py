@@ -22,7 +22,9 @@ def test_missing_task_is_none(store: TaskStore) -> None:
 def test_task_saved_with_shards_reads_back(store: TaskStore) -> None:
     task = make_task()
     shards = [
-        TaskShard(task.task_id, i, f"job-{i}", task.backend, circuit_count=2, sub_index_offset=2 * i)
+        TaskShard(
+            task.task_id, i, f"job-{i}", task.backend, circuit_count=2, sub_index_offset=2 * i
+        )
         for i in range(3)
     ]
     store.save(task, shards)

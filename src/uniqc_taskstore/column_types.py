@@ -18,20 +18,50 @@ from sqlalchemy.dialects import mysql, postgresql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-from .jsoncodec import decode_json, encode_json, from_jsonable, to_jsonable
+from .jsoncodec import JsonReady, decode_json, dump_jsonable, from_jsonable, to_jsonable
 from .timestamps import format_timestamp, normalize_timestamp, parse_timestamp
 
 _MYSQL = ("mysql", "mariadb")
 
-IdText: TypeEngine[str] = Text().with_variant(String(255), *_MYSQL)
-"""Task, platform and backend ids (at most 255 characters, checked before writing)."""
+
+class IdText(TypeDecorator[str]):
+    """Task, platform and backend ids (at most 255 characters, checked before writing),
+    compared and ordered by code point everywhere: ``COLLATE "C"`` on PostgreSQL and
+    UTF-8 bytes on MySQL, whose text collations ignore trailing spaces."""
+
+    impl = Text
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(Text(collation="C"))
+        if dialect.name in _MYSQL:
+            return dialect.type_descriptor(mysql.VARBINARY(4 * 255))
+        return dialect.type_descriptor(Text())
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if dialect.name in _MYSQL and isinstance(value, str):
+            return value.encode("utf-8")
+        return value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> str | None:
+        if isinstance(value, (bytes, bytearray)):
+            return bytes(value).decode("utf-8")
+        return value  # type: ignore[no-any-return]
+
 
 StatusText: TypeEngine[str] = Text().with_variant(String(16), *_MYSQL)
 """A :class:`~uniqc_taskstore.model.TaskStatus` value."""
 
+MessageText: TypeEngine[str] = Text().with_variant(mysql.LONGTEXT(), *_MYSQL)
+"""An error message; MySQL's plain TEXT would stop at 64 KiB, short of a traceback."""
+
 
 class JsonDocument(TypeDecorator[Any]):
-    """A result or metadata value, stored through :mod:`uniqc_taskstore.jsoncodec`."""
+    """A result or metadata value, stored through :mod:`uniqc_taskstore.jsoncodec`.
+
+    Bind a :class:`~uniqc_taskstore.jsoncodec.JsonReady` (from ``prepare_json``) to
+    have a refused value named by its field before any statement runs."""
 
     impl = Text
     cache_ok = True
@@ -46,9 +76,10 @@ class JsonDocument(TypeDecorator[Any]):
     def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
         if value is None:
             return None
+        tree = value.tree if isinstance(value, JsonReady) else to_jsonable(value)
         if dialect.name == "postgresql":
-            return to_jsonable(value)
-        return encode_json(value)
+            return tree
+        return dump_jsonable(tree)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Any:
         if value is None:

@@ -40,6 +40,7 @@ class Database:
         migrations: Sequence[tuple[int, Migration]] = MIGRATIONS,
     ) -> None:
         self.backend = backend
+        self.owns_engine = engine is None
         self._engine = engine
         self._migrations = migrations
         self._ready = False

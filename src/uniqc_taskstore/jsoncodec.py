@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import UnserializableValueError
 
@@ -30,12 +30,31 @@ TAG = "$uniqc"
 _HashableKey = str | int | float | bool | None | tuple[Any, ...]
 
 
+class JsonReady(NamedTuple):
+    """A value already turned into plain JSON data by :func:`prepare_json`."""
+
+    tree: Any
+
+
+def prepare_json(value: Any, field: str) -> JsonReady | None:
+    """``value`` checked and converted for storage; errors name ``field``."""
+    return None if value is None else JsonReady(to_jsonable(value, field))
+
+
 def encode_json(value: Any, field: str = "value") -> str:
     """Standard JSON text of ``value``; raises :class:`UnserializableValueError`."""
+    return dump_jsonable(to_jsonable(value, field))
+
+
+def dump_jsonable(tree: Any) -> str:
+    """Standard JSON text of data made by :func:`to_jsonable`."""
     return json.dumps(
         # ensure_ascii: a lone surrogate (valid in a Python str, not in UTF-8) is written
         # as a \\u escape, which reads back as it was, instead of failing in the driver.
-        to_jsonable(value, field), allow_nan=False, ensure_ascii=True, separators=(",", ":")
+        tree,
+        allow_nan=False,
+        ensure_ascii=True,
+        separators=(",", ":"),
     )
 
 

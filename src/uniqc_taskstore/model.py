@@ -16,6 +16,9 @@ UNIQC_TASK_ID_PREFIX = "uqt_"
 MAX_ID_LENGTH = 255
 """Longest task, platform or backend id accepted, the same on every database."""
 
+MAX_COUNT = 2**31 - 1
+"""Largest shots, index, offset or circuit count: a 32-bit integer on every database."""
+
 _UNIQC_TASK_ID = re.compile(r"uqt_[0-9a-f]{32}")
 
 
@@ -171,8 +174,8 @@ def _validate_count(value: object, field_name: str, minimum: int) -> int:
         raise InvalidInputError(field_name, value, "must be an integer")
     if value < minimum:
         raise InvalidInputError(field_name, value, f"must be at least {minimum}")
-    if value > 2**62:
-        raise InvalidInputError(field_name, value, "is too large")
+    if value > MAX_COUNT:
+        raise InvalidInputError(field_name, value, f"is larger than {MAX_COUNT}")
     return value
 
 
@@ -181,6 +184,8 @@ def validate_optional_text(value: object, field_name: str) -> None:
         return
     if not isinstance(value, str):
         raise InvalidInputError(field_name, value, "must be a string or None")
+    if "\x00" in value:
+        raise InvalidInputError(field_name, value, "contains a NUL character")
     _require_utf8(value, field_name)
 
 

@@ -18,11 +18,10 @@ from sqlalchemy import (
     MetaData,
     PrimaryKeyConstraint,
     Table,
-    Text,
     text,
 )
 
-from .column_types import IdText, JsonDocument, StatusText, Timestamp
+from .column_types import IdText, JsonDocument, MessageText, StatusText, Timestamp
 
 metadata = MetaData()
 
@@ -45,7 +44,7 @@ def _task_columns() -> list[Column[Any]]:
         Column("update_time", Timestamp, nullable=False),
         Column("result_json", JsonDocument),
         Column("metadata_json", JsonDocument, nullable=False, server_default=text("'{}'")),
-        Column("error_message", Text),
+        Column("error_message", MessageText),
     ]
 
 
@@ -59,7 +58,7 @@ def _shard_columns() -> list[Column[Any]]:
         Column("sub_index_offset", Integer, nullable=False, server_default=text("0")),
         Column("status", StatusText, nullable=False),
         Column("result_json", JsonDocument),
-        Column("error_message", Text),
+        Column("error_message", MessageText),
         Column("submit_time", Timestamp, nullable=False),
         Column("update_time", Timestamp, nullable=False),
     ]

@@ -28,6 +28,7 @@ from sqlalchemy import (
 
 from .backends import Backend
 from .backends.base import Incoming
+from .jsoncodec import prepare_json
 from .model import TERMINAL_STATUSES, TaskInfo, TaskShard, TaskStatus, coerce_status
 from .schema import archived_task_shards, archived_tasks, task_shards, tasks
 from .timestamps import normalize_timestamp
@@ -49,8 +50,8 @@ def task_row(task: TaskInfo) -> dict[str, Any]:
         "shots": task.shots,
         "submit_time": normalize_timestamp(task.submit_time, "submit_time"),
         "update_time": normalize_timestamp(task.update_time, "update_time"),
-        "result_json": task.result,
-        "metadata_json": task.metadata,
+        "result_json": prepare_json(task.result, "result"),
+        "metadata_json": prepare_json(task.metadata, "metadata"),
         "error_message": task.error_message,
     }
 
@@ -65,7 +66,7 @@ def shard_row(shard: TaskShard) -> dict[str, Any]:
         "circuit_count": shard.circuit_count,
         "sub_index_offset": shard.sub_index_offset,
         "status": shard.status.value,
-        "result_json": shard.result,
+        "result_json": prepare_json(shard.result, "result"),
         "error_message": shard.error_message,
         "submit_time": normalize_timestamp(shard.submit_time, "submit_time"),
         "update_time": normalize_timestamp(shard.update_time, "update_time"),

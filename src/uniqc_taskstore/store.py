@@ -25,6 +25,7 @@ from .errors import (
     TaskNotFoundError,
     TaskStateError,
 )
+from .jsoncodec import prepare_json
 from .model import (
     TERMINAL_STATUSES,
     ShardUpdate,
@@ -133,8 +134,8 @@ class TaskStore:
         if self._key is not None:
             release_database(self._key, self._db)
             self._key = None
-        elif getattr(self, "_db", None) is not None and self._db.users == 0:
-            self._db.dispose()
+        elif getattr(self, "_db", None) is not None and self._db.owns_engine:
+            self._db.dispose()  # an engine=... passed in stays the caller's to dispose
 
     def __enter__(self) -> TaskStore:
         return self
@@ -388,6 +389,7 @@ class TaskStore:
         validate_optional_text(error_message, "error_message")
         validate_id(uniqc_task_id, "uniqc_task_id")
         key = _shard_key(uniqc_task_id, shard_index)
+        prepared = prepare_json(result, "result")
 
         def work(conn: Connection) -> ShardUpdate:
             parent = conn.execute(
@@ -401,8 +403,8 @@ class TaskStore:
                 return ShardUpdate(False, current, coerce_status(parent.status))
             now = utc_now()
             changes: dict[str, Any] = {"status": new_status.value, "update_time": now}
-            if result is not None:
-                changes["result_json"] = result
+            if prepared is not None:
+                changes["result_json"] = prepared
             if error_message is not None:
                 changes["error_message"] = error_message
             conn.execute(update(task_shards).where(*key).values(changes))
