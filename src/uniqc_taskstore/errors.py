@@ -89,5 +89,8 @@ class DatabaseBusyError(DatabaseError):
 
 
 def _short_repr(value: object, limit: int = 120) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except RecursionError:
+        return f"<{type(value).__name__} nested too deeply to show>"
     return text if len(text) <= limit else text[: limit - 3] + "..."

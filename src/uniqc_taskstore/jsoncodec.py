@@ -65,7 +65,12 @@ def decode_json(text: str | bytes) -> Any:
 
 def to_jsonable(value: Any, field: str = "value") -> Any:
     """``value`` as plain JSON data (tagged where JSON has no form for it)."""
-    return _encode(value, field)
+    try:
+        return _encode(value, field)
+    except RecursionError:
+        raise UnserializableValueError(
+            field, value, "is nested too deeply or contains itself"
+        ) from None
 
 
 def from_jsonable(data: Any) -> Any:

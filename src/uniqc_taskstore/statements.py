@@ -28,6 +28,7 @@ from sqlalchemy import (
 
 from .backends import Backend
 from .backends.base import Incoming
+from .errors import InvalidInputError
 from .jsoncodec import prepare_json
 from .model import TERMINAL_STATUSES, TaskInfo, TaskShard, TaskStatus, coerce_status
 from .schema import archived_task_shards, archived_tasks, task_shards, tasks
@@ -227,6 +228,8 @@ def task_filters(table: Table, status: Filter, backend: str | None) -> list[Colu
         wanted = [status] if isinstance(status, (TaskStatus, str)) else list(status)
         clauses.append(table.c.status.in_([coerce_status(s).value for s in wanted]))
     if backend is not None:
+        if not isinstance(backend, str):
+            raise InvalidInputError("backend", backend, "must be a string or None")
         clauses.append(backend_matches(table.c.backend, backend))
     return clauses
 

@@ -380,7 +380,8 @@ class TaskStore:
 
         Under the write lock: the shard takes ``status`` (and ``result`` /
         ``error_message`` when given), then the task's status becomes the aggregate
-        of its shards. A report that would turn a final status back into a
+        of its shards, unless that would reopen a finished task. A report that would
+        turn a final status back into a
         non-final one is stale and changes nothing (``applied`` is False). A
         deliberate resubmission goes through :meth:`save_shard` with a new
         ``platform_task_id``.
@@ -412,6 +413,11 @@ class TaskStore:
                 select(task_shards.c.status).where(task_shards.c.uniqc_task_id == uniqc_task_id)
             ).scalars()
             task_status = aggregate_status(statuses)
+            stored = coerce_status(parent.status)
+            if stored.is_terminal and not task_status.is_terminal:
+                # A finished task (e.g. cancelled by its user) is not reopened by a
+                # late report about one of its shards.
+                return ShardUpdate(True, new_status, stored)
             conn.execute(
                 update(tasks)
                 .where(tasks.c.task_id == uniqc_task_id)
@@ -430,6 +436,8 @@ class TaskStore:
     ) -> TaskShard | None:
         """The shard of a platform job id. When several match (platforms reuse ids),
         the newest submitted wins; ``backend`` narrows to one platform or device."""
+        if backend is not None and not isinstance(backend, str):
+            raise InvalidInputError("backend", backend, "must be a string or None")
         stmt = sql.select_shards_by_platform_id(platform_task_id, backend).limit(1)
         row = self._db.read(lambda conn: conn.execute(stmt).mappings().first())
         return sql.shard_from_row(row) if row else None
