@@ -5,7 +5,21 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import Connection, column, delete, func, insert, literal, select, table, update
+from sqlalchemy import (
+    Column,
+    Connection,
+    MetaData,
+    Table,
+    column,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    select,
+    table,
+    update,
+)
 
 from uniqc_taskstore.column_types import IdText, JsonDocument
 from uniqc_taskstore.model import UNIQC_TASK_ID_PREFIX, generate_uniqc_task_id
@@ -54,38 +68,70 @@ def _rekey(conn: Connection, task_table: str, shard_table: str, *, archived: boo
             func.substr(tasks.c.task_id, 1, len(UNIQC_TASK_ID_PREFIX)) != UNIQC_TASK_ID_PREFIX
         )
     ).all()
-    for old_id, raw_metadata in legacy:
-        new_id = generate_uniqc_task_id()
-        metadata = _legacy_metadata(raw_metadata)
-        metadata["legacy_platform_id"] = old_id
-        copied = [tasks.c[name] for name in (*_TASK_COLUMNS, *extra)]
-        copied[0] = literal(new_id).label("task_id")
-        copied[7] = literal(metadata, JsonDocument()).label("metadata_json")
-        conn.execute(
-            insert(tasks).from_select(
-                [*_TASK_COLUMNS, *extra], select(*copied).where(tasks.c.task_id == old_id)
-            )
+    if not legacy:
+        return
+    # Set-based: the old -> new id map (with each row's rewritten metadata) goes into a
+    # scratch table, then a handful of INSERT ... SELECT / UPDATE / DELETE statements
+    # move every row at once. Row by row took ~2 ms a task.
+    ids = Table(
+        "uniqc_v5_id_map",
+        MetaData(),
+        Column("old_id", IdText, primary_key=True),
+        Column("new_id", IdText, nullable=False),
+        Column("metadata_json", JsonDocument, nullable=False),
+    )
+    ids.create(conn, checkfirst=True)
+    conn.execute(delete(ids))  # MariaDB keeps a table a failed run left behind
+    conn.execute(
+        insert(ids),
+        [
+            {
+                "old_id": old_id,
+                "new_id": generate_uniqc_task_id(),
+                "metadata_json": _legacy_metadata(raw) | {"legacy_platform_id": old_id},
+            }
+            for old_id, raw in legacy
+        ],
+    )
+    joined = tasks.join(ids, tasks.c.task_id == ids.c.old_id)
+    parent = [
+        ids.c.new_id if name == "task_id" else tasks.c[name] for name in (*_TASK_COLUMNS, *extra)
+    ]
+    parent[_TASK_COLUMNS.index("metadata_json")] = ids.c.metadata_json
+    conn.execute(
+        insert(tasks).from_select([*_TASK_COLUMNS, *extra], select(*parent).select_from(joined))
+    )
+    # Shards already keyed by the old id (written between v4 and v5) follow their task.
+    conn.execute(
+        update(shards)
+        .where(shards.c.uniqc_task_id.in_(select(ids.c.old_id)))
+        .values(
+            uniqc_task_id=select(ids.c.new_id)
+            .where(ids.c.old_id == shards.c.uniqc_task_id)
+            .scalar_subquery()
         )
-        moved = conn.execute(
-            update(shards).where(shards.c.uniqc_task_id == old_id).values(uniqc_task_id=new_id)
-        ).rowcount
-        if not moved:
-            mirror = select(
-                literal(new_id),
-                literal(0),
-                tasks.c.task_id,
-                tasks.c.backend,
-                literal(1),
-                literal(0),
-                tasks.c.status,
-                tasks.c.result_json,
-                tasks.c.error_message,
-                tasks.c.submit_time,
-                tasks.c.update_time,
-                *(tasks.c[name] for name in extra),
-            ).where(tasks.c.task_id == old_id)
-            conn.execute(insert(shards).from_select([*_SHARD_COLUMNS, *extra], mirror))
-        conn.execute(delete(tasks).where(tasks.c.task_id == old_id))
+    )
+    mirror = (
+        select(
+            ids.c.new_id,
+            literal(0),
+            tasks.c.task_id,
+            tasks.c.backend,
+            literal(1),
+            literal(0),
+            tasks.c.status,
+            tasks.c.result_json,
+            tasks.c.error_message,
+            tasks.c.submit_time,
+            tasks.c.update_time,
+            *(tasks.c[name] for name in extra),
+        )
+        .select_from(joined)
+        .where(~exists().where(shards.c.uniqc_task_id == ids.c.new_id))
+    )
+    conn.execute(insert(shards).from_select([*_SHARD_COLUMNS, *extra], mirror))
+    conn.execute(delete(tasks).where(tasks.c.task_id.in_(select(ids.c.old_id))))
+    ids.drop(conn)
 
 
 def _column(name: str) -> Any:
