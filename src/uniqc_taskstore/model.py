@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Self
 
 from .errors import InvalidInputError
 from .timestamps import parse_timestamp, utc_now
@@ -65,8 +65,30 @@ def coerce_status(value: object, field_name: str = "status") -> TaskStatus:
     raise InvalidInputError(field_name, value, f"unknown status; expected one of {allowed}")
 
 
+class _Record:
+    """What tasks and shards share: a coerced status and the dict round trip."""
+
+    status: TaskStatus
+
+    def __post_init__(self) -> None:
+        self.status = coerce_status(self.status)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict of every field, the status as its string."""
+        data = asdict(self)  # type: ignore[call-overload]
+        data["status"] = self.status.value
+        return data  # type: ignore[no-any-return]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        """Build from :meth:`to_dict` output; fields with defaults may be missing and
+        unknown keys are ignored."""
+        names = cls.__dataclass_fields__  # type: ignore[attr-defined]
+        return cls(**{name: data[name] for name in names if name in data})
+
+
 @dataclass
-class TaskInfo:
+class TaskInfo(_Record):
     """One user-visible task. ``result`` and ``metadata`` hold JSON-like values."""
 
     task_id: str
@@ -80,24 +102,9 @@ class TaskInfo:
     error_message: str | None = None
     archived_at: str | None = None
 
-    def __post_init__(self) -> None:
-        self.status = coerce_status(self.status)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A plain dict of every field, the status as its string."""
-        data = asdict(self)
-        data["status"] = self.status.value
-        return data
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> TaskInfo:
-        """Build from :meth:`to_dict` output; optional fields may be missing."""
-        known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
-        return cls(**known)
-
 
 @dataclass
-class TaskShard:
+class TaskShard(_Record):
     """One platform-side job of a task, covering ``circuit_count`` circuits of the batch
     from position ``sub_index_offset`` on."""
 
@@ -112,21 +119,6 @@ class TaskShard:
     error_message: str | None = None
     submit_time: str = field(default_factory=utc_now)
     update_time: str = field(default_factory=utc_now)
-
-    def __post_init__(self) -> None:
-        self.status = coerce_status(self.status)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A plain dict of every field, the status as its string."""
-        data = asdict(self)
-        data["status"] = self.status.value
-        return data
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> TaskShard:
-        """Build from :meth:`to_dict` output; optional fields may be missing."""
-        known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
-        return cls(**known)
 
 
 def aggregate_status(statuses: Iterable[TaskStatus | str]) -> TaskStatus:

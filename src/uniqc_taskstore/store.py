@@ -215,17 +215,7 @@ class TaskStore:
         """Tasks newest first by submit time. ``status`` takes one status or several;
         ``backend`` matches a platform and its devices (``originq`` finds
         ``originq:WK_C180``). ``include_results=False`` skips loading result blobs."""
-        _check_page(limit, offset)
-        stmt = sql.select_tasks(
-            tasks,
-            status=status,
-            backend=backend,
-            limit=limit,
-            offset=offset,
-            include_results=include_results,
-        )
-        rows = self._db.read(lambda conn: conn.execute(stmt).mappings().all())
-        return [sql.task_from_row(row) for row in rows]
+        return self._list(tasks, status, backend, limit, offset, include_results=include_results)
 
     def list_page(
         self,
@@ -239,17 +229,9 @@ class TaskStore:
         """One page of :meth:`list`, by keyset: pass the previous page's ``next_after``
         as ``after`` to continue. Unlike offsets, pages stay consistent while tasks
         are added, and each page costs the same however deep it is."""
-        _check_page(limit, None)
-        stmt = sql.select_tasks(
-            tasks,
-            status=status,
-            backend=backend,
-            limit=limit,
-            include_results=include_results,
-            after=after,
+        page = self._list(
+            tasks, status, backend, limit, None, include_results=include_results, after=after
         )
-        rows = self._db.read(lambda conn: conn.execute(stmt).mappings().all())
-        page = [sql.task_from_row(row) for row in rows]
         last = page[-1] if len(page) == limit and page else None
         return TaskPage(page, (last.submit_time, last.task_id) if last else None)
 
@@ -532,17 +514,9 @@ class TaskStore:
         include_results: bool = True,
     ) -> builtins.list[TaskInfo]:
         """Archived tasks newest first by submit time, with :meth:`list`'s filters."""
-        _check_page(limit, offset)
-        stmt = sql.select_tasks(
-            archived_tasks,
-            status=status,
-            backend=backend,
-            limit=limit,
-            offset=offset,
-            include_results=include_results,
+        return self._list(
+            archived_tasks, status, backend, limit, offset, include_results=include_results
         )
-        rows = self._db.read(lambda conn: conn.execute(stmt).mappings().all())
-        return [sql.task_from_row(row) for row in rows]
 
     def count_archived(self, *, status: sql.Filter = None, backend: str | None = None) -> int:
         """Number of archived tasks matching the filters."""
@@ -558,6 +532,30 @@ class TaskStore:
                 delete(archived_tasks).where(archived_tasks.c.task_id == task_id),
             )
         )
+
+    def _list(
+        self,
+        table: Any,
+        status: sql.Filter,
+        backend: str | None,
+        limit: int | None,
+        offset: int | None,
+        *,
+        include_results: bool,
+        after: tuple[str, str] | None = None,
+    ) -> builtins.list[TaskInfo]:
+        _check_page(limit, offset)
+        stmt = sql.select_tasks(
+            table,
+            status=status,
+            backend=backend,
+            limit=limit,
+            offset=offset,
+            include_results=include_results,
+            after=after,
+        )
+        rows = self._db.read(lambda conn: conn.execute(stmt).mappings().all())
+        return [sql.task_from_row(row) for row in rows]
 
     def _shards(self, table: Any, uniqc_task_id: str) -> builtins.list[TaskShard]:
         stmt = (
