@@ -183,7 +183,7 @@ def release_database(key: str, database: Database) -> None:
 def database_for_url(url: str, schema: str | None = None) -> tuple[str, Database]:
     """The shared database for a SQLAlchemy URL, and its registry key."""
     backend = backend_for_url(url, schema=schema)
-    key = f"{backend.describe()}"
+    key = backend.describe()
     return key, shared_database(key, lambda: backend)
 
 

@@ -47,7 +47,7 @@ DEFAULT_CACHE_DIR = Path.home() / ".uniqc" / "cache"
 CACHE_DIR_ENV = "UNIQC_CACHE_DIR"
 URL_ENV = "UNIQC_TASKSTORE_URL"
 _BATCH_ROWS = 500
-"""Rows per multi-row INSERT: well under every driver's bound-parameter limit."""
+"""Ids per ``IN (...)`` list: well under every driver's bound-parameter limit."""
 
 
 @dataclass(frozen=True)
@@ -86,9 +86,10 @@ class TaskStore:
         elif url is not None:
             self._key, self._db = database_for_url(url, schema)
         else:
-            path = _database_path(cache_dir)
-            self._key = str(path)
-            self._db = shared_database(self._key, lambda: SqliteBackend(path))
+            backend = SqliteBackend(_database_path(cache_dir))
+            # Keyed like database_for_url, so sqlite:/// URLs share the same engine.
+            self._key = backend.describe()
+            self._db = shared_database(self._key, lambda: backend)
         try:
             self._db.ensure_ready()
         except BaseException:
