@@ -516,3 +516,11 @@ def test_clear_all_leaves_another_store_on_same_location_working(
         assert other.get(after.task_id) == after
         assert store.get(after.task_id) == after
         assert store.count() == 1
+
+
+def test_backend_filter_is_case_sensitive_like_exact_ids(store: TaskStore) -> None:
+    store.save(make_task(backend="ORIGINQ:x"))
+    store.save(make_task(backend="originq:ü-device"))
+    assert store.count(backend="originq") == 1
+    assert store.count(backend="ORIGINQ") == 1
+    assert [t.backend for t in store.list(backend="originq")] == ["originq:ü-device"]

@@ -28,6 +28,7 @@ from sqlalchemy import (
 
 from .backends import Backend
 from .backends.base import Incoming
+from .column_types import IdText
 from .errors import InvalidInputError
 from .jsoncodec import prepare_json
 from .model import TERMINAL_STATUSES, TaskInfo, TaskShard, TaskStatus, coerce_status
@@ -217,8 +218,11 @@ def _copy(source: Table, target: Table, where: ColumnElement[bool], archived_at:
 
 
 def backend_matches(column: Any, backend: str) -> ColumnElement[bool]:
-    """``backend`` itself or any of its devices: ``originq`` matches ``originq:WK_C180``."""
-    return or_(column == backend, column.startswith(backend + ":", autoescape=True))
+    """``backend`` itself or any of its devices: ``originq`` matches ``originq:WK_C180``.
+
+    A prefix comparison rather than LIKE, which ignores case on SQLite."""
+    prefix = literal(backend + ":", IdText())
+    return or_(column == backend, func.substr(column, 1, func.length(prefix)) == prefix)
 
 
 def task_filters(table: Table, status: Filter, backend: str | None) -> list[ColumnElement[bool]]:
