@@ -70,10 +70,10 @@ class Database:
             self.backend.prepare()
             if self._engine is None:
                 self._engine = self.backend.create_engine()
+            engine = self._engine
             try:
                 self.last_migration = _with_busy_retry(
-                    self.backend,
-                    lambda: migrate(self.backend, self._engine, self._migrations),  # type: ignore[arg-type]
+                    self.backend, lambda: migrate(self.backend, engine, self._migrations)
                 )
             except DBAPIError as exc:
                 raise self._translate(exc) from exc

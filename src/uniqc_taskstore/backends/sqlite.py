@@ -25,7 +25,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 
-from ..errors import CorruptDatabaseError, DatabaseError, StoreLocationError
+from ..errors import CorruptDatabaseError, DatabaseBusyError, DatabaseError, StoreLocationError
 from .base import APPLICATION_ID, Assignments, Backend, foreign_tables, refuse_foreign
 
 DATABASE_FILENAME = "tasks.sqlite"
@@ -97,6 +97,10 @@ class SqliteBackend(Backend):
                 (mode,) = cursor.execute("PRAGMA journal_mode=WAL").fetchone()
             cursor.close()
         except sqlite3.Error as exc:
+            if (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in _BUSY_CODES:
+                raise DatabaseBusyError(
+                    f"{self.describe()} stayed locked while switching it to WAL; try again."
+                ) from exc
             raise self._explain(exc) or DatabaseError(f"{self.describe()}: {exc}") from exc
         finally:
             if raw is not None:
