@@ -444,7 +444,7 @@ BAD_INPUTS: list[BadInput] = [
     ),
     ("negative shots", InvalidInputError, lambda s: s.store.save(s.task(shots=-1))),
     ("boolean shots", InvalidInputError, lambda s: s.store.save(s.task(shots=True))),
-    ("shots beyond 64 bits", InvalidInputError, lambda s: s.store.save(s.task(shots=2**63))),
+    ("shots beyond 32 bits", InvalidInputError, lambda s: s.store.save(s.task(shots=2**31))),
     ("empty task id", InvalidInputError, lambda s: s.store.save(s.task(task_id=""))),
     ("blank task id", InvalidInputError, lambda s: s.store.save(s.task(task_id="   "))),
     ("non-string task id", InvalidInputError, lambda s: s.store.save(s.task(task_id=12345))),
