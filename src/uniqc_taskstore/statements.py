@@ -8,6 +8,7 @@ upsert.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from functools import cache
 from typing import Any
 
 from sqlalchemy import (
@@ -123,6 +124,7 @@ def _is_terminal(status: ColumnElement[Any]) -> ColumnElement[bool]:
     return status.in_([literal_column(f"'{value}'") for value in _TERMINAL])
 
 
+@cache
 def upsert_tasks(backend: Backend) -> Any:
     """Insert or update tasks by id, keeping the first ``submit_time``; a stored final
     status (with its result and error) is never replaced by a non-final one."""
@@ -139,6 +141,7 @@ def upsert_tasks(backend: Backend) -> Any:
     return backend.upsert(tasks, ("task_id",), assignments)
 
 
+@cache
 def upsert_shards(backend: Backend) -> Any:
     """Insert or update shards by (task, index), keeping the first ``submit_time``.
 

@@ -9,15 +9,14 @@ across processes, and which driver errors mean "busy, try again".
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, ClassVar
 
 from sqlalchemy import Connection, Engine, Table, delete, inspect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ColumnElement
 from sqlalchemy.sql.base import ReadOnlyColumnCollection
-from sqlalchemy.sql.dml import Insert
 
 from ..errors import ForeignDatabaseError
 from ..schema import ARCHIVE_TABLES, LIVE_TABLES, metadata
@@ -39,7 +38,6 @@ class Backend(ABC):
     """One kind of database: SQLite, PostgreSQL or MariaDB/MySQL."""
 
     name: ClassVar[str]
-    uses_write_lock_on_begin: ClassVar[bool] = False
 
     @abstractmethod
     def describe(self) -> str:
@@ -51,10 +49,6 @@ class Backend(ABC):
 
     def configure_engine(self, engine: Engine) -> None:
         """Apply connection settings to an engine the caller built."""
-
-    @abstractmethod
-    def insert(self, table: Table) -> Insert:
-        """This dialect's ``INSERT`` construct (the one with an upsert clause)."""
 
     @abstractmethod
     def upsert(self, table: Table, key: Sequence[str], set_: Assignments) -> Any:
@@ -112,10 +106,3 @@ def refuse_foreign(where: str, reason: str) -> ForeignDatabaseError:
         "untouched. Point the store at another location (cache_dir=, UNIQC_CACHE_DIR or "
         "UNIQC_TASKSTORE_URL)."
     )
-
-
-@contextmanager
-def plain_connection(engine: Engine) -> Iterator[Connection]:
-    """A connection with no lock beyond what its transactions take."""
-    with engine.connect() as conn:
-        yield conn

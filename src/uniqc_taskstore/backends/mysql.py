@@ -57,9 +57,6 @@ class MysqlBackend(ServerBackend):
         conn.execute(select(func.release_lock(name)))
         conn.commit()
 
-    def insert(self, table: Table) -> Any:
-        return mysql.insert(table)
-
     def upsert(self, table: Table, key: Sequence[str], set_: Assignments) -> Any:
         stmt = mysql.insert(table)
         return stmt.on_duplicate_key_update(set_(stmt.inserted))

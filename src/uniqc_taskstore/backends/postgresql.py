@@ -72,9 +72,6 @@ class PostgresBackend(ServerBackend):
         digest = hashlib.sha256(f"{MIGRATION_LOCK_NAME}:{self.schema or ''}".encode()).digest()
         return int.from_bytes(digest[:8], "big", signed=True)
 
-    def insert(self, table: Table) -> Any:
-        return postgresql.insert(table)
-
     def upsert(self, table: Table, key: Sequence[str], set_: Assignments) -> Any:
         stmt = postgresql.insert(table)
         return stmt.on_conflict_do_update(index_elements=list(key), set_=dict(set_(stmt.excluded)))

@@ -191,9 +191,6 @@ class SqliteBackend(Backend):
 
     # -- statements --------------------------------------------------------------------
 
-    def insert(self, table: Table) -> Any:
-        return sqlite.insert(table)
-
     def upsert(self, table: Table, key: Sequence[str], set_: Assignments) -> Any:
         stmt = sqlite.insert(table)
         return stmt.on_conflict_do_update(index_elements=list(key), set_=dict(set_(stmt.excluded)))
