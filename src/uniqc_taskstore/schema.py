@@ -90,6 +90,7 @@ task_shards = Table(
 )
 Index("task_shards_platform_idx", task_shards.c.platform_task_id)
 Index("task_shards_status_idx", task_shards.c.status)
+Index("task_shards_task_status_idx", task_shards.c.uniqc_task_id, task_shards.c.status)
 
 archived_task_shards = Table(
     "archived_task_shards",
