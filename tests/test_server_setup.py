@@ -12,6 +12,7 @@ from uniqc_taskstore import (
     ForeignDatabaseError,
     InvalidInputError,
     SchemaTooNewError,
+    StoreNotFoundError,
     TaskInfo,
     TaskStore,
 )
@@ -130,3 +131,27 @@ def test_server_database_is_stamped_with_current_version(
             assert tuple(row.one()) == (0x554E4943, CURRENT_SCHEMA_VERSION)
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "mysql"])
+def test_opening_without_create_refuses_an_empty_server_database_and_creates_nothing(
+    kind: str, fresh_database_url: Callable[[str], str]
+) -> None:
+    url = fresh_database_url(kind)
+    schema = "absent_group" if kind == "postgresql" else None
+    with pytest.raises(StoreNotFoundError, match="no task store at"):
+        TaskStore.from_url(url, schema=schema, create=False)
+    with pytest.raises(StoreNotFoundError):
+        TaskStore.from_url(url, create=False)
+    engine = create_engine(url)
+    try:
+        inspector = inspect(engine)
+        assert inspector.get_table_names() == []
+        if kind == "postgresql":
+            assert "absent_group" not in inspector.get_schema_names()
+    finally:
+        engine.dispose()
+    with TaskStore.from_url(url):
+        pass
+    with TaskStore.from_url(url, create=False) as opened:
+        assert opened.count() == 0

@@ -31,6 +31,7 @@ from uniqc_taskstore import (
     ForeignDatabaseError,
     SchemaTooNewError,
     StoreLocationError,
+    StoreNotFoundError,
     TaskInfo,
     TaskShard,
     TaskStatus,
@@ -348,3 +349,22 @@ def test_constructing_stores_on_a_warm_location_opens_nothing(tmp_path: Path) ->
                     assert again._db is store._db
         assert seen == {"connects": [], "statements": []}
         assert store.count() == 1
+
+
+def test_opening_without_create_refuses_a_missing_store_and_creates_nothing(
+    tmp_path: Path,
+) -> None:
+    missing = tmp_path / "nowhere" / "cache"
+    with pytest.raises(StoreNotFoundError, match=f"no task store at {missing}"):
+        TaskStore(missing, create=False)
+    assert not missing.parent.exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / DATABASE_FILENAME).touch()
+    with pytest.raises(StoreNotFoundError):
+        TaskStore.from_url(f"sqlite:///{empty / DATABASE_FILENAME}", create=False)
+    assert (empty / DATABASE_FILENAME).stat().st_size == 0
+    with TaskStore(empty):
+        pass
+    with TaskStore(empty, create=False) as opened:
+        assert opened.count() == 0

@@ -60,20 +60,24 @@ class Database:
         assert self._engine is not None
         return self._engine
 
-    def ensure_ready(self) -> None:
-        """Create, check and migrate the database once per process (and after clear_all)."""
+    def ensure_ready(self, *, create: bool = True) -> None:
+        """Create, check and migrate the database once per process (and after clear_all).
+
+        With ``create=False`` a location that holds no store raises
+        :class:`StoreNotFoundError` and nothing is created."""
         if self._ready:
             return
         with self._lock:
             if self._ready:
                 return
-            self.backend.prepare()
+            self.backend.prepare(create=create)
             if self._engine is None:
                 self._engine = self.backend.create_engine()
             engine = self._engine
             try:
                 self.last_migration = _with_busy_retry(
-                    self.backend, lambda: migrate(self.backend, engine, self._migrations)
+                    self.backend,
+                    lambda: migrate(self.backend, engine, self._migrations, create=create),
                 )
             except DBAPIError as exc:
                 raise self._translate(exc) from exc

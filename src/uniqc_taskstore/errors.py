@@ -75,6 +75,10 @@ class MigrationError(DatabaseError):
     """A schema migration failed; the database stays at its previous version."""
 
 
+class StoreNotFoundError(DatabaseError):
+    """No task store exists at that location, and the caller asked not to create one."""
+
+
 class StoreLocationError(DatabaseError):
     """The cache directory or database file cannot be created or opened there."""
 

@@ -21,7 +21,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.schema import CreateColumn
 
 from .backends.base import Backend
-from .errors import MigrationError, SchemaTooNewError, TaskStoreError
+from .errors import MigrationError, SchemaTooNewError, StoreNotFoundError, TaskStoreError
 
 Migration = Callable[[Connection], None]
 _STEP_FILE = re.compile(r"v(\d{4})_\w+\.py")
@@ -68,18 +68,27 @@ class MigrationReport:
 
 
 def migrate(
-    backend: Backend, engine: Engine, migrations: Sequence[tuple[int, Migration]]
+    backend: Backend,
+    engine: Engine,
+    migrations: Sequence[tuple[int, Migration]],
+    *,
+    create: bool = True,
 ) -> MigrationReport:
     """Bring the database to the last version of ``migrations``, one step per transaction.
 
     Refuses a database that is not ours or is newer than ``migrations`` knows, before
     changing anything (on SQLite, before switching the file to WAL). Safe to call from
     many processes at once: each step re-reads the version under the backend's
-    migration lock and is skipped if already done.
+    migration lock and is skipped if already done. With ``create=False`` a database
+    that holds no store yet raises :class:`StoreNotFoundError` and is not written.
     """
     latest = migrations[-1][0] if migrations else 0
     applied: list[int] = []
-    check_version(backend, engine, latest)
+    if check_version(backend, engine, latest) == 0 and not create:
+        raise StoreNotFoundError(
+            f"no task store at {backend.describe()}; check the location, or run a command "
+            "that writes to create one."
+        )
     backend.after_open(engine)
     with backend.migration_connection(engine) as conn:
         with conn.begin():

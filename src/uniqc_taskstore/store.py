@@ -66,6 +66,8 @@ class TaskStore:
     the directory, :meth:`from_url` any SQLAlchemy URL, ``engine=`` an engine you
     built. Stores on the same location in one process share one pooled engine, so
     constructing one is cheap; all methods are safe from many threads and processes.
+    ``create=False`` opens only a store that exists (else :class:`StoreNotFoundError`),
+    creating no directory, file, schema or table: for tools that only read.
     """
 
     def __init__(
@@ -75,6 +77,7 @@ class TaskStore:
         url: str | None = None,
         schema: str | None = None,
         engine: Engine | None = None,
+        create: bool = True,
     ) -> None:
         if sum(x is not None for x in (cache_dir, url, engine)) > 1:
             raise InvalidInputError("cache_dir/url/engine", None, "give at most one location")
@@ -91,17 +94,18 @@ class TaskStore:
             self._key = backend.describe()
             self._db = shared_database(self._key, lambda: backend)
         try:
-            self._db.ensure_ready()
+            self._db.ensure_ready(create=create)
         except BaseException:
             self.close()
             raise
 
     @classmethod
-    def from_url(cls, url: str, *, schema: str | None = None) -> TaskStore:
+    def from_url(cls, url: str, *, schema: str | None = None, create: bool = True) -> TaskStore:
         """A store on any SQLAlchemy URL: ``sqlite:///path/tasks.sqlite``,
         ``postgresql+psycopg://user@host/db`` (``schema=`` for a group's own schema) or
-        ``mysql+pymysql://user@host/db``."""
-        return cls(url=url, schema=schema)
+        ``mysql+pymysql://user@host/db``. ``create=False`` opens only an existing store
+        (:class:`StoreNotFoundError` otherwise) and creates nothing."""
+        return cls(url=url, schema=schema, create=create)
 
     @classmethod
     def in_memory(cls) -> TaskStore:

@@ -79,8 +79,11 @@ class Backend(ABC):
         """A clearer error for a driver failure, or None to keep the driver's."""
         return None
 
-    def prepare(self) -> None:
-        """Make the location usable before the first connection (SQLite: the file)."""
+    def prepare(self, *, create: bool = True) -> None:
+        """Make the location usable before the first connection (SQLite: the file).
+
+        With ``create=False`` nothing is created: a missing store raises
+        :class:`StoreNotFoundError`."""
 
     def after_open(self, engine: Engine) -> None:
         """Settings that need an open database but no transaction (SQLite: WAL)."""

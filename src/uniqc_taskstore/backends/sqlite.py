@@ -25,7 +25,13 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 
-from ..errors import CorruptDatabaseError, DatabaseBusyError, DatabaseError, StoreLocationError
+from ..errors import (
+    CorruptDatabaseError,
+    DatabaseBusyError,
+    DatabaseError,
+    StoreLocationError,
+    StoreNotFoundError,
+)
 from .base import APPLICATION_ID, Assignments, Backend, foreign_tables, refuse_foreign
 
 DATABASE_FILENAME = "tasks.sqlite"
@@ -53,9 +59,17 @@ class SqliteBackend(Backend):
 
     # -- the file -----------------------------------------------------------------
 
-    def prepare(self) -> None:
+    def prepare(self, *, create: bool = True) -> None:
         """Create the directory (0700) and file (0600) if missing; refuse foreign files."""
         if self.path is None:
+            return
+        if not create:
+            if not self.path.is_file() or self.path.stat().st_size == 0:
+                raise StoreNotFoundError(
+                    f"no task store at {self.path}; check the directory (--cache-dir, "
+                    f"{self.env_hint}), or run a command that writes to create one."
+                )
+            check_header(self.path)
             return
         directory = self.path.parent
         try:
