@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _installed_version
+
 from .backends.base import APPLICATION_ID
 from .errors import (
     CorruptDatabaseError,
@@ -36,6 +39,11 @@ from .protocol import TaskRepository
 from .sharding import ShardPlan, assemble_results, plan_shards
 from .store import DEFAULT_CACHE_DIR, TaskPage, TaskStore
 
+try:
+    __version__ = _installed_version("uniqc-taskstore")
+except PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0+unknown"
+
 __all__ = [
     "APPLICATION_ID",
     "CURRENT_SCHEMA_VERSION",
@@ -66,6 +74,7 @@ __all__ = [
     "TaskStore",
     "TaskStoreError",
     "UnserializableValueError",
+    "__version__",
     "aggregate_status",
     "assemble_results",
     "generate_uniqc_task_id",

@@ -1,0 +1,219 @@
+"""Options every command takes (where the store is, how to print), and opening the store.
+
+``--cache-dir``, ``--url``, ``--schema``, ``--json`` and ``--jsonl`` are declared on
+the group and again on every command, so they work before or after the command name;
+both places fill one :class:`Settings` on the context.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import click
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from ..model import TaskStatus
+from ..store import URL_ENV, TaskStore
+
+Format = Literal["text", "json", "jsonl"]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Interrupted(Exception):
+    """Ctrl-C arrived; the message says what was done and how to carry on."""
+
+
+@dataclass
+class Settings:
+    """The store location and output format, gathered from wherever they were given."""
+
+    cache_dir: str | None = None
+    url: str | None = None
+    schema: str | None = None
+    format: Format = "text"
+
+
+def settings() -> Settings:
+    """This invocation's settings."""
+    return click.get_current_context().ensure_object(Settings)
+
+
+def _remember(field: str) -> Callable[[click.Context, click.Parameter, Any], None]:
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+        if value is None:
+            return
+        found = ctx.ensure_object(Settings)
+        before = getattr(found, field)
+        if before is not None and before != value:
+            raise click.BadParameter(f"given twice ({before!r} and {value!r})", param=param)
+        setattr(found, field, value)
+
+    return callback
+
+
+def _remember_format(fmt: Format) -> Callable[[click.Context, click.Parameter, bool], None]:
+    def callback(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+        if not value:
+            return
+        found = ctx.ensure_object(Settings)
+        if found.format not in ("text", fmt):
+            raise click.UsageError("--json and --jsonl cannot be used together", ctx=ctx)
+        found.format = fmt
+
+    return callback
+
+
+def _check_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None:
+        check_url(value, param=param)
+    return value
+
+
+def check_url(value: str, *, param: click.Parameter | None = None, what: str = "--url") -> None:
+    """Refuse, as a usage error, a path or an unparseable string where a URL belongs."""
+    if "://" not in value:
+        path = Path(value).expanduser()
+        directory = path.parent if path.suffix == ".sqlite" else path
+        raise click.BadParameter(
+            f"{value!r} is a path, not a URL: use --cache-dir {directory} for the "
+            f"directory holding tasks.sqlite, or sqlite:///{directory.resolve()}/tasks.sqlite",
+            param=param,
+            param_hint=None if param else what,
+        )
+    try:
+        make_url(value)
+    except ArgumentError:
+        raise click.BadParameter(
+            f"{value!r} is not a database URL; write it like "
+            "postgresql+psycopg://user@host/db or sqlite:///path/to/tasks.sqlite",
+            param=param,
+            param_hint=None if param else what,
+        ) from None
+
+
+def _check_cache_dir(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None:
+        check_cache_dir(value, param=param)
+    return value
+
+
+def check_cache_dir(value: str, *, param: click.Parameter | None = None, what: str = "") -> None:
+    """Refuse, as a usage error, a file where a cache directory belongs."""
+    path = Path(value).expanduser()
+    if path.is_file():
+        raise click.BadParameter(
+            f"{value} is a file; give the directory holding tasks.sqlite "
+            f"({path.parent}), or --url sqlite:///{path.resolve()}",
+            param=param,
+            param_hint=None if param else what,
+        )
+
+
+def common_options(command: F) -> F:
+    """Add the store and output options to a command (or the group)."""
+    decorators = [
+        click.option(
+            "--cache-dir",
+            metavar="DIR",
+            expose_value=False,
+            callback=_chain(_check_cache_dir, _remember("cache_dir")),
+            help="Directory of tasks.sqlite [default: UNIQC_CACHE_DIR or ~/.uniqc/cache].",
+        ),
+        click.option(
+            "--url",
+            metavar="URL",
+            expose_value=False,
+            callback=_chain(_check_url, _remember("url")),
+            help=f"SQLAlchemy URL of the database instead [default: {URL_ENV} if set].",
+        ),
+        click.option(
+            "--schema",
+            metavar="NAME",
+            expose_value=False,
+            callback=_remember("schema"),
+            help="PostgreSQL schema holding the tables (PostgreSQL URLs only).",
+        ),
+        click.option(
+            "--json",
+            "json_",
+            is_flag=True,
+            expose_value=False,
+            callback=_remember_format("json"),
+            help="Print standard JSON (values JSON cannot hold in their tagged form).",
+        ),
+        click.option(
+            "--jsonl",
+            is_flag=True,
+            expose_value=False,
+            callback=_remember_format("jsonl"),
+            help="Print one JSON object per line.",
+        ),
+    ]
+    for decorate in reversed(decorators):
+        command = decorate(command)
+    return command
+
+
+def _chain(
+    *callbacks: Callable[[click.Context, click.Parameter, Any], Any],
+) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        for step in callbacks:
+            step(ctx, param, value)
+        return value
+
+    return callback
+
+
+def open_store(*, create: bool) -> TaskStore:
+    """The store the options point at. ``create=False`` (commands that only read)
+    opens an existing store and creates nothing."""
+    found = settings()
+    if found.cache_dir is not None and found.url is not None:
+        raise click.UsageError("give --cache-dir or --url, not both")
+    url = found.url
+    if url is None and found.cache_dir is None:
+        url = os.environ.get(URL_ENV) or None
+    check_schema(found.schema, url, "--schema")
+    if found.cache_dir is not None:
+        return TaskStore(found.cache_dir, create=create)
+    if url is not None:
+        return TaskStore.from_url(url, schema=found.schema, create=create)
+    return TaskStore(create=create)
+
+
+def check_schema(schema: str | None, url: str | None, option: str) -> None:
+    """A schema is a PostgreSQL notion: anywhere else it would be ignored, so refuse it."""
+    if schema is None:
+        return
+    family = make_url(url).get_backend_name() if url is not None else "sqlite"
+    if family != "postgresql":
+        where = "a SQLite file" if family == "sqlite" else f"a {family} database"
+        raise click.UsageError(
+            f"{option} applies to PostgreSQL URLs only; the store here is {where}"
+        )
+
+
+class StatusList(click.ParamType):
+    """One or more statuses, comma-separated; the option may also be repeated."""
+
+    name = "STATUS[,STATUS...]"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> tuple[TaskStatus, ...]:
+        if isinstance(value, tuple):
+            return value
+        known = [s.value for s in TaskStatus]
+        found = []
+        for part in str(value).split(","):
+            name = part.strip().lower()
+            if name not in known:
+                self.fail(f"{part.strip()!r} is not a status; choose from {', '.join(known)}")
+            found.append(TaskStatus(name))
+        return tuple(found)
