@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from uniqc_taskstore import TaskInfo, TaskShard, TaskStatus, TaskStore, generate_uniqc_task_id
-from uniqc_taskstore.cli import main
+from uniqc_taskstore.cli import EXIT_UNREACHABLE, main
 from uniqc_taskstore.demo import DEMO_BACKEND, fake_counts
 
 CONSOLE_SCRIPT = Path(sys.executable).with_name("uniqc-tasks")
@@ -338,7 +338,7 @@ def test_shards_lists_a_tasks_platform_jobs(
 # -- refusing what is not ours ------------------------------------------------------------
 
 
-def test_foreign_sqlite_file_exits_1_with_a_clear_message(
+def test_foreign_sqlite_file_exits_3_with_a_clear_message(
     capsys: pytest.CaptureFixture[str], cache_dir: Path
 ) -> None:
     cache_dir.mkdir()
@@ -350,23 +350,25 @@ def test_foreign_sqlite_file_exits_1_with_a_clear_message(
     conn.close()
     before = path.read_bytes()
     code, out, err = run(capsys, "--cache-dir", str(cache_dir), "list")
-    assert code == 1
+    assert code == EXIT_UNREACHABLE
     assert out == ""
     assert err.startswith("uniqc-tasks: ")
+    assert err.count("\n") == 1
     assert "left untouched" in err
     assert "Traceback" not in err
     assert path.read_bytes() == before
 
 
-def test_file_that_is_not_a_database_exits_1_with_a_clear_message(
+def test_file_that_is_not_a_database_exits_3_with_a_clear_message(
     capsys: pytest.CaptureFixture[str], cache_dir: Path
 ) -> None:
     cache_dir.mkdir()
     path = cache_dir / "tasks.sqlite"
     path.write_text("these are my notes, not a database\n" * 100)
     code, out, err = run(capsys, "--cache-dir", str(cache_dir), "demo")
-    assert code == 1
+    assert code == EXIT_UNREACHABLE
     assert out == ""
+    assert err.count("\n") == 1
     assert err.startswith("uniqc-tasks: ")
     assert "not a SQLite database" in err
     assert "Traceback" not in err
@@ -376,10 +378,10 @@ def test_file_that_is_not_a_database_exits_1_with_a_clear_message(
 def test_cache_dir_and_url_together_are_a_usage_error(
     capsys: pytest.CaptureFixture[str], cache_dir: Path
 ) -> None:
-    with pytest.raises(SystemExit) as exited:
-        main(["--cache-dir", str(cache_dir), "--url", "sqlite://", "list"])
-    assert exited.value.code == 2
-    assert "not allowed with argument" in capsys.readouterr().err
+    code, out, err = run(capsys, "--cache-dir", str(cache_dir), "--url", "sqlite:///x", "list")
+    assert code == 2
+    assert out == ""
+    assert "give --cache-dir or --url, not both" in err
     assert not cache_dir.exists()
 
 

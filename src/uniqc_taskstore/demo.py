@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from .errors import InvalidInputError
 from .model import TaskInfo, TaskShard, TaskStatus, generate_uniqc_task_id
 from .protocol import TaskRepository
 from .sharding import assemble_results, plan_shards
@@ -36,6 +37,14 @@ class DummyAdapter:
         max_native_batch_size: int = 3,
         backend: str = DEMO_BACKEND,
     ) -> None:
+        if (
+            isinstance(max_native_batch_size, bool)
+            or not isinstance(max_native_batch_size, int)
+            or max_native_batch_size < 1
+        ):
+            raise InvalidInputError(
+                "max_native_batch_size", max_native_batch_size, "must be an integer >= 1"
+            )
         self.store = store
         self.max_native_batch_size = max_native_batch_size
         self.backend = backend
@@ -43,7 +52,12 @@ class DummyAdapter:
         self._polls: dict[str, int] = {}
 
     def submit(self, circuits: Sequence[str], *, shots: int = 1000) -> str:
-        """Submit a batch; the task and all its shards are saved in one transaction."""
+        """Submit a batch; the task and all its shards are saved in one transaction.
+
+        An empty batch is refused before anything is saved: a task without shards
+        would stay pending forever."""
+        if not circuits:
+            raise InvalidInputError("circuits", circuits, "a batch needs at least one circuit")
         task = TaskInfo(
             task_id=generate_uniqc_task_id(),
             backend=self.backend,

@@ -15,8 +15,9 @@ from typing import Any, Literal, TypeVar
 
 import click
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
+from ..errors import DatabaseError
 from ..model import TaskStatus
 from ..store import URL_ENV, TaskStore
 
@@ -87,7 +88,7 @@ def check_url(value: str, *, param: click.Parameter | None = None, what: str = "
         )
     try:
         make_url(value)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         raise click.BadParameter(
             f"{value!r} is not a database URL; write it like "
             "postgresql+psycopg://user@host/db or sqlite:///path/to/tasks.sqlite",
@@ -179,19 +180,63 @@ def open_store(*, create: bool) -> TaskStore:
     url = found.url
     if url is None and found.cache_dir is None:
         url = os.environ.get(URL_ENV) or None
+        if url is not None:
+            check_url(url, what=URL_ENV)
     check_schema(found.schema, url, "--schema")
     if found.cache_dir is not None:
         return TaskStore(found.cache_dir, create=create)
     if url is not None:
-        return TaskStore.from_url(url, schema=found.schema, create=create)
+        return store_at(url, found.schema, create=create)
     return TaskStore(create=create)
+
+
+def store_at(where: str, schema: str | None, *, create: bool) -> TaskStore:
+    """The store at a cache directory or a URL (already checked by :func:`check_url`)."""
+    if "://" not in where:
+        return TaskStore(where, create=create)
+    _check_driver(where)
+    return TaskStore.from_url(where, schema=schema, create=create)
+
+
+_SUPPORTED = {
+    "postgresql": ("postgresql+psycopg", "postgresql"),
+    "mysql": ("mysql+pymysql", "mysql"),
+    "mariadb": ("mysql+pymysql", "mysql"),
+}
+
+
+def _check_driver(url: str) -> None:
+    """A URL naming a driver that is not installed is a one-line error saying what to
+    install. (A URL without a driver is left to the store, which picks one.)"""
+    parsed = make_url(url)
+    if "+" not in parsed.drivername:
+        return
+    try:
+        parsed.get_dialect().import_dbapi()
+    except NoSuchModuleError:
+        return  # not a database SQLAlchemy knows: the store names the ones it supports
+    except ImportError as exc:
+        supported, extra = _SUPPORTED.get(parsed.get_backend_name(), (None, None))
+        if supported is None:
+            hint = "install it"
+        elif parsed.drivername == supported:
+            hint = f"pip install 'uniqc-taskstore[{extra}]'"
+        else:
+            hint = f"install it, or use {supported}:// (pip install 'uniqc-taskstore[{extra}]')"
+        raise DatabaseError(
+            f"{parsed.drivername} URLs need the Python package {exc.name!r}, which is not "
+            f"installed: {hint}"
+        ) from None
 
 
 def check_schema(schema: str | None, url: str | None, option: str) -> None:
     """A schema is a PostgreSQL notion: anywhere else it would be ignored, so refuse it."""
     if schema is None:
         return
-    family = make_url(url).get_backend_name() if url is not None else "sqlite"
+    try:
+        family = make_url(url).get_backend_name() if url is not None else "sqlite"
+    except (ArgumentError, ValueError):
+        return  # not a URL at all: opening the store says so
     if family != "postgresql":
         where = "a SQLite file" if family == "sqlite" else f"a {family} database"
         raise click.UsageError(

@@ -6,10 +6,16 @@ from dataclasses import asdict
 
 import click
 
-from ..store import TaskStore
 from ..transfer import copy_tasks
 from . import output
-from .options import Interrupted, check_cache_dir, check_schema, check_url, common_options
+from .options import (
+    Interrupted,
+    check_cache_dir,
+    check_schema,
+    check_url,
+    common_options,
+    store_at,
+)
 
 
 @click.command(
@@ -53,8 +59,8 @@ def copy_command(
         done[:] = [finished, total]
 
     with (
-        _store_at(source, source_schema, create=False) as from_store,
-        _store_at(dest, dest_schema, create=True) as to_store,
+        store_at(source, source_schema, create=False) as from_store,
+        store_at(dest, dest_schema, create=True) as to_store,
         output.progress("Copying") as bar,
     ):
 
@@ -87,12 +93,6 @@ def copy_command(
             for name in ("tasks", "shards", "archived_tasks", "archived_shards")
         ],
     )
-
-
-def _store_at(where: str, schema: str | None, *, create: bool) -> TaskStore:
-    if "://" in where:
-        return TaskStore.from_url(where, schema=schema, create=create)
-    return TaskStore(where, create=create)
 
 
 COMMANDS = (copy_command,)
