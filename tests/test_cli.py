@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import importlib.metadata
 import json
 import re
 import sqlite3
@@ -13,10 +14,37 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine
+from sqlalchemy import inspect as sa_inspect
 
-from uniqc_taskstore import TaskInfo, TaskShard, TaskStatus, TaskStore, generate_uniqc_task_id
-from uniqc_taskstore.cli import EXIT_UNREACHABLE, main
-from uniqc_taskstore.demo import DEMO_BACKEND, fake_counts
+import uniqc_taskstore
+from uniqc_taskstore import (
+    DatabaseBusyError,
+    DatabaseError,
+    ForeignDatabaseError,
+    InvalidInputError,
+    SchemaTooNewError,
+    StoreLocationError,
+    StoreNotFoundError,
+    TaskInfo,
+    TaskNotFoundError,
+    TaskShard,
+    TaskStatus,
+    TaskStore,
+    TaskStoreError,
+    generate_uniqc_task_id,
+)
+from uniqc_taskstore.cli import (
+    EXIT_BUSY,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    exit_code_for,
+    main,
+)
+from uniqc_taskstore.demo import DEMO_BACKEND, DummyAdapter, fake_counts
 
 CONSOLE_SCRIPT = Path(sys.executable).with_name("uniqc-tasks")
 _RESULT_LINE = re.compile(r"\s*\[(\d+)\] (.+?)  ->  (\{.*\})")
@@ -402,3 +430,398 @@ def test_console_script_runs_the_demo(tmp_path: Path) -> None:
     assert shown["task"]["status"] == "success"
     assert shown["results"] == [fake_counts(c, 1000) for c in demo_circuits(7)]
     assert (cache / "tasks.sqlite").is_file()
+
+
+# -- one line, typed, with the fix in it --------------------------------------------------
+
+
+def one_line(err: str) -> str:
+    """The single ``uniqc-tasks: ...`` line of stderr (fails on anything more)."""
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("uniqc-tasks: "), err
+    return lines[0]
+
+
+def location_args(store_location: dict[str, Any]) -> list[str]:
+    """CLI options naming the location a ``store_location`` fixture describes."""
+    if "cache_dir" in store_location:
+        return ["--cache-dir", str(store_location["cache_dir"])]
+    return ["--url", store_location["url"]]
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (InvalidInputError("limit", -1, "must be positive"), EXIT_REFUSED),
+        (TaskNotFoundError("no task"), EXIT_REFUSED),
+        (StoreNotFoundError("no task store at x"), EXIT_REFUSED),
+        (DatabaseError("cannot connect"), EXIT_UNREACHABLE),
+        (ForeignDatabaseError("not ours"), EXIT_UNREACHABLE),
+        (StoreLocationError("not writable"), EXIT_UNREACHABLE),
+        (SchemaTooNewError(99, 7, "x"), EXIT_UNREACHABLE),
+        (DatabaseBusyError("locked"), EXIT_BUSY),
+    ],
+)
+def test_each_kind_of_store_error_has_its_documented_exit_status(
+    error: TaskStoreError, code: int
+) -> None:
+    assert exit_code_for(error) == code
+
+
+def test_help_documents_every_exit_status(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "--help")
+    assert code == 0
+    described = {
+        int(match.group(1))
+        for match in re.finditer(r"^\s+(\d+)\s{2,}\S", out.split("Errors:", 1)[1], re.M)
+    }
+    assert described == {
+        EXIT_OK,
+        EXIT_REFUSED,
+        EXIT_USAGE,
+        EXIT_UNREACHABLE,
+        EXIT_BUSY,
+        EXIT_INTERRUPTED,
+    }
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg://postgres@127.0.0.1:1/x",
+        "mysql+pymysql://root@127.0.0.1:1/x",
+    ],
+)
+def test_a_server_that_is_not_running_is_one_line_exit_3(
+    capsys: pytest.CaptureFixture[str], url: str
+) -> None:
+    code, out, err = run(capsys, "--url", url, "list")
+    assert code == EXIT_UNREACHABLE
+    assert out == ""
+    assert "127.0.0.1" in one_line(err)
+
+
+def test_a_missing_driver_is_one_line_naming_what_to_install(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, err = run(capsys, "--url", "postgresql+pg8000://u@127.0.0.1/x", "list")
+    assert code == EXIT_UNREACHABLE
+    assert out == ""
+    line = one_line(err)
+    assert "'pg8000'" in line
+    assert "postgresql+psycopg://" in line
+    assert "uniqc-taskstore[postgresql]" in line
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_url_given_a_path_says_to_use_cache_dir_or_a_sqlite_url(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, where: str
+) -> None:
+    path = tmp_path / "cache"
+    options = ["--url", str(path)]
+    argv = [*options, "list"] if where == "before" else ["list", *options]
+    code, out, err = run(capsys, *argv)
+    assert code == EXIT_USAGE
+    assert out == ""
+    assert f"--cache-dir {path}" in err
+    assert f"sqlite:///{path}/tasks.sqlite" in err
+    assert "Traceback" not in err
+    assert not path.exists()
+
+
+def test_unparseable_url_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "--url", "postgresql+psycopg://u@h:notaport/db", "list")
+    assert code == EXIT_USAGE
+    assert "is not a database URL" in err
+
+
+def test_url_in_the_environment_given_a_path_is_refused_by_name(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("UNIQC_TASKSTORE_URL", str(tmp_path / "somewhere"))
+    code, _, err = run(capsys, "list")
+    assert code == EXIT_USAGE
+    assert "UNIQC_TASKSTORE_URL" in err
+    assert "is a path, not a URL" in err
+    assert not (tmp_path / "somewhere").exists()
+
+
+def test_cache_dir_given_the_database_file_says_to_give_its_directory(
+    capsys: pytest.CaptureFixture[str], cache_dir: Path, seeded: dict[str, TaskInfo]
+) -> None:
+    code, _, err = run(capsys, "--cache-dir", str(cache_dir / "tasks.sqlite"), "list")
+    assert code == EXIT_USAGE
+    assert f"give the directory holding tasks.sqlite ({cache_dir})" in err
+
+
+def test_unknown_command_gets_clicks_suggestion(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "lst")
+    assert code == EXIT_USAGE
+    assert out == ""
+    assert "No such command 'lst'" in err
+    assert "Did you mean 'list'?" in err
+
+
+# -- commands that only read create nothing ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "command", [["list"], ["show", "uqt_" + "0" * 32], ["shards", "uqt_" + "0" * 32]]
+)
+def test_read_only_command_on_a_missing_store_creates_nothing(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, command: list[str]
+) -> None:
+    cache = tmp_path / "not" / "there"
+    code, out, err = run(capsys, "--cache-dir", str(cache), *command)
+    assert code == EXIT_REFUSED
+    assert out == ""
+    assert f"no task store at {cache / 'tasks.sqlite'}" in one_line(err)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_read_only_command_on_the_default_location_creates_no_directory(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    home = Path.home()
+    before = sorted(home.rglob("*"))
+    code, _, err = run(capsys, "list")
+    assert code == EXIT_REFUSED
+    assert "no task store at" in one_line(err)
+    assert sorted(home.rglob("*")) == before
+
+
+def test_copy_from_a_missing_store_creates_neither_side(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, out, err = run(capsys, "copy", str(tmp_path / "nothing"), str(tmp_path / "dest"))
+    assert code == EXIT_REFUSED
+    assert out == ""
+    assert "no task store at" in one_line(err)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "mysql"])
+def test_read_only_command_on_an_empty_server_database_creates_no_table(
+    capsys: pytest.CaptureFixture[str], fresh_database_url: Callable[[str], str], kind: str
+) -> None:
+    url = fresh_database_url(kind)
+    for command in (["list"], ["show", "uqt_" + "0" * 32], ["shards", "uqt_" + "0" * 32]):
+        code, out, err = run(capsys, "--url", url, *command)
+        assert code == EXIT_REFUSED
+        assert out == ""
+        assert "no task store at" in one_line(err)
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            assert sa_inspect(conn).get_table_names() == []
+    finally:
+        engine.dispose()
+
+
+def test_read_only_command_on_a_missing_postgresql_schema_creates_no_schema(
+    capsys: pytest.CaptureFixture[str], fresh_database_url: Callable[[str], str]
+) -> None:
+    url = fresh_database_url("postgresql")
+    code, _, err = run(capsys, "--url", url, "--schema", "team_a", "list")
+    assert code == EXIT_REFUSED
+    assert "no task store at" in one_line(err)
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            assert "team_a" not in sa_inspect(conn).get_schema_names()
+    finally:
+        engine.dispose()
+
+
+# -- --schema only where it means something ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        ["--cache-dir", "CACHE"],
+        [],
+        ["--url", "sqlite:///CACHE/tasks.sqlite"],
+        ["--url", "mysql+pymysql://root@127.0.0.1:3306/test"],
+    ],
+)
+def test_schema_where_it_would_be_ignored_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], cache_dir: Path, where: list[str]
+) -> None:
+    argv = [arg.replace("CACHE", str(cache_dir)) for arg in where]
+    code, out, err = run(capsys, *argv, "--schema", "team_a", "demo")
+    assert code == EXIT_USAGE
+    assert out == ""
+    assert "--schema applies to PostgreSQL URLs only" in err
+    assert not cache_dir.exists()
+    assert list(Path.home().iterdir()) == []
+
+
+def test_copy_schema_for_a_directory_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, seeded: dict[str, TaskInfo]
+) -> None:
+    code, _, err = run(
+        capsys, "copy", str(tmp_path / "cache"), str(tmp_path / "b"), "--dest-schema", "x"
+    )
+    assert code == EXIT_USAGE
+    assert "--dest-schema applies to PostgreSQL URLs only" in err
+    assert not (tmp_path / "b").exists()
+
+
+def test_schema_on_postgresql_keeps_a_groups_tasks_apart(
+    capsys: pytest.CaptureFixture[str], fresh_database_url: Callable[[str], str]
+) -> None:
+    url = fresh_database_url("postgresql")
+    shown = run_json(capsys, "demo", "--url", url, "--schema", "team_a", "--circuits", "2")
+    listed = run_json(capsys, "list", "--url", url, "--schema", "team_a")
+    assert [t["task_id"] for t in listed] == [shown["task"]["task_id"]]
+    code, _, err = run(capsys, "list", "--url", url)
+    assert code == EXIT_REFUSED
+    assert "no task store at" in err
+
+
+# -- demo refuses nonsense at once ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "option", [["--circuits", "0"], ["--circuits", "-3"], ["--max-batch", "0"]]
+)
+def test_demo_refuses_an_empty_batch_or_empty_jobs_before_touching_the_store(
+    capsys: pytest.CaptureFixture[str], cache_dir: Path, option: list[str]
+) -> None:
+    code, out, err = run(capsys, "--cache-dir", str(cache_dir), "demo", *option)
+    assert code == EXIT_USAGE
+    assert out == ""
+    assert f"Invalid value for '{option[0]}'" in err
+    assert not cache_dir.exists()
+
+
+def test_dummy_adapter_refuses_an_empty_batch_and_saves_nothing() -> None:
+    store = TaskStore.in_memory()
+    adapter = DummyAdapter(store)
+    with pytest.raises(InvalidInputError, match="at least one circuit"):
+        adapter.submit([])
+    assert store.count() == 0
+
+
+@pytest.mark.parametrize("size", [0, -1, True, 2.0])
+def test_dummy_adapter_refuses_a_batch_size_below_one(size: Any) -> None:
+    with pytest.raises(InvalidInputError) as refused:
+        DummyAdapter(TaskStore.in_memory(), max_native_batch_size=size)
+    assert refused.value.field == "max_native_batch_size"
+
+
+# -- options before or after the command ---------------------------------------------------
+
+
+def test_store_options_work_after_the_command(
+    capsys: pytest.CaptureFixture[str], cache_dir: Path
+) -> None:
+    shown = run_json(capsys, "demo", "--cache-dir", str(cache_dir))
+    listed = json.loads(run(capsys, "list", "--json", "--cache-dir", str(cache_dir))[1])
+    before = json.loads(run(capsys, "--json", "--cache-dir", str(cache_dir), "list")[1])
+    assert [t["task_id"] for t in listed] == [shown["task"]["task_id"]]
+    assert before == listed
+
+
+def test_an_option_given_twice_with_different_values_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, _, err = run(
+        capsys, "--cache-dir", str(tmp_path / "a"), "demo", "--cache-dir", str(tmp_path / "b")
+    )
+    assert code == EXIT_USAGE
+    assert "given twice" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_version_is_the_installed_distributions(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "--version")
+    assert code == 0
+    assert out.split() == ["uniqc-tasks,", "version", uniqc_taskstore.__version__]
+    assert uniqc_taskstore.__version__ == importlib.metadata.version("uniqc-taskstore")
+
+
+# -- list says how many matched ------------------------------------------------------------
+
+
+_SHOWN_OF_MATCHED = re.compile(r"([\d,]+) of ([\d,]+) (?:archived )?tasks(; .*)?")
+
+
+def shown_of_matched(err: str) -> tuple[int, int, str]:
+    match = _SHOWN_OF_MATCHED.fullmatch(err.strip())
+    assert match, err
+    return int(match[1].replace(",", "")), int(match[2].replace(",", "")), match[3] or ""
+
+
+def test_list_says_how_many_it_showed_of_how_many_matched(
+    capsys: pytest.CaptureFixture[str], store: TaskStore, store_location: dict[str, Any]
+) -> None:
+    statuses = [TaskStatus.SUCCESS, TaskStatus.FAILED, TaskStatus.PENDING]
+    store.save_many(
+        [
+            TaskInfo(generate_uniqc_task_id(), "originq:WK_C180", status=statuses[k % 3])
+            for k in range(75)
+        ]
+    )
+    where = location_args(store_location)
+    code, out, err = run(capsys, "list", *where)
+    assert code == 0
+    assert len(out.splitlines()) == 1 + 50
+    shown, matched, hint = shown_of_matched(err)
+    assert (shown, matched) == (50, 75)
+    assert "--limit" in hint
+    code, out, err = run(capsys, "list", *where, "--status", "success,failed", "--limit", "10")
+    assert shown_of_matched(err)[:2] == (10, 50)
+    code, out, err = run(capsys, "list", *where, "--status", "pending", "--all")
+    assert shown_of_matched(err) == (25, 25, "")
+    assert len(out.splitlines()) == 1 + 25
+
+
+def test_list_json_stays_parseable_with_nothing_on_stderr(
+    capsys: pytest.CaptureFixture[str], cache_dir: Path, seeded: dict[str, TaskInfo]
+) -> None:
+    code, out, err = run(capsys, "list", "--cache-dir", str(cache_dir), "--limit", "1", "--json")
+    assert code == 0
+    assert err == ""
+    assert len(json.loads(out)) == 1
+
+
+def test_list_help_states_the_default_limit(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "list", "--help")
+    assert code == 0
+    assert re.search(r"--limit.*\[default: 50", " ".join(out.split()))
+
+
+def test_list_status_takes_a_comma_list_and_repeated_flags(
+    capsys: pytest.CaptureFixture[str], cache_dir: Path, seeded: dict[str, TaskInfo]
+) -> None:
+    comma = run_json(capsys, "--cache-dir", str(cache_dir), "list", "--status", "success,failed")
+    repeated = run_json(
+        capsys, "--cache-dir", str(cache_dir), "list", "--status", "success", "--status", "failed"
+    )
+    expected = {seeded["done"].task_id, seeded["broken"].task_id}
+    assert {t["task_id"] for t in comma} == expected
+    assert comma == repeated
+
+
+def test_list_status_names_the_choices_when_one_is_wrong(
+    capsys: pytest.CaptureFixture[str], cache_dir: Path, seeded: dict[str, TaskInfo]
+) -> None:
+    code, _, err = run(capsys, "--cache-dir", str(cache_dir), "list", "--status", "success,done")
+    assert code == EXIT_USAGE
+    assert "'done' is not a status; choose from pending, running, success" in err
+
+
+def test_list_jsonl_prints_one_task_per_line(
+    capsys: pytest.CaptureFixture[str], cache_dir: Path, seeded: dict[str, TaskInfo]
+) -> None:
+    code, out, _ = run(capsys, "--cache-dir", str(cache_dir), "list", "--jsonl")
+    assert code == 0
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [r["task_id"] for r in rows] == [
+        seeded["broken"].task_id,
+        seeded["waiting"].task_id,
+        seeded["done"].task_id,
+    ]
