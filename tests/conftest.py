@@ -154,3 +154,13 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     if _ran:
         figures = ", ".join(f"{kind}: {_ran[kind]}" for kind in BACKENDS)
         terminalreporter.write_line(f"store-fixture tests run per backend: {figures}")
+    # One line per server whose tests were skipped, instead of a line per test (.ci/run
+    # fails on these lines).
+    reasons = [str(report.longrepr[-1]) for report in terminalreporter.stats.get("skipped", [])]
+    for kind, env in SERVER_URL_ENV.items():
+        skipped = sum(f"{kind} tests need {env}" in reason for reason in reasons)
+        if skipped:
+            terminalreporter.write_line(
+                f"{kind}: {skipped} test{'s' * (skipped != 1)} skipped; set {env} "
+                f"(e.g. {EXAMPLE_URL[kind]}) to run them"
+            )
