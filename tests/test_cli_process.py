@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from uniqc_taskstore import TaskInfo, TaskShard, TaskStatus, TaskStore, generate_uniqc_task_id
 from uniqc_taskstore.transfer import count_rows
 
@@ -80,6 +82,21 @@ def test_output_into_a_pipe_nobody_reads_exits_quietly(tmp_path: Path) -> None:
         os.close(write_end)
     assert finished.stderr == ""
     assert finished.returncode == 0
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_output_onto_a_full_disk_is_one_line_exit_1(tmp_path: Path) -> None:
+    fill(tmp_path / "cache", 3)
+    with open("/dev/full", "w") as full:
+        finished = subprocess.run(
+            [str(CONSOLE_SCRIPT), "--cache-dir", str(tmp_path / "cache"), "list", "--json"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+        )
+    assert finished.returncode == 1
+    assert finished.stderr == "uniqc-tasks: cannot write the output (No space left on device)\n"
 
 
 def test_list_json_piped_into_head_exits_quietly(tmp_path: Path) -> None:

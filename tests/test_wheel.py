@@ -120,7 +120,7 @@ def test_wheel_ships_the_typing_marker_and_package(installed: Installed) -> None
     with zipfile.ZipFile(installed.wheel) as wheel:
         names = set(wheel.namelist())
     assert "uniqc_taskstore/py.typed" in names
-    for module in ("__init__", "cli", "demo", "migrator", "store", "protocol"):
+    for module in ("__init__", "cli/__init__", "demo", "migrator", "store", "protocol"):
         assert f"uniqc_taskstore/{module}.py" in names
     assert not any(name.startswith(("tests/", "src/")) for name in names)
 

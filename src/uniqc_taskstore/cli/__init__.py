@@ -19,6 +19,7 @@ from .. import __version__
 from ..errors import DatabaseBusyError, DatabaseError, StoreNotFoundError, TaskStoreError
 from . import demo, inspect, transfer
 from .options import Interrupted, common_options
+from .output import OutputError, flush
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -44,7 +45,8 @@ never create a store; demo and the destination of copy do.
 Errors: every mistake ends in one line on stderr, "uniqc-tasks: <what is wrong
 and what to do>", and an exit status:
   0    success (also when a reader closes the pipe early, as `| head` does)
-  1    the store refused the request, or the store or task is not there
+  1    the store refused the request, the store or task is not there, or
+       the output could not be written (disk full)
   2    usage error: unknown command or option, bad or conflicting value
   3    the database cannot be reached or opened (server down, wrong URL,
        not a task store, damaged, written by a newer version)
@@ -60,10 +62,13 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             result = super().invoke(ctx)
-            sys.stdout.flush()
+            flush()
         except BrokenPipeError:
             _silence_stdout()
             raise click.exceptions.Exit(EXIT_OK) from None
+        except OutputError:
+            _silence_stdout()
+            raise
         return result
 
 
@@ -97,6 +102,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Interrupted as exc:
         _say(str(exc))
         return EXIT_INTERRUPTED
+    except OutputError as exc:
+        _say(str(exc))
+        return EXIT_REFUSED
     except TaskStoreError as exc:
         _say(str(exc))
         return exit_code_for(exc)

@@ -48,15 +48,15 @@ def demo_command(circuits: int, max_batch: int) -> None:
             {"task": task.to_dict(), "shards": [s.to_dict() for s in shards], "results": results}
         )
         return
-    print(f"Store: {location}")
-    print(
+    output.line(f"Store: {location}")
+    output.line(
         f"Submitted {circuits} circuits as task {task_id} on {task.backend}, "
         f"cut into {len(shards)} platform jobs of at most {max_batch}; "
         f"finished after {polls} polls.\n"
     )
     output.tasks_table(recent)
-    print()
+    output.line()
     output.shards_table(shards)
-    print("\nPer-circuit results in submission order:")
+    output.line("\nPer-circuit results in submission order:")
     for index, (circuit, counts) in enumerate(zip(batch, results, strict=True)):
-        print(f"  [{index}] {circuit}  ->  {counts}")
+        output.line(f"  [{index}] {circuit}  ->  {counts}")

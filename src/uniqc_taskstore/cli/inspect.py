@@ -10,7 +10,7 @@ from ..errors import TaskNotFoundError
 from ..model import TaskInfo, TaskStatus
 from ..store import TaskStore
 from . import output
-from .options import StatusList, common_options, open_store
+from .options import common_options, open_store, parse_statuses
 
 DEFAULT_LIMIT = 50
 
@@ -19,8 +19,9 @@ DEFAULT_LIMIT = 50
 @click.option(
     "--status",
     "statuses",
-    type=StatusList(),
+    metavar="STATUS[,STATUS...]",
     multiple=True,
+    callback=parse_statuses,
     help="Only these statuses: --status success,failed or the option repeated.",
 )
 @click.option("--backend", help="Platform or device, e.g. originq or originq:WK_C180.")
@@ -35,7 +36,7 @@ DEFAULT_LIMIT = 50
 @click.option("--archived", is_flag=True, help="List the archive instead of live tasks.")
 @common_options
 def list_command(
-    statuses: tuple[tuple[TaskStatus, ...], ...],
+    statuses: tuple[TaskStatus, ...],
     backend: str | None,
     limit: int,
     show_all: bool,
@@ -45,7 +46,7 @@ def list_command(
 
     After the table, stderr says how many were shown of how many matched.
     """
-    wanted = sorted({s for group in statuses for s in group}, key=list(TaskStatus).index) or None
+    wanted = list(statuses) or None
     with open_store(create=False) as store:
         fetch = store.list_archived if archived else store.list
         count = store.count_archived if archived else store.count

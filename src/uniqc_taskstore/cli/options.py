@@ -244,21 +244,20 @@ def check_schema(schema: str | None, url: str | None, option: str) -> None:
         )
 
 
-class StatusList(click.ParamType):
-    """One or more statuses, comma-separated; the option may also be repeated."""
-
-    name = "STATUS[,STATUS...]"
-
-    def convert(
-        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-    ) -> tuple[TaskStatus, ...]:
-        if isinstance(value, tuple):
-            return value
-        known = [s.value for s in TaskStatus]
-        found = []
-        for part in str(value).split(","):
+def parse_statuses(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> tuple[TaskStatus, ...]:
+    """``--status a,b --status c``: the statuses named, in the order of :class:`TaskStatus`."""
+    known = [s.value for s in TaskStatus]
+    found: set[TaskStatus] = set()
+    for value in values:
+        for part in value.split(","):
             name = part.strip().lower()
             if name not in known:
-                self.fail(f"{part.strip()!r} is not a status; choose from {', '.join(known)}")
-            found.append(TaskStatus(name))
-        return tuple(found)
+                raise click.BadParameter(
+                    f"{part.strip()!r} is not a status; choose from {', '.join(known)}",
+                    ctx=ctx,
+                    param=param,
+                )
+            found.add(TaskStatus(name))
+    return tuple(s for s in TaskStatus if s in found)

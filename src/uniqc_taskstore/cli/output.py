@@ -21,6 +21,35 @@ from ..model import TaskInfo, TaskShard
 from .options import settings
 
 
+class OutputError(Exception):
+    """stdout could not be written (disk full, device error); the message says why."""
+
+
+def write(text: str) -> None:
+    """Write to stdout; a reader that went away is left to the caller (quiet exit), any
+    other failure becomes an :class:`OutputError`."""
+    _guarded(sys.stdout.write, text)
+
+
+def flush() -> None:
+    """Push out what stdout buffered, with :func:`write`'s error handling."""
+    _guarded(sys.stdout.flush)
+
+
+def _guarded(operation: Callable[..., object], *args: str) -> None:
+    try:
+        operation(*args)
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise OutputError(f"cannot write the output ({exc.strerror or exc})") from None
+
+
+def line(text: str = "") -> None:
+    """One line on stdout."""
+    write(text + "\n")
+
+
 def json_text(data: Any) -> str:
     """``data`` as standard JSON text, indented for people."""
     return json.dumps(to_jsonable(data, "output"), indent=2, allow_nan=False)
@@ -32,9 +61,9 @@ def emit(data: Any) -> None:
     if settings().format == "jsonl":
         items = data if isinstance(data, list) else [data]
         for item in items:
-            sys.stdout.write(dump_jsonable(to_jsonable(item, "output")) + "\n")
+            write(dump_jsonable(to_jsonable(item, "output")) + "\n")
     else:
-        sys.stdout.write(json_text(data) + "\n")
+        write(json_text(data) + "\n")
 
 
 def wants_json() -> bool:
@@ -50,7 +79,7 @@ def note(message: str) -> None:
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     """A table: rich on a terminal, plain aligned columns when piped."""
     if not rows:
-        sys.stdout.write("(none)\n")
+        write("(none)\n")
         return
     if sys.stdout.isatty():
         from rich.console import Console
@@ -63,7 +92,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
         return
     widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
     for line in (headers, *rows):
-        sys.stdout.write(
+        write(
             "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
             + "\n"
         )
@@ -99,7 +128,7 @@ def fields(data: dict[str, Any]) -> None:
     for name, value in data.items():
         if isinstance(value, (dict, list)) or name in ("result", "metadata"):
             value = dump_jsonable(to_jsonable(value, name))
-        sys.stdout.write(f"{name:>13}: {value}\n")
+        write(f"{name:>13}: {value}\n")
 
 
 @contextmanager

@@ -80,7 +80,9 @@ def copy_command(
     if output.wants_json():
         output.emit(asdict(report))
         return
-    print(f"Copied from {from_store.location} to {to_store.location} in {report.seconds:.1f} s")
+    output.line(
+        f"Copied from {from_store.location} to {to_store.location} in {report.seconds:.1f} s"
+    )
     output.table(
         ["TABLE", "COPIED", "SOURCE", "DEST"],
         [
