@@ -113,6 +113,34 @@ def test_list_json_piped_into_head_exits_quietly(tmp_path: Path) -> None:
     assert (tmp_path / "status.txt").read_text().strip() == "0"
 
 
+@pytest.mark.parametrize("columns", [60, 200])
+def test_table_on_a_terminal_shows_whole_ids_however_narrow(tmp_path: Path, columns: int) -> None:
+    [task_id] = fill(tmp_path / "cache", 1)
+    controller, terminal = pty.openpty()
+    child = subprocess.Popen(
+        [str(CONSOLE_SCRIPT), "--cache-dir", str(tmp_path / "cache"), "list"],
+        stdin=subprocess.DEVNULL,
+        stdout=terminal,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "TERM": "xterm", "COLUMNS": str(columns)},
+    )
+    os.close(terminal)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:  # EIO: the child closed its end
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(controller)
+    assert child.wait(timeout=60) == 0
+    rows = _ANSI.sub("", seen.decode()).splitlines()
+    assert rows[0].split()[:2] == ["TASK", "STATUS"]
+    assert rows[1].split()[:3] == [task_id, "success", "originq:WK_C180"]
+
+
 def test_ctrl_c_during_copy_exits_130_and_running_it_again_finishes(tmp_path: Path) -> None:
     source, dest = tmp_path / "source", tmp_path / "dest"
     total = 3000

@@ -81,19 +81,23 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     if not rows:
         write("(none)\n")
         return
+    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
     if sys.stdout.isatty():
         from rich.console import Console
         from rich.table import Table
 
-        rendered = Table(*headers, box=None, header_style="bold", pad_edge=False)
-        for row in rows:
-            rendered.add_row(*row)
-        Console().print(rendered)
-        return
-    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
-    for line in (headers, *rows):
+        console = Console(markup=False, emoji=False, highlight=False)
+        # Ids are copied from tables: when the terminal is too narrow for whole cells,
+        # the plain form below lets the terminal wrap lines instead of cutting cells.
+        if sum(widths) + 2 * (len(widths) - 1) <= console.width:
+            rendered = Table(*headers, box=None, header_style="bold", pad_edge=False)
+            for row in rows:
+                rendered.add_row(*row)
+            console.print(rendered)
+            return
+    for cells in (headers, *rows):
         write(
-            "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+            "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)).rstrip()
             + "\n"
         )
 
