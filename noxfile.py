@@ -1,4 +1,5 @@
-"""Sessions: ``nox -s tests``, ``nox -s lint``, ``nox -s typecheck``, ``nox -s reliability``.
+"""Sessions: ``nox -s tests``, ``nox -s lint``, ``nox -s typecheck``, ``nox -s reliability``,
+``nox -s sdk`` (the SDK's own task tests on ``uniqc_taskstore.compat``).
 
 Server tests run when UNIQC_TEST_POSTGRESQL_URL / UNIQC_TEST_MYSQL_URL are set
 (see README); they are skipped, with that reason, otherwise.
@@ -8,8 +9,10 @@ from __future__ import annotations
 
 import nox
 
-nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.sessions = ["tests", "lint", "typecheck", "sdk"]
 PYTHON = ["3.11"]
+SDK_VERSION = "0.1.1"
+"""The ``unified-quantum`` release whose shipped tests are our compatibility contract."""
 
 
 @nox.session(python=PYTHON)
@@ -39,3 +42,13 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict over the package, migrations, tests and this file."""
     session.install("-e", ".[test,postgresql,mysql,dev]")
     session.run("mypy")
+
+
+@nox.session(python=PYTHON)
+def sdk(session: nox.Session) -> None:
+    """The SDK's shipped task, gateway, CLI and doctor tests, with its store and archive
+    modules pointed at ``uniqc_taskstore.compat``. Fails on an unexpected failure and on
+    an unexpected pass of a test listed in tests/sdk/expected_failures.txt."""
+    session.install(f"unified-quantum=={SDK_VERSION}", "pytest", "httpx")
+    session.install(".")  # not editable: a reused environment gets this tree's code
+    session.run("python", "tests/sdk/run_sdk_tests.py", *session.posargs)

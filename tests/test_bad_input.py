@@ -375,7 +375,13 @@ BAD_INPUTS: list[BadInput] = [
         404,
     ),
     # -- reads and clean-up
-    BadInput("list-limit-negative", lambda s, k: s.list(limit=-1), InvalidInputError, "limit", -1),
+    BadInput(
+        "list-limit-fractional",
+        lambda s, k: s.list(limit=2.5),  # type: ignore[arg-type]
+        InvalidInputError,
+        "limit",
+        2.5,
+    ),
     BadInput(
         "list-offset-negative", lambda s, k: s.list(offset=-1), InvalidInputError, "offset", -1
     ),

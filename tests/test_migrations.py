@@ -59,7 +59,7 @@ from uniqc_taskstore import (
     TaskStatus,
     TaskStore,
     generate_uniqc_task_id,
-    is_uniqc_task_id,
+    is_generated_task_id,
 )
 from uniqc_taskstore.backends import backend_for_url
 from uniqc_taskstore.backends.sqlite import SqliteBackend
@@ -151,7 +151,7 @@ def assert_reads_back(store: TaskStore, legacy: LegacyFile) -> None:
     archived = store.list_archived()
     assert len(live) == len(legacy.live)
     assert len(archived) == len(legacy.archived)
-    assert all(is_uniqc_task_id(t.task_id) for t in [*live, *archived])
+    assert all(is_generated_task_id(t.task_id) for t in [*live, *archived])
 
     for task in legacy.live:
         task_id = _new_id(live, task)
@@ -334,7 +334,7 @@ def test_shards_of_a_platform_keyed_parent_follow_it_to_its_new_id(tmp_path: Pat
     with TaskStore(cache_dir=legacy.directory) as store:
         owner = store.find_uniqc_id_by_platform_id("originq-batch-legacy-1-part1")
         assert owner is not None
-        assert is_uniqc_task_id(owner)
+        assert is_generated_task_id(owner)
         parent = store.get(owner)
         assert parent is not None
         assert parent.metadata["legacy_platform_id"] == "originq-batch-legacy-1"

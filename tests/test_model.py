@@ -27,6 +27,7 @@ from uniqc_taskstore import (
     TaskStoreError,
     aggregate_status,
     generate_uniqc_task_id,
+    is_generated_task_id,
     is_uniqc_task_id,
 )
 
@@ -199,6 +200,7 @@ def test_generated_task_id_is_prefix_and_32_lowercase_hex() -> None:
         assert task_id.startswith("uqt_")
         assert all(c in HEX for c in task_id[4:])
         assert uuid.UUID(hex=task_id[4:]).version == 4
+        assert is_generated_task_id(task_id)
         assert is_uniqc_task_id(task_id)
         seen.add(task_id)
     assert len(seen) == 200
@@ -223,8 +225,23 @@ def test_generated_task_id_is_prefix_and_32_lowercase_hex() -> None:
         "",
     ],
 )
-def test_near_miss_is_not_a_task_id(near_miss: str) -> None:
-    assert not is_uniqc_task_id(near_miss)
+def test_near_miss_is_not_a_generated_task_id(near_miss: str) -> None:
+    assert not is_generated_task_id(near_miss)
+
+
+@pytest.mark.parametrize("ours", ["uqt_timeout", "uqt_", "uqt_" + "A" * 32, "uqt_" + "a" * 40])
+def test_any_uqt_prefixed_id_is_ours_as_in_the_original(ours: str) -> None:
+    # The SDK routes on this: an id with the prefix is looked up in the store, never
+    # sent to a cloud platform, whatever follows the prefix.
+    assert is_uniqc_task_id(ours)
+    assert not is_generated_task_id(ours)
+
+
+@pytest.mark.parametrize(
+    "platform_id", ["", "UQT_" + "a" * 32, " uqt_x", "uqt-x", "0123456789abcdef" * 2]
+)
+def test_id_without_the_prefix_is_the_platforms(platform_id: str) -> None:
+    assert not is_uniqc_task_id(platform_id)
 
 
 @pytest.mark.parametrize(
@@ -233,6 +250,7 @@ def test_near_miss_is_not_a_task_id(near_miss: str) -> None:
 )
 def test_non_string_is_not_a_task_id(not_a_string: object) -> None:
     assert not is_uniqc_task_id(not_a_string)
+    assert not is_generated_task_id(not_a_string)
 
 
 @given(
@@ -241,9 +259,10 @@ def test_non_string_is_not_a_task_id(not_a_string: object) -> None:
         st.text(alphabet=HEX + "ABCDEFgx _-", min_size=30, max_size=34).map(lambda s: "uqt_" + s),
     )
 )
-def test_task_id_check_is_exact(text: str) -> None:
+def test_task_id_checks_are_exact(text: str) -> None:
     expected = len(text) == 36 and text.startswith("uqt_") and all(c in HEX for c in text[4:])
-    assert is_uniqc_task_id(text) is expected
+    assert is_generated_task_id(text) is expected
+    assert is_uniqc_task_id(text) is text.startswith("uqt_")
 
 
 # -- TaskInfo / TaskShard -----------------------------------------------------------------

@@ -527,7 +527,7 @@ BAD_INPUTS: list[BadInput] = [
     ("archive of an unfinished task", TaskStateError, lambda s: s.store.archive(s.running)),
     ("restore over a live task", TaskStateError, lambda s: s.store.restore(s.twin)),
     ("unknown status filter", InvalidInputError, lambda s: s.store.list(status="bogus")),
-    ("negative limit", InvalidInputError, lambda s: s.store.list(limit=-1)),
+    ("negative offset", InvalidInputError, lambda s: s.store.list(offset=-1)),
     (
         "unknown status to clear_completed",
         InvalidInputError,

@@ -33,6 +33,7 @@ from .model import (
     TaskStatus,
     aggregate_status,
     generate_uniqc_task_id,
+    is_generated_task_id,
     is_uniqc_task_id,
 )
 from .protocol import TaskRepository
@@ -78,6 +79,7 @@ __all__ = [
     "aggregate_status",
     "assemble_results",
     "generate_uniqc_task_id",
+    "is_generated_task_id",
     "is_uniqc_task_id",
     "plan_shards",
 ]

@@ -48,7 +48,19 @@ def generate_uniqc_task_id() -> str:
 
 
 def is_uniqc_task_id(value: object) -> bool:
-    """True when ``value`` is a task id made by :func:`generate_uniqc_task_id`."""
+    """True when ``value`` is a string starting with ``uqt_``: an id this store owns,
+    as opposed to a cloud platform's own job id.
+
+    This is the original's meaning, which callers route on (``uqt_timeout`` is ours,
+    not the platform's). For the exact shape :func:`generate_uniqc_task_id` makes,
+    use :func:`is_generated_task_id`.
+    """
+    return isinstance(value, str) and value.startswith(UNIQC_TASK_ID_PREFIX)
+
+
+def is_generated_task_id(value: object) -> bool:
+    """True when ``value`` has exactly the shape :func:`generate_uniqc_task_id` makes:
+    ``uqt_`` and 32 lowercase hex digits."""
     return isinstance(value, str) and _UNIQC_TASK_ID.fullmatch(value) is not None
 
 

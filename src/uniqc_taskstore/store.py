@@ -219,7 +219,8 @@ class TaskStore:
     ) -> builtins.list[TaskInfo]:
         """Tasks newest first by submit time. ``status`` takes one status or several;
         ``backend`` matches a platform and its devices (``originq`` finds
-        ``originq:WK_C180``). ``include_results=False`` skips loading result blobs."""
+        ``originq:WK_C180``). ``limit=None`` or a negative limit means all (as in the
+        original). ``include_results=False`` skips loading result blobs."""
         return self._list(tasks, status, backend, limit, offset, include_results=include_results)
 
     def list_page(
@@ -549,7 +550,7 @@ class TaskStore:
         include_results: bool,
         after: tuple[str, str] | None = None,
     ) -> builtins.list[TaskInfo]:
-        _check_page(limit, offset)
+        limit = _check_page(limit, offset)
         stmt = sql.select_tasks(
             table,
             status=status,
@@ -596,12 +597,15 @@ def _database_path(cache_dir: str | os.PathLike[str] | None) -> Path:
         ) from exc
 
 
-def _check_page(limit: int | None, offset: int | None) -> None:
+def _check_page(limit: int | None, offset: int | None) -> int | None:
+    """The limit to apply: a negative ``limit`` means no limit, as it did in the
+    original (SQLite's ``LIMIT -1``, which callers rely on); the same on every database."""
     for name, value in (("limit", limit), ("offset", offset)):
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int) or value < 0
-        ):
-            raise InvalidInputError(name, value, "must be a non-negative integer or None")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise InvalidInputError(name, value, "must be an integer or None")
+    if offset is not None and offset < 0:
+        raise InvalidInputError("offset", offset, "must be a non-negative integer or None")
+    return None if limit is None or limit < 0 else limit
 
 
 def _batches(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
