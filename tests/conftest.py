@@ -194,6 +194,42 @@ def store_location(
     yield {"url": url}
 
 
+class RawDatabase:
+    """The store's database seen through a plain SQLAlchemy engine of its own, for
+    checks that must not go through the code under test."""
+
+    def __init__(self, url: str) -> None:
+        self.engine: Engine = create_engine(url)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Every row of every table (schema stamp included), as sorted ``repr`` strings
+        (PostgreSQL cannot order by a JSON column); on SQLite also the
+        ``user_version`` and ``application_id`` stamps."""
+        metadata = MetaData()
+        metadata.reflect(self.engine)
+        with self.engine.connect() as conn:
+            dump: dict[str, Any] = {
+                table.name: sorted(map(repr, conn.execute(select(table))))
+                for table in metadata.sorted_tables
+            }
+            if self.engine.dialect.name == "sqlite":
+                for pragma in ("user_version", "application_id"):
+                    dump[pragma] = conn.exec_driver_sql(f"PRAGMA {pragma}").scalar_one()
+        return dump
+
+
+@pytest.fixture
+def raw_database(store_location: dict[str, Any]) -> Iterator[RawDatabase]:
+    """The ``store`` fixture's database through a separate plain engine."""
+    if "url" in store_location:
+        url = store_location["url"]
+    else:
+        url = f"sqlite:///{Path(store_location['cache_dir']) / 'tasks.sqlite'}"
+    raw = RawDatabase(url)
+    yield raw
+    raw.engine.dispose()
+
+
 @pytest.fixture
 def store(store_location: dict[str, Any], backend_kind: str) -> Iterator[TaskStore]:
     """An empty store on each backend (SQLite file, PostgreSQL, MariaDB)."""
