@@ -7,6 +7,7 @@ from pathlib import Path
 from sqlalchemy import create_engine
 
 from uniqc_taskstore import TaskInfo, TaskStatus, TaskStore
+from uniqc_taskstore.store import TaskPage
 
 
 def _fill(store: TaskStore, n: int) -> None:
@@ -77,7 +78,7 @@ def test_keyset_pages_end_cleanly_when_the_total_is_a_multiple_of_the_page_size(
     # 21 tasks in pages of 7: the third page is full, so it still hands out a cursor,
     # and the page after it is empty and says it is the last.
     _fill(store, 21)
-    pages = []
+    pages: list[TaskPage] = []
     after = None
     while len(pages) < 10:
         page = store.list_page(limit=7, after=after)
