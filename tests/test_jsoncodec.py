@@ -166,21 +166,25 @@ def test_integer_keyed_counts_come_back_with_integer_keys() -> None:
     assert same(counts, decode_json(encode_json(counts)))
 
 
-def test_dict_using_the_tag_key_itself_round_trips() -> None:
-    for value in (
+@pytest.mark.parametrize(
+    "value",
+    [
         {TAG: "float", "value": "nan"},
         {TAG: "complex", "real": 1, "imag": 2},
         {TAG: "map", "items": [[1, 2]]},
         {TAG: "tuple", "items": [1]},
         {TAG: "unknown"},
         [{TAG: {TAG: "float", "value": "inf"}}],
-    ):
-        assert same(value, decode_json(encode_json(value))), value
+    ],
+    ids=repr,
+)
+def test_dict_using_the_tag_key_itself_round_trips(value: Any) -> None:
+    assert same(value, decode_json(encode_json(value)))
 
 
-def test_big_integers_round_trip() -> None:
-    for number in (2**64, -(2**64) - 1, 10**40):
-        assert same(number, decode_json(encode_json(number)))
+@pytest.mark.parametrize("number", [2**64, -(2**64) - 1, 10**40], ids=str)
+def test_big_integers_round_trip(number: int) -> None:
+    assert same(number, decode_json(encode_json(number)))
 
 
 def test_unicode_text_round_trips() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC
 from typing import Any
 
@@ -488,20 +488,21 @@ def test_status_strings_are_coerced_to_members(status: TaskStatus) -> None:
     assert type(from_dict.status) is TaskStatus
 
 
+@pytest.mark.parametrize("via", ["TaskInfo.from_dict", "TaskShard.from_dict", "TaskInfo()"])
 @pytest.mark.parametrize("bad_status", ["done", "Success", " success", "", 1, None])
-def test_unknown_status_is_invalid_input_naming_status(bad_status: Any) -> None:
+def test_unknown_status_is_invalid_input_naming_status(bad_status: Any, via: str) -> None:
     data = TaskInfo(SOME_ID, "dummy").to_dict() | {"status": bad_status}
     shard_data = TaskShard(SOME_ID, 0, "p", "dummy").to_dict() | {"status": bad_status}
-    for build in (
-        lambda: TaskInfo.from_dict(data),
-        lambda: TaskShard.from_dict(shard_data),
-        lambda: TaskInfo(SOME_ID, "dummy", status=bad_status),
-    ):
-        with pytest.raises(InvalidInputError) as caught:
-            build()
-        error = caught.value
-        assert error.field == "status"
-        assert error.value == bad_status
-        assert isinstance(error, TaskStoreError)
-        assert isinstance(error, ValueError)
-        assert repr(bad_status) in str(error)
+    build: Callable[[], object] = {
+        "TaskInfo.from_dict": lambda: TaskInfo.from_dict(data),
+        "TaskShard.from_dict": lambda: TaskShard.from_dict(shard_data),
+        "TaskInfo()": lambda: TaskInfo(SOME_ID, "dummy", status=bad_status),
+    }[via]
+    with pytest.raises(InvalidInputError) as caught:
+        build()
+    error = caught.value
+    assert error.field == "status"
+    assert error.value == bad_status
+    assert isinstance(error, TaskStoreError)
+    assert isinstance(error, ValueError)
+    assert repr(bad_status) in str(error)
