@@ -175,3 +175,10 @@ def test_file_locked_by_another_writer_is_busy_and_nothing_is_written(
         assert [t.task_id for t in store.list()] == ["before"]
         store.save(TaskInfo("after", "dummy"))
         assert store.count() == 2
+
+
+def test_files_not_named_like_a_step_are_not_migrations(tmp_path: Path) -> None:
+    (tmp_path / "v0001_first.py").write_text('def upgrade(conn):\n    """One."""\n')
+    for stray in ("v12_draft.py", "v0002-typo.py", "vendored.py"):
+        (tmp_path / stray).write_text("raise SystemExit('never imported')\n")
+    assert [version for version, _ in load_migrations(tmp_path)] == [1]
