@@ -1,5 +1,12 @@
-"""One fixture, ``store``, yields a fresh store on every backend: a SQLite file in a
-temporary directory, and a freshly created PostgreSQL and MariaDB database.
+"""One fixture, ``store``, yields an empty store on every backend: a new SQLite file in
+a temporary directory, or this run's PostgreSQL / MariaDB database (created once per
+run, migrated by the first store opened on it, dropped at the end) with every table
+but the schema stamp emptied before the test.
+
+The emptying does not trust the code under test: it finds the tables by inspection
+(so tables added by later migrations are included), deletes their rows through a
+separate plain SQLAlchemy engine, and asserts with ``SELECT count(*)`` that each one
+is empty. A bug in ``TaskStore.clear_all`` therefore cannot leak rows between tests.
 
 Server tests need an admin URL in ``UNIQC_TEST_POSTGRESQL_URL`` /
 ``UNIQC_TEST_MYSQL_URL`` and are skipped with that reason otherwise, unless
@@ -16,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, MetaData, create_engine, delete, func, inspect, select, text
 from sqlalchemy.engine import make_url
 
 import uniqc_taskstore.store as store_module
@@ -127,19 +134,100 @@ def backend_kind(request: pytest.FixtureRequest) -> str:
     return kind
 
 
+SCHEMA_STAMP_TABLE = "uniqc_schema"
+"""The one table the ``store`` fixture keeps: it says which schema the database holds."""
+
+
+class _Emptier:
+    """Empties every table but the schema stamp of one server database, through its own
+    engine and tables reflected from the database itself (not from ``schema.py``)."""
+
+    def __init__(self, url: str) -> None:
+        self.engine: Engine = create_engine(url)
+        self.metadata = MetaData()
+        self.reflected: frozenset[str] = frozenset()
+
+    def empty(self) -> None:
+        present = frozenset(inspect(self.engine).get_table_names()) - {SCHEMA_STAMP_TABLE}
+        if present != self.reflected:
+            self.metadata = MetaData()
+            self.metadata.reflect(self.engine, only=sorted(present))
+            self.reflected = present
+        children_first = list(reversed(self.metadata.sorted_tables))
+        with self.engine.begin() as conn:
+            for table in children_first:
+                conn.execute(delete(table))
+        with self.engine.connect() as conn:
+            left = {
+                table.name: conn.execute(select(func.count()).select_from(table)).scalar_one()
+                for table in children_first
+            }
+        assert set(left.values()) <= {0}, f"rows left after emptying: {left}"
+        assert left, "found no tables to empty: the database was never migrated"
+
+
+@pytest.fixture(scope="session")
+def _emptiers() -> Iterator[dict[str, _Emptier]]:
+    made: dict[str, _Emptier] = {}
+    yield made
+    for emptier in made.values():
+        emptier.engine.dispose()
+
+
 @pytest.fixture
 def store_location(
-    backend_kind: str, tmp_path: Path, _session_databases: dict[str, str]
+    backend_kind: str,
+    tmp_path: Path,
+    _session_databases: dict[str, str],
+    _emptiers: dict[str, _Emptier],
 ) -> Iterator[dict[str, Any]]:
     """Keyword arguments of ``TaskStore`` for an empty location on the backend: a new
-    SQLite file, or this run's server database with every table emptied."""
+    SQLite file, or this run's server database with every table but the schema stamp
+    emptied by plain SQL (see the module docstring)."""
     if backend_kind == "sqlite":
         yield {"cache_dir": tmp_path / "cache"}
         return
     url = _session_databases[backend_kind]
-    with TaskStore(url=url) as emptied:
-        emptied.clear_all()
+    if backend_kind not in _emptiers:
+        _emptiers[backend_kind] = _Emptier(url)
+    _emptiers[backend_kind].empty()
     yield {"url": url}
+
+
+class RawDatabase:
+    """The store's database seen through a plain SQLAlchemy engine of its own, for
+    checks that must not go through the code under test."""
+
+    def __init__(self, url: str) -> None:
+        self.engine: Engine = create_engine(url)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Every row of every table (schema stamp included), as sorted ``repr`` strings
+        (PostgreSQL cannot order by a JSON column); on SQLite also the
+        ``user_version`` and ``application_id`` stamps."""
+        metadata = MetaData()
+        metadata.reflect(self.engine)
+        with self.engine.connect() as conn:
+            dump: dict[str, Any] = {
+                table.name: sorted(map(repr, conn.execute(select(table))))
+                for table in metadata.sorted_tables
+            }
+            if self.engine.dialect.name == "sqlite":
+                for pragma in ("user_version", "application_id"):
+                    dump[pragma] = conn.exec_driver_sql(f"PRAGMA {pragma}").scalar_one()
+        return dump
+
+
+@pytest.fixture
+def raw_database(store_location: dict[str, Any]) -> Iterator[RawDatabase]:
+    """The ``store`` fixture's database through a separate plain engine."""
+    if "url" in store_location:
+        url = store_location["url"]
+    else:
+        url = f"sqlite:///{Path(store_location['cache_dir']) / 'tasks.sqlite'}"
+    raw = RawDatabase(url)
+    yield raw
+    raw.engine.dispose()
 
 
 @pytest.fixture

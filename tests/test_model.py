@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import event, find, given
 from hypothesis import strategies as st
 
 from uniqc_taskstore import (
@@ -30,6 +30,7 @@ from uniqc_taskstore import (
     is_generated_task_id,
     is_uniqc_task_id,
 )
+from uniqc_taskstore.model import validate_id, validate_task
 
 PENDING, RUNNING, SUCCESS, FAILED, CANCELLED = (
     TaskStatus.PENDING,
@@ -253,16 +254,111 @@ def test_non_string_is_not_a_task_id(not_a_string: object) -> None:
     assert not is_generated_task_id(not_a_string)
 
 
-@given(
-    st.one_of(
-        st.text(),
-        st.text(alphabet=HEX + "ABCDEFgx _-", min_size=30, max_size=34).map(lambda s: "uqt_" + s),
-    )
-)
-def test_task_id_checks_are_exact(text: str) -> None:
-    expected = len(text) == 36 and text.startswith("uqt_") and all(c in HEX for c in text[4:])
+valid_task_ids = st.uuids(version=4).map(lambda u: UNIQC_TASK_ID_PREFIX + u.hex)
+"""Ids as ``generate_uniqc_task_id`` makes them: drawn directly, not hoped for in random text."""
+
+NOT_LOWER_HEX = "ABCDEFgz _-\n\u0661\uff10"
+"""Characters that look like they might belong in an id but do not."""
+
+
+@st.composite
+def near_miss_task_ids(draw: st.DrawFn) -> str:
+    """A valid id with one small edit: a character replaced, dropped or added, the prefix
+    changed, or whitespace around it."""
+    valid = draw(valid_task_ids)
+    position = draw(st.integers(0, len(valid) - 1))
+    edit = draw(st.sampled_from(["replace", "drop", "add", "prefix", "pad"]))
+    event(f"near miss: {edit}")
+    if edit == "replace":
+        return valid[:position] + draw(st.sampled_from(NOT_LOWER_HEX)) + valid[position + 1 :]
+    if edit == "drop":
+        return valid[:position] + valid[position + 1 :]
+    if edit == "add":
+        return valid[:position] + draw(st.sampled_from(HEX + NOT_LOWER_HEX)) + valid[position:]
+    if edit == "prefix":
+        return draw(st.sampled_from(["UQT_", "uqt-", "uqt", "qt_", "uqt__"])) + valid[4:]
+    return draw(st.sampled_from([" ", "\t", "\n"])).join(["", valid, ""][draw(st.integers(0, 1)) :])
+
+
+def is_task_id_by_spec(text: str) -> bool:
+    """The reference for ``is_generated_task_id``: ``uqt_`` + 32 lowercase hex characters.
+    (``is_uniqc_task_id`` is the original's looser check: the ``uqt_`` prefix alone.)"""
+    return len(text) == 36 and text.startswith(UNIQC_TASK_ID_PREFIX) and set(text[4:]) <= set(HEX)
+
+
+task_id_candidates = st.one_of(valid_task_ids, near_miss_task_ids(), st.text(max_size=40))
+
+
+@given(valid_task_ids)
+def test_every_generated_shape_of_id_is_a_task_id_and_a_usable_id(task_id: str) -> None:
+    assert is_generated_task_id(task_id)
+    assert is_uniqc_task_id(task_id)
+    assert validate_id(task_id, "task_id") == task_id
+    validate_task(TaskInfo(task_id, "dummy"))
+
+
+@given(task_id_candidates)
+def test_task_id_check_agrees_with_the_spec(text: str) -> None:
+    expected = is_task_id_by_spec(text)
+    event("a task id" if expected else "not a task id")
     assert is_generated_task_id(text) is expected
-    assert is_uniqc_task_id(text) is text.startswith("uqt_")
+    assert is_uniqc_task_id(text) is text.startswith(UNIQC_TASK_ID_PREFIX)
+
+
+def test_task_id_candidates_reach_both_answers() -> None:
+    # The property above is only worth something if both answers are drawn.
+    find(task_id_candidates, is_task_id_by_spec)
+    find(task_id_candidates, lambda text: not is_task_id_by_spec(text))
+
+
+def is_usable_id_by_spec(text: str) -> bool:
+    """The reference for ``validate_id``: non-blank text of at most 255 characters
+    without NUL that UTF-8 can encode."""
+    return (
+        text.strip() != ""
+        and len(text) <= 255
+        and "\x00" not in text
+        and not any("\ud800" <= c <= "\udfff" for c in text)
+    )
+
+
+@st.composite
+def unusable_ids(draw: st.DrawFn) -> str:
+    """A valid id made unusable: too long, a NUL or a lone surrogate in it, or blank."""
+    valid = draw(valid_task_ids)
+    position = draw(st.integers(0, len(valid)))
+    kind = draw(st.sampled_from(["too long", "nul", "surrogate", "blank"]))
+    event(f"unusable: {kind}")
+    if kind == "too long":
+        return valid + draw(st.sampled_from(HEX)) * (256 - len(valid))
+    if kind == "nul":
+        return valid[:position] + "\x00" + valid[position:]
+    if kind == "surrogate":
+        return valid[:position] + draw(st.sampled_from(["\ud800", "\udfff"])) + valid[position:]
+    return draw(st.text(alphabet=" \t\n\r\u3000", max_size=5))
+
+
+id_candidates = st.one_of(valid_task_ids, unusable_ids(), st.text(max_size=300))
+
+
+@given(id_candidates)
+def test_validate_id_accepts_exactly_the_usable_ids(text: str) -> None:
+    if is_usable_id_by_spec(text):
+        event("usable")
+        assert validate_id(text, "platform_task_id") == text
+        return
+    event("refused")
+    with pytest.raises(InvalidInputError) as caught:
+        validate_id(text, "platform_task_id")
+    assert (caught.value.field, caught.value.value) == ("platform_task_id", text)
+
+
+def test_id_candidates_reach_both_answers() -> None:
+    find(id_candidates, is_usable_id_by_spec)
+    find(id_candidates, lambda text: "\x00" in text)
+    find(id_candidates, lambda text: "\ud800" in text or "\udfff" in text)
+    find(id_candidates, lambda text: text != "" and text.isspace())
+    find(id_candidates, lambda text: len(text) > 255)
 
 
 # -- TaskInfo / TaskShard -----------------------------------------------------------------
@@ -412,20 +508,21 @@ def test_status_strings_are_coerced_to_members(status: TaskStatus) -> None:
     assert type(from_dict.status) is TaskStatus
 
 
+@pytest.mark.parametrize("via", ["TaskInfo.from_dict", "TaskShard.from_dict", "TaskInfo()"])
 @pytest.mark.parametrize("bad_status", ["done", "Success", " success", "", 1, None])
-def test_unknown_status_is_invalid_input_naming_status(bad_status: Any) -> None:
+def test_unknown_status_is_invalid_input_naming_status(bad_status: Any, via: str) -> None:
     data = TaskInfo(SOME_ID, "dummy").to_dict() | {"status": bad_status}
     shard_data = TaskShard(SOME_ID, 0, "p", "dummy").to_dict() | {"status": bad_status}
-    for build in (
-        lambda: TaskInfo.from_dict(data),
-        lambda: TaskShard.from_dict(shard_data),
-        lambda: TaskInfo(SOME_ID, "dummy", status=bad_status),
-    ):
-        with pytest.raises(InvalidInputError) as caught:
-            build()
-        error = caught.value
-        assert error.field == "status"
-        assert error.value == bad_status
-        assert isinstance(error, TaskStoreError)
-        assert isinstance(error, ValueError)
-        assert repr(bad_status) in str(error)
+    build: Callable[[], object] = {
+        "TaskInfo.from_dict": lambda: TaskInfo.from_dict(data),
+        "TaskShard.from_dict": lambda: TaskShard.from_dict(shard_data),
+        "TaskInfo()": lambda: TaskInfo(SOME_ID, "dummy", status=bad_status),
+    }[via]
+    with pytest.raises(InvalidInputError) as caught:
+        build()
+    error = caught.value
+    assert error.field == "status"
+    assert error.value == bad_status
+    assert isinstance(error, TaskStoreError)
+    assert isinstance(error, ValueError)
+    assert repr(bad_status) in str(error)

@@ -10,7 +10,7 @@ import random
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import event, given
 from hypothesis import strategies as st
 
 from uniqc_taskstore import (
@@ -52,6 +52,10 @@ def shards_with_results(
     for plan in plans:
         part = results[plan.sub_index_offset : plan.sub_index_offset + plan.circuit_count]
         value: Any = part if plan.circuit_count > 1 or wrap_single else part[0]
+        if plan.circuit_count == 1:
+            event("one-circuit shard, list result" if wrap_single else "one-circuit shard, bare")
+        else:
+            event("batch shard")
         made.append(shard(plan.shard_index, plan.sub_index_offset, plan.circuit_count, value))
     return made
 
@@ -66,6 +70,7 @@ def end(plan: ShardPlan) -> int:
 @given(st.integers(0, 2000), st.integers(1, 300))
 def test_plan_puts_every_circuit_in_exactly_one_shard_in_order(n: int, max_size: int) -> None:
     plans = plan_shards(n, max_size)
+    event("empty batch" if n == 0 else "last shard partly full" if n % max_size else "all full")
     assert len(plans) == math.ceil(n / max_size)
     assert [p.shard_index for p in plans] == list(range(len(plans)))
     covered = [
@@ -164,6 +169,7 @@ def test_offsets_not_indexes_decide_order() -> None:
 def test_removing_an_inner_shard_is_a_gap(n: int, max_size: int, data: st.DataObject) -> None:
     plans = plan_shards(n, max_size)
     if len(plans) < 2:
+        event("one shard planned: re-planned one circuit per shard")
         plans = plan_shards(n, 1)
     shards = shards_with_results(plans, [circuit_result(i) for i in range(n)])
     removed = data.draw(st.integers(0, len(shards) - 2))
@@ -177,6 +183,7 @@ def test_removing_an_inner_shard_is_a_gap(n: int, max_size: int, data: st.DataOb
 def test_shifting_a_shard_back_is_an_overlap(n: int, max_size: int, data: st.DataObject) -> None:
     plans = plan_shards(n, max_size)
     if len(plans) < 2:
+        event("one shard planned: re-planned one circuit per shard")
         plans = plan_shards(n, 1)
     shards = shards_with_results(plans, [circuit_result(i) for i in range(n)])
     moved = shards[data.draw(st.integers(1, len(shards) - 1))]

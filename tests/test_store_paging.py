@@ -7,6 +7,7 @@ from pathlib import Path
 from sqlalchemy import create_engine
 
 from uniqc_taskstore import TaskInfo, TaskStatus, TaskStore
+from uniqc_taskstore.store import TaskPage
 
 
 def _fill(store: TaskStore, n: int) -> None:
@@ -69,3 +70,22 @@ def test_store_on_a_caller_built_engine_works_and_leaves_the_engine_usable(
     with engine.connect() as conn:  # the caller's engine is still theirs to use
         assert conn.exec_driver_sql("SELECT count(*) FROM tasks").scalar() == 1
     engine.dispose()
+
+
+def test_keyset_pages_end_cleanly_when_the_total_is_a_multiple_of_the_page_size(
+    store: TaskStore,
+) -> None:
+    # 21 tasks in pages of 7: the third page is full, so it still hands out a cursor,
+    # and the page after it is empty and says it is the last.
+    _fill(store, 21)
+    pages: list[TaskPage] = []
+    after = None
+    while len(pages) < 10:
+        page = store.list_page(limit=7, after=after)
+        pages.append(page)
+        if page.next_after is None:
+            break
+        after = page.next_after
+    assert [len(page.tasks) for page in pages] == [7, 7, 7, 0]
+    seen = [task.task_id for page in pages for task in page.tasks]
+    assert seen == [task.task_id for task in store.list()]

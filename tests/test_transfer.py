@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -147,11 +148,46 @@ def test_copy_command_reports_counts_on_both_sides(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     source = TaskStore(tmp_path / "a")
-    fill(source, 8)
+    fill(source, 8)  # tasks 1 and 5 archived; task k has k % 4 shards
     assert main(["copy", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
-    out = capsys.readouterr().out
-    assert "tasks" in out
-    assert "archived_tasks" in out
+    rows = {
+        line.split()[0]: [int(n) for n in line.split()[1:]]
+        for line in capsys.readouterr().out.splitlines()[2:]
+    }
+    assert rows == {
+        "tasks": [6, 6, 6],
+        "shards": [10, 10, 10],
+        "archived_tasks": [2, 2, 2],
+        "archived_shards": [2, 2, 2],
+    }
     assert main(["copy", str(tmp_path / "a"), str(tmp_path / "b"), "--json"]) == 0
-    assert '"tasks": 0' in capsys.readouterr().out
+    report = json.loads(capsys.readouterr().out)
+    assert report["copied"] == dict.fromkeys(rows, 0)
+    assert report["source"] == report["destination"] == {k: v[1] for k, v in rows.items()}
     assert TaskStore(tmp_path / "b").count() == source.count()
+
+
+SERVER_PAIRS = [
+    ("postgresql", "sqlite"),
+    ("mysql", "sqlite"),
+    ("postgresql", "mysql"),
+    ("mysql", "postgresql"),
+]
+
+
+@pytest.mark.parametrize(
+    ("source_kind", "destination"),
+    SERVER_PAIRS,
+    indirect=["destination"],
+    ids=[f"{a}-to-{b}" for a, b in SERVER_PAIRS],
+)
+def test_copy_from_a_server_carries_every_task_and_shard(
+    source_kind: str, destination: TaskStore, fresh_database_url: Callable[[str], str]
+) -> None:
+    with TaskStore.from_url(fresh_database_url(source_kind)) as source:
+        ids = fill(source, 13)
+        report = copy_tasks(source, destination, batch_size=4)
+        assert nan_safe(snapshot(destination, ids)) == nan_safe(snapshot(source, ids))
+    assert report.copied == report.source == report.destination
+    assert (report.copied.tasks, report.copied.archived_tasks) == (10, 3)
+    destination.close()
