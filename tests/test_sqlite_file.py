@@ -1,10 +1,9 @@
-"""The SQLite file: whose it is, where it lives, how it is created, opened and removed.
+"""The SQLite file: whose it is, where it lives, how it is created, opened and kept private.
 
 Files that are not ours, too new, or damaged are refused and left byte-for-byte as
 they were; the directory and file are private; the location follows
-``UNIQC_CACHE_DIR`` and never silently falls back elsewhere; ``clear_all`` removes
-the file yet the store keeps working; a warm store opens no connection and runs no
-``PRAGMA`` per call.
+``UNIQC_CACHE_DIR`` and never silently falls back elsewhere; a warm store opens no
+connection and runs no ``PRAGMA`` per call. (``clear_all``: ``test_clear_all.py``.)
 """
 
 from __future__ import annotations
@@ -245,43 +244,6 @@ def test_read_only_directory_is_refused_with_a_location_error(tmp_path: Path) ->
         assert list(locked.iterdir()) == []
     finally:
         locked.chmod(0o700)
-
-
-# -- clear_all -----------------------------------------------------------------------------------
-
-
-def test_clear_all_deletes_the_file_and_the_store_keeps_working(tmp_path: Path) -> None:
-    path = tmp_path / DATABASE_FILENAME
-    with TaskStore(cache_dir=tmp_path) as store, TaskStore(cache_dir=tmp_path) as other:
-        old = make_task()
-        store.save(old)
-        # Hard links keep the old inodes reachable: after clear_all they must be the
-        # only names left, i.e. tasks.sqlite, -wal and -shm were unlinked.
-        linked = {}
-        for suffix in ("", "-wal", "-shm"):
-            name = tmp_path / (DATABASE_FILENAME + suffix)
-            assert name.exists()
-            linked[suffix] = tmp_path / f"kept{suffix}"
-            os.link(name, linked[suffix])
-
-        store.clear_all()
-
-        for kept in linked.values():
-            assert kept.stat().st_nlink == 1
-        assert store.get(old.task_id) is None
-        assert other.get(old.task_id) is None
-        new = make_task()
-        store.save(new)
-        assert other.get(new.task_id) == new
-        later = make_task()
-        other.save(later)
-        assert store.count() == 2
-
-    assert path.is_file()
-    assert pragma(path, "application_id") == APPLICATION_ID
-    assert pragma(path, "user_version") == CURRENT_SCHEMA_VERSION
-    with TaskStore(cache_dir=tmp_path) as reopened:
-        assert {t.task_id for t in reopened.list()} == {new.task_id, later.task_id}
 
 
 # -- a warm store opens nothing and sets nothing per call ----------------------------------------
