@@ -66,7 +66,7 @@ class Database:
         return self._engine
 
     def ensure_ready(self, *, create: bool = True) -> None:
-        """Create, check and migrate the database once per process (and after clear_all).
+        """Create, check and migrate the database once per process.
 
         With ``create=False`` a location that holds no store raises
         :class:`StoreNotFoundError` and nothing is created."""

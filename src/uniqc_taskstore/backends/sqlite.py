@@ -53,6 +53,7 @@ WRITE_OPTION = "uniqc_write"
 _HEADER_MAGIC = b"SQLite format 3\x00"
 _LEGACY_VERSIONS = range(1, 6)
 _BUSY_CODES = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
+_NOFOLLOW: int = getattr(os, "O_NOFOLLOW", 0)
 
 
 class SqliteBackend(Backend):
@@ -94,7 +95,7 @@ class SqliteBackend(Backend):
             try:
                 # O_NOFOLLOW | O_EXCL: a symlink (dangling or not) is never followed to
                 # create a file; an existing one is judged below.
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600)
                 os.close(fd)
             except FileExistsError:
                 pass
@@ -118,7 +119,7 @@ class SqliteBackend(Backend):
         since anyone could replace the file there or plant its -wal/-shm."""
         try:
             info = directory.stat()
-            if info.st_uid == os.geteuid():
+            if _owned_by_me(info):
                 if stat.S_IMODE(info.st_mode) & 0o077:
                     directory.chmod(0o700)
                 return
@@ -146,7 +147,7 @@ class SqliteBackend(Backend):
             mode = stat.S_IMODE(info.st_mode)
             if not mode & 0o077:
                 continue
-            if info.st_uid == os.geteuid():
+            if _owned_by_me(info):
                 try:
                     candidate.chmod(0o600)
                 except OSError as exc:
@@ -345,6 +346,11 @@ def check_header(path: Path) -> None:
     (app_id,) = struct.unpack(">I", header[68:72])
     if app_id not in (0, APPLICATION_ID):
         raise refuse_foreign(str(path), f"has application_id {app_id:#010x}")
+
+
+def _owned_by_me(info: os.stat_result) -> bool:
+    geteuid = getattr(os, "geteuid", None)  # POSIX only; elsewhere there is no owner to check
+    return geteuid is None or bool(info.st_uid == geteuid())
 
 
 def _is_busy(error: sqlite3.Error) -> bool:
