@@ -1,10 +1,9 @@
-"""The SQLite file: whose it is, where it lives, how it is created, opened and removed.
+"""The SQLite file: whose it is, where it lives, how it is created, opened and kept private.
 
 Files that are not ours, too new, or damaged are refused and left byte-for-byte as
 they were; the directory and file are private; the location follows
-``UNIQC_CACHE_DIR`` and never silently falls back elsewhere; ``clear_all`` removes
-the file yet the store keeps working; a warm store opens no connection and runs no
-``PRAGMA`` per call.
+``UNIQC_CACHE_DIR`` and never silently falls back elsewhere; a warm store opens no
+connection and runs no ``PRAGMA`` per call. (``clear_all``: ``test_clear_all.py``.)
 """
 
 from __future__ import annotations
@@ -13,6 +12,8 @@ import os
 import re
 import sqlite3
 import stat
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,7 +24,7 @@ import pytest
 from sqlalchemy import event
 
 import uniqc_taskstore.store as store_module
-from legacy_files import DATABASE_FILENAME, pragma
+from legacy_files import DATABASE_FILENAME, build_legacy_file, pragma
 from uniqc_taskstore import (
     APPLICATION_ID,
     CURRENT_SCHEMA_VERSION,
@@ -151,6 +152,81 @@ def test_damaged_file_is_refused_as_corrupt_and_left_untouched(
     assert_refused_untouched(directory, CorruptDatabaseError, match="untouched")
 
 
+_CRASHED_WRITER = """
+import os, sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("PRAGMA journal_mode = WAL")
+for statement in sys.argv[2:]:
+    conn.execute(statement)
+os._exit(0)  # no close: the -wal and -shm stay, as after a crash or while it runs
+"""
+
+
+def crash_leaving_wal(path: Path, *statements: str) -> None:
+    """Another program writes ``statements`` to ``path`` in WAL mode and dies, leaving
+    them in the ``-wal`` file, not yet in the database file."""
+    subprocess.run([sys.executable, "-c", _CRASHED_WRITER, str(path), *statements], check=True)
+
+
+def file_and_wal(directory: Path) -> dict[str, bytes]:
+    """The bytes of tasks.sqlite and tasks.sqlite-wal, both required to exist. (-shm is
+    the WAL's shared-memory index: any reader writes its read marks there.)"""
+    return {
+        suffix: (directory / (DATABASE_FILENAME + suffix)).read_bytes() for suffix in ("", "-wal")
+    }
+
+
+def test_foreign_wal_database_is_refused_with_its_wal_left_in_place(tmp_path: Path) -> None:
+    crash_leaving_wal(
+        tmp_path / DATABASE_FILENAME,
+        "PRAGMA application_id = 1234",
+        "CREATE TABLE notes (body TEXT)",
+        "INSERT INTO notes VALUES ('only in the -wal so far')",
+    )
+    before = file_and_wal(tmp_path)
+    assert before["-wal"]
+
+    with pytest.raises(ForeignDatabaseError, match="0x000004d2"):
+        TaskStore(cache_dir=tmp_path)
+
+    assert file_and_wal(tmp_path) == before
+    assert (tmp_path / (DATABASE_FILENAME + "-shm")).exists()
+
+
+def test_too_new_wal_database_is_refused_with_its_wal_left_in_place(tmp_path: Path) -> None:
+    with TaskStore(cache_dir=tmp_path) as store:
+        store.save(make_task())
+    newer = CURRENT_SCHEMA_VERSION + 1
+    crash_leaving_wal(tmp_path / DATABASE_FILENAME, f"PRAGMA user_version = {newer}")
+    before = file_and_wal(tmp_path)
+
+    with pytest.raises(SchemaTooNewError):
+        TaskStore(cache_dir=tmp_path)
+
+    assert file_and_wal(tmp_path) == before
+    assert (tmp_path / (DATABASE_FILENAME + "-shm")).exists()
+
+
+def test_damaged_legacy_file_is_refused_before_it_is_switched_to_wal_or_stamped(
+    tmp_path: Path,
+) -> None:
+    build_legacy_file(tmp_path, 3, stamped=False)
+    path = tmp_path / DATABASE_FILENAME
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:  # the oldest files use a rollback journal
+        assert conn.execute("PRAGMA journal_mode = DELETE").fetchone() == ("delete",)
+    finally:
+        conn.close()
+    real = path.read_bytes()
+    page_size = int.from_bytes(real[16:18], "big")
+    # The first page (header and table list) reads fine; the tables' pages are garbage.
+    path.write_bytes(real[:page_size] + b"\xa5" * (len(real) - page_size))
+
+    assert_refused_untouched(tmp_path, CorruptDatabaseError, match="untouched")
+    assert path.read_bytes()[18:20] == b"\x01\x01"  # still a rollback-journal file
+    assert pragma(path, "application_id") == 0
+
+
 # -- where the file lives and how it is created --------------------------------------------------
 
 
@@ -233,6 +309,97 @@ def test_unusable_location_is_refused_without_any_fallback(tmp_path: Path, below
     assert blocker.read_text() == "a regular file where a directory should be"
 
 
+def test_legacy_cache_with_loose_modes_is_made_private(tmp_path: Path) -> None:
+    directory = tmp_path / "cache"
+    legacy = build_legacy_file(directory, 5)
+    path = directory / DATABASE_FILENAME
+    with umask(0o022):
+        crash_leaving_wal(path, "SELECT count(*) FROM tasks")
+        directory.chmod(0o755)
+        for name in directory.iterdir():
+            name.chmod(0o644)
+        assert {p.name for p in directory.iterdir()} >= {DATABASE_FILENAME + "-wal"}
+
+        with TaskStore(cache_dir=directory) as store:
+            assert store.count() == len(legacy.live)
+            store.save(make_task())
+            assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+            for suffix in ("", "-wal", "-shm"):
+                sidecar = directory / (DATABASE_FILENAME + suffix)
+                assert stat.S_IMODE(sidecar.stat().st_mode) == 0o600, sidecar
+
+
+def test_our_directory_writable_by_anyone_is_made_private(tmp_path: Path) -> None:
+    directory = tmp_path / "open"
+    directory.mkdir()
+    directory.chmod(0o777)
+    with TaskStore(cache_dir=directory) as store:
+        store.save(make_task())
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+
+
+ANOTHER_USER = 4242
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a directory to another user")
+def test_another_users_directory_writable_by_anyone_is_refused(tmp_path: Path) -> None:
+    directory = tmp_path / "shared"
+    directory.mkdir()
+    directory.chmod(0o777)
+    os.chown(directory, ANOTHER_USER, -1)
+
+    with pytest.raises(StoreLocationError, match="chmod o-w") as caught:
+        TaskStore(cache_dir=directory)
+
+    assert str(directory) in str(caught.value)
+    assert list(directory.iterdir()) == []
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o777
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a file to another user")
+def test_another_users_readable_file_is_used_with_a_warning_naming_it(tmp_path: Path) -> None:
+    with TaskStore(cache_dir=tmp_path) as store:
+        store.save(make_task())
+    path = tmp_path / DATABASE_FILENAME
+    path.chmod(0o644)
+    os.chown(path, ANOTHER_USER, -1)
+
+    with (
+        pytest.warns(UserWarning, match=re.escape(str(path))),
+        TaskStore(cache_dir=tmp_path) as store,
+    ):
+        assert store.count() == 1
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_dangling_symlink_is_refused_and_never_followed(tmp_path: Path) -> None:
+    directory = tmp_path / "cache"
+    directory.mkdir(mode=0o700)
+    target = tmp_path / "elsewhere" / "planted.sqlite"
+    target.parent.mkdir()
+    (directory / DATABASE_FILENAME).symlink_to(target)
+
+    with pytest.raises(StoreLocationError, match="symlink") as caught:
+        TaskStore(cache_dir=directory)
+
+    assert str(target) in str(caught.value)
+    assert not target.exists()
+    assert list(target.parent.iterdir()) == []
+    assert sorted(p.name for p in directory.iterdir()) == [DATABASE_FILENAME]
+
+
+def test_symlink_to_an_existing_store_is_followed(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    with TaskStore(cache_dir=real) as store:
+        task = make_task()
+        store.save(task)
+    linked = tmp_path / "linked"
+    linked.mkdir(mode=0o700)
+    (linked / DATABASE_FILENAME).symlink_to(real / DATABASE_FILENAME)
+    with TaskStore(cache_dir=linked) as store:
+        assert store.get(task.task_id) == task
+
+
 @pytest.mark.skipif(
     os.geteuid() == 0, reason="root ignores file permissions, so a read-only directory is writable"
 )
@@ -245,43 +412,6 @@ def test_read_only_directory_is_refused_with_a_location_error(tmp_path: Path) ->
         assert list(locked.iterdir()) == []
     finally:
         locked.chmod(0o700)
-
-
-# -- clear_all -----------------------------------------------------------------------------------
-
-
-def test_clear_all_deletes_the_file_and_the_store_keeps_working(tmp_path: Path) -> None:
-    path = tmp_path / DATABASE_FILENAME
-    with TaskStore(cache_dir=tmp_path) as store, TaskStore(cache_dir=tmp_path) as other:
-        old = make_task()
-        store.save(old)
-        # Hard links keep the old inodes reachable: after clear_all they must be the
-        # only names left, i.e. tasks.sqlite, -wal and -shm were unlinked.
-        linked = {}
-        for suffix in ("", "-wal", "-shm"):
-            name = tmp_path / (DATABASE_FILENAME + suffix)
-            assert name.exists()
-            linked[suffix] = tmp_path / f"kept{suffix}"
-            os.link(name, linked[suffix])
-
-        store.clear_all()
-
-        for kept in linked.values():
-            assert kept.stat().st_nlink == 1
-        assert store.get(old.task_id) is None
-        assert other.get(old.task_id) is None
-        new = make_task()
-        store.save(new)
-        assert other.get(new.task_id) == new
-        later = make_task()
-        other.save(later)
-        assert store.count() == 2
-
-    assert path.is_file()
-    assert pragma(path, "application_id") == APPLICATION_ID
-    assert pragma(path, "user_version") == CURRENT_SCHEMA_VERSION
-    with TaskStore(cache_dir=tmp_path) as reopened:
-        assert {t.task_id for t in reopened.list()} == {new.task_id, later.task_id}
 
 
 # -- a warm store opens nothing and sets nothing per call ----------------------------------------

@@ -15,22 +15,24 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, event
 from sqlalchemy.exc import DBAPIError, StatementError
 
 from .backends import Backend, backend_for_url
+from .backends.base import BUSY_ATTEMPTS_ENV, BUSY_TIMEOUT_ENV, BusyPolicy, Listener
 from .backends.sqlite import WRITE_OPTION
 from .errors import DatabaseBusyError, DatabaseError, TaskStoreError
 from .migrator import MIGRATIONS, Migration, MigrationReport, migrate
 
 T = TypeVar("T")
 
-BUSY_RETRIES = 6
-"""Transaction attempts after the driver's own busy wait, before DatabaseBusyError."""
-
 
 class Database:
-    """One database: its backend, its engine, and whether its schema is up to date."""
+    """One database: its backend, its engine, and whether its schema is up to date.
+
+    Lock waits and attempts (:class:`BusyPolicy`) are read from ``UNIQC_BUSY_TIMEOUT``
+    and ``UNIQC_BUSY_ATTEMPTS`` here, when the first store on the location is opened
+    in this process."""
 
     def __init__(
         self,
@@ -40,6 +42,7 @@ class Database:
         migrations: Sequence[tuple[int, Migration]] = MIGRATIONS,
     ) -> None:
         self.backend = backend
+        self.busy = backend.busy = BusyPolicy.from_environment()
         self.owns_engine = engine is None
         self._engine = engine
         self._migrations = migrations
@@ -47,10 +50,12 @@ class Database:
         self._lock = threading.RLock()
         self.users = 0
         self.last_migration: MigrationReport | None = None
+        self._caller_listeners: list[Listener] = []
         if engine is not None:
-            backend.configure_engine(engine)
+            self._caller_listeners = backend.configure_engine(engine)
             engine.dispose()  # connections pooled before now lack our settings
-        # A private in-memory SQLite database is one connection: serialise its users.
+        # A private in-memory SQLite database is one connection: every call, clear_all
+        # included, takes this lock, so no call can run inside another's transaction.
         self._serial = threading.RLock() if getattr(backend, "path", True) is None else None
 
     @property
@@ -61,7 +66,7 @@ class Database:
         return self._engine
 
     def ensure_ready(self, *, create: bool = True) -> None:
-        """Create, check and migrate the database once per process (and after clear_all).
+        """Create, check and migrate the database once per process.
 
         With ``create=False`` a location that holds no store raises
         :class:`StoreNotFoundError` and nothing is created."""
@@ -77,6 +82,7 @@ class Database:
             try:
                 self.last_migration = _with_busy_retry(
                     self.backend,
+                    self.busy,
                     lambda: migrate(self.backend, engine, self._migrations, create=create),
                 )
             except DBAPIError as exc:
@@ -106,8 +112,8 @@ class Database:
         try:
             if self._serial is not None:
                 with self._serial:
-                    return _with_busy_retry(self.backend, attempt)
-            return _with_busy_retry(self.backend, attempt)
+                    return _with_busy_retry(self.backend, self.busy, attempt)
+            return _with_busy_retry(self.backend, self.busy, attempt)
         except DBAPIError as exc:
             raise self._translate(exc) from exc
         except StatementError as exc:
@@ -118,19 +124,33 @@ class Database:
             raise
 
     def clear_all(self) -> None:
-        """Remove every task; the database is recreated on next use if it was removed."""
-        with self._lock:
-            engine = self.engine
-            try:
-                if self.backend.clear_all(engine):
-                    self._ready = False
-            except DBAPIError as exc:
-                raise self._translate(exc) from exc
+        """Empty every table in one write transaction (retried while busy: all or
+        nothing), then reclaim the space where that is safe. The file or database stays
+        the same one, so every connection, in every process, keeps seeing it."""
+        self.write(self.backend.clear_tables)
+        if self._serial is not None:
+            with self._serial:
+                self.backend.reclaim_space(self.engine)
+        else:
+            self.backend.reclaim_space(self.engine)
 
     def dispose(self) -> None:
         """Close pooled connections (the engine opens new ones if used again)."""
         if self._engine is not None:
             self._engine.dispose()
+
+    def hand_back(self) -> None:
+        """Leave a caller's engine as it was before: our event listeners removed, and
+        the pooled connections that carry our settings closed (checked-out ones are
+        closed when returned)."""
+        engine = self._engine
+        if engine is None:
+            return
+        for name, function in self._caller_listeners:
+            if event.contains(engine, name, function):
+                event.remove(engine, name, function)
+        self._caller_listeners = []
+        engine.dispose()
 
     def forget_connections(self) -> None:
         """After fork: drop the parent's pooled connections without closing them."""
@@ -140,8 +160,10 @@ class Database:
     def _translate(self, exc: DBAPIError) -> TaskStoreError:
         if self.backend.is_busy(exc):
             return DatabaseBusyError(
-                f"{self.backend.describe()} stayed locked by other writers after "
-                f"{BUSY_RETRIES} attempts; nothing was written, try again."
+                f"{self.backend.describe()} stayed locked by other writers through "
+                f"{self.busy.attempts} attempts of up to {self.busy.timeout:g} s each; "
+                "nothing was written. Try again, or allow longer waits with "
+                f"{BUSY_TIMEOUT_ENV} (seconds) and {BUSY_ATTEMPTS_ENV}."
             )
         translated = self.backend.translate(exc)
         if isinstance(translated, TaskStoreError):
@@ -149,16 +171,46 @@ class Database:
         return DatabaseError(f"{self.backend.describe()}: {exc.orig!r}")
 
 
-def _with_busy_retry(backend: Backend, attempt: Callable[[], T]) -> T:
+def _with_busy_retry(backend: Backend, busy: BusyPolicy, attempt: Callable[[], T]) -> T:
     """Call ``attempt`` again, after a jittered, growing pause, while the database is busy."""
-    for tries in range(BUSY_RETRIES):
+    for tries in range(busy.attempts):
         try:
             return attempt()
         except DBAPIError as exc:
-            if not backend.is_busy(exc) or tries == BUSY_RETRIES - 1:
+            if not backend.is_busy(exc) or tries == busy.attempts - 1:
                 raise
             time.sleep(random.uniform(0, min(2.0, 0.05 * 2**tries)))
     raise AssertionError("unreachable")
+
+
+_caller_engines: dict[tuple[int, str | None], Database] = {}
+_caller_engines_lock = threading.Lock()
+
+
+def caller_engine_database(engine: Engine, schema: str | None = None) -> Database:
+    """The one :class:`Database` for an engine the caller built: every store on that
+    engine shares it, so the engine is configured once however many stores use it."""
+    key = (id(engine), schema)
+    with _caller_engines_lock:
+        database = _caller_engines.get(key)
+        if database is None or database._engine is not engine:
+            database = Database(backend_for_url(engine.url, schema=schema), engine)
+            _caller_engines[key] = database
+        database.users += 1
+        return database
+
+
+def release_caller_engine_database(database: Database, schema: str | None = None) -> None:
+    """One store fewer on a caller's engine; the last one hands the engine back as it
+    found it (:meth:`Database.hand_back`)."""
+    with _caller_engines_lock:
+        database.users -= 1
+        if database.users > 0:
+            return
+        key = (id(database._engine), schema)
+        if _caller_engines.get(key) is database:
+            del _caller_engines[key]
+    database.hand_back()
 
 
 _registry: dict[str, Database] = {}

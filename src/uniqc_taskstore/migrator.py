@@ -128,12 +128,15 @@ def create_missing(conn: Connection, tables: Sequence[Table]) -> None:
 
 
 def check_version(backend: Backend, engine: Engine, latest: int) -> int:
-    """The database's schema version, read without writing anything; refuses a
-    database that is not ours or is newer than ``latest``."""
-    with engine.connect() as conn, conn.begin():
+    """The database's schema version, read through a connection that cannot write (on
+    SQLite, the file opened read-only); refuses a database that is not ours, is newer
+    than ``latest``, or (when it needs migrating) fails the backend's pre-write check."""
+    with backend.inspection_connection(engine) as conn, conn.begin():
         version = backend.claim(conn, stamp=False)
-    if version > latest:
-        raise SchemaTooNewError(version, latest, backend.describe())
+        if version > latest:
+            raise SchemaTooNewError(version, latest, backend.describe())
+        if version < latest:
+            backend.check_before_first_write(conn)
     return version
 
 

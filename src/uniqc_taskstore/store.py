@@ -15,8 +15,16 @@ from sqlalchemy.exc import IntegrityError
 
 from . import statements as sql
 from .backends import backend_for_url
+from .backends.base import Backend
 from .backends.sqlite import DATABASE_FILENAME, SqliteBackend
-from .engine import Database, database_for_url, release_database, shared_database
+from .engine import (
+    Database,
+    caller_engine_database,
+    database_for_url,
+    release_caller_engine_database,
+    release_database,
+    shared_database,
+)
 from .errors import (
     InvalidInputError,
     ShardLayoutError,
@@ -84,8 +92,12 @@ class TaskStore:
         if cache_dir is None and url is None and engine is None:
             url = os.environ.get(URL_ENV) or None
         self._key: str | None = None
+        self._caller_engine = engine is not None
+        self._schema = schema
         if engine is not None:
-            self._db = Database(backend_for_url(engine.url, schema=schema), engine)
+            self._db = caller_engine_database(engine, schema)
+        elif url is not None and _is_in_memory(backend_for_url(url, schema=schema)):
+            self._db = Database(SqliteBackend(None))  # private, like in_memory()
         elif url is not None:
             self._key, self._db = database_for_url(url, schema)
         else:
@@ -110,11 +122,7 @@ class TaskStore:
     @classmethod
     def in_memory(cls) -> TaskStore:
         """A private, empty store in memory, for adapters' unit tests."""
-        store = cls.__new__(cls)
-        store._key = None
-        store._db = Database(SqliteBackend(None))
-        store._db.ensure_ready()
-        return store
+        return cls(url="sqlite://")
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -129,6 +137,13 @@ class TaskStore:
         return getattr(self._db.backend, "path", None)
 
     @property
+    def cache_dir(self) -> Path | None:
+        """The directory holding the SQLite file (also for a ``sqlite:///`` URL), or None
+        for a server or in-memory database."""
+        path = self.db_path
+        return path.parent if path is not None else None
+
+    @property
     def schema_version(self) -> int:
         """The schema version the database is at."""
         report = self._db.last_migration
@@ -139,8 +154,12 @@ class TaskStore:
         if self._key is not None:
             release_database(self._key, self._db)
             self._key = None
-        elif getattr(self, "_db", None) is not None and self._db.owns_engine:
-            self._db.dispose()  # an engine=... passed in stays the caller's to dispose
+        elif self._caller_engine:
+            # The last store on a caller's engine leaves it as it found it.
+            release_caller_engine_database(self._db, self._schema)
+            self._caller_engine = False
+        elif self._db.owns_engine:
+            self._db.dispose()
 
     def __enter__(self) -> TaskStore:
         return self
@@ -276,11 +295,11 @@ class TaskStore:
         return self._db.write(work)
 
     def clear_all(self) -> None:
-        """Remove every task, live and archived. On SQLite the file (and its -wal/-shm)
-        is deleted; this store, and any other on the same location, keeps working on
-        a fresh file."""
+        """Delete every task and shard, live and archived, in one transaction (all or
+        nothing; :class:`DatabaseBusyError` means nothing was deleted). The database
+        itself stays: on SQLite the same file, then vacuumed, so every store in every
+        process keeps working on it and sees the deletion."""
         self._db.clear_all()
-        self._db.ensure_ready()
 
     # -- shards ------------------------------------------------------------------------------
 
@@ -595,6 +614,10 @@ def _database_path(cache_dir: str | os.PathLike[str] | None) -> Path:
             f"cannot use {directory} for the task store ({exc.strerror}); choose another "
             f"directory with {CACHE_DIR_ENV} or TaskStore(cache_dir=...)."
         ) from exc
+
+
+def _is_in_memory(backend: Backend) -> bool:
+    return isinstance(backend, SqliteBackend) and backend.path is None
 
 
 def _check_page(limit: int | None, offset: int | None) -> int | None:

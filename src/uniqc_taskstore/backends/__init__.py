@@ -22,7 +22,9 @@ def backend_for_url(url: str | URL, *, schema: str | None = None) -> Backend:
         from pathlib import Path
 
         database = parsed.database
-        return SqliteBackend(Path(database).expanduser().resolve() if database else None)
+        if not database or database == ":memory:":  # sqlite:// and sqlite:///:memory:
+            return SqliteBackend(None)
+        return SqliteBackend(Path(database).expanduser().resolve())
     if family == "postgresql":
         from .postgresql import PostgresBackend
 

@@ -8,18 +8,21 @@ across processes, and which driver errors mean "busy, try again".
 
 from __future__ import annotations
 
+import math
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from sqlalchemy import Connection, Engine, Table, delete, inspect
+from sqlalchemy import Connection, Engine, Table, delete, event, inspect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ColumnElement
 from sqlalchemy.sql.base import ReadOnlyColumnCollection
 
-from ..errors import ForeignDatabaseError
-from ..schema import ARCHIVE_TABLES, LIVE_TABLES, metadata
+from ..errors import ForeignDatabaseError, InvalidInputError
+from ..schema import metadata, schema_stamp
 
 APPLICATION_ID = 0x554E4943
 """``PRAGMA application_id`` of our SQLite files: ASCII ``UNIC``."""
@@ -34,10 +37,67 @@ MySQL applies assignments left to right and later ones see earlier results, so
 columns that other assignments' conditions read must come last."""
 
 
+BUSY_TIMEOUT_ENV = "UNIQC_BUSY_TIMEOUT"
+BUSY_ATTEMPTS_ENV = "UNIQC_BUSY_ATTEMPTS"
+
+Listener = tuple[str, Callable[..., None]]
+"""An engine event name and the function that handles it."""
+
+
+@dataclass(frozen=True)
+class BusyPolicy:
+    """How long one attempt waits for another writer's lock, and how many attempts a
+    call makes before it raises :class:`DatabaseBusyError`.
+
+    ``timeout`` is SQLite's busy wait, PostgreSQL's ``lock_timeout`` and MariaDB's
+    ``innodb_lock_wait_timeout`` (whole seconds, at least 1), set on every connection.
+    """
+
+    timeout: float = 10.0
+    attempts: int = 6
+
+    @classmethod
+    def from_environment(cls) -> BusyPolicy:
+        """The policy set by ``UNIQC_BUSY_TIMEOUT`` (seconds) and ``UNIQC_BUSY_ATTEMPTS``,
+        each defaulting to the class default when unset."""
+        timeout = _env_number(BUSY_TIMEOUT_ENV, float, cls.timeout, minimum=0.0)
+        attempts = int(_env_number(BUSY_ATTEMPTS_ENV, int, cls.attempts, minimum=1))
+        return cls(timeout, attempts)
+
+    @property
+    def timeout_ms(self) -> int:
+        return int(self.timeout * 1000)
+
+    @property
+    def timeout_whole_seconds(self) -> int:
+        return max(1, math.ceil(self.timeout))
+
+
+def _env_number(name: str, kind: type[float] | type[int], default: float, minimum: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = None
+    if value is None or not math.isfinite(value) or value < minimum:
+        raise InvalidInputError(
+            name,
+            raw,
+            f"must be a {'number of seconds' if kind is float else 'whole number'} "
+            f">= {kind(minimum)}; fix or unset the environment variable",
+        )
+    return value
+
+
 class Backend(ABC):
     """One kind of database: SQLite, PostgreSQL or MariaDB/MySQL."""
 
     name: ClassVar[str]
+    busy: BusyPolicy = BusyPolicy()
+    """Lock waits and attempts; :class:`~uniqc_taskstore.engine.Database` sets it from
+    the environment before the engine is made."""
 
     @abstractmethod
     def describe(self) -> str:
@@ -47,8 +107,27 @@ class Backend(ABC):
     def create_engine(self) -> Engine:
         """A pooled engine with this backend's connection settings applied."""
 
-    def configure_engine(self, engine: Engine) -> None:
-        """Apply connection settings to an engine the caller built."""
+    def connection_listeners(self) -> list[Listener]:
+        """Engine events that apply this backend's settings to each new connection (and,
+        on SQLite, emit our own ``BEGIN``). A fresh list of fresh functions each call,
+        so whoever registers them can remove exactly those."""
+        return []
+
+    def configure_engine(self, engine: Engine) -> list[Listener]:
+        """Register :meth:`connection_listeners` on ``engine``; return them for removal."""
+        listeners = self.connection_listeners()
+        for name, function in listeners:
+            event.listen(engine, name, function)
+        return listeners
+
+    def inspection_connection(self, engine: Engine) -> AbstractContextManager[Connection]:
+        """A connection for looking at a database that may not be ours yet: nothing
+        done through it, or by closing it, may change the database."""
+        return engine.connect()
+
+    def check_before_first_write(self, conn: Connection) -> None:
+        """Raise if the database, known to be ours and older than this code, cannot be
+        migrated safely (SQLite: a damaged file). Called before anything is written."""
 
     @abstractmethod
     def upsert(self, table: Table, key: Sequence[str], set_: Assignments) -> Any:
@@ -88,13 +167,16 @@ class Backend(ABC):
     def after_open(self, engine: Engine) -> None:
         """Settings that need an open database but no transaction (SQLite: WAL)."""
 
-    def clear_all(self, engine: Engine) -> bool:
-        """Remove every task; return True when the database itself was removed and must
-        be created again."""
-        with engine.begin() as conn:
-            for table in (*reversed(LIVE_TABLES), *reversed(ARCHIVE_TABLES)):
+    def clear_tables(self, conn: Connection) -> None:
+        """Delete every row of every table but the schema stamp, in the current (write)
+        transaction: other connections see all of it gone or none of it."""
+        for table in reversed(metadata.sorted_tables):
+            if table is not schema_stamp:
                 conn.execute(delete(table))
-        return False
+
+    def reclaim_space(self, engine: Engine) -> None:
+        """After :meth:`clear_tables` committed: give the freed space back where that can
+        be done without disturbing other connections; best effort, never raises."""
 
 
 def foreign_tables(conn: Connection) -> set[str]:

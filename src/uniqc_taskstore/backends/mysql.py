@@ -18,9 +18,10 @@ from sqlalchemy import Connection, Engine, Table, create_engine, func, select
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from ..errors import DatabaseError
-from .base import Assignments
+from .base import Assignments, Listener
 from .server import MIGRATION_LOCK_NAME, MIGRATION_LOCK_TIMEOUT_SECONDS, ServerBackend
 
 # ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT
@@ -38,9 +39,24 @@ class MysqlBackend(ServerBackend):
             self.url = self.url.update_query_dict({"charset": "utf8mb4"})
 
     def create_engine(self) -> Engine:
-        return create_engine(
+        engine = create_engine(
             self.url, pool_pre_ping=True, pool_recycle=3600, isolation_level="READ COMMITTED"
         )
+        self.configure_engine(engine)
+        return engine
+
+    def connection_listeners(self) -> list[Listener]:
+        seconds = self.busy.timeout_whole_seconds
+
+        def _on_connect(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
+            # A held row lock becomes a retryable busy error after this many seconds.
+            cursor = dbapi_conn.cursor()
+            try:
+                cursor.execute(f"SET SESSION innodb_lock_wait_timeout = {int(seconds)}")
+            finally:
+                cursor.close()
+
+        return [("connect", _on_connect)]
 
     def acquire_migration_lock(self, conn: Connection) -> None:
         name = _lock_name(conn)

@@ -6,15 +6,15 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, create_engine, event, func, select
+from sqlalchemy import Connection, Engine, Table, create_engine, func, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.schema import CreateSchema
 
-from .base import Assignments
-from .server import MIGRATION_LOCK_NAME, ServerBackend
+from .base import Assignments, Listener
+from .server import MIGRATION_LOCK_NAME, MIGRATION_LOCK_TIMEOUT_SECONDS, ServerBackend
 
 # serialization_failure, deadlock_detected, lock_not_available
 _RETRYABLE_SQLSTATES = {"40001", "40P01", "55P03"}
@@ -38,22 +38,25 @@ class PostgresBackend(ServerBackend):
         self.configure_engine(engine)
         return engine
 
-    def configure_engine(self, engine: Engine) -> None:
-        if self.schema is None:
-            return
+    def connection_listeners(self) -> list[Listener]:
         schema = self.schema
+        quoted = None if schema is None else '"' + schema.replace('"', '""') + '"'
+        lock_timeout_ms = self.busy.timeout_ms
 
-        @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
-            # search_path rather than schema-qualified tables, so every statement
-            # (migrations' DDL included) lands in the group's schema.
-            quoted = engine.dialect.identifier_preparer.quote_identifier(schema)
             cursor = dbapi_conn.cursor()
             try:
-                cursor.execute(f"SET search_path TO {quoted}")
+                if quoted is not None:
+                    # search_path rather than schema-qualified tables, so every statement
+                    # (migrations' DDL included) lands in the group's schema.
+                    cursor.execute(f"SET search_path TO {quoted}")
+                # A held row lock becomes a retryable busy error, not an endless wait.
+                cursor.execute(f"SET lock_timeout = {int(lock_timeout_ms)}")
             finally:
                 cursor.close()
             dbapi_conn.commit()
+
+        return [("connect", _on_connect)]
 
     def after_open(self, engine: Engine) -> None:
         if self.schema is not None:
@@ -61,6 +64,8 @@ class PostgresBackend(ServerBackend):
                 conn.execute(CreateSchema(self.schema, if_not_exists=True))
 
     def acquire_migration_lock(self, conn: Connection) -> None:
+        # Waiting for another process's migration is not a busy row: its own limit.
+        conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{MIGRATION_LOCK_TIMEOUT_SECONDS}s'")
         conn.execute(select(func.pg_advisory_lock(self._lock_key())))
         conn.commit()
 

@@ -13,17 +13,20 @@ from __future__ import annotations
 import errno
 import os
 import sqlite3
+import stat
 import struct
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
-from sqlalchemy import Connection, Engine, Table, create_engine, event
+from sqlalchemy import Connection, Engine, Table, create_engine
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
+from sqlalchemy.pool import ConnectionPoolEntry, NullPool, StaticPool
 
 from ..errors import (
     CorruptDatabaseError,
@@ -32,17 +35,25 @@ from ..errors import (
     StoreLocationError,
     StoreNotFoundError,
 )
-from .base import APPLICATION_ID, Assignments, Backend, foreign_tables, refuse_foreign
+from .base import (
+    APPLICATION_ID,
+    BUSY_TIMEOUT_ENV,
+    Assignments,
+    Backend,
+    Listener,
+    foreign_tables,
+    refuse_foreign,
+)
 
 DATABASE_FILENAME = "tasks.sqlite"
 SIDECAR_SUFFIXES = ("-wal", "-shm", "-journal")
-BUSY_TIMEOUT_SECONDS = 10.0
 WRITE_OPTION = "uniqc_write"
 """Execution option that makes the next ``BEGIN`` on a connection ``BEGIN IMMEDIATE``."""
 
 _HEADER_MAGIC = b"SQLite format 3\x00"
 _LEGACY_VERSIONS = range(1, 6)
 _BUSY_CODES = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
+_NOFOLLOW: int = getattr(os, "O_NOFOLLOW", 0)
 
 
 class SqliteBackend(Backend):
@@ -60,34 +71,94 @@ class SqliteBackend(Backend):
     # -- the file -----------------------------------------------------------------
 
     def prepare(self, *, create: bool = True) -> None:
-        """Create the directory (0700) and file (0600) if missing; refuse foreign files."""
+        """Create the directory (0700) and file (0600) if missing, never through a
+        symlink; make an existing directory and files that are ours private; refuse a
+        directory others may write to, and a file that is not a SQLite database or
+        carries another application's id."""
         if self.path is None:
             return
+        directory = self.path.parent
         if not create:
             if not self.path.is_file() or self.path.stat().st_size == 0:
                 raise StoreNotFoundError(
                     f"no task store at {self.path}; check the directory (--cache-dir, "
                     f"{self.env_hint}), or run a command that writes to create one."
                 )
-            check_header(self.path)
-            return
-        directory = self.path.parent
-        try:
-            if not directory.is_dir():
-                directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        except OSError as exc:
-            raise self._location_error(exc) from exc
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-            os.close(fd)
-        except FileExistsError:
-            pass
-        except OSError as exc:
-            raise self._location_error(exc) from exc
+        else:
+            try:
+                if not directory.is_dir():
+                    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            except OSError as exc:
+                raise self._location_error(exc) from exc
+        self._secure_directory(directory)
+        if create:
+            try:
+                # O_NOFOLLOW | O_EXCL: a symlink (dangling or not) is never followed to
+                # create a file; an existing one is judged below.
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600)
+                os.close(fd)
+            except FileExistsError:
+                pass
+            except OSError as exc:
+                raise self._location_error(exc) from exc
+        if self.path.is_symlink() and not self.path.exists():
+            raise StoreLocationError(
+                f"{self.path} is a symlink to {os.readlink(self.path)}, which does not "
+                "exist; the store never creates a file through a symlink. Remove the link, "
+                f"or point it at an existing task store, or choose another directory "
+                f"({self.env_hint} or TaskStore(cache_dir=...))."
+            )
         try:
             check_header(self.path)
         except StoreLocationError as exc:
             raise self._location_error(exc.__cause__ or exc) from exc
+        self._secure_files()
+
+    def _secure_directory(self, directory: Path) -> None:
+        """Ours: drop every group and other bit. Not ours and writable by others: refuse,
+        since anyone could replace the file there or plant its -wal/-shm."""
+        try:
+            info = directory.stat()
+            if _owned_by_me(info):
+                if stat.S_IMODE(info.st_mode) & 0o077:
+                    directory.chmod(0o700)
+                return
+        except OSError as exc:
+            raise self._location_error(exc) from exc
+        if info.st_mode & stat.S_IWOTH:
+            raise StoreLocationError(
+                f"{directory} (mode {stat.S_IMODE(info.st_mode):o}) belongs to another user "
+                "and any user may write to it, so they could replace or read the task store "
+                f"there; choose a private directory ({self.env_hint} or "
+                "TaskStore(cache_dir=...)), or have its owner run chmod o-w on it."
+            )
+
+    def _secure_files(self) -> None:
+        """The file and its -wal/-shm/-journal: ours become 0600; another user's that
+        others can read stay as they are, with a warning (we cannot change them)."""
+        assert self.path is not None
+        for candidate in (self.path, *(_sidecar(self.path, s) for s in SIDECAR_SUFFIXES)):
+            try:
+                info = candidate.stat()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise self._location_error(exc) from exc
+            mode = stat.S_IMODE(info.st_mode)
+            if not mode & 0o077:
+                continue
+            if _owned_by_me(info):
+                try:
+                    candidate.chmod(0o600)
+                except OSError as exc:
+                    raise self._location_error(exc) from exc
+            else:
+                warnings.warn(
+                    f"{candidate} belongs to another user and has mode {mode:o}, so other "
+                    "users may read the tasks in it; ask its owner to run chmod 600 on it.",
+                    UserWarning,
+                    stacklevel=2,
+                )
 
     def _location_error(self, exc: BaseException) -> StoreLocationError:
         reason = exc.strerror if isinstance(exc, OSError) else str(exc)
@@ -96,6 +167,21 @@ class SqliteBackend(Backend):
             f"writable, or choose another directory with the {self.env_hint} environment "
             "variable or TaskStore(cache_dir=...)."
         )
+
+    def inspection_connection(self, engine: Engine) -> Any:
+        if self.path is None:
+            return engine.connect()
+        return _read_only_connection(self.path, self.busy.timeout)
+
+    def check_before_first_write(self, conn: Connection) -> None:
+        """A quick_check of the whole file: a damaged legacy file is refused before it
+        is switched to WAL or stamped, not halfway through its upgrade."""
+        problems = [str(row) for row in conn.exec_driver_sql("PRAGMA quick_check").scalars()]
+        if problems != ["ok"]:
+            raise CorruptDatabaseError(
+                f"{self.describe()} is damaged ({'; '.join(problems[:3])}); it was left "
+                "untouched. Move it aside to start afresh, or restore it from a backup."
+            )
 
     def after_open(self, engine: Engine) -> None:
         """Switch the file to WAL once; refuse to go on where WAL cannot work."""
@@ -111,9 +197,11 @@ class SqliteBackend(Backend):
                 (mode,) = cursor.execute("PRAGMA journal_mode=WAL").fetchone()
             cursor.close()
         except sqlite3.Error as exc:
-            if (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in _BUSY_CODES:
+            if _is_busy(exc):
                 raise DatabaseBusyError(
-                    f"{self.describe()} stayed locked while switching it to WAL; try again."
+                    f"{self.describe()} stayed locked by another process while switching it "
+                    f"to WAL ({self.busy.timeout:g} s, {BUSY_TIMEOUT_ENV}); nothing was "
+                    "written, try again once that process has finished."
                 ) from exc
             raise self._explain(exc) or DatabaseError(f"{self.describe()}: {exc}") from exc
         finally:
@@ -126,13 +214,23 @@ class SqliteBackend(Backend):
                 f"local directory ({self.env_hint}) or a server database (UNIQC_TASKSTORE_URL)."
             )
 
-    def clear_all(self, engine: Engine) -> bool:
+    def reclaim_space(self, engine: Engine) -> None:
+        """VACUUM, then truncate the WAL, on a connection of its own that waits for no
+        lock: deleted results leave the file, and a busy database just keeps its free
+        pages for reuse. The file is never replaced, so every process keeps it."""
         if self.path is None:
-            return super().clear_all(engine)
-        engine.dispose()
-        for candidate in (self.path, *(_sidecar(self.path, s) for s in SIDECAR_SUFFIXES)):
-            candidate.unlink(missing_ok=True)
-        return True
+            return
+        try:
+            conn = sqlite3.connect(self.path, timeout=0, isolation_level=None)
+        except sqlite3.Error:
+            return
+        try:
+            conn.execute("VACUUM")
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error:
+            pass  # busy or interrupted: the rows are gone already; space is reused later
+        finally:
+            conn.close()
 
     # -- connections ---------------------------------------------------------------
 
@@ -146,18 +244,17 @@ class SqliteBackend(Backend):
         else:
             engine = create_engine(
                 URL.create("sqlite+pysqlite", database=str(self.path)),
-                connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_SECONDS},
+                connect_args={"check_same_thread": False, "timeout": self.busy.timeout},
                 pool_size=5,
                 max_overflow=10,
             )
         self.configure_engine(engine)
         return engine
 
-    def configure_engine(self, engine: Engine) -> None:
+    def connection_listeners(self) -> list[Listener]:
         durable = self.path is not None
-        busy_ms = int(BUSY_TIMEOUT_SECONDS * 1000)
+        busy_ms = self.busy.timeout_ms
 
-        @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
             dbapi_conn.isolation_level = None  # we say BEGIN ourselves; see module docstring
             cursor = dbapi_conn.cursor()
@@ -170,10 +267,11 @@ class SqliteBackend(Backend):
             finally:
                 cursor.close()
 
-        @event.listens_for(engine, "begin")
         def _on_begin(conn: Connection) -> None:
             write = conn.get_execution_options().get(WRITE_OPTION, False)
             conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+        return [("connect", _on_connect), ("begin", _on_begin)]
 
     def migration_connection(self, engine: Engine) -> Any:
         # Each migration step runs in BEGIN IMMEDIATE and re-reads user_version, so
@@ -210,11 +308,7 @@ class SqliteBackend(Backend):
         return stmt.on_conflict_do_update(index_elements=list(key), set_=dict(set_(stmt.excluded)))
 
     def is_busy(self, error: DBAPIError) -> bool:
-        orig = error.orig
-        if isinstance(orig, sqlite3.Error) and getattr(orig, "sqlite_errorcode", None) is not None:
-            return (orig.sqlite_errorcode & 0xFF) in _BUSY_CODES
-        message = str(orig).lower()
-        return "database is locked" in message or "database is busy" in message
+        return isinstance(error.orig, sqlite3.Error) and _is_busy(error.orig)
 
     def translate(self, error: DBAPIError) -> DatabaseError | None:
         """A clear error for driver failures that mean the file itself is unusable."""
@@ -252,6 +346,52 @@ def check_header(path: Path) -> None:
     (app_id,) = struct.unpack(">I", header[68:72])
     if app_id not in (0, APPLICATION_ID):
         raise refuse_foreign(str(path), f"has application_id {app_id:#010x}")
+
+
+def _owned_by_me(info: os.stat_result) -> bool:
+    geteuid = getattr(os, "geteuid", None)  # POSIX only; elsewhere there is no owner to check
+    return geteuid is None or bool(info.st_uid == geteuid())
+
+
+def _is_busy(error: sqlite3.Error) -> bool:
+    code = getattr(error, "sqlite_errorcode", None)
+    if code is not None:
+        return (code & 0xFF) in _BUSY_CODES
+    message = str(error).lower()
+    return "database is locked" in message or "database is busy" in message
+
+
+@contextmanager
+def _read_only_connection(path: Path, timeout: float) -> Iterator[Connection]:
+    """A connection that opens ``path`` read-only (URI ``mode=ro``): it cannot write,
+    stamp, switch the journal, or fold a WAL left by another program into the file
+    when it closes.
+
+    A WAL file with no ``-wal`` beside it is complete in itself; it is read as
+    ``immutable`` so that not even an empty ``-wal``/``-shm`` is created. This look is
+    a filter only: the migration re-checks under the write lock before writing."""
+    uri = f"file:{quote(str(path))}?mode=ro"
+    if _wal_mode_in_header(path) and not _sidecar(path, "-wal").exists():
+        uri += "&immutable=1"
+    engine = create_engine(
+        "sqlite+pysqlite://",
+        creator=lambda: sqlite3.connect(uri, uri=True, timeout=timeout, check_same_thread=False),
+        poolclass=NullPool,
+    )
+    try:
+        with engine.connect() as conn:
+            yield conn
+    finally:
+        engine.dispose()
+
+
+def _wal_mode_in_header(path: Path) -> bool:
+    try:
+        with path.open("rb") as handle:
+            header = handle.read(20)
+    except OSError:
+        return False
+    return len(header) == 20 and header[18] == 2  # file format write version 2: WAL
 
 
 def _sidecar(path: Path, suffix: str) -> Path:
