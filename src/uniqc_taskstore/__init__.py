@@ -6,6 +6,7 @@ from .backends.base import APPLICATION_ID
 from .errors import (
     CorruptDatabaseError,
     DatabaseBusyError,
+    DatabaseConnectionError,
     DatabaseError,
     ForeignDatabaseError,
     InvalidInputError,
@@ -45,6 +46,7 @@ __all__ = [
     "UNIQC_TASK_ID_PREFIX",
     "CorruptDatabaseError",
     "DatabaseBusyError",
+    "DatabaseConnectionError",
     "DatabaseError",
     "ForeignDatabaseError",
     "InvalidInputError",
