@@ -9,6 +9,7 @@ from .backends.base import APPLICATION_ID
 from .errors import (
     CorruptDatabaseError,
     DatabaseBusyError,
+    DatabaseConnectionError,
     DatabaseError,
     ForeignDatabaseError,
     InvalidInputError,
@@ -54,6 +55,7 @@ __all__ = [
     "UNIQC_TASK_ID_PREFIX",
     "CorruptDatabaseError",
     "DatabaseBusyError",
+    "DatabaseConnectionError",
     "DatabaseError",
     "ForeignDatabaseError",
     "InvalidInputError",

@@ -16,7 +16,9 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from sqlalchemy import Connection, Engine, event
+from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, StatementError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from .backends import Backend, backend_for_url
 from .backends.base import BUSY_ATTEMPTS_ENV, BUSY_TIMEOUT_ENV, BusyPolicy, Listener
@@ -116,6 +118,8 @@ class Database:
             return _with_busy_retry(self.backend, self.busy, attempt)
         except DBAPIError as exc:
             raise self._translate(exc) from exc
+        except PoolTimeoutError:  # every pooled connection stayed checked out
+            raise DatabaseBusyError(f"{self.backend.describe()}: {_POOL_BUSY}") from None
         except StatementError as exc:
             # A value our column types refused while binding (e.g. a result JSON
             # cannot hold): surface our own error, the transaction rolled back.
@@ -171,6 +175,12 @@ class Database:
         return DatabaseError(f"{self.backend.describe()}: {exc.orig!r}")
 
 
+_POOL_BUSY = (
+    "every connection in this process's pool stayed in use (other threads waiting on "
+    "the database) past the pool timeout; nothing was written, try again."
+)
+
+
 def _with_busy_retry(backend: Backend, busy: BusyPolicy, attempt: Callable[[], T]) -> T:
     """Call ``attempt`` again, after a jittered, growing pause, while the database is busy."""
     for tries in range(busy.attempts):
@@ -194,7 +204,9 @@ def caller_engine_database(engine: Engine, schema: str | None = None) -> Databas
     with _caller_engines_lock:
         database = _caller_engines.get(key)
         if database is None or database._engine is not engine:
-            database = Database(backend_for_url(engine.url, schema=schema), engine)
+            database = Database(
+                backend_for_url(engine.url, schema=schema, source="engine.url"), engine
+            )
             _caller_engines[key] = database
         database.users += 1
         return database
@@ -236,10 +248,14 @@ def release_database(key: str, database: Database) -> None:
             database.dispose()
 
 
-def database_for_url(url: str, schema: str | None = None) -> tuple[str, Database]:
-    """The shared database for a SQLAlchemy URL, and its registry key."""
-    backend = backend_for_url(url, schema=schema)
-    key = backend.describe()
+def database_for_url(
+    url: str | URL, schema: str | None = None, *, source: str = "url"
+) -> tuple[str, Database]:
+    """The shared database for a SQLAlchemy URL, and its registry key: the whole URL,
+    credentials included, so that two logins never share an engine (servers key on a
+    digest of it, never on the password itself). Errors name ``source``."""
+    backend = backend_for_url(url, schema=schema, source=source)
+    key = backend.registry_key()
     return key, shared_database(key, lambda: backend)
 
 

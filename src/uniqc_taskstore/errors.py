@@ -83,6 +83,11 @@ class StoreLocationError(DatabaseError):
     """The cache directory or database file cannot be created or opened there."""
 
 
+class DatabaseConnectionError(DatabaseError):
+    """The database server could not be reached, refused the login, or did not answer
+    within the connect timeout; nothing was written."""
+
+
 class DatabaseBusyError(DatabaseError):
     """The database stayed locked by other writers past the retry budget.
 

@@ -84,12 +84,16 @@ def migrate(
     """
     latest = migrations[-1][0] if migrations else 0
     applied: list[int] = []
-    if check_version(backend, engine, latest) == 0 and not create:
+    found = check_version(backend, engine, latest)
+    if found == 0 and not create:
         raise StoreNotFoundError(
             f"no task store at {backend.describe()}; check the location, or run a command "
             "that writes to create one."
         )
     backend.after_open(engine)
+    if 0 < found == latest:
+        # Up to date: no need to queue behind another process's migration lock.
+        return MigrationReport(found, found, ())
     with backend.migration_connection(engine) as conn:
         with conn.begin():
             start = backend.claim(conn)

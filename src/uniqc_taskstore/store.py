@@ -11,11 +11,13 @@ from types import TracebackType
 from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, select, update
+from sqlalchemy.engine import URL
 from sqlalchemy.exc import IntegrityError
 
 from . import statements as sql
 from .backends import backend_for_url
 from .backends.base import Backend
+from .backends.fork import guard_after_fork
 from .backends.sqlite import DATABASE_FILENAME, SqliteBackend
 from .engine import (
     Database,
@@ -82,24 +84,28 @@ class TaskStore:
         self,
         cache_dir: str | os.PathLike[str] | None = None,
         *,
-        url: str | None = None,
+        url: str | URL | None = None,
         schema: str | None = None,
         engine: Engine | None = None,
         create: bool = True,
     ) -> None:
         if sum(x is not None for x in (cache_dir, url, engine)) > 1:
             raise InvalidInputError("cache_dir/url/engine", None, "give at most one location")
+        source = "url"
         if cache_dir is None and url is None and engine is None:
             url = os.environ.get(URL_ENV) or None
+            source = URL_ENV
+        _check_schema(schema, sqlite_file=url is None and engine is None)
         self._key: str | None = None
         self._caller_engine = engine is not None
         self._schema = schema
         if engine is not None:
+            guard_after_fork(engine)
             self._db = caller_engine_database(engine, schema)
-        elif url is not None and _is_in_memory(backend_for_url(url, schema=schema)):
+        elif url is not None and _is_in_memory(backend_for_url(url, schema=schema, source=source)):
             self._db = Database(SqliteBackend(None))  # private, like in_memory()
         elif url is not None:
-            self._key, self._db = database_for_url(url, schema)
+            self._key, self._db = database_for_url(url, schema, source=source)
         else:
             backend = SqliteBackend(_database_path(cache_dir))
             # Keyed like database_for_url, so sqlite:/// URLs share the same engine.
@@ -112,11 +118,19 @@ class TaskStore:
             raise
 
     @classmethod
-    def from_url(cls, url: str, *, schema: str | None = None, create: bool = True) -> TaskStore:
+    def from_url(
+        cls, url: str | URL, *, schema: str | None = None, create: bool = True
+    ) -> TaskStore:
         """A store on any SQLAlchemy URL: ``sqlite:///path/tasks.sqlite``,
-        ``postgresql+psycopg://user@host/db`` (``schema=`` for a group's own schema) or
-        ``mysql+pymysql://user@host/db``. ``create=False`` opens only an existing store
+        ``postgresql://user@host/db`` (psycopg 3; ``schema=`` for a group's own schema)
+        or ``mysql://user@host/db`` / ``mariadb://…`` (PyMySQL). A file path, a URL
+        that does not parse or a driver that is not installed raise a
+        :class:`TaskStoreError` saying what to write or install; an unreachable server
+        raises :class:`DatabaseConnectionError` after ``connect_timeout`` (10 s unless
+        the URL sets it). ``create=False`` opens only an existing store
         (:class:`StoreNotFoundError` otherwise) and creates nothing."""
+        if not isinstance(url, (str, URL, os.PathLike)):
+            raise InvalidInputError("url", type(url).__name__, "give a database URL as text")
         return cls(url=url, schema=schema, create=create)
 
     @classmethod
@@ -128,7 +142,8 @@ class TaskStore:
 
     @property
     def location(self) -> str:
-        """Where the tasks live, for people (a file path or a URL without password)."""
+        """Where the tasks live, for people (a file path, or a URL with every credential
+        masked)."""
         return self._db.backend.describe()
 
     @property
@@ -599,6 +614,21 @@ def _shard_key(uniqc_task_id: str, shard_index: int) -> tuple[Any, Any]:
 def _deleted(conn: Connection, children: Any, parent: Any) -> bool:
     conn.execute(children)
     return bool(conn.execute(parent).rowcount)
+
+
+def _check_schema(schema: str | None, *, sqlite_file: bool) -> None:
+    """Refuse a schema name that would be ignored or cannot name a schema."""
+    if schema is None:
+        return
+    if not isinstance(schema, str) or not schema.strip():
+        raise InvalidInputError("schema", schema, "a schema name is non-empty text")
+    if sqlite_file:
+        raise InvalidInputError(
+            "schema",
+            schema,
+            "only PostgreSQL databases take a schema name; this store is a SQLite file "
+            f"(give a postgresql:// URL, or set {URL_ENV})",
+        )
 
 
 def _database_path(cache_dir: str | os.PathLike[str] | None) -> Path:

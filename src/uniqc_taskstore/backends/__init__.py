@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
-from sqlalchemy.engine import URL, make_url
+import os
+
+from sqlalchemy.engine import URL
 
 from ..errors import InvalidInputError
 from .base import APPLICATION_ID, Backend
 from .sqlite import SqliteBackend
+from .urls import parse_url, require_driver, safe_url
 
 __all__ = ["APPLICATION_ID", "Backend", "SqliteBackend", "backend_for_url"]
 
 
-def backend_for_url(url: str | URL, *, schema: str | None = None) -> Backend:
-    """The backend that speaks to ``url`` (``sqlite:///path``, ``postgresql+psycopg://``,
-    ``mysql+pymysql://`` or ``mariadb+pymysql://``)."""
-    parsed = make_url(url)
+def backend_for_url(
+    url: str | os.PathLike[str] | URL, *, schema: str | None = None, source: str = "url"
+) -> Backend:
+    """The backend that speaks to ``url`` (``sqlite:///path``, ``postgresql://``,
+    ``mysql://`` or ``mariadb://``, with psycopg 3 and PyMySQL unless the URL names
+    another driver). Errors name ``source``, where the URL came from."""
+    parsed = parse_url(url, source=source)
     family = parsed.get_backend_name()
     if schema is not None and family != "postgresql":
         raise InvalidInputError("schema", schema, "only PostgreSQL databases take a schema name")
@@ -28,13 +34,15 @@ def backend_for_url(url: str | URL, *, schema: str | None = None) -> Backend:
     if family == "postgresql":
         from .postgresql import PostgresBackend
 
+        require_driver(parsed)
         return PostgresBackend(parsed, schema=schema)
     if family in ("mysql", "mariadb"):
         from .mysql import MysqlBackend
 
+        require_driver(parsed)
         return MysqlBackend(parsed)
     raise InvalidInputError(
-        "url",
-        parsed.render_as_string(hide_password=True),
-        "unsupported database; use sqlite, postgresql+psycopg or mysql+pymysql",
+        source,
+        safe_url(parsed),
+        "unsupported database; use sqlite:///PATH, postgresql://… or mysql://…",
     )

@@ -103,6 +103,10 @@ class Backend(ABC):
     def describe(self) -> str:
         """Where the data lives, for messages (a path or a URL without password)."""
 
+    def registry_key(self) -> str:
+        """What identifies this database and login within one process (never shown)."""
+        return self.describe()
+
     @abstractmethod
     def create_engine(self) -> Engine:
         """A pooled engine with this backend's connection settings applied."""

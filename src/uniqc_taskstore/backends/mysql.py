@@ -6,6 +6,12 @@ rolled back there. Every migration is therefore written to be re-runnable
 steps that skip rows already done) and the version is stamped only after the
 step completes: a failed step leaves the old version, and the next open simply
 runs the step again and finishes it.
+
+PyMySQL bounds only the TCP connect by ``connect_timeout``; the handshake that
+follows is a read, which waits forever for a server that accepted and never
+answers. Connections are therefore opened with a read timeout equal to the connect
+timeout, and given back the URL's ``read_timeout`` (by default none: a statement
+may wait up to ``innodb_lock_wait_timeout`` for a row lock) once open.
 """
 
 from __future__ import annotations
@@ -14,18 +20,21 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, create_engine, func, select
+from sqlalchemy import Connection, Engine, Table, column, create_engine, event, func, select, table
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from ..errors import DatabaseError
 from .base import Assignments, Listener
-from .server import MIGRATION_LOCK_NAME, MIGRATION_LOCK_TIMEOUT_SECONDS, ServerBackend
+from .server import MIGRATION_LOCK_NAME, ServerBackend
 
 # ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT
 _RETRYABLE_ERRORS = {1213, 1205}
+
+_processlist = table(
+    "PROCESSLIST", column("ID"), column("USER"), column("HOST"), schema="information_schema"
+)
 
 
 class MysqlBackend(ServerBackend):
@@ -39,9 +48,23 @@ class MysqlBackend(ServerBackend):
             self.url = self.url.update_query_dict({"charset": "utf8mb4"})
 
     def create_engine(self) -> Engine:
+        connect_args: dict[str, Any] = {}
+        if self.url.get_driver_name() == "pymysql":
+            given = self.url.query.get("read_timeout")
+            after_connect = float(given) if isinstance(given, str) else None
+            connect_args = {
+                "connect_timeout": self.connect_timeout,
+                "read_timeout": self.connect_timeout,
+            }
         engine = create_engine(
-            self.url, pool_pre_ping=True, pool_recycle=3600, isolation_level="READ COMMITTED"
+            self.url, connect_args=connect_args, pool_recycle=3600, **self.engine_options()
         )
+        if connect_args:
+
+            @event.listens_for(engine, "connect")
+            def _end_handshake_timeout(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
+                dbapi_conn._read_timeout = after_connect
+
         self.configure_engine(engine)
         return engine
 
@@ -60,13 +83,26 @@ class MysqlBackend(ServerBackend):
 
     def acquire_migration_lock(self, conn: Connection) -> None:
         name = _lock_name(conn)
-        got = conn.execute(select(func.get_lock(name, MIGRATION_LOCK_TIMEOUT_SECONDS))).scalar()
+        got = conn.execute(select(func.get_lock(name, self.migration_lock_timeout))).scalar()
         conn.commit()
         if got != 1:
-            raise DatabaseError(
-                f"{self.describe()}: another process held the migration lock for "
-                f"{MIGRATION_LOCK_TIMEOUT_SECONDS} s; try again once it has finished."
+            raise self.lock_wait_error(self._lock_holder(conn, name))
+
+    def _lock_holder(self, conn: Connection, name: str) -> str | None:
+        """Who holds the migration lock: its connection id, and its user and host when
+        this login may see them."""
+        holder = conn.execute(select(func.is_used_lock(name))).scalar()
+        row = None
+        if holder is not None:
+            query = select(_processlist.c.USER, _processlist.c.HOST).where(
+                holder == _processlist.c.ID
             )
+            row = conn.execute(query).first()
+        conn.rollback()
+        if holder is None:
+            return None
+        seen = f" (user {row.USER}, host {row.HOST})" if row is not None else ""
+        return f"MariaDB/MySQL connection id {holder}{seen}"
 
     def release_migration_lock(self, conn: Connection) -> None:
         name = _lock_name(conn)

@@ -1,4 +1,8 @@
-"""PostgreSQL: native upsert, an advisory lock for migrations, optional schema."""
+"""PostgreSQL: native upsert, an advisory lock for migrations, optional schema.
+
+The migration lock is waited for with ``lock_timeout`` set for that one statement, so
+a stuck migrator ends the wait with a typed error naming it (from ``pg_locks`` and
+``pg_stat_activity``) instead of blocking every process that opens the store."""
 
 from __future__ import annotations
 
@@ -6,7 +10,18 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, create_engine, func, select
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Engine,
+    Table,
+    cast,
+    column,
+    create_engine,
+    func,
+    select,
+    table,
+)
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
@@ -14,10 +29,29 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.schema import CreateSchema
 
 from .base import Assignments, Listener
-from .server import MIGRATION_LOCK_NAME, MIGRATION_LOCK_TIMEOUT_SECONDS, ServerBackend
+from .server import MIGRATION_LOCK_NAME, ServerBackend
 
 # serialization_failure, deadlock_detected, lock_not_available
 _RETRYABLE_SQLSTATES = {"40001", "40P01", "55P03"}
+_LOCK_NOT_AVAILABLE = "55P03"
+
+_pg_locks = table(
+    "pg_locks",
+    column("locktype"),
+    column("classid"),
+    column("objid"),
+    column("objsubid"),
+    column("pid"),
+    column("granted"),
+)
+_pg_stat_activity = table(
+    "pg_stat_activity",
+    column("pid"),
+    column("datname"),
+    column("usename"),
+    column("application_name"),
+    column("client_addr"),
+)
 
 
 class PostgresBackend(ServerBackend):
@@ -34,7 +68,11 @@ class PostgresBackend(ServerBackend):
         return f"{where} (schema {self.schema})" if self.schema else where
 
     def create_engine(self) -> Engine:
-        engine = create_engine(self.url, pool_pre_ping=True, isolation_level="READ COMMITTED")
+        connect_args = {}
+        if self.url.get_driver_name() == "psycopg" and "connect_timeout" not in self.url.query:
+            # libpq's connect_timeout bounds the whole handshake, not just the TCP connect.
+            connect_args["connect_timeout"] = int(self.connect_timeout)
+        engine = create_engine(self.url, connect_args=connect_args, **self.engine_options())
         self.configure_engine(engine)
         return engine
 
@@ -64,10 +102,52 @@ class PostgresBackend(ServerBackend):
                 conn.execute(CreateSchema(self.schema, if_not_exists=True))
 
     def acquire_migration_lock(self, conn: Connection) -> None:
-        # Waiting for another process's migration is not a busy row: its own limit.
-        conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{MIGRATION_LOCK_TIMEOUT_SECONDS}s'")
-        conn.execute(select(func.pg_advisory_lock(self._lock_key())))
-        conn.commit()
+        milliseconds = max(1, round(self.migration_lock_timeout * 1000))
+        try:
+            with conn.begin():
+                # is_local: the timeout ends with this transaction; the (session-level)
+                # advisory lock does not.
+                conn.execute(select(func.set_config("lock_timeout", str(milliseconds), True)))
+                conn.execute(select(func.pg_advisory_lock(self._lock_key())))
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) != _LOCK_NOT_AVAILABLE:
+                raise
+            raise self.lock_wait_error(self._lock_holder(conn)) from None
+
+    def _lock_holder(self, conn: Connection) -> str | None:
+        """Who holds the migration lock, as far as ``pg_stat_activity`` shows."""
+        key = self._lock_key() & 0xFFFFFFFFFFFFFFFF
+        # A bigint advisory key is stored as classid (high half), objid (low half).
+        query = (
+            select(
+                _pg_stat_activity.c.pid,
+                _pg_stat_activity.c.usename,
+                _pg_stat_activity.c.application_name,
+                _pg_stat_activity.c.client_addr,
+            )
+            .join_from(_pg_locks, _pg_stat_activity, _pg_locks.c.pid == _pg_stat_activity.c.pid)
+            .where(
+                _pg_locks.c.locktype == "advisory",
+                _pg_locks.c.granted.is_(True),
+                cast(_pg_locks.c.classid, BigInteger) == key >> 32,
+                cast(_pg_locks.c.objid, BigInteger) == key & 0xFFFFFFFF,
+                _pg_locks.c.objsubid == 1,
+                _pg_stat_activity.c.datname == func.current_database(),
+            )
+        )
+        try:
+            row = conn.execute(query).first()
+        finally:
+            conn.rollback()
+        if row is None:
+            return None
+        details = [f"user {row.usename}"] if row.usename else []
+        if row.application_name:
+            details.append(f"application {row.application_name!r}")
+        if row.client_addr:
+            details.append(f"client {row.client_addr}")
+        suffix = f" ({', '.join(details)})" if details else ""
+        return f"PostgreSQL session pid {row.pid}{suffix}"
 
     def release_migration_lock(self, conn: Connection) -> None:
         conn.execute(select(func.pg_advisory_unlock(self._lock_key())))

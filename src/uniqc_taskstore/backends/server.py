@@ -3,6 +3,13 @@
 Servers have no ``PRAGMA``, so the application id and schema version sit in the
 one-row table ``uniqc_schema``. A database that already has a table named like
 ours but no stamp is somebody else's and is refused.
+
+Connections: a server that accepts the connection and never answers is given up
+after ``connect_timeout`` seconds (default :data:`CONNECT_TIMEOUT_SECONDS`, or
+``?connect_timeout=N`` in the URL). Each process keeps a pool of
+:data:`POOL_SIZE` connections and opens up to :data:`POOL_MAX_OVERFLOW` more under
+load; a thread that finds them all busy waits :data:`POOL_TIMEOUT_SECONDS`, then
+gets :class:`DatabaseBusyError`. Pass ``engine=`` for other pool settings.
 """
 
 from __future__ import annotations
@@ -12,23 +19,86 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, inspect, select, update
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
 
+from ..errors import DatabaseBusyError, DatabaseConnectionError, DatabaseError
 from ..schema import metadata, schema_stamp
-from .base import APPLICATION_ID, Backend, refuse_foreign
+from .base import APPLICATION_ID, Backend, Listener, refuse_foreign
+from .fork import guard_after_fork
+from .urls import parse_url, safe_url, scrub, url_digest
 
 MIGRATION_LOCK_NAME = "uniqc_taskstore.migrate"
 MIGRATION_LOCK_TIMEOUT_SECONDS = 300
+"""How long opening a store waits for another process's migration, on every server."""
+CONNECT_TIMEOUT_SECONDS = 10
+"""How long to wait for a server to accept and answer a new connection."""
+POOL_SIZE = 5
+"""Connections each process keeps open per server database."""
+POOL_MAX_OVERFLOW = 15
+"""Connections each process opens beyond :data:`POOL_SIZE` while threads need them."""
+POOL_TIMEOUT_SECONDS = 30
+"""How long a thread waits for a free connection before :class:`DatabaseBusyError`."""
 
 
 class ServerBackend(Backend):
     """A database server reached through a SQLAlchemy URL."""
 
+    migration_lock_timeout: float = MIGRATION_LOCK_TIMEOUT_SECONDS
+
     def __init__(self, url: str | URL) -> None:
-        self.url = make_url(url)
+        self.url = parse_url(url)
 
     def describe(self) -> str:
-        return f"database {self.url.render_as_string(hide_password=True)}"
+        return f"database {safe_url(self.url)}"
+
+    def registry_key(self) -> str:
+        # Two logins to one database are two engines: a wrong password must never be
+        # served by another caller's authenticated connections.
+        return f"{self.describe()} {url_digest(self.url)}"
+
+    @property
+    def connect_timeout(self) -> float:
+        """Seconds to wait for a new connection: the URL's ``connect_timeout`` or ours."""
+        try:
+            return float(str(self.url.query["connect_timeout"]))
+        except (KeyError, ValueError):
+            return CONNECT_TIMEOUT_SECONDS
+
+    def engine_options(self) -> dict[str, Any]:
+        """``create_engine`` keywords every server shares: pool size, health checks."""
+        return {
+            "pool_size": POOL_SIZE,
+            "max_overflow": POOL_MAX_OVERFLOW,
+            "pool_timeout": POOL_TIMEOUT_SECONDS,
+            "pool_pre_ping": True,
+            "isolation_level": "READ COMMITTED",
+        }
+
+    def configure_engine(self, engine: Engine) -> list[Listener]:
+        guard_after_fork(engine)
+        return super().configure_engine(engine)
+
+    def translate(self, error: DBAPIError) -> Exception | None:
+        orig = error.orig if error.orig is not None else error
+        detail = scrub(f"{type(orig).__name__}: {orig}".strip(), self.url)
+        if error.statement is None:  # raised while connecting, before any statement
+            return DatabaseConnectionError(
+                f"cannot connect to {self.describe()} ({detail}). Check the host, port, "
+                "user and password; the wait for a connection is bounded by "
+                f"connect_timeout={self.connect_timeout:g} s (set ?connect_timeout= in "
+                "the URL to change it)."
+            )
+        return DatabaseError(f"{self.describe()}: {detail}")
+
+    def lock_wait_error(self, holder: str | None) -> DatabaseBusyError:
+        """The error for a migration lock held past :attr:`migration_lock_timeout`."""
+        who = holder or "another process (it could not be identified)"
+        return DatabaseBusyError(
+            f"{self.describe()}: the schema migration lock stayed held by {who} for "
+            f"{self.migration_lock_timeout:g} s; nothing was changed. Try again once that "
+            "migration has finished, or end that session if it is stuck."
+        )
 
     def claim(self, conn: Connection, *, stamp: bool = True) -> int:
         tables = set(inspect(conn).get_table_names())
