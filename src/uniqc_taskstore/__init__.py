@@ -20,21 +20,26 @@ from .errors import (
     TaskStoreError,
     UnserializableValueError,
 )
+from .filters import TaskFilter
 from .migrator import CURRENT_SCHEMA_VERSION, MIGRATIONS
 from .model import (
     TERMINAL_STATUSES,
     UNIQC_TASK_ID_PREFIX,
+    BulkResult,
+    RetentionResult,
     ShardUpdate,
     TaskInfo,
+    TaskPage,
     TaskShard,
     TaskStatus,
+    TaskSummary,
     aggregate_status,
     generate_uniqc_task_id,
     is_uniqc_task_id,
 )
 from .protocol import TaskRepository
 from .sharding import ShardPlan, assemble_results, plan_shards
-from .store import DEFAULT_CACHE_DIR, TaskPage, TaskStore
+from .store import DEFAULT_CACHE_DIR, TaskStore
 
 __all__ = [
     "APPLICATION_ID",
@@ -43,12 +48,14 @@ __all__ = [
     "MIGRATIONS",
     "TERMINAL_STATUSES",
     "UNIQC_TASK_ID_PREFIX",
+    "BulkResult",
     "CorruptDatabaseError",
     "DatabaseBusyError",
     "DatabaseError",
     "ForeignDatabaseError",
     "InvalidInputError",
     "MigrationError",
+    "RetentionResult",
     "SchemaTooNewError",
     "ShardLayoutError",
     "ShardNotFoundError",
@@ -56,6 +63,7 @@ __all__ = [
     "ShardUpdate",
     "StoreLocationError",
     "StoreNotFoundError",
+    "TaskFilter",
     "TaskInfo",
     "TaskNotFoundError",
     "TaskPage",
@@ -65,6 +73,7 @@ __all__ = [
     "TaskStatus",
     "TaskStore",
     "TaskStoreError",
+    "TaskSummary",
     "UnserializableValueError",
     "aggregate_status",
     "assemble_results",
