@@ -274,11 +274,14 @@ class TaskPage:
 
     Pass ``next_cursor`` as ``cursor=`` (or, for the submit-time order only,
     ``next_after`` as ``after=``) to get the next page; both are None after the last
-    page."""
+    page. ``resume_cursor`` is set even then (to the cursor given, on an empty page):
+    keep it to ask later for what came after, e.g. in an ascending ``update_time``
+    change feed."""
 
     tasks: list[TaskInfo]
     next_after: tuple[str, str] | None
     next_cursor: str | None = None
+    resume_cursor: str | None = None
 
 
 @dataclass(frozen=True)

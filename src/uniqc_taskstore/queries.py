@@ -101,12 +101,16 @@ def page(
         side, f, sort, limit=limit + 1, include_results=include_results, position=position
     )
     found = db.read(lambda conn: read_tasks(conn, side, stmt))
-    if len(found) <= limit:
-        return TaskPage(found, None, None)
+    more = len(found) > limit
     found = found[:limit]
+    if not found:
+        return TaskPage(found, None, None, cursor)
     value, task_id = sort.key(found[-1])
+    resume = encode_cursor(sort, value, task_id)
+    if not more:
+        return TaskPage(found, None, None, resume)
     next_after = (found[-1].submit_time, task_id) if sort == Sort() else None
-    return TaskPage(found, next_after, encode_cursor(sort, value, task_id))
+    return TaskPage(found, next_after, resume, resume)
 
 
 def iter_tasks(
