@@ -13,6 +13,7 @@ from uniqc_taskstore import (
     TaskNotFoundError,
     TaskShard,
     TaskStateError,
+    TaskStatus,
     TaskStore,
 )
 
@@ -27,17 +28,19 @@ def _save(store: TaskStore, n: int, **fields: object) -> list[str]:
 
 
 def test_archive_many_moves_more_than_a_batch_of_any_status(store: TaskStore) -> None:
-    ids = _save(store, 520, status="running")
+    ids = _save(store, 520, status=TaskStatus.RUNNING)
     result = store.archive_many(ids)
     assert result == BulkResult(done=ids, missing=[], refused=[])
-    assert store.count() == 0 and store.count_archived() == 520
+    assert store.count() == 0
+    assert store.count_archived() == 520
     assert len(store.get_archived_shards("t0519")) == 1
     archived = store.get_archived("t0519")
-    assert archived is not None and archived.tags == {"n": "519"}
+    assert archived is not None
+    assert archived.tags == {"n": "519"}
 
 
 def test_archive_many_reports_missing_and_already_archived_in_order(store: TaskStore) -> None:
-    _save(store, 3, status="success")
+    _save(store, 3, status=TaskStatus.SUCCESS)
     assert store.archive("t0001")
     result = store.archive_many(["t0002", "nope", "t0001", "t0000", "t0002"])
     assert result.done == ["t0002", "t0000"]
@@ -46,7 +49,7 @@ def test_archive_many_reports_missing_and_already_archived_in_order(store: TaskS
 
 
 def test_restore_many_refuses_an_id_that_is_also_live(store: TaskStore) -> None:
-    ids = _save(store, 3, status="success")
+    ids = _save(store, 3, status=TaskStatus.SUCCESS)
     store.archive_many(ids)
     store.save(TaskInfo("t0001", "dummy"))
     result = store.restore_many([*ids, "nope"])
@@ -55,17 +58,19 @@ def test_restore_many_refuses_an_id_that_is_also_live(store: TaskStore) -> None:
     assert [task_id for task_id, _ in result.refused] == ["t0001"]
     assert store.get_archived("t0001") is not None
     restored = store.get("t0002")
-    assert restored is not None and restored.tags == {"n": "2"}
+    assert restored is not None
+    assert restored.tags == {"n": "2"}
     assert len(store.get_shards("t0002")) == 1
 
 
 def test_delete_many_removes_live_or_archived_tasks_with_shards(store: TaskStore) -> None:
-    ids = _save(store, 4, status="success")
+    ids = _save(store, 4, status=TaskStatus.SUCCESS)
     store.archive_many(ids[2:])
     assert store.delete_many(ids).done == ids[:2]
     assert store.delete_many(ids, archived=True) == BulkResult(ids[2:], ids[:2], [])
     assert store.count() == store.count_archived() == 0
-    assert store.get_shards("t0000") == [] and store.get_archived_shards("t0003") == []
+    assert store.get_shards("t0000") == []
+    assert store.get_archived_shards("t0003") == []
 
 
 @pytest.mark.parametrize("bad", ["t0000", [""], [None], 5])
@@ -83,7 +88,8 @@ def test_update_metadata_merges_and_removes_keys(store: TaskStore) -> None:
         "new": [1, 2],
     }
     got = store.get("a")
-    assert got is not None and got.metadata == {"keep": 1, "new": [1, 2]}
+    assert got is not None
+    assert got.metadata == {"keep": 1, "new": [1, 2]}
     with pytest.raises(TaskNotFoundError):
         store.update_metadata("nope", {"x": 1})
     with pytest.raises(InvalidInputError):
@@ -105,21 +111,24 @@ def test_concurrent_metadata_patches_all_survive(store: TaskStore) -> None:
     for thread in threads:
         thread.join()
     got = store.get("a")
-    assert got is not None and len(got.metadata) == 20
+    assert got is not None
+    assert len(got.metadata) == 20
 
 
 def test_finalize_assembles_results_and_joins_shard_errors(store: TaskStore) -> None:
     store.save(
-        TaskInfo("a", "dummy", status="running"),
+        TaskInfo("a", "dummy", status=TaskStatus.RUNNING),
         [
-            TaskShard("a", 0, "j0", "dummy", 2, 0, status="success", result=[{"0": 1}, {"1": 2}]),
-            TaskShard("a", 1, "j1", "dummy", 1, 2, status="running"),
-            TaskShard("a", 2, "j2", "dummy", 1, 3, status="success", result={"00": 5}),
+            TaskShard(
+                "a", 0, "j0", "dummy", 2, 0, status=TaskStatus.SUCCESS, result=[{"0": 1}, {"1": 2}]
+            ),
+            TaskShard("a", 1, "j1", "dummy", 1, 2, status=TaskStatus.RUNNING),
+            TaskShard("a", 2, "j2", "dummy", 1, 3, status=TaskStatus.SUCCESS, result={"00": 5}),
         ],
     )
     with pytest.raises(TaskStateError, match=r"\[1\]"):
         store.finalize("a")
-    store.update_shard("a", 1, status="failed", error_message="calibration")
+    store.update_shard("a", 1, status=TaskStatus.FAILED, error_message="calibration")
     task = store.finalize("a")
     assert task.result == [{"0": 1}, {"1": 2}, None, {"00": 5}]
     assert task.error_message == "shard 1: calibration"

@@ -66,9 +66,7 @@ def _matches(task: TaskInfo, f: TaskFilter, jobs: dict[str, list[str]]) -> bool:
     statuses = f.statuses
     checks = [
         statuses is None or task.status in statuses,
-        f.backend is None
-        or task.backend == f.backend
-        or task.backend.startswith(f.backend + ":"),
+        f.backend is None or task.backend == f.backend or task.backend.startswith(f.backend + ":"),
         f.name is None or task.name == f.name,
         all(
             key in task.tags and (value is None or task.tags[key] == value)
@@ -153,9 +151,7 @@ def test_random_filters_agree_with_a_python_filter(store: TaskStore, data: st.Da
     assert [t.task_id for t in got] == want
     assert store.count(f) == len(want)
     assert store.count_by("status", f) == dict(Counter(t.status.value for t in expected))
-    assert store.count_by("platform", f) == dict(
-        Counter(t.backend.split(":")[0] for t in expected)
-    )
+    assert store.count_by("platform", f) == dict(Counter(t.backend.split(":")[0] for t in expected))
     assert [s.task_id for s in store.summaries(f, order_by=order_by, descending=descending)] == (  # type: ignore[arg-type]
         want
     )

@@ -76,7 +76,7 @@ def test_backend_matches_device_or_platform_prefix_case_sensitively(store: TaskS
 def test_status_filter_takes_one_or_several(store: TaskStore) -> None:
     for k, status in enumerate(TaskStatus):
         store.save(TaskInfo(f"t{k}", "dummy", status=status))
-    assert store.count(status="failed") == 1
+    assert store.count(status=TaskStatus.FAILED) == 1
     assert store.count(status=[TaskStatus.SUCCESS, "cancelled"]) == 2
     assert store.count(status=[]) == 0
     with pytest.raises(InvalidInputError) as caught:
@@ -89,7 +89,8 @@ def test_name_is_stored_in_its_own_column_and_filtered_exactly(store: TaskStore)
     store.save(TaskInfo("b", "dummy", name="Bell state"))
     store.save(TaskInfo("c", "dummy"))
     got = store.get("a")
-    assert got is not None and got.name == "bell state"
+    assert got is not None
+    assert got.name == "bell state"
     assert ids(store.list(name="bell state")) == ["a"]
     assert store.count(name="bell") == 0
 
@@ -101,7 +102,8 @@ def test_name_defaults_to_the_legacy_metadata_task_name(store: TaskStore) -> Non
     assert ids(store.list(name="ghz")) == ["a"]
     store.save(TaskInfo("b", "dummy", metadata={"task_name": 7}))
     stored = store.get("b")
-    assert stored is not None and stored.name is None
+    assert stored is not None
+    assert stored.name is None
 
 
 def test_search_ignores_case_over_id_backend_name_and_platform_ids(store: TaskStore) -> None:
@@ -109,7 +111,8 @@ def test_search_ignores_case_over_id_backend_name_and_platform_ids(store: TaskSt
     store.save(TaskInfo("t2", "quafu:ScQ-P10"))
     store.save(TaskInfo("t3", "dummy", name="My Bell"))
     store.save(
-        TaskInfo("t4", "dummy"), [TaskShard("t4", 0, "JOB-77-xyz", "dummy", status="running")]
+        TaskInfo("t4", "dummy"),
+        [TaskShard("t4", 0, "JOB-77-xyz", "dummy", status=TaskStatus.RUNNING)],
     )
     store.save(TaskInfo("t5", "dummy", name="100%_done"))
     assert ids(store.list(search="abc")) == ["uqt_AbC"]
@@ -159,9 +162,11 @@ def test_ascending_update_time_pages_are_a_change_feed(store: TaskStore) -> None
     first = store.list_page(**feed)  # type: ignore[arg-type]
     rest = store.list_page(cursor=first.next_cursor, **feed)  # type: ignore[arg-type]
     assert len(first.tasks) + len(rest.tasks) == 3
-    assert rest.next_cursor is None and rest.resume_cursor is not None
+    assert rest.next_cursor is None
+    assert rest.resume_cursor is not None
     quiet = store.list_page(cursor=rest.resume_cursor, **feed)  # type: ignore[arg-type]
-    assert quiet.tasks == [] and quiet.resume_cursor == rest.resume_cursor
+    assert quiet.tasks == []
+    assert quiet.resume_cursor == rest.resume_cursor
     store.set_tags("t0", {"seen": "yes"})
     store.save(TaskInfo("t9", "dummy"))
     changed = store.list_page(cursor=rest.resume_cursor, **feed)  # type: ignore[arg-type]
@@ -196,31 +201,39 @@ def test_summaries_count_shards_and_flag_results_without_reading_them(
         TaskInfo(
             "t1",
             "ibm:kyiv",
-            status="success",
+            status=TaskStatus.SUCCESS,
             result={"00": 10},
             metadata={"big": "x" * 1000},
             name="n1",
             tags={"team": "a"},
         ),
-        [TaskShard("t1", i, f"j{i}", "ibm:kyiv", 1, i, status="success") for i in range(3)],
+        [
+            TaskShard("t1", i, f"j{i}", "ibm:kyiv", 1, i, status=TaskStatus.SUCCESS)
+            for i in range(3)
+        ],
     )
-    store.save(TaskInfo("t2", "ibm:kyiv", status="failed", error_message="boom"))
+    store.save(TaskInfo("t2", "ibm:kyiv", status=TaskStatus.FAILED, error_message="boom"))
     first, second = sorted(store.summaries(), key=lambda s: s.task_id)
-    assert first.shard_count == 3 and first.has_result and first.name == "n1"
-    assert first.tags == {"team": "a"} and first.status is TaskStatus.SUCCESS
-    assert second.shard_count == 0 and not second.has_result
+    assert first.shard_count == 3
+    assert first.has_result
+    assert first.name == "n1"
+    assert first.tags == {"team": "a"}
+    assert first.status is TaskStatus.SUCCESS
+    assert second.shard_count == 0
+    assert not second.has_result
     assert second.error_message == "boom"
-    assert ids(store.summaries(status="failed")) == ["t2"]
-    assert not hasattr(first, "result") and not hasattr(first, "metadata")
+    assert ids(store.summaries(status=TaskStatus.FAILED)) == ["t2"]
+    assert not hasattr(first, "result")
+    assert not hasattr(first, "metadata")
 
 
 def test_count_by_groups_in_one_query(store: TaskStore) -> None:
     store.save_many(
         [
-            TaskInfo("a", "originq:WK_C180", status="success"),
-            TaskInfo("b", "originq:PQPUMESH8", status="success"),
-            TaskInfo("c", "ibm:kyiv", status="running"),
-            TaskInfo("d", "dummy", status="failed"),
+            TaskInfo("a", "originq:WK_C180", status=TaskStatus.SUCCESS),
+            TaskInfo("b", "originq:PQPUMESH8", status=TaskStatus.SUCCESS),
+            TaskInfo("c", "ibm:kyiv", status=TaskStatus.RUNNING),
+            TaskInfo("d", "dummy", status=TaskStatus.FAILED),
         ]
     )
     assert store.count_by("status") == {"success": 2, "running": 1, "failed": 1}
@@ -247,7 +260,7 @@ def test_iter_tasks_streams_every_match_in_order_across_batches(store: TaskStore
 
 def test_archived_listings_take_the_same_filter(store: TaskStore) -> None:
     store.save_many(
-        [TaskInfo(f"t{k}", "dummy", status="success", name=f"n{k}") for k in range(3)]
+        [TaskInfo(f"t{k}", "dummy", status=TaskStatus.SUCCESS, name=f"n{k}") for k in range(3)]
     )
     for k in range(3):
         assert store.archive(f"t{k}")
@@ -255,7 +268,8 @@ def test_archived_listings_take_the_same_filter(store: TaskStore) -> None:
     assert store.count_archived(TaskFilter(name="n2")) == 1
     assert store.count_by("status", archived=True) == {"success": 3}
     summary = store.summaries(archived=True, name="n0")
-    assert ids(summary) == ["t0"] and summary[0].archived_at is not None
+    assert ids(summary) == ["t0"]
+    assert summary[0].archived_at is not None
 
 
 def test_unknown_filter_keyword_is_a_typed_error(store: TaskStore) -> None:
@@ -267,19 +281,17 @@ def test_unknown_filter_keyword_is_a_typed_error(store: TaskStore) -> None:
 def test_filter_object_and_keywords_combine(store: TaskStore) -> None:
     store.save_many(
         [
-            TaskInfo("a", "ibm:kyiv", status="success"),
-            TaskInfo("b", "ibm:kyiv", status="failed"),
+            TaskInfo("a", "ibm:kyiv", status=TaskStatus.SUCCESS),
+            TaskInfo("b", "ibm:kyiv", status=TaskStatus.FAILED),
         ]
     )
     ibm = TaskFilter(backend="ibm")
     assert store.count(ibm) == 2
-    assert ids(store.list(ibm, status="failed")) == ["b"]
+    assert ids(store.list(ibm, status=TaskStatus.FAILED)) == ["b"]
 
 
 @pytest.mark.parametrize("version", [1, 5])
-def test_legacy_file_with_metadata_task_name_opens_with_name(
-    tmp_path: Path, version: int
-) -> None:
+def test_legacy_file_with_metadata_task_name_opens_with_name(tmp_path: Path, version: int) -> None:
     legacy = build_legacy_file(tmp_path / "cache", version)
     live_id = "plat-1" if version < 4 else generate_uniqc_task_id()
     archived_id = generate_uniqc_task_id()
@@ -318,4 +330,5 @@ def test_legacy_file_with_metadata_task_name_opens_with_name(
         assert all(t.name is None for t in store.list() if t.task_id != named.task_id)
         if version >= 2:
             archived = store.get_archived(archived_id)
-            assert archived is not None and archived.name == "old ghz"
+            assert archived is not None
+            assert archived.name == "old ghz"
