@@ -22,7 +22,7 @@ from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from typing import Any, Literal, NamedTuple, TypedDict, cast
 
-from sqlalchemy import ColumnElement, Table, and_, exists, literal, or_
+from sqlalchemy import ColumnElement, Table, and_, exists, literal, or_, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
@@ -206,10 +206,12 @@ def filter_clauses(f: TaskFilter, side: TaskTables = LIVE) -> list[ColumnElement
         if before is not None:
             clauses.append(t.c[column] < before)
     for key, value in f.tag_pairs.items():
-        match = [side.tags.c.task_id == t.c.task_id, side.tags.c["key"] == key]
+        # IN (uncorrelated) rather than EXISTS, so the (key, value, task_id) index
+        # finds the tagged ids first instead of probing once per task.
+        match = [side.tags.c["key"] == key]
         if value is not None:
             match.append(side.tags.c["value"] == value)
-        clauses.append(exists().where(*match))
+        clauses.append(t.c.task_id.in_(select(side.tags.c.task_id).where(*match)))
     if f.name is not None:
         clauses.append(t.c.name == f.name)
     if f.search is not None:
