@@ -313,6 +313,8 @@ def _raw_times(conn: Connection) -> list[str]:
     times: list[str] = []
     for table in reflected.tables.values():
         names = [c for c in ("submit_time", "update_time", "archived_at") if c in table.c]
+        if not names:  # e.g. task_tags
+            continue
         for row in conn.execute(select(*(table.c[n] for n in names))):
             times.extend(str(value) for value in row)
     return times

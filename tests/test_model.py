@@ -419,6 +419,8 @@ TASK_FIELDS = {
     "metadata",
     "error_message",
     "archived_at",
+    "name",
+    "tags",
 }
 SHARD_FIELDS = {
     "uniqc_task_id",

@@ -6,8 +6,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine
 
-from uniqc_taskstore import TaskInfo, TaskStatus, TaskStore
-from uniqc_taskstore.store import TaskPage
+from uniqc_taskstore import TaskInfo, TaskPage, TaskStatus, TaskStore
 
 
 def _fill(store: TaskStore, n: int) -> None:

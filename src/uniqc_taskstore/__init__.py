@@ -24,14 +24,19 @@ from .errors import (
     TaskStoreError,
     UnserializableValueError,
 )
+from .filters import TaskFilter
 from .migrator import CURRENT_SCHEMA_VERSION, MIGRATIONS
 from .model import (
     TERMINAL_STATUSES,
     UNIQC_TASK_ID_PREFIX,
+    BulkResult,
+    RetentionResult,
     ShardUpdate,
     TaskInfo,
+    TaskPage,
     TaskShard,
     TaskStatus,
+    TaskSummary,
     aggregate_status,
     generate_uniqc_task_id,
     is_generated_task_id,
@@ -39,7 +44,7 @@ from .model import (
 )
 from .protocol import TaskRepository
 from .sharding import ShardPlan, assemble_results, plan_shards
-from .store import DEFAULT_CACHE_DIR, TaskPage, TaskStore
+from .store import DEFAULT_CACHE_DIR, TaskStore
 
 try:
     __version__ = _installed_version("uniqc-taskstore")
@@ -53,6 +58,7 @@ __all__ = [
     "MIGRATIONS",
     "TERMINAL_STATUSES",
     "UNIQC_TASK_ID_PREFIX",
+    "BulkResult",
     "CorruptDatabaseError",
     "DatabaseBusyError",
     "DatabaseConnectionError",
@@ -60,6 +66,7 @@ __all__ = [
     "ForeignDatabaseError",
     "InvalidInputError",
     "MigrationError",
+    "RetentionResult",
     "SchemaTooNewError",
     "ShardLayoutError",
     "ShardNotFoundError",
@@ -67,6 +74,7 @@ __all__ = [
     "ShardUpdate",
     "StoreLocationError",
     "StoreNotFoundError",
+    "TaskFilter",
     "TaskInfo",
     "TaskNotFoundError",
     "TaskPage",
@@ -76,6 +84,7 @@ __all__ = [
     "TaskStatus",
     "TaskStore",
     "TaskStoreError",
+    "TaskSummary",
     "UnserializableValueError",
     "__version__",
     "aggregate_status",

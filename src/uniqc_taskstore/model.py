@@ -113,6 +113,8 @@ class TaskInfo(_Record):
     metadata: dict[str, Any] = field(default_factory=dict)
     error_message: str | None = None
     archived_at: str | None = None
+    name: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -211,6 +213,42 @@ def validate_task(task: TaskInfo) -> None:
         raise InvalidInputError("metadata", task.metadata, "must be a dict")
     validate_optional_text(task.error_message, "error_message")
     _validate_time(task.submit_time, "submit_time")
+    if task.name is not None:
+        validate_id(task.name, "name")
+    validate_tags(task.tags)
+
+
+def validate_tags(tags: object, field_name: str = "tags") -> dict[str, str]:
+    """``tags`` as a plain dict if every key is a usable id (non-empty, at most 255
+    characters, no NUL) and every value a string of at most 255 characters without NUL."""
+    if not isinstance(tags, Mapping):
+        raise InvalidInputError(field_name, tags, "must be a mapping of strings to strings")
+    checked: dict[str, str] = {}
+    for key, value in tags.items():
+        validate_id(key, f"{field_name} key")
+        validate_tag_value(value, f"{field_name}[{key!r}]")
+        checked[key] = value
+    return checked
+
+
+def validate_tag_value(value: object, field_name: str) -> str:
+    """``value`` if it can be stored as a tag value (may be empty)."""
+    if not isinstance(value, str):
+        raise InvalidInputError(field_name, value, "must be a string")
+    if len(value) > MAX_ID_LENGTH:
+        raise InvalidInputError(field_name, value, f"longer than {MAX_ID_LENGTH} characters")
+    validate_optional_text(value, field_name)
+    return value
+
+
+def legacy_task_name(metadata: object) -> str | None:
+    """The name the original implementation kept in ``metadata["task_name"]``, if it is
+    usable as a name (the v8 migration applies the same rule to stored tasks)."""
+    name = metadata.get("task_name") if isinstance(metadata, dict) else None
+    try:
+        return validate_id(name, "name")
+    except InvalidInputError:
+        return None
 
 
 def validate_shard(shard: TaskShard) -> None:
@@ -240,3 +278,60 @@ class ShardUpdate:
     applied: bool
     shard_status: TaskStatus
     task_status: TaskStatus
+
+
+@dataclass(frozen=True)
+class TaskPage:
+    """A page of tasks and where the next one starts.
+
+    Pass ``next_cursor`` as ``cursor=`` (or, for the submit-time order only,
+    ``next_after`` as ``after=``) to get the next page; both are None after the last
+    page. ``resume_cursor`` is set even then (to the cursor given, on an empty page):
+    keep it to ask later for what came after, e.g. in an ascending ``update_time``
+    change feed."""
+
+    tasks: list[TaskInfo]
+    next_after: tuple[str, str] | None
+    next_cursor: str | None = None
+    resume_cursor: str | None = None
+
+
+@dataclass(frozen=True)
+class TaskSummary:
+    """What a list view shows of a task, read without its result or metadata.
+
+    ``has_result`` is True when the task itself holds a result (see
+    :meth:`TaskStore.finalize`); ``shard_count`` counts its platform jobs."""
+
+    task_id: str
+    name: str | None
+    backend: str
+    status: TaskStatus
+    shots: int
+    submit_time: str
+    update_time: str
+    tags: dict[str, str]
+    shard_count: int
+    has_result: bool
+    error_message: str | None
+    archived_at: str | None = None
+
+
+@dataclass(frozen=True)
+class BulkResult:
+    """What a bulk call did: ``done`` ids, ``missing`` ids (not there to act on) and
+    ``refused`` ``(id, reason)`` pairs, each in the order the ids were given."""
+
+    done: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    refused: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RetentionResult:
+    """What a retention call did (or, with ``dry_run``, would do): ``count`` tasks, and
+    in a dry run their ids in ``task_ids`` (empty otherwise, to keep memory flat)."""
+
+    count: int
+    dry_run: bool = False
+    task_ids: list[str] = field(default_factory=list)

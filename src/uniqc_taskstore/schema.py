@@ -45,6 +45,16 @@ def _task_columns() -> list[Column[Any]]:
         Column("result_json", JsonDocument),
         Column("metadata_json", JsonDocument, nullable=False, server_default=text("'{}'")),
         Column("error_message", MessageText),
+        Column("name", IdText),
+    ]
+
+
+def _tag_columns() -> list[Any]:
+    return [
+        Column("task_id", IdText, nullable=False),
+        Column("key", IdText, nullable=False),
+        Column("value", IdText, nullable=False),
+        PrimaryKeyConstraint("task_id", "key"),
     ]
 
 
@@ -68,6 +78,8 @@ tasks = Table("tasks", metadata, *_task_columns(), **_MYSQL_TABLE)
 Index("tasks_backend_idx", tasks.c.backend)
 Index("tasks_status_idx", tasks.c.status)
 Index("tasks_submit_time_idx", tasks.c.submit_time)
+Index("tasks_update_time_idx", tasks.c.update_time, tasks.c.task_id)
+Index("tasks_name_idx", tasks.c.name)
 
 archived_tasks = Table(
     "archived_tasks",
@@ -79,6 +91,9 @@ archived_tasks = Table(
 Index("archived_backend_idx", archived_tasks.c.backend)
 Index("archived_status_idx", archived_tasks.c.status)
 Index("archived_submit_time_idx", archived_tasks.c.submit_time)
+Index("archived_update_time_idx", archived_tasks.c.update_time, archived_tasks.c.task_id)
+Index("archived_name_idx", archived_tasks.c.name)
+Index("archived_archived_at_idx", archived_tasks.c.archived_at)
 
 task_shards = Table(
     "task_shards",
@@ -102,6 +117,24 @@ archived_task_shards = Table(
 )
 Index("archived_task_shards_platform_idx", archived_task_shards.c.platform_task_id)
 
+task_tags = Table(
+    "task_tags",
+    metadata,
+    *_tag_columns(),
+    ForeignKeyConstraint(["task_id"], ["tasks.task_id"], ondelete="CASCADE"),
+    **_MYSQL_TABLE,
+)
+"""One row per tag of a live task, so that a tag filter is an index probe."""
+Index("task_tags_key_value_idx", task_tags.c.key, task_tags.c.value, task_tags.c.task_id)
+
+archived_task_tags = Table("archived_task_tags", metadata, *_tag_columns(), **_MYSQL_TABLE)
+Index(
+    "archived_task_tags_key_value_idx",
+    archived_task_tags.c.key,
+    archived_task_tags.c.value,
+    archived_task_tags.c.task_id,
+)
+
 schema_stamp = Table(
     "uniqc_schema",
     metadata,
@@ -113,5 +146,6 @@ schema_stamp = Table(
 """Server databases only: the application id and schema version that SQLite keeps
 in ``PRAGMA application_id`` / ``PRAGMA user_version``. One row, ``id`` = 1."""
 
-LIVE_TABLES = (tasks, task_shards)
-ARCHIVE_TABLES = (archived_tasks, archived_task_shards)
+LIVE_TABLES = (tasks, task_shards, task_tags)
+ARCHIVE_TABLES = (archived_tasks, archived_task_shards, archived_task_tags)
+"""Parents first: delete in reverse order."""

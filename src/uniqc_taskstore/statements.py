@@ -7,7 +7,7 @@ upsert.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from functools import cache
 from typing import Any
 
@@ -19,27 +19,22 @@ from sqlalchemy import (
     and_,
     case,
     delete,
-    func,
     insert,
     literal,
     literal_column,
-    or_,
     select,
 )
 
 from .backends import Backend
 from .backends.base import Incoming
-from .column_types import IdText
-from .errors import InvalidInputError
+from .filters import ARCHIVED, LIVE, backend_matches
 from .jsoncodec import prepare_json
-from .model import TERMINAL_STATUSES, TaskInfo, TaskShard, TaskStatus, coerce_status
-from .schema import archived_task_shards, archived_tasks, task_shards, tasks
+from .model import TERMINAL_STATUSES, TaskInfo, TaskShard, coerce_status, legacy_task_name
+from .schema import task_shards, tasks
 from .timestamps import normalize_timestamp
 
 _TERMINAL = sorted(s.value for s in TERMINAL_STATUSES)
 _KEEP_WHEN_STALE = ("result_json", "error_message")
-
-Filter = TaskStatus | str | Iterable[TaskStatus | str] | None
 
 # -- rows <-> dataclasses ---------------------------------------------------------------
 
@@ -56,6 +51,7 @@ def task_row(task: TaskInfo) -> dict[str, Any]:
         "result_json": prepare_json(task.result, "result"),
         "metadata_json": prepare_json(task.metadata, "metadata"),
         "error_message": task.error_message,
+        "name": task.name if task.name is not None else legacy_task_name(task.metadata),
     }
 
 
@@ -89,6 +85,7 @@ def task_from_row(row: Mapping[Any, Any]) -> TaskInfo:
         metadata=row["metadata_json"] if row["metadata_json"] is not None else {},
         error_message=row["error_message"],
         archived_at=row.get("archived_at"),
+        name=row.get("name"),
     )
 
 
@@ -131,7 +128,7 @@ def upsert_tasks(backend: Backend) -> Any:
 
     def assignments(incoming: Incoming) -> list[tuple[str, ColumnElement[Any]]]:
         stale = _stale(tasks, incoming)
-        plain = ("backend", "shots", "update_time", "metadata_json")
+        plain = ("backend", "shots", "update_time", "metadata_json", "name")
         return [
             *((name, incoming[name]) for name in plain),
             *((name, _keep_if(stale, tasks, incoming, name)) for name in _KEEP_WHEN_STALE),
@@ -176,109 +173,61 @@ def _keep_if(
     return case((condition, existing.c[name]), else_=incoming[name])
 
 
-def archive_statements(task_id: str, archived_at: str) -> list[Any]:
-    """Copy a task and its shards into the archive (replacing an older archived copy),
-    then remove them from the live tables."""
+def archive_statements(task_ids: str | Sequence[str], archived_at: str) -> list[Any]:
+    """Copy tasks with their shards and tags into the archive (replacing older archived
+    copies), then remove them from the live tables."""
+    ids = [task_ids] if isinstance(task_ids, str) else list(task_ids)
     return [
-        *_delete_archived(task_id),
-        _copy(tasks, archived_tasks, tasks.c.task_id == task_id, archived_at),
-        _copy(
-            task_shards, archived_task_shards, task_shards.c.uniqc_task_id == task_id, archived_at
+        *delete_archived_statements(ids),
+        *(
+            _copy(live, archived, _owned_by(live, ids), archived_at)
+            for live, archived in zip(LIVE, ARCHIVED, strict=True)
         ),
-        delete(task_shards).where(task_shards.c.uniqc_task_id == task_id),
-        delete(tasks).where(tasks.c.task_id == task_id),
+        *(delete(table).where(_owned_by(table, ids)) for table in reversed(LIVE)),
     ]
 
 
-def restore_statements(task_id: str) -> list[Any]:
-    """Copy an archived task and its shards back to the live tables and drop the archive copy."""
+def restore_statements(task_ids: str | Sequence[str]) -> list[Any]:
+    """Copy archived tasks with their shards and tags back to the live tables and drop
+    the archive copies."""
+    ids = [task_ids] if isinstance(task_ids, str) else list(task_ids)
     return [
-        _copy(archived_tasks, tasks, archived_tasks.c.task_id == task_id, None),
-        _copy(
-            archived_task_shards, task_shards, archived_task_shards.c.uniqc_task_id == task_id, None
+        *(
+            _copy(archived, live, _owned_by(archived, ids), None)
+            for live, archived in zip(LIVE, ARCHIVED, strict=True)
         ),
-        *_delete_archived(task_id),
+        *delete_archived_statements(ids),
     ]
 
 
-def _delete_archived(task_id: str) -> list[Delete]:
-    return [
-        delete(archived_task_shards).where(archived_task_shards.c.uniqc_task_id == task_id),
-        delete(archived_tasks).where(archived_tasks.c.task_id == task_id),
-    ]
+def delete_statements(task_ids: Sequence[str], *, archived: bool = False) -> list[Delete]:
+    """Delete tasks with their shards and tags, children first (the last statement's
+    rowcount is the number of tasks deleted)."""
+    side = ARCHIVED if archived else LIVE
+    return [delete(table).where(_owned_by(table, task_ids)) for table in reversed(side)]
+
+
+def delete_archived_statements(task_ids: str | Sequence[str]) -> list[Delete]:
+    """Delete archived tasks with their shards and tags."""
+    ids = [task_ids] if isinstance(task_ids, str) else list(task_ids)
+    return delete_statements(ids, archived=True)
+
+
+def _owned_by(table: Table, task_ids: Sequence[str]) -> ColumnElement[bool]:
+    key = table.c.uniqc_task_id if "uniqc_task_id" in table.c else table.c.task_id
+    return key.in_(task_ids) if len(task_ids) != 1 else key == task_ids[0]
 
 
 def _copy(source: Table, target: Table, where: ColumnElement[bool], archived_at: str | None) -> Any:
     names = [c.name for c in target.columns if c.name != "archived_at"]
     columns: list[Any] = [source.c[name] for name in names]
-    if archived_at is not None:
+    if archived_at is not None and "archived_at" in target.c:
         names.append("archived_at")
         columns.append(literal(archived_at, target.c.archived_at.type))
     return insert(target).from_select(names, select(*columns).where(where))
 
 
 # -- reads -------------------------------------------------------------------------------
-
-
-def backend_matches(column: Any, backend: str) -> ColumnElement[bool]:
-    """``backend`` itself or any of its devices: ``originq`` matches ``originq:WK_C180``.
-
-    A prefix comparison rather than LIKE, which ignores case on SQLite."""
-    prefix = literal(backend + ":", IdText())
-    return or_(column == backend, func.substr(column, 1, func.length(prefix)) == prefix)
-
-
-def task_filters(table: Table, status: Filter, backend: str | None) -> list[ColumnElement[bool]]:
-    """WHERE clauses for the status and backend filters of list and count."""
-    clauses: list[ColumnElement[bool]] = []
-    if status is not None:
-        wanted = [status] if isinstance(status, (TaskStatus, str)) else list(status)
-        clauses.append(table.c.status.in_([coerce_status(s).value for s in wanted]))
-    if backend is not None:
-        if not isinstance(backend, str):
-            raise InvalidInputError("backend", backend, "must be a string or None")
-        clauses.append(backend_matches(table.c.backend, backend))
-    return clauses
-
-
-def select_tasks(
-    table: Table,
-    *,
-    status: Filter = None,
-    backend: str | None = None,
-    limit: int | None = None,
-    offset: int | None = None,
-    include_results: bool = True,
-    after: tuple[str, str] | None = None,
-) -> Select[Any]:
-    """Tasks newest first by submit time (ties by id, so pages are stable), optionally
-    only those after the ``(submit_time, task_id)`` of the last row of a previous page."""
-    columns = [c for c in table.columns if include_results or c.name != "result_json"]
-    stmt = (
-        select(*columns)
-        .where(*task_filters(table, status, backend))
-        .order_by(table.c.submit_time.desc(), table.c.task_id.desc())
-    )
-    if after is not None:
-        submitted, task_id = after
-        stmt = stmt.where(
-            or_(
-                table.c.submit_time < submitted,
-                and_(table.c.submit_time == submitted, table.c.task_id < task_id),
-            )
-        )
-    if limit is not None:
-        stmt = stmt.limit(limit)
-    if offset:
-        stmt = stmt.offset(offset)
-        if limit is None:
-            stmt = stmt.limit(2**62)  # MySQL has no OFFSET without LIMIT
-    return stmt
-
-
-def count_tasks(table: Table, *, status: Filter = None, backend: str | None = None) -> Select[Any]:
-    """Number of tasks matching the filters."""
-    return select(func.count()).select_from(table).where(*task_filters(table, status, backend))
 
 
 def select_shards_by_platform_id(platform_task_id: str, backend: str | None) -> Select[Any]:

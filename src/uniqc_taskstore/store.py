@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import builtins
 import os
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal, Unpack, overload
 
 from sqlalchemy import Connection, Engine, delete, select, update
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import IntegrityError
 
+from . import bulk, edits, queries, retention, tags
 from . import statements as sql
 from .backends import backend_for_url
 from .backends.base import Backend
@@ -35,13 +36,18 @@ from .errors import (
     TaskNotFoundError,
     TaskStateError,
 )
+from .filters import ARCHIVED, LIVE, FilterArgs, OrderBy, Sort, TaskFilter, TaskTables, make_filter
 from .jsoncodec import prepare_json
 from .model import (
     TERMINAL_STATUSES,
+    BulkResult,
+    RetentionResult,
     ShardUpdate,
     TaskInfo,
+    TaskPage,
     TaskShard,
     TaskStatus,
+    TaskSummary,
     aggregate_status,
     coerce_status,
     validate_id,
@@ -49,6 +55,7 @@ from .model import (
     validate_shard,
     validate_task,
 )
+from .queries import CountField
 from .schema import archived_task_shards, archived_tasks, task_shards, tasks
 from .sharding import check_layout
 from .timestamps import utc_now
@@ -58,14 +65,6 @@ CACHE_DIR_ENV = "UNIQC_CACHE_DIR"
 URL_ENV = "UNIQC_TASKSTORE_URL"
 _BATCH_ROWS = 500
 """Ids per ``IN (...)`` list: well under every driver's bound-parameter limit."""
-
-
-@dataclass(frozen=True)
-class TaskPage:
-    """A page of tasks and where the next one starts (None after the last page)."""
-
-    tasks: builtins.list[TaskInfo]
-    next_after: tuple[str, str] | None
 
 
 class TaskStore:
@@ -225,60 +224,158 @@ class TaskStore:
         def work(conn: Connection) -> None:
             if task_rows:
                 conn.execute(sql.upsert_tasks(self._db.backend), task_rows)
+                tags.replace_tags(conn, {task.task_id: task.tags for task in tasks_})
             self._write_shards(conn, shard_list, shard_rows)
 
         self._db.write(work)
-        for task in tasks_:
+        for task, row in zip(tasks_, task_rows, strict=True):
             task.update_time = now
+            task.name = row["name"]
         for shard in shard_list:
             shard.update_time = now
 
     def get(self, task_id: str) -> TaskInfo | None:
-        """The task with this id, or None."""
-        row = self._db.read(
-            lambda conn: (
-                conn.execute(select(tasks).where(tasks.c.task_id == task_id)).mappings().first()
-            )
-        )
-        return sql.task_from_row(row) if row else None
+        """The task with this id (with its tags), or None."""
+        return self._db.read(lambda conn: queries.get_task(conn, LIVE, task_id))
 
     def list(
         self,
+        filter: TaskFilter | None = None,
         *,
-        status: sql.Filter = None,
-        backend: str | None = None,
         limit: int | None = None,
         offset: int | None = None,
         include_results: bool = True,
+        order_by: OrderBy = "submit_time",
+        descending: bool = True,
+        **criteria: Unpack[FilterArgs],
     ) -> builtins.list[TaskInfo]:
-        """Tasks newest first by submit time. ``status`` takes one status or several;
-        ``backend`` matches a platform and its devices (``originq`` finds
-        ``originq:WK_C180``). ``limit=None`` or a negative limit means all (as in the
-        original). ``include_results=False`` skips loading result blobs."""
-        return self._list(tasks, status, backend, limit, offset, include_results=include_results)
+        """Tasks matching a :class:`TaskFilter` (or its fields as keywords: ``status``,
+        ``backend``, ``submitted_after``, ``tags``, ``name``, ``search``, ...), newest
+        first by submit time. ``backend`` matches a platform and its devices
+        (``originq`` finds ``originq:WK_C180``). ``limit=None`` or a negative limit means all (as in
+        the original). ``include_results=False`` skips loading result blobs."""
+        return self._list(
+            LIVE, filter, criteria, limit, offset, include_results, Sort(order_by, descending)
+        )
 
     def list_page(
         self,
+        filter: TaskFilter | None = None,
         *,
-        status: sql.Filter = None,
-        backend: str | None = None,
         limit: int = 100,
+        order_by: OrderBy = "submit_time",
+        descending: bool = True,
+        cursor: str | None = None,
         after: tuple[str, str] | None = None,
         include_results: bool = False,
+        **criteria: Unpack[FilterArgs],
     ) -> TaskPage:
-        """One page of :meth:`list`, by keyset: pass the previous page's ``next_after``
-        as ``after`` to continue. Unlike offsets, pages stay consistent while tasks
-        are added, and each page costs the same however deep it is."""
-        page = self._list(
-            tasks, status, backend, limit, None, include_results=include_results, after=after
+        """One keyset page of the filter's tasks in ``order_by`` order (ties by id). Pass
+        the previous page's ``next_cursor`` as ``cursor`` to continue (``next_after`` as
+        ``after`` still works for the default order). Pages stay consistent while tasks
+        are added, and each costs the same however deep it is; ascending
+        ``update_time`` pages are a change feed: everything changed since a cursor."""
+        return queries.page(
+            self._db,
+            LIVE,
+            make_filter(filter, criteria),
+            Sort(order_by, descending),
+            limit=limit,
+            cursor=cursor,
+            after=after,
+            include_results=include_results,
         )
-        last = page[-1] if len(page) == limit and page else None
-        return TaskPage(page, (last.submit_time, last.task_id) if last else None)
 
-    def count(self, *, status: sql.Filter = None, backend: str | None = None) -> int:
+    def count(self, filter: TaskFilter | None = None, **criteria: Unpack[FilterArgs]) -> int:
         """Number of tasks matching the same filters as :meth:`list`."""
-        stmt = sql.count_tasks(tasks, status=status, backend=backend)
-        return int(self._db.read(lambda conn: conn.execute(stmt).scalar_one()))
+        f = make_filter(filter, criteria)
+        return self._db.read(lambda conn: queries.count(conn, LIVE, f))
+
+    def count_by(
+        self,
+        field: CountField,
+        filter: TaskFilter | None = None,
+        *,
+        archived: bool = False,
+        **criteria: Unpack[FilterArgs],
+    ) -> dict[str, int]:
+        """Matching tasks per ``"status"``, ``"backend"`` or ``"platform"`` (the backend
+        before ``:``), in one GROUP BY query; values with no task are absent."""
+        f = make_filter(filter, criteria)
+        side = _side(archived)
+        return self._db.read(lambda conn: queries.count_by(conn, side, field, f))
+
+    def summaries(
+        self,
+        filter: TaskFilter | None = None,
+        *,
+        limit: int | None = None,
+        offset: int | None = None,
+        order_by: OrderBy = "submit_time",
+        descending: bool = True,
+        archived: bool = False,
+        **criteria: Unpack[FilterArgs],
+    ) -> builtins.list[TaskSummary]:
+        """What a list view shows of the matching tasks (name, status, times, tags,
+        ``shard_count``, ``has_result``, ...) without reading any result or metadata."""
+        limit = _check_page(limit, offset)
+        f, sort, side = make_filter(filter, criteria), Sort(order_by, descending), _side(archived)
+        return self._db.read(
+            lambda conn: queries.summaries(conn, side, f, sort, limit=limit, offset=offset)
+        )
+
+    @overload
+    def iter_tasks(
+        self,
+        filter: TaskFilter | None = None,
+        *,
+        include_shards: Literal[False] = False,
+        include_results: bool = True,
+        order_by: OrderBy = "submit_time",
+        descending: bool = True,
+        archived: bool = False,
+        batch_size: int = 500,
+        **criteria: Unpack[FilterArgs],
+    ) -> Iterator[TaskInfo]: ...
+
+    @overload
+    def iter_tasks(
+        self,
+        filter: TaskFilter | None = None,
+        *,
+        include_shards: Literal[True],
+        include_results: bool = True,
+        order_by: OrderBy = "submit_time",
+        descending: bool = True,
+        archived: bool = False,
+        batch_size: int = 500,
+        **criteria: Unpack[FilterArgs],
+    ) -> Iterator[tuple[TaskInfo, builtins.list[TaskShard]]]: ...
+
+    def iter_tasks(
+        self,
+        filter: TaskFilter | None = None,
+        *,
+        include_shards: bool = False,
+        include_results: bool = True,
+        order_by: OrderBy = "submit_time",
+        descending: bool = True,
+        archived: bool = False,
+        batch_size: int = 500,
+        **criteria: Unpack[FilterArgs],
+    ) -> Iterator[Any]:
+        """Every matching task in order, read ``batch_size`` at a time by keyset (each
+        batch its own short read), so memory stays flat over millions of rows. With
+        ``include_shards=True`` it yields ``(task, shards)`` pairs."""
+        return queries.iter_tasks(
+            self._db,
+            _side(archived),
+            make_filter(filter, criteria),
+            Sort(order_by, descending),
+            include_shards=include_shards,
+            include_results=include_results,
+            batch_size=batch_size,
+        )
 
     def delete(self, task_id: str) -> bool:
         """Delete a task and its shards; True if it existed."""
@@ -530,15 +627,8 @@ class TaskStore:
         return self._db.write(work)
 
     def get_archived(self, task_id: str) -> TaskInfo | None:
-        """The archived task with this id (``archived_at`` set), or None."""
-        row = self._db.read(
-            lambda conn: (
-                conn.execute(select(archived_tasks).where(archived_tasks.c.task_id == task_id))
-                .mappings()
-                .first()
-            )
-        )
-        return sql.task_from_row(row) if row else None
+        """The archived task with this id (``archived_at`` set, with its tags), or None."""
+        return self._db.read(lambda conn: queries.get_task(conn, ARCHIVED, task_id))
 
     def get_archived_shards(self, uniqc_task_id: str) -> builtins.list[TaskShard]:
         """An archived task's shards in index order."""
@@ -546,56 +636,130 @@ class TaskStore:
 
     def list_archived(
         self,
+        filter: TaskFilter | None = None,
         *,
-        status: sql.Filter = None,
-        backend: str | None = None,
         limit: int | None = None,
         offset: int | None = None,
         include_results: bool = True,
+        order_by: OrderBy = "submit_time",
+        descending: bool = True,
+        **criteria: Unpack[FilterArgs],
     ) -> builtins.list[TaskInfo]:
         """Archived tasks newest first by submit time, with :meth:`list`'s filters."""
         return self._list(
-            archived_tasks, status, backend, limit, offset, include_results=include_results
+            ARCHIVED, filter, criteria, limit, offset, include_results, Sort(order_by, descending)
         )
 
-    def count_archived(self, *, status: sql.Filter = None, backend: str | None = None) -> int:
+    def count_archived(
+        self, filter: TaskFilter | None = None, **criteria: Unpack[FilterArgs]
+    ) -> int:
         """Number of archived tasks matching the filters."""
-        stmt = sql.count_tasks(archived_tasks, status=status, backend=backend)
-        return int(self._db.read(lambda conn: conn.execute(stmt).scalar_one()))
+        f = make_filter(filter, criteria)
+        return self._db.read(lambda conn: queries.count(conn, ARCHIVED, f))
 
     def delete_archived(self, task_id: str) -> bool:
         """Delete an archived task and its shards; True if it existed."""
-        return self._db.write(
-            lambda conn: _deleted(
-                conn,
-                delete(archived_task_shards).where(archived_task_shards.c.uniqc_task_id == task_id),
-                delete(archived_tasks).where(archived_tasks.c.task_id == task_id),
-            )
+        return self._db.write(lambda conn: _deleted(conn, *sql.delete_archived_statements(task_id)))
+
+    # -- tags and edits ----------------------------------------------------------------------
+
+    def set_tags(self, task_id: str, tags_: Mapping[str, str]) -> dict[str, str]:
+        """Add or overwrite these tags of a live task, keeping its others, atomically;
+        return its tags afterwards. :class:`TaskNotFoundError` if there is no such task."""
+        return self._db.write(lambda conn: tags.set_tags(conn, task_id, tags_))
+
+    def remove_tags(self, task_id: str, keys: Iterable[str]) -> dict[str, str]:
+        """Remove these tag keys from a live task (absent ones are ignored), atomically;
+        return its tags afterwards."""
+        return self._db.write(lambda conn: tags.remove_tags(conn, task_id, keys))
+
+    def update_metadata(
+        self, task_id: str, patch: Mapping[str, Any], remove: Iterable[str] = ()
+    ) -> dict[str, Any]:
+        """Merge ``patch`` into a live task's metadata and drop the ``remove`` keys, under
+        the write lock, so concurrent patches all survive; return the new metadata."""
+        validate_id(task_id, "task_id")
+        checked, keys = edits.check_patch(patch, remove)
+        return self._db.write(lambda conn: edits.update_metadata(conn, task_id, checked, keys))
+
+    def finalize(self, task_id: str) -> TaskInfo:
+        """Once every shard is final, write the per-circuit results
+        (:func:`assemble_results`, None for circuits of shards without a result) into
+        the task's ``result`` and the shards' errors into its ``error_message``
+        (``"shard 1: ...; shard 3: ..."``; left as it was when no shard has one), in
+        one transaction; return the task. :class:`TaskStateError` while a shard is
+        unfinished or when the task has no shards."""
+        return self._db.write(lambda conn: edits.finalize(conn, task_id))
+
+    # -- bulk and retention -------------------------------------------------------------------
+
+    def archive_many(self, task_ids: Iterable[str]) -> BulkResult:
+        """Archive these live tasks (any status) with their shards and tags, 500 per
+        transaction. Ids not live are ``missing`` (or ``refused`` if already archived)."""
+        return bulk.archive_many(self._db, task_ids)
+
+    def restore_many(self, task_ids: Iterable[str]) -> BulkResult:
+        """Restore these archived tasks, 500 per transaction. An id that is also live is
+        ``refused``; one not archived is ``missing``."""
+        return bulk.restore_many(self._db, task_ids)
+
+    def delete_many(self, task_ids: Iterable[str], *, archived: bool = False) -> BulkResult:
+        """Delete these live tasks (``archived=True``: archived ones) with their shards
+        and tags, 500 per transaction; ids not there are ``missing``."""
+        return bulk.delete_many(self._db, task_ids, archived=archived)
+
+    def archive_older_than(
+        self,
+        age: timedelta | float,
+        filter: TaskFilter | None = None,
+        *,
+        statuses: Iterable[TaskStatus | str] | None = TERMINAL_STATUSES,
+        by: Literal["update_time", "submit_time"] = "update_time",
+        dry_run: bool = False,
+        **criteria: Unpack[FilterArgs],
+    ) -> RetentionResult:
+        """Archive tasks in ``statuses`` (default: finished; None: any) whose ``by`` time
+        is more than ``age`` (a timedelta, or seconds) ago, in batches of 500 that each
+        hold the write lock briefly. With ``dry_run`` nothing changes and the result
+        lists which tasks would go."""
+        f = make_filter(filter, criteria)
+        return retention.archive_older_than(
+            self._db, age, statuses=statuses, by=by, dry_run=dry_run, f=f
         )
+
+    def purge_archived(
+        self,
+        filter: TaskFilter | None = None,
+        *,
+        older_than: timedelta | float,
+        dry_run: bool = False,
+        **criteria: Unpack[FilterArgs],
+    ) -> RetentionResult:
+        """Delete archived tasks archived more than ``older_than`` ago (with their shards
+        and tags), in batches of 500; ``dry_run`` only reports which."""
+        f = make_filter(filter, criteria)
+        return retention.purge_archived(self._db, older_than, dry_run=dry_run, f=f)
 
     def _list(
         self,
-        table: Any,
-        status: sql.Filter,
-        backend: str | None,
+        side: TaskTables,
+        filter: TaskFilter | None,
+        criteria: Mapping[str, Any],
         limit: int | None,
         offset: int | None,
-        *,
         include_results: bool,
-        after: tuple[str, str] | None = None,
+        sort: Sort,
     ) -> builtins.list[TaskInfo]:
         limit = _check_page(limit, offset)
-        stmt = sql.select_tasks(
-            table,
-            status=status,
-            backend=backend,
+        stmt = queries.select_tasks(
+            side,
+            make_filter(filter, criteria),
+            sort,
             limit=limit,
             offset=offset,
             include_results=include_results,
-            after=after,
         )
-        rows = self._db.read(lambda conn: conn.execute(stmt).mappings().all())
-        return [sql.task_from_row(row) for row in rows]
+        return self._db.read(lambda conn: queries.read_tasks(conn, side, stmt))
 
     def _shards(self, table: Any, uniqc_task_id: str) -> builtins.list[TaskShard]:
         stmt = (
@@ -611,8 +775,11 @@ def _shard_key(uniqc_task_id: str, shard_index: int) -> tuple[Any, Any]:
     return (task_shards.c.uniqc_task_id == uniqc_task_id, task_shards.c.shard_index == shard_index)
 
 
-def _deleted(conn: Connection, children: Any, parent: Any) -> bool:
-    conn.execute(children)
+def _deleted(conn: Connection, *statements: Any) -> bool:
+    """Run child deletes then the parent's: True if the parent row existed."""
+    *children, parent = statements
+    for child in children:
+        conn.execute(child)
     return bool(conn.execute(parent).rowcount)
 
 
@@ -648,6 +815,12 @@ def _database_path(cache_dir: str | os.PathLike[str] | None) -> Path:
 
 def _is_in_memory(backend: Backend) -> bool:
     return isinstance(backend, SqliteBackend) and backend.path is None
+
+
+def _side(archived: bool) -> TaskTables:
+    if not isinstance(archived, bool):
+        raise InvalidInputError("archived", archived, "must be True or False")
+    return ARCHIVED if archived else LIVE
 
 
 def _check_page(limit: int | None, offset: int | None) -> int | None:

@@ -17,7 +17,14 @@ from typing import Any
 from sqlalchemy import Connection, Table, func, insert, select
 
 from .errors import InvalidInputError
-from .schema import archived_task_shards, archived_tasks, task_shards, tasks
+from .schema import (
+    archived_task_shards,
+    archived_task_tags,
+    archived_tasks,
+    task_shards,
+    task_tags,
+    tasks,
+)
 from .store import TaskStore
 
 Progress = Callable[[int, int], None]
@@ -32,6 +39,8 @@ class TableCounts:
     shards: int = 0
     archived_tasks: int = 0
     archived_shards: int = 0
+    tags: int = 0
+    archived_tags: int = 0
 
 
 @dataclass
@@ -48,6 +57,7 @@ _PAIRS = (
     (tasks, task_shards, "tasks", "shards"),
     (archived_tasks, archived_task_shards, "archived_tasks", "archived_shards"),
 )
+_TAGS = {"tasks": (task_tags, "tags"), "archived_tasks": (archived_task_tags, "archived_tags")}
 
 
 def copy_tasks(
@@ -73,14 +83,17 @@ def copy_tasks(
     for task_table, shard_table, task_name, shard_name in _PAIRS:
         last: str | None = None
         while True:
-            batch, shards = source._db.read(
-                partial(_read_batch, tables=(task_table, shard_table), after=last, size=batch_size)
+            tag_table, tag_name = _TAGS[task_name]
+            tables = (task_table, shard_table, tag_table)
+            batch, shards, tag_rows = source._db.read(
+                partial(_read_batch, tables=tables, after=last, size=batch_size)
             )
             if not batch:
                 break
-            new_tasks, new_shards = destination._db.write(
-                partial(_write_batch, tables=(task_table, shard_table), batch=batch, shards=shards)
+            new_tasks, new_shards, new_tags = destination._db.write(
+                partial(_write_batch, tables=tables, batch=batch, shards=shards, tags=tag_rows)
             )
+            setattr(report.copied, tag_name, getattr(report.copied, tag_name) + new_tags)
             setattr(report.copied, task_name, getattr(report.copied, task_name) + new_tasks)
             setattr(report.copied, shard_name, getattr(report.copied, shard_name) + new_shards)
             last = batch[-1]["task_id"]
@@ -99,21 +112,28 @@ def count_rows(store: TaskStore) -> TableCounts:
         def n(table: Table) -> int:
             return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
 
-        return TableCounts(n(tasks), n(task_shards), n(archived_tasks), n(archived_task_shards))
+        return TableCounts(
+            n(tasks),
+            n(task_shards),
+            n(archived_tasks),
+            n(archived_task_shards),
+            n(task_tags),
+            n(archived_task_tags),
+        )
 
     return store._db.read(work)
 
 
 def _read_batch(
-    conn: Connection, *, tables: tuple[Table, Table], after: str | None, size: int
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    task_table, shard_table = tables
+    conn: Connection, *, tables: tuple[Table, Table, Table], after: str | None, size: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    task_table, shard_table, tag_table = tables
     stmt = select(task_table).order_by(task_table.c.task_id).limit(size)
     if after is not None:
         stmt = stmt.where(task_table.c.task_id > after)
     batch = [dict(row) for row in conn.execute(stmt).mappings()]
     if not batch:
-        return [], []
+        return [], [], []
     ids = [row["task_id"] for row in batch]
     shards = [
         dict(row)
@@ -121,17 +141,22 @@ def _read_batch(
             select(shard_table).where(shard_table.c.uniqc_task_id.in_(ids))
         ).mappings()
     ]
-    return batch, shards
+    tag_rows = [
+        dict(row)
+        for row in conn.execute(select(tag_table).where(tag_table.c.task_id.in_(ids))).mappings()
+    ]
+    return batch, shards, tag_rows
 
 
 def _write_batch(
     conn: Connection,
     *,
-    tables: tuple[Table, Table],
+    tables: tuple[Table, Table, Table],
     batch: Sequence[dict[str, Any]],
     shards: Sequence[dict[str, Any]],
-) -> tuple[int, int]:
-    task_table, shard_table = tables
+    tags: Sequence[dict[str, Any]],
+) -> tuple[int, int, int]:
+    task_table, shard_table, tag_table = tables
     ids = [row["task_id"] for row in batch]
     present = set(
         conn.execute(select(task_table.c.task_id).where(task_table.c.task_id.in_(ids))).scalars()
@@ -152,4 +177,9 @@ def _write_batch(
     ]
     if new_shards:
         conn.execute(insert(shard_table), new_shards)
-    return len(new_tasks), len(new_shards)
+    # Tags go only with tasks this copy adds: a task the destination had is left alone.
+    added = {row["task_id"] for row in new_tasks}
+    new_tags = [row for row in tags if row["task_id"] in added]
+    if new_tags:
+        conn.execute(insert(tag_table), new_tags)
+    return len(new_tasks), len(new_shards), len(new_tags)

@@ -1,0 +1,114 @@
+"""Archive, restore or delete many tasks by id, set-based.
+
+Ids go in batches of at most 500 (``IN`` lists well under every driver's parameter
+limit); each batch is one transaction holding the write lock briefly, so a list of
+thousands neither blocks other writers for long nor half-applies a batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
+
+from sqlalchemy import Connection, Table, select
+
+from . import statements as sql
+from .engine import Database
+from .errors import InvalidInputError
+from .filters import ARCHIVED, LIVE
+from .model import BulkResult, validate_id
+from .tags import BATCH_IDS
+from .timestamps import utc_now
+
+_Outcome = tuple[list[str], list[str], list[tuple[str, str]]]
+
+
+def task_ids(ids: Iterable[str], field: str = "task_ids") -> list[str]:
+    """The distinct ids of ``ids`` in the order given, each checked."""
+    if isinstance(ids, str):
+        raise InvalidInputError(field, ids, "must be a list of task ids, not one string")
+    try:
+        given = list(ids)
+    except TypeError:
+        raise InvalidInputError(field, ids, "must be a list of task ids") from None
+    return list(dict.fromkeys(validate_id(i, field) for i in given))
+
+
+def archive_many(db: Database, ids: Iterable[str]) -> BulkResult:
+    """Move live tasks (any status) with their shards and tags to the archive."""
+
+    def work(conn: Connection, batch: Sequence[str]) -> _Outcome:
+        live = _present(conn, LIVE.tasks, batch, lock=True)
+        found = [i for i in batch if i in live]
+        if found:
+            for stmt in sql.archive_statements(found, utc_now()):
+                conn.execute(stmt)
+        absent = [i for i in batch if i not in live]
+        archived = _present(conn, ARCHIVED.tasks, absent, lock=False)
+        return (
+            found,
+            [i for i in absent if i not in archived],
+            [(i, "already archived") for i in absent if i in archived],
+        )
+
+    return _in_batches(db, task_ids(ids), work)
+
+
+def restore_many(db: Database, ids: Iterable[str]) -> BulkResult:
+    """Move archived tasks back to the live tables; an id that is also live is refused."""
+
+    def work(conn: Connection, batch: Sequence[str]) -> _Outcome:
+        archived = _present(conn, ARCHIVED.tasks, batch, lock=True)
+        live = _present(conn, LIVE.tasks, [i for i in batch if i in archived], lock=True)
+        found = [i for i in batch if i in archived and i not in live]
+        if found:
+            for stmt in sql.restore_statements(found):
+                conn.execute(stmt)
+        return (
+            found,
+            [i for i in batch if i not in archived],
+            [(i, "a live task has this id") for i in batch if i in live],
+        )
+
+    return _in_batches(db, task_ids(ids), work)
+
+
+def delete_many(db: Database, ids: Iterable[str], *, archived: bool) -> BulkResult:
+    """Delete live (or archived) tasks with their shards and tags."""
+    side = ARCHIVED if archived else LIVE
+
+    def work(conn: Connection, batch: Sequence[str]) -> _Outcome:
+        present = _present(conn, side.tasks, batch, lock=True)
+        found = [i for i in batch if i in present]
+        if found:
+            for stmt in sql.delete_statements(found, archived=archived):
+                conn.execute(stmt)
+        return found, [i for i in batch if i not in present], []
+
+    return _in_batches(db, task_ids(ids), work)
+
+
+def _present(conn: Connection, table: Table, ids: Sequence[str], *, lock: bool) -> set[str]:
+    if not ids:
+        return set()
+    stmt = select(table.c.task_id).where(table.c.task_id.in_(ids))
+    return set(conn.execute(stmt.with_for_update() if lock else stmt).scalars())
+
+
+def _call(
+    work: Callable[[Connection, Sequence[str]], _Outcome], batch: Sequence[str], conn: Connection
+) -> _Outcome:
+    return work(conn, batch)
+
+
+def _in_batches(
+    db: Database, ids: list[str], work: Callable[[Connection, Sequence[str]], _Outcome]
+) -> BulkResult:
+    result = BulkResult()
+    for start in range(0, len(ids), BATCH_IDS):
+        batch = ids[start : start + BATCH_IDS]
+        done, missing, refused = db.write(partial(_call, work, batch))
+        result.done.extend(done)
+        result.missing.extend(missing)
+        result.refused.extend(refused)
+    return result

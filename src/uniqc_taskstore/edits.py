@@ -1,0 +1,98 @@
+"""Read-merge-write edits of one task, done under its row lock in one transaction.
+
+Two processes patching a task's metadata at once both keep their keys; a task is
+finalized (results assembled from its shards) only when every shard is final.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sqlalchemy import Connection, select, update
+
+from . import statements as sql
+from .errors import InvalidInputError, TaskNotFoundError, TaskStateError
+from .filters import LIVE
+from .jsoncodec import prepare_json
+from .model import TaskInfo, coerce_status, validate_id
+from .queries import get_task
+from .sharding import assemble_results
+from .timestamps import utc_now
+
+
+def check_patch(patch: object, remove: object) -> tuple[dict[str, Any], list[str]]:
+    """A metadata patch and the keys to remove, checked before any transaction."""
+    if not isinstance(patch, Mapping):
+        raise InvalidInputError("patch", patch, "must be a mapping of metadata keys to values")
+    for key in patch:
+        if not isinstance(key, str):
+            raise InvalidInputError("patch", key, "metadata keys must be strings")
+    prepare_json(dict(patch), "metadata")  # refuse what cannot be stored, by its path
+    if isinstance(remove, str) or not isinstance(remove, Iterable):
+        raise InvalidInputError("remove", remove, "must be a list of keys")
+    keys = list(remove)
+    for key in keys:
+        if not isinstance(key, str):
+            raise InvalidInputError("remove", key, "metadata keys must be strings")
+    return dict(patch), keys
+
+
+def update_metadata(
+    conn: Connection, task_id: str, patch: dict[str, Any], remove: list[str]
+) -> dict[str, Any]:
+    """Merge ``patch`` into a live task's metadata and drop ``remove``; the result."""
+    tasks = LIVE.tasks
+    current = conn.execute(
+        select(tasks.c.metadata_json).where(tasks.c.task_id == task_id).with_for_update()
+    ).first()
+    if current is None:
+        raise TaskNotFoundError(f"no task {task_id!r}")
+    stored = current[0]
+    merged = dict(stored) if isinstance(stored, dict) else {}
+    merged.update(patch)
+    for key in remove:
+        merged.pop(key, None)
+    conn.execute(
+        update(tasks)
+        .where(tasks.c.task_id == task_id)
+        .values(metadata_json=prepare_json(merged, "metadata"), update_time=utc_now())
+    )
+    after = conn.execute(select(tasks.c.metadata_json).where(tasks.c.task_id == task_id))
+    result: dict[str, Any] = after.scalar_one()
+    return result
+
+
+def finalize(conn: Connection, task_id: str) -> TaskInfo:
+    """Write the per-circuit results of a task's shards into its ``result`` and their
+    errors into its ``error_message``, once every shard is final."""
+    validate_id(task_id, "task_id")
+    tasks, shards = LIVE.tasks, LIVE.shards
+    found = conn.execute(
+        select(tasks.c.task_id).where(tasks.c.task_id == task_id).with_for_update()
+    ).first()
+    if found is None:
+        raise TaskNotFoundError(f"no task {task_id!r}")
+    rows = conn.execute(
+        select(shards).where(shards.c.uniqc_task_id == task_id).order_by(shards.c.shard_index)
+    ).mappings()
+    parts = [sql.shard_from_row(row) for row in rows]
+    if not parts:
+        raise TaskStateError(f"task {task_id!r} has no shards to finalize")
+    unfinished = [p.shard_index for p in parts if not coerce_status(p.status).is_terminal]
+    if unfinished:
+        raise TaskStateError(
+            f"task {task_id!r} has unfinished shards {unfinished}; finalize it once every "
+            "shard is final"
+        )
+    changes: dict[str, Any] = {
+        "result_json": prepare_json(assemble_results(parts, allow_missing=True), "result"),
+        "update_time": utc_now(),
+    }
+    errors = [f"shard {p.shard_index}: {p.error_message}" for p in parts if p.error_message]
+    if errors:
+        changes["error_message"] = "; ".join(errors)
+    conn.execute(update(tasks).where(tasks.c.task_id == task_id).values(changes))
+    task = get_task(conn, LIVE, task_id)
+    assert task is not None
+    return task

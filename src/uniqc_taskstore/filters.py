@@ -1,0 +1,329 @@
+"""Which tasks a call is about, and in what order: the one :class:`TaskFilter`.
+
+Every listing, count, summary, stream, bulk and retention call takes a
+:class:`TaskFilter` (or its fields as keyword arguments) and turns it into SQL
+here, with :func:`filter_clauses`, for live and archived tasks alike. Sorts and
+their opaque page cursors live here too (:class:`Sort`, :func:`encode_cursor`).
+
+Which index serves what (see ``schema.py``): ``status`` the status index,
+``backend`` the backend index (a range, ``backend >= 'x:' AND backend < 'x;'``),
+``name`` the name index, ``tags`` the (key, value, task_id) tag index, time
+ranges and sorts the submit-time / (update_time, task_id) indexes. ``search``
+is a substring match and scans.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields, replace
+from datetime import datetime
+from typing import Any, Literal, NamedTuple, TypedDict, cast
+
+from sqlalchemy import ColumnElement, Table, and_, exists, literal, or_, select
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
+
+from .column_types import IdText
+from .errors import InvalidInputError
+from .model import TaskStatus, coerce_status, validate_id, validate_tag_value
+from .schema import (
+    archived_task_shards,
+    archived_task_tags,
+    archived_tasks,
+    task_shards,
+    task_tags,
+    tasks,
+)
+from .timestamps import format_timestamp, parse_timestamp
+
+StatusFilter = TaskStatus | str | Iterable[TaskStatus | str] | None
+"""One status or several."""
+
+TimeBound = datetime | str | None
+"""An aware ``datetime`` or an ISO-8601 string with an offset."""
+
+OrderBy = Literal["submit_time", "update_time"]
+SORT_COLUMNS: tuple[str, ...] = ("submit_time", "update_time")
+_ESCAPE = "!"
+
+
+class TaskTables(NamedTuple):
+    """The tables of one side of the store: live or archived."""
+
+    tasks: Table
+    shards: Table
+    tags: Table
+
+
+LIVE = TaskTables(tasks, task_shards, task_tags)
+ARCHIVED = TaskTables(archived_tasks, archived_task_shards, archived_task_tags)
+
+
+class FilterArgs(TypedDict, total=False):
+    """:class:`TaskFilter`'s fields, accepted as keyword arguments by every call."""
+
+    status: StatusFilter
+    backend: str | None
+    submitted_after: TimeBound
+    submitted_before: TimeBound
+    updated_after: TimeBound
+    updated_before: TimeBound
+    tags: Mapping[str, str | None] | None
+    name: str | None
+    search: str | None
+
+
+@dataclass(frozen=True)
+class TaskFilter:
+    """Which tasks a call is about; every given field must match (None: any).
+
+    - ``status``: one status or several.
+    - ``backend``: a device label (``originq:WK_C180``) or a platform (``originq``
+      matches all of its devices); case-sensitive.
+    - ``submitted_after`` / ``submitted_before`` and ``updated_after`` /
+      ``updated_before``: a half-open range, ``after <= time < before``, so
+      consecutive windows neither overlap nor leave gaps. An aware ``datetime`` or
+      an ISO-8601 string with an offset; a naive one is refused (whose local time?).
+    - ``tags``: every ``key: value`` pair must be on the task; a value of None
+      only requires the key.
+    - ``name``: exactly this name.
+    - ``search``: a substring, ignoring ASCII case, of the task id, its platform
+      job ids, its backend or its name.
+
+    Fields are checked and normalised when the filter is made (statuses to a tuple
+    of :class:`TaskStatus`, times to canonical UTC text).
+    """
+
+    status: StatusFilter = None
+    backend: str | None = None
+    submitted_after: TimeBound = None
+    submitted_before: TimeBound = None
+    updated_after: TimeBound = None
+    updated_before: TimeBound = None
+    tags: Mapping[str, str | None] | None = None
+    name: str | None = None
+    search: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.status is not None:
+            wanted = [self.status] if isinstance(self.status, (TaskStatus, str)) else self.status
+            if not isinstance(wanted, Iterable):
+                raise InvalidInputError("status", self.status, "must be a status or several")
+            statuses = tuple(dict.fromkeys(coerce_status(s) for s in wanted))
+            object.__setattr__(self, "status", statuses)
+        if self.backend is not None:
+            validate_id(self.backend, "backend")
+        for name in ("submitted_after", "submitted_before", "updated_after", "updated_before"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, aware_timestamp(value, name))
+        if self.tags is not None:
+            if not isinstance(self.tags, Mapping):
+                raise InvalidInputError("tags", self.tags, "must be a mapping of key to value")
+            checked: dict[str, str | None] = {}
+            for key, value in self.tags.items():
+                validate_id(key, "tags key")
+                if value is not None:
+                    validate_tag_value(value, f"tags[{key!r}]")
+                checked[key] = value
+            object.__setattr__(self, "tags", checked)
+        if self.name is not None:
+            validate_id(self.name, "name")
+        if self.search is not None:
+            if not isinstance(self.search, str) or "\x00" in self.search:
+                raise InvalidInputError("search", self.search, "must be a string without NUL")
+            if len(self.search) > 255:
+                raise InvalidInputError("search", self.search, "longer than 255 characters")
+
+    @property
+    def statuses(self) -> tuple[TaskStatus, ...] | None:
+        """The wanted statuses, or None for any."""
+        return cast("tuple[TaskStatus, ...] | None", self.status)
+
+    @property
+    def tag_pairs(self) -> dict[str, str | None]:
+        """The wanted tags (empty for any)."""
+        return dict(self.tags or {})
+
+
+_FIELDS = frozenset(f.name for f in fields(TaskFilter))
+
+
+def make_filter(filter: TaskFilter | None, criteria: Mapping[str, Any]) -> TaskFilter:
+    """``filter`` with the keyword arguments ``criteria`` applied on top (they win)."""
+    unknown = sorted(set(criteria) - _FIELDS)
+    if unknown:
+        raise InvalidInputError(
+            unknown[0], criteria[unknown[0]], f"unknown filter; known: {', '.join(sorted(_FIELDS))}"
+        )
+    if filter is None:
+        return TaskFilter(**criteria)
+    if not isinstance(filter, TaskFilter):
+        raise InvalidInputError("filter", filter, "expected a TaskFilter or None")
+    return replace(filter, **criteria) if criteria else filter
+
+
+def aware_timestamp(value: object, field: str) -> str:
+    """Canonical UTC text of an aware datetime or ISO-8601 string with an offset."""
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise InvalidInputError(field, value, "not an ISO-8601 timestamp") from exc
+    else:
+        raise InvalidInputError(field, value, "must be an aware datetime or an ISO-8601 string")
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise InvalidInputError(
+            field, value, "has no time zone; give an aware time (e.g. datetime.now(UTC))"
+        )
+    return format_timestamp(parse_timestamp(format_timestamp(moment), field))
+
+
+# -- WHERE -------------------------------------------------------------------------------
+
+
+def filter_clauses(f: TaskFilter, side: TaskTables = LIVE) -> list[ColumnElement[bool]]:
+    """The WHERE clauses (joined by AND) selecting ``f``'s tasks from ``side.tasks``."""
+    t = side.tasks
+    clauses: list[ColumnElement[bool]] = []
+    if f.statuses is not None:
+        clauses.append(t.c.status.in_([s.value for s in f.statuses]))
+    if f.backend is not None:
+        clauses.append(backend_matches(t.c.backend, f.backend))
+    bounds = (
+        ("submit_time", f.submitted_after, f.submitted_before),
+        ("update_time", f.updated_after, f.updated_before),
+    )
+    for column, after, before in bounds:
+        if after is not None:
+            clauses.append(t.c[column] >= after)
+        if before is not None:
+            clauses.append(t.c[column] < before)
+    for key, value in f.tag_pairs.items():
+        # IN (uncorrelated) rather than EXISTS, so the (key, value, task_id) index
+        # finds the tagged ids first instead of probing once per task.
+        match = [side.tags.c["key"] == key]
+        if value is not None:
+            match.append(side.tags.c["value"] == value)
+        clauses.append(t.c.task_id.in_(select(side.tags.c.task_id).where(*match)))
+    if f.name is not None:
+        clauses.append(t.c.name == f.name)
+    if f.search is not None:
+        pattern = folded(literal("%" + _escape_like(f.search) + "%"))
+        clauses.append(
+            or_(
+                *(folded(t.c[c]).like(pattern, escape=_ESCAPE) for c in ("task_id", "backend")),
+                folded(t.c.name).like(pattern, escape=_ESCAPE),
+                exists().where(
+                    side.shards.c.uniqc_task_id == t.c.task_id,
+                    folded(side.shards.c.platform_task_id).like(pattern, escape=_ESCAPE),
+                ),
+            )
+        )
+    return clauses
+
+
+def backend_matches(column: Any, backend: str) -> ColumnElement[bool]:
+    """``backend`` itself or any of its devices: ``originq`` matches ``originq:WK_C180``.
+
+    A range over code-point order (``';'`` follows ``':'``) rather than LIKE, which
+    ignores case on SQLite, so that the backend index serves it."""
+    return or_(
+        column == literal(backend, IdText()),
+        and_(column >= literal(backend + ":", IdText()), column < literal(backend + ";", IdText())),
+    )
+
+
+def _escape_like(term: str) -> str:
+    for special in (_ESCAPE, "%", "_"):
+        term = term.replace(special, _ESCAPE + special)
+    return term
+
+
+class folded(FunctionElement[str]):
+    """``lower(x)`` as text: ids are binary strings on MySQL, which ``lower`` leaves
+    alone, so there they are converted to utf8mb4 text first."""
+
+    name = "uniqc_folded"
+    inherit_cache = True
+
+
+@compiles(folded)
+def _fold(element: folded, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"lower({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(folded, "mysql")
+@compiles(folded, "mariadb")
+def _fold_mysql(element: folded, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"lower(convert({compiler.process(element.clauses, **kw)} using utf8mb4))"
+
+
+# -- ORDER BY and cursors ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sort:
+    """An order of tasks: by a time column, ties broken by task id in the same direction."""
+
+    order_by: str = "submit_time"
+    descending: bool = True
+
+    def __post_init__(self) -> None:
+        if self.order_by not in SORT_COLUMNS:
+            raise InvalidInputError(
+                "order_by", self.order_by, f"must be one of {', '.join(SORT_COLUMNS)}"
+            )
+        if not isinstance(self.descending, bool):
+            raise InvalidInputError("descending", self.descending, "must be True or False")
+
+    def order_clauses(self, table: Table) -> list[Any]:
+        """ORDER BY for this sort."""
+        columns = (table.c[self.order_by], table.c.task_id)
+        return [c.desc() if self.descending else c.asc() for c in columns]
+
+    def after(self, table: Table, value: str, task_id: str) -> ColumnElement[bool]:
+        """Rows that come after the row ``(value, task_id)`` in this order (keyset)."""
+        column = table.c[self.order_by]
+        if self.descending:
+            return or_(column < value, and_(column == value, table.c.task_id < task_id))
+        return or_(column > value, and_(column == value, table.c.task_id > task_id))
+
+    def key(self, task: Any) -> tuple[str, str]:
+        """The keyset position of a task (anything with the sort column and ``task_id``)."""
+        return (getattr(task, self.order_by), task.task_id)
+
+
+def encode_cursor(sort: Sort, value: str, task_id: str) -> str:
+    """An opaque cursor: the page ends at ``(value, task_id)`` in ``sort``."""
+    raw = json.dumps([sort.order_by, sort.descending, value, task_id], separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode("utf-8")).decode("ascii")
+
+
+def decode_cursor(cursor: object, sort: Sort) -> tuple[str, str]:
+    """The ``(value, task_id)`` a cursor points after; refuses a damaged cursor or one
+    made for another sort."""
+    if not isinstance(cursor, str):
+        raise InvalidInputError("cursor", cursor, "must be a string from next_cursor")
+    try:
+        order_by, descending, value, task_id = json.loads(
+            base64.urlsafe_b64decode(cursor.encode("ascii"))
+        )
+    except (ValueError, TypeError, binascii.Error, UnicodeError):
+        raise InvalidInputError("cursor", cursor, "is not a cursor this store made") from None
+    if not isinstance(value, str) or not isinstance(task_id, str):
+        raise InvalidInputError("cursor", cursor, "is not a cursor this store made")
+    if (order_by, descending) != (sort.order_by, sort.descending):
+        raise InvalidInputError(
+            "cursor",
+            cursor,
+            f"was made for order_by={order_by!r}, descending={descending!r}; "
+            "use the same sort for every page",
+        )
+    return aware_timestamp(value, "cursor"), validate_id(task_id, "cursor")

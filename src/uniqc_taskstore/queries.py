@@ -1,0 +1,261 @@
+"""Reading tasks: lists, keyset pages, streams, summaries and counts.
+
+Every statement here selects through :func:`~uniqc_taskstore.filters.filter_clauses`
+and orders through a :class:`~uniqc_taskstore.filters.Sort`, on the live or the
+archived tables alike. Tags are read for a whole page in one extra query.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal
+
+from sqlalchemy import Connection, Select, func, select
+
+from . import statements as sql
+from .engine import Database
+from .errors import InvalidInputError
+from .filters import Sort, TaskFilter, TaskTables, decode_cursor, encode_cursor, filter_clauses
+from .model import TaskInfo, TaskPage, TaskShard, TaskSummary, coerce_status
+from .tags import BATCH_IDS, tags_of
+
+CountField = Literal["status", "backend", "platform"]
+COUNT_FIELDS: tuple[str, ...] = ("status", "backend", "platform")
+Position = tuple[str, str]
+"""``(sort value, task_id)`` of the last row already seen."""
+
+
+def select_tasks(
+    side: TaskTables,
+    f: TaskFilter,
+    sort: Sort,
+    *,
+    limit: int | None = None,
+    offset: int | None = None,
+    include_results: bool = True,
+    position: Position | None = None,
+) -> Select[Any]:
+    """The filter's tasks in ``sort`` order, optionally only those after ``position``."""
+    table = side.tasks
+    columns = [c for c in table.columns if include_results or c.name != "result_json"]
+    stmt = select(*columns).where(*filter_clauses(f, side)).order_by(*sort.order_clauses(table))
+    if position is not None:
+        stmt = stmt.where(sort.after(table, *position))
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    if offset:
+        stmt = stmt.offset(offset)
+        if limit is None:
+            stmt = stmt.limit(2**62)  # MySQL has no OFFSET without LIMIT
+    return stmt
+
+
+def read_tasks(conn: Connection, side: TaskTables, stmt: Select[Any]) -> list[TaskInfo]:
+    """Run a task SELECT and attach each task's tags (one query per 500 tasks)."""
+    found = [sql.task_from_row(row) for row in conn.execute(stmt).mappings()]
+    tags = tags_of(conn, side.tags, [t.task_id for t in found])
+    for task in found:
+        task.tags = tags.get(task.task_id, {})
+    return found
+
+
+def get_task(conn: Connection, side: TaskTables, task_id: str) -> TaskInfo | None:
+    """One task by id, with its tags, or None."""
+    stmt = select(side.tasks).where(side.tasks.c.task_id == task_id)
+    found = read_tasks(conn, side, stmt)
+    return found[0] if found else None
+
+
+def count(conn: Connection, side: TaskTables, f: TaskFilter) -> int:
+    """Number of the filter's tasks."""
+    stmt = select(func.count()).select_from(side.tasks).where(*filter_clauses(f, side))
+    return int(conn.execute(stmt).scalar_one())
+
+
+def page(
+    db: Database,
+    side: TaskTables,
+    f: TaskFilter,
+    sort: Sort,
+    *,
+    limit: int,
+    cursor: str | None,
+    after: Position | None,
+    include_results: bool,
+) -> TaskPage:
+    """One keyset page and the cursor of the next (None after the last page). A
+    negative ``limit`` means every remaining task, as :meth:`TaskStore.list` reads it."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit == 0:
+        raise InvalidInputError("limit", limit, "must be a positive integer (or negative: all)")
+    position: Position | None = None
+    if cursor is not None and after is not None:
+        raise InvalidInputError("after", after, "give cursor= or after=, not both")
+    if cursor is not None:
+        position = decode_cursor(cursor, sort)
+    elif after is not None:
+        if sort != Sort():
+            raise InvalidInputError("after", after, "only for the default sort; use cursor=")
+        if not (isinstance(after, tuple) and len(after) == 2):
+            raise InvalidInputError("after", after, "must be a page's next_after")
+        position = (str(after[0]), str(after[1]))
+    stmt = select_tasks(
+        side,
+        f,
+        sort,
+        limit=limit + 1 if limit > 0 else None,
+        include_results=include_results,
+        position=position,
+    )
+    found = db.read(lambda conn: read_tasks(conn, side, stmt))
+    more = 0 < limit < len(found)
+    found = found[:limit] if limit > 0 else found
+    if not found:
+        return TaskPage(found, None, None, cursor)
+    value, task_id = sort.key(found[-1])
+    resume = encode_cursor(sort, value, task_id)
+    if not more:
+        return TaskPage(found, None, None, resume)
+    next_after = (found[-1].submit_time, task_id) if sort == Sort() else None
+    return TaskPage(found, next_after, resume, resume)
+
+
+def iter_tasks(
+    db: Database,
+    side: TaskTables,
+    f: TaskFilter,
+    sort: Sort,
+    *,
+    include_shards: bool,
+    include_results: bool,
+    batch_size: int,
+) -> Iterator[TaskInfo | tuple[TaskInfo, list[TaskShard]]]:
+    """Every matching task in ``sort`` order, ``batch_size`` at a time, each batch read
+    in its own short transaction; with ``include_shards``, ``(task, shards)`` pairs."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InvalidInputError("batch_size", batch_size, "must be a positive integer")
+    position: Position | None = None
+    while True:
+        stmt = select_tasks(
+            side,
+            f,
+            sort,
+            limit=batch_size,
+            include_results=include_results,
+            position=position,
+        )
+
+        def batch(conn: Connection, stmt: Select[Any] = stmt) -> tuple[list[TaskInfo], Any]:
+            found = read_tasks(conn, side, stmt)
+            shards = shards_of(conn, side, [t.task_id for t in found]) if include_shards else {}
+            return found, shards
+
+        found, shards = db.read(batch)
+        for task in found:
+            yield (task, shards.get(task.task_id, [])) if include_shards else task
+        if len(found) < batch_size:
+            return
+        position = sort.key(found[-1])
+
+
+def shards_of(
+    conn: Connection, side: TaskTables, task_ids: Sequence[str]
+) -> dict[str, list[TaskShard]]:
+    """The shards of these tasks in index order, by task id."""
+    found: dict[str, list[TaskShard]] = {}
+    table = side.shards
+    for start in range(0, len(task_ids), BATCH_IDS):
+        rows = conn.execute(
+            select(table)
+            .where(table.c.uniqc_task_id.in_(task_ids[start : start + BATCH_IDS]))
+            .order_by(table.c.uniqc_task_id, table.c.shard_index)
+        ).mappings()
+        for row in rows:
+            found.setdefault(row["uniqc_task_id"], []).append(sql.shard_from_row(row))
+    return found
+
+
+def summaries(
+    conn: Connection,
+    side: TaskTables,
+    f: TaskFilter,
+    sort: Sort,
+    *,
+    limit: int | None,
+    offset: int | None,
+) -> list[TaskSummary]:
+    """The filter's tasks as summaries: no result or metadata document is read."""
+    t, shards = side.tasks, side.shards
+    shard_count = (
+        select(func.count())
+        .where(shards.c.uniqc_task_id == t.c.task_id)
+        .correlate(t)
+        .scalar_subquery()
+    )
+    names = (
+        "task_id",
+        "name",
+        "backend",
+        "status",
+        "shots",
+        "submit_time",
+        "update_time",
+        "error_message",
+    )
+    extra = [t.c.archived_at] if "archived_at" in t.c else []
+    stmt = (
+        select(
+            *(t.c[n] for n in names),
+            *extra,
+            t.c.result_json.is_not(None).label("has_result"),
+            shard_count.label("shard_count"),
+        )
+        .where(*filter_clauses(f, side))
+        .order_by(*sort.order_clauses(t))
+    )
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    if offset:
+        stmt = stmt.offset(offset)
+        if limit is None:
+            stmt = stmt.limit(2**62)
+    rows = conn.execute(stmt).mappings().all()
+    tags = tags_of(conn, side.tags, [row["task_id"] for row in rows])
+    return [
+        TaskSummary(
+            task_id=row["task_id"],
+            name=row["name"],
+            backend=row["backend"],
+            status=coerce_status(row["status"]),
+            shots=row["shots"],
+            submit_time=row["submit_time"],
+            update_time=row["update_time"],
+            tags=tags.get(row["task_id"], {}),
+            shard_count=int(row["shard_count"]),
+            has_result=bool(row["has_result"]),
+            error_message=row["error_message"],
+            archived_at=row.get("archived_at"),
+        )
+        for row in rows
+    ]
+
+
+def count_by(conn: Connection, side: TaskTables, field: str, f: TaskFilter) -> dict[str, int]:
+    """Tasks per status, backend or platform (the part of the backend before ``:``), in
+    one GROUP BY; keys with no task are absent."""
+    if field not in COUNT_FIELDS:
+        raise InvalidInputError("field", field, f"must be one of {', '.join(COUNT_FIELDS)}")
+    t = side.tasks
+    column = t.c.status if field == "status" else t.c.backend
+    stmt = (
+        select(column, func.count())
+        .where(*filter_clauses(f, side))
+        .group_by(column)
+        .order_by(column)
+    )
+    counts: dict[str, int] = {}
+    for key, n in conn.execute(stmt):
+        # Platforms are folded from the (few) distinct backends here, which keeps the
+        # statement the same on every database.
+        label = key.split(":", 1)[0] if field == "platform" else key
+        counts[label] = counts.get(label, 0) + int(n)
+    return counts

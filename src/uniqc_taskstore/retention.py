@@ -1,0 +1,119 @@
+"""Age-based retention: archive old finished tasks, purge old archived ones.
+
+Set-based and in batches of at most 500 tasks, each batch one short write
+transaction, so a purge of a million rows never holds the write lock for long
+and other writers get their turn between batches. The cutoff is fixed when the
+call starts: tasks that age past it meanwhile wait for the next run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, Connection, select
+
+from . import statements as sql
+from .engine import Database
+from .errors import InvalidInputError
+from .filters import ARCHIVED, LIVE, TaskFilter, TaskTables, filter_clauses
+from .model import RetentionResult, TaskStatus, coerce_status
+from .tags import BATCH_IDS
+from .timestamps import format_timestamp, utc_now
+
+AGE_COLUMNS = ("update_time", "submit_time")
+
+
+def cutoff(age: object, field: str) -> str:
+    """Canonical UTC text of now minus ``age`` (a timedelta, or seconds)."""
+    if isinstance(age, timedelta):
+        delta = age
+    elif isinstance(age, (int, float)) and not isinstance(age, bool):
+        if age != age or age in (float("inf"), float("-inf")):
+            raise InvalidInputError(field, age, "must be a finite number of seconds")
+        delta = timedelta(seconds=age)
+    else:
+        raise InvalidInputError(field, age, "must be a datetime.timedelta or seconds")
+    if delta < timedelta(0):
+        raise InvalidInputError(field, age, "must not be negative")
+    try:
+        return format_timestamp(datetime.now(UTC) - delta)
+    except OverflowError:
+        raise InvalidInputError(field, age, "reaches before year 1") from None
+
+
+def archive_older_than(
+    db: Database,
+    age: object,
+    *,
+    statuses: Iterable[TaskStatus | str] | None,
+    by: str,
+    dry_run: bool,
+    f: TaskFilter,
+) -> RetentionResult:
+    """Archive live tasks in ``statuses`` (None: any) whose ``by`` time is older than
+    ``age``, and that match ``f``."""
+    if by not in AGE_COLUMNS:
+        raise InvalidInputError("by", by, f"must be one of {', '.join(AGE_COLUMNS)}")
+    if statuses is not None:
+        if isinstance(statuses, str):
+            statuses = [statuses]
+        f = TaskFilter(**{**_fields(f), "status": [coerce_status(s, "statuses") for s in statuses]})
+    clauses = [*filter_clauses(f, LIVE), LIVE.tasks.c[by] < cutoff(age, "age")]
+
+    def archive(conn: Connection, ids: list[str]) -> None:
+        for stmt in sql.archive_statements(ids, utc_now()):
+            conn.execute(stmt)
+
+    return _in_batches(db, LIVE, clauses, archive, dry_run=dry_run)
+
+
+def purge_archived(
+    db: Database, older_than: object, *, dry_run: bool, f: TaskFilter
+) -> RetentionResult:
+    """Delete archived tasks archived longer ago than ``older_than`` that match ``f``."""
+    clauses = [
+        *filter_clauses(f, ARCHIVED),
+        ARCHIVED.tasks.c.archived_at < cutoff(older_than, "older_than"),
+    ]
+
+    def purge(conn: Connection, ids: list[str]) -> None:
+        for stmt in sql.delete_statements(ids, archived=True):
+            conn.execute(stmt)
+
+    return _in_batches(db, ARCHIVED, clauses, purge, dry_run=dry_run)
+
+
+def _fields(f: TaskFilter) -> dict[str, Any]:
+    return {name: getattr(f, name) for name in f.__dataclass_fields__}
+
+
+def _in_batches(
+    db: Database,
+    side: TaskTables,
+    clauses: list[ColumnElement[bool]],
+    act: Any,
+    *,
+    dry_run: bool,
+) -> RetentionResult:
+    if not isinstance(dry_run, bool):
+        raise InvalidInputError("dry_run", dry_run, "must be True or False")
+    table = side.tasks
+    matching = select(table.c.task_id).where(*clauses).order_by(table.c.task_id)
+    if dry_run:
+        ids = db.read(lambda conn: list(conn.execute(matching).scalars()))
+        return RetentionResult(len(ids), True, ids)
+
+    def batch(conn: Connection) -> int:
+        ids = list(conn.execute(matching.limit(BATCH_IDS).with_for_update()).scalars())
+        if ids:
+            act(conn, ids)
+        return len(ids)
+
+    total = 0
+    while True:
+        done = db.write(batch)
+        total += done
+        if done < BATCH_IDS:
+            return RetentionResult(total)

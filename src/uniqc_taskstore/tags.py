@@ -1,0 +1,100 @@
+"""Tags: one row per ``(task_id, key)`` in ``task_tags`` / ``archived_task_tags``.
+
+Written with their task by ``save`` (the object's tags replace the stored set),
+changed in place by ``set_tags`` / ``remove_tags`` under the task's row lock, and
+read for a whole page of tasks in one query.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+from sqlalchemy import Connection, Table, delete, insert, select, update
+
+from .errors import InvalidInputError, TaskNotFoundError
+from .filters import LIVE, TaskTables
+from .model import validate_id, validate_tags
+from .timestamps import utc_now
+
+BATCH_IDS = 500
+"""Ids per ``IN (...)`` list: well under every driver's bound-parameter limit."""
+
+
+def tags_of(conn: Connection, tags: Table, task_ids: Sequence[str]) -> dict[str, dict[str, str]]:
+    """Every tag of these tasks, by task id (tasks without tags are absent)."""
+    found: dict[str, dict[str, str]] = {}
+    for start in range(0, len(task_ids), BATCH_IDS):
+        batch = task_ids[start : start + BATCH_IDS]
+        rows = conn.execute(
+            select(tags.c.task_id, tags.c["key"], tags.c["value"])
+            .where(tags.c.task_id.in_(batch))
+            .order_by(tags.c.task_id, tags.c["key"])
+        )
+        for task_id, key, value in rows:
+            found.setdefault(task_id, {})[key] = value
+    return found
+
+
+def replace_tags(conn: Connection, tagged: Mapping[str, Mapping[str, str]]) -> None:
+    """Make each live task's stored tags exactly ``tagged[task_id]``."""
+    ids = list(tagged)
+    for start in range(0, len(ids), BATCH_IDS):
+        batch = ids[start : start + BATCH_IDS]
+        conn.execute(delete(LIVE.tags).where(LIVE.tags.c.task_id.in_(batch)))
+    rows = [
+        {"task_id": task_id, "key": key, "value": value}
+        for task_id, pairs in tagged.items()
+        for key, value in pairs.items()
+    ]
+    if rows:
+        conn.execute(insert(LIVE.tags), rows)
+
+
+def set_tags(conn: Connection, task_id: str, pairs: Mapping[str, str]) -> dict[str, str]:
+    """Add or overwrite these tags of a live task, keeping the others; its tags after."""
+    validate_id(task_id, "task_id")
+    checked = validate_tags(pairs)
+    _lock_task(conn, LIVE, task_id)
+    tags = LIVE.tags
+    if checked:
+        conn.execute(
+            delete(tags).where(tags.c.task_id == task_id, tags.c["key"].in_(list(checked)))
+        )
+        conn.execute(
+            insert(tags),
+            [{"task_id": task_id, "key": k, "value": v} for k, v in checked.items()],
+        )
+        _touch(conn, task_id)
+    return tags_of(conn, tags, [task_id]).get(task_id, {})
+
+
+def remove_tags(conn: Connection, task_id: str, keys: Iterable[str]) -> dict[str, str]:
+    """Remove these tag keys from a live task (absent keys are ignored); its tags after."""
+    validate_id(task_id, "task_id")
+    if isinstance(keys, str):
+        raise InvalidInputError("keys", keys, "must be a list of keys, not one string")
+    wanted = [validate_id(k, "keys") for k in keys]
+    _lock_task(conn, LIVE, task_id)
+    tags = LIVE.tags
+    if (
+        wanted
+        and conn.execute(
+            delete(tags).where(tags.c.task_id == task_id, tags.c["key"].in_(wanted))
+        ).rowcount
+    ):
+        _touch(conn, task_id)
+    return tags_of(conn, tags, [task_id]).get(task_id, {})
+
+
+def _lock_task(conn: Connection, side: TaskTables, task_id: str) -> None:
+    found = conn.execute(
+        select(side.tasks.c.task_id).where(side.tasks.c.task_id == task_id).with_for_update()
+    ).first()
+    if found is None:
+        raise TaskNotFoundError(f"no task {task_id!r}")
+
+
+def _touch(conn: Connection, task_id: str) -> None:
+    conn.execute(
+        update(LIVE.tasks).where(LIVE.tasks.c.task_id == task_id).values(update_time=utc_now())
+    )
