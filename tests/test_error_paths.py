@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-import uniqc_taskstore.backends.sqlite as sqlite_backend
 from uniqc_taskstore import (
     DatabaseBusyError,
     DatabaseError,
@@ -160,7 +159,7 @@ def test_file_locked_by_another_writer_is_busy_and_nothing_is_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The driver's own wait is shortened so that the store's retries run out quickly.
-    monkeypatch.setattr(sqlite_backend, "BUSY_TIMEOUT_SECONDS", 0.02)
+    monkeypatch.setenv("UNIQC_BUSY_TIMEOUT", "0.02")
     with TaskStore(tmp_path) as store:
         store.save(TaskInfo("before", "dummy"))
         other = sqlite3.connect(tmp_path / "tasks.sqlite", isolation_level=None)

@@ -159,6 +159,8 @@ def test_copy_command_reports_counts_on_both_sides(
         "shards": [10, 10, 10],
         "archived_tasks": [2, 2, 2],
         "archived_shards": [2, 2, 2],
+        "tags": [0, 0, 0],
+        "archived_tags": [0, 0, 0],
     }
     assert main(["copy", str(tmp_path / "a"), str(tmp_path / "b"), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)

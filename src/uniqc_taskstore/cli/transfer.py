@@ -92,7 +92,14 @@ def copy_command(
                 f"{getattr(report.source, name):,}",
                 f"{getattr(report.destination, name):,}",
             ]
-            for name in ("tasks", "shards", "archived_tasks", "archived_shards")
+            for name in (
+                "tasks",
+                "shards",
+                "tags",
+                "archived_tasks",
+                "archived_shards",
+                "archived_tags",
+            )
         ],
     )
 
