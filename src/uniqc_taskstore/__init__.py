@@ -5,6 +5,7 @@ from __future__ import annotations
 from .backends.base import APPLICATION_ID
 from .errors import (
     CorruptDatabaseError,
+    CorruptRowError,
     DatabaseBusyError,
     DatabaseError,
     ForeignDatabaseError,
@@ -44,6 +45,7 @@ __all__ = [
     "TERMINAL_STATUSES",
     "UNIQC_TASK_ID_PREFIX",
     "CorruptDatabaseError",
+    "CorruptRowError",
     "DatabaseBusyError",
     "DatabaseError",
     "ForeignDatabaseError",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import builtins
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -18,6 +18,7 @@ from .backends import backend_for_url
 from .backends.sqlite import DATABASE_FILENAME, SqliteBackend
 from .engine import Database, database_for_url, release_database, shared_database
 from .errors import (
+    CorruptRowError,
     InvalidInputError,
     ShardLayoutError,
     ShardNotFoundError,
@@ -34,9 +35,19 @@ from .model import (
     TaskStatus,
     aggregate_status,
     coerce_status,
+    validate_callback,
+    validate_count,
+    validate_cursor,
+    validate_flag,
     validate_id,
+    validate_items,
+    validate_key,
+    validate_optional_key,
     validate_optional_text,
+    validate_page,
+    validate_path,
     validate_shard,
+    validate_statuses,
     validate_task,
 )
 from .schema import archived_task_shards, archived_tasks, task_shards, tasks
@@ -48,6 +59,9 @@ CACHE_DIR_ENV = "UNIQC_CACHE_DIR"
 URL_ENV = "UNIQC_TASKSTORE_URL"
 _BATCH_ROWS = 500
 """Ids per ``IN (...)`` list: well under every driver's bound-parameter limit."""
+
+OnCorrupt = Callable[[CorruptRowError], object]
+"""Called with each stored row a listing cannot read, which is then skipped."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +95,12 @@ class TaskStore:
     ) -> None:
         if sum(x is not None for x in (cache_dir, url, engine)) > 1:
             raise InvalidInputError("cache_dir/url/engine", None, "give at most one location")
+        validate_path(cache_dir, "cache_dir")
+        validate_optional_key(url, "url")
+        validate_optional_key(schema, "schema")
+        validate_flag(create, "create")
+        if engine is not None and not isinstance(engine, Engine):
+            raise InvalidInputError("engine", engine, "must be a SQLAlchemy Engine or None")
         if cache_dir is None and url is None and engine is None:
             url = os.environ.get(URL_ENV) or None
         self._key: str | None = None
@@ -172,10 +192,11 @@ class TaskStore:
         self, tasks_: Sequence[TaskInfo], shards: Sequence[TaskShard] | None = None
     ) -> None:
         """:meth:`save` for many tasks (and shards of any of them) in one transaction."""
+        tasks_ = validate_items(tasks_, "tasks")
         for task in tasks_:
             validate_task(task)
         ids = {task.task_id for task in tasks_}
-        shard_list = list(shards or ())
+        shard_list = [] if shards is None else validate_items(shards, "shards")
         for shard in shard_list:
             validate_shard(shard)
             if shard.uniqc_task_id not in ids:
@@ -201,6 +222,7 @@ class TaskStore:
 
     def get(self, task_id: str) -> TaskInfo | None:
         """The task with this id, or None."""
+        validate_key(task_id, "task_id")
         row = self._db.read(
             lambda conn: (
                 conn.execute(select(tasks).where(tasks.c.task_id == task_id)).mappings().first()
@@ -216,11 +238,22 @@ class TaskStore:
         limit: int | None = None,
         offset: int | None = None,
         include_results: bool = True,
+        on_corrupt: OnCorrupt | None = None,
     ) -> builtins.list[TaskInfo]:
         """Tasks newest first by submit time. ``status`` takes one status or several;
         ``backend`` matches a platform and its devices (``originq`` finds
-        ``originq:WK_C180``). ``include_results=False`` skips loading result blobs."""
-        return self._list(tasks, status, backend, limit, offset, include_results=include_results)
+        ``originq:WK_C180``). ``include_results=False`` skips loading result blobs.
+        A stored row that cannot be read raises :class:`CorruptRowError`, unless
+        ``on_corrupt`` is given: then that row is skipped and handed to it."""
+        return self._list(
+            tasks,
+            status,
+            backend,
+            limit,
+            offset,
+            include_results=include_results,
+            on_corrupt=on_corrupt,
+        )
 
     def list_page(
         self,
@@ -230,23 +263,36 @@ class TaskStore:
         limit: int = 100,
         after: tuple[str, str] | None = None,
         include_results: bool = False,
+        on_corrupt: OnCorrupt | None = None,
     ) -> TaskPage:
         """One page of :meth:`list`, by keyset: pass the previous page's ``next_after``
         as ``after`` to continue. Unlike offsets, pages stay consistent while tasks
-        are added, and each page costs the same however deep it is."""
+        are added, and each page costs the same however deep it is. ``on_corrupt``
+        as in :meth:`list` (a skipped row still counts towards the page)."""
+        rows: builtins.list[Any] = []
         page = self._list(
-            tasks, status, backend, limit, None, include_results=include_results, after=after
+            tasks,
+            status,
+            backend,
+            limit,
+            None,
+            include_results=include_results,
+            after=validate_cursor(after),
+            on_corrupt=on_corrupt,
+            rows=rows,
         )
-        last = page[-1] if len(page) == limit and page else None
+        last = rows[-1] if len(rows) == limit and rows else None
         return TaskPage(page, (last.submit_time, last.task_id) if last else None)
 
     def count(self, *, status: sql.Filter = None, backend: str | None = None) -> int:
         """Number of tasks matching the same filters as :meth:`list`."""
+        status, backend = _check_filters(status, backend)
         stmt = sql.count_tasks(tasks, status=status, backend=backend)
         return int(self._db.read(lambda conn: conn.execute(stmt).scalar_one()))
 
     def delete(self, task_id: str) -> bool:
         """Delete a task and its shards; True if it existed."""
+        validate_key(task_id, "task_id")
         return self._db.write(
             lambda conn: _deleted(
                 conn,
@@ -260,7 +306,9 @@ class TaskStore:
     ) -> int:
         """Delete the tasks in these statuses (default: every final one) with their
         shards; return how many tasks went."""
-        wanted = sorted({coerce_status(s, "terminal_statuses").value for s in terminal_statuses})
+        wanted = sorted(
+            {s.value for s in validate_statuses(terminal_statuses, "terminal_statuses")}
+        )
         if not wanted:
             return 0
         doomed = select(tasks.c.task_id).where(tasks.c.status.in_(wanted))
@@ -294,6 +342,7 @@ class TaskStore:
 
     def save_shards(self, shards: Sequence[TaskShard]) -> None:
         """:meth:`save_shard` for many shards, in one transaction."""
+        shards = validate_items(shards, "shards")
         for shard in shards:
             validate_shard(shard)
         now = utc_now()
@@ -376,6 +425,7 @@ class TaskStore:
         new_status = coerce_status(status)
         validate_optional_text(error_message, "error_message")
         validate_id(uniqc_task_id, "uniqc_task_id")
+        validate_count(shard_index, "shard_index")
         key = _shard_key(uniqc_task_id, shard_index)
         prepared = prepare_json(result, "result")
 
@@ -423,8 +473,8 @@ class TaskStore:
     ) -> TaskShard | None:
         """The shard of a platform job id. When several match (platforms reuse ids),
         the newest submitted wins; ``backend`` narrows to one platform or device."""
-        if backend is not None and not isinstance(backend, str):
-            raise InvalidInputError("backend", backend, "must be a string or None")
+        validate_key(platform_task_id, "platform_task_id")
+        validate_optional_key(backend, "backend")
         stmt = sql.select_shards_by_platform_id(platform_task_id, backend).limit(1)
         row = self._db.read(lambda conn: conn.execute(stmt).mappings().first())
         return sql.shard_from_row(row) if row else None
@@ -439,6 +489,7 @@ class TaskStore:
 
     def delete_shards(self, uniqc_task_id: str) -> int:
         """Delete a task's shards (not the task); return how many."""
+        validate_key(uniqc_task_id, "uniqc_task_id")
         stmt = delete(task_shards).where(task_shards.c.uniqc_task_id == uniqc_task_id)
         return self._db.write(lambda conn: int(conn.execute(stmt).rowcount))
 
@@ -446,13 +497,15 @@ class TaskStore:
     def aggregate_status(shards: Iterable[TaskShard | TaskStatus | str]) -> TaskStatus:
         """A task's status from its shards (or their statuses); see
         :func:`uniqc_taskstore.model.aggregate_status`."""
-        return aggregate_status(s.status if isinstance(s, TaskShard) else s for s in shards)
+        items = validate_items(shards, "shards")
+        return aggregate_status(s.status if isinstance(s, TaskShard) else s for s in items)
 
     # -- archive -----------------------------------------------------------------------------
 
     def archive(self, task_id: str) -> bool:
         """Move a finished task and its shards to the archive, stamped ``archived_at``;
         False if no such task. Raises :class:`TaskStateError` for an unfinished task."""
+        validate_key(task_id, "task_id")
 
         def work(conn: Connection) -> bool:
             status = conn.execute(
@@ -473,6 +526,7 @@ class TaskStore:
     def restore(self, task_id: str) -> bool:
         """Move an archived task and its shards back to the live tables; False if not
         archived. Raises :class:`TaskStateError` if a live task has the same id."""
+        validate_key(task_id, "task_id")
 
         def work(conn: Connection) -> bool:
             found = conn.execute(
@@ -496,6 +550,7 @@ class TaskStore:
 
     def get_archived(self, task_id: str) -> TaskInfo | None:
         """The archived task with this id (``archived_at`` set), or None."""
+        validate_key(task_id, "task_id")
         row = self._db.read(
             lambda conn: (
                 conn.execute(select(archived_tasks).where(archived_tasks.c.task_id == task_id))
@@ -517,19 +572,29 @@ class TaskStore:
         limit: int | None = None,
         offset: int | None = None,
         include_results: bool = True,
+        on_corrupt: OnCorrupt | None = None,
     ) -> builtins.list[TaskInfo]:
-        """Archived tasks newest first by submit time, with :meth:`list`'s filters."""
+        """Archived tasks newest first by submit time, with :meth:`list`'s filters and
+        ``on_corrupt``."""
         return self._list(
-            archived_tasks, status, backend, limit, offset, include_results=include_results
+            archived_tasks,
+            status,
+            backend,
+            limit,
+            offset,
+            include_results=include_results,
+            on_corrupt=on_corrupt,
         )
 
     def count_archived(self, *, status: sql.Filter = None, backend: str | None = None) -> int:
         """Number of archived tasks matching the filters."""
+        status, backend = _check_filters(status, backend)
         stmt = sql.count_tasks(archived_tasks, status=status, backend=backend)
         return int(self._db.read(lambda conn: conn.execute(stmt).scalar_one()))
 
     def delete_archived(self, task_id: str) -> bool:
         """Delete an archived task and its shards; True if it existed."""
+        validate_key(task_id, "task_id")
         return self._db.write(
             lambda conn: _deleted(
                 conn,
@@ -548,8 +613,13 @@ class TaskStore:
         *,
         include_results: bool,
         after: tuple[str, str] | None = None,
+        on_corrupt: OnCorrupt | None = None,
+        rows: builtins.list[Any] | None = None,
     ) -> builtins.list[TaskInfo]:
-        _check_page(limit, offset)
+        validate_page(limit, offset)
+        status, backend = _check_filters(status, backend)
+        validate_flag(include_results, "include_results")
+        validate_callback(on_corrupt, "on_corrupt")
         stmt = sql.select_tasks(
             table,
             status=status,
@@ -559,10 +629,21 @@ class TaskStore:
             include_results=include_results,
             after=after,
         )
-        rows = self._db.read(lambda conn: conn.execute(stmt).mappings().all())
-        return [sql.task_from_row(row) for row in rows]
+        found = self._db.read(lambda conn: conn.execute(stmt).mappings().all())
+        if rows is not None:
+            rows.extend(found)
+        listed = []
+        for row in found:
+            try:
+                listed.append(sql.task_from_row(row))
+            except CorruptRowError as exc:
+                if on_corrupt is None:
+                    raise
+                on_corrupt(exc)
+        return listed
 
     def _shards(self, table: Any, uniqc_task_id: str) -> builtins.list[TaskShard]:
+        validate_key(uniqc_task_id, "uniqc_task_id")
         stmt = (
             select(table)
             .where(table.c.uniqc_task_id == uniqc_task_id)
@@ -596,12 +677,10 @@ def _database_path(cache_dir: str | os.PathLike[str] | None) -> Path:
         ) from exc
 
 
-def _check_page(limit: int | None, offset: int | None) -> None:
-    for name, value in (("limit", limit), ("offset", offset)):
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int) or value < 0
-        ):
-            raise InvalidInputError(name, value, "must be a non-negative integer or None")
+def _check_filters(status: object, backend: object) -> tuple[sql.Filter, str | None]:
+    """The status filter as a list (an iterator is read once) and the backend filter."""
+    statuses = None if status is None else validate_statuses(status)
+    return statuses, validate_optional_key(backend, "backend")
 
 
 def _batches(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
