@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, Text, cast, func, type_coerce
+from sqlalchemy import ColumnElement, DateTime, String, Text, cast, func, type_coerce
 from sqlalchemy.dialects import mysql, postgresql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator, TypeEngine
@@ -131,7 +131,7 @@ class Timestamp(TypeDecorator[str]):
         return normalize_timestamp(value)
 
     def column_expression(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
-        if isinstance(self.impl, postgresql.TIMESTAMP):  # this dialect's copy of the type
+        if isinstance(self.impl, DateTime) and self.impl.timezone:  # PostgreSQL's copy
             return func.timezone("UTC", column, type_=self)
         return column
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, select, update
+from sqlalchemy import URL, Connection, Engine, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from . import statements as sql
@@ -96,7 +96,8 @@ class TaskStore:
         if sum(x is not None for x in (cache_dir, url, engine)) > 1:
             raise InvalidInputError("cache_dir/url/engine", None, "give at most one location")
         validate_path(cache_dir, "cache_dir")
-        validate_optional_key(url, "url")
+        if not isinstance(url, URL):
+            validate_optional_key(url, "url")
         validate_optional_key(schema, "schema")
         validate_flag(create, "create")
         if engine is not None and not isinstance(engine, Engine):

@@ -95,14 +95,16 @@ def repair_times(times: Mapping[str, Any], metadata: Any) -> tuple[dict[str, Any
     """The rule for stored text that is no timestamp (``sometime yesterday``).
 
     ``times`` maps ``submit_time``, ``update_time`` and (archived rows)
-    ``archived_at`` to their stored values. Each unreadable one is replaced by the
-    first readable of the others (submit time by update time, update time by submit
-    time, archive time by update time), or by :data:`EPOCH` when none is readable.
-    The original text is kept in ``metadata[UNREADABLE_TIMES_KEY][name]`` when
-    ``metadata`` is a dict (shards have no metadata; the shards the original
-    implementation wrote hold their task's times). Returns the times and the
-    metadata, both unchanged (the same objects) when every time was readable, so
-    the repair is applied the same way however often a row passes through it.
+    ``archived_at`` to their stored values. Each unreadable one is read as the first
+    readable of the others (submit time as update time, update time as submit time,
+    archive time as update time), or as :data:`EPOCH` when none is readable. When
+    ``metadata`` is a dict, ``metadata[UNREADABLE_TIMES_KEY][name]`` records
+    ``{"stored": original text, "read_as": replacement}``, and a recorded
+    replacement for the same stored text is reused: a task saved again (which stamps
+    a new update time but keeps the stored submit time) or copied reads the same.
+    Shards have no metadata; the shards the original implementation wrote hold
+    their task's times. Returns the times and metadata; both are unchanged when
+    every time is readable.
     """
     unreadable = {
         name: value
@@ -111,17 +113,29 @@ def repair_times(times: Mapping[str, Any], metadata: Any) -> tuple[dict[str, Any
     }
     if not unreadable:
         return dict(times), metadata
+    kept = metadata.get(UNREADABLE_TIMES_KEY) if isinstance(metadata, dict) else None
+    kept = dict(kept) if isinstance(kept, dict) else {}
     readable = {n: v for n, v in times.items() if v is not None and n not in unreadable}
     repaired = dict(times)
-    for name in unreadable:
-        repaired[name] = next(
-            (normalize_timestamp(readable[o]) for o in _FALLBACKS.get(name, ()) if o in readable),
-            EPOCH,
-        )
+    for name, value in unreadable.items():
+        record = kept.get(name)
+        if (
+            isinstance(record, dict)
+            and record.get("stored") == str(value)
+            and is_readable_timestamp(record.get("read_as"))
+        ):
+            repaired[name] = normalize_timestamp(record["read_as"])
+        else:
+            repaired[name] = next(
+                (
+                    normalize_timestamp(readable[o])
+                    for o in _FALLBACKS.get(name, ())
+                    if o in readable
+                ),
+                EPOCH,
+            )
+        kept[name] = {"stored": str(value), "read_as": repaired[name]}
     if isinstance(metadata, dict):
-        kept = metadata.get(UNREADABLE_TIMES_KEY)
-        kept = dict(kept) if isinstance(kept, dict) else {}
-        kept.update({name: str(value) for name, value in unreadable.items()})
         metadata = {**metadata, UNREADABLE_TIMES_KEY: kept}
     return repaired, metadata
 

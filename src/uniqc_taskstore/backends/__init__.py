@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
 
 from ..errors import InvalidInputError
 from .base import APPLICATION_ID, Backend
@@ -14,7 +15,10 @@ __all__ = ["APPLICATION_ID", "Backend", "SqliteBackend", "backend_for_url"]
 def backend_for_url(url: str | URL, *, schema: str | None = None) -> Backend:
     """The backend that speaks to ``url`` (``sqlite:///path``, ``postgresql+psycopg://``,
     ``mysql+pymysql://`` or ``mariadb+pymysql://``)."""
-    parsed = make_url(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise InvalidInputError("url", url, "is not a database URL") from exc
     family = parsed.get_backend_name()
     if schema is not None and family != "postgresql":
         raise InvalidInputError("schema", schema, "only PostgreSQL databases take a schema name")
