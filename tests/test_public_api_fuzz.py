@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import inspect
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -144,8 +144,8 @@ def _valid_shard(index: int = 0) -> TaskShard:
     return TaskShard("uqt_" + "b" * 32, index, f"job-{index}", "originq:WK_C180")
 
 
-TASK_FIELDS = [f for f in TaskInfo.__dataclass_fields__]
-SHARD_FIELDS = [f for f in TaskShard.__dataclass_fields__]
+TASK_FIELDS = list(TaskInfo.__dataclass_fields__)
+SHARD_FIELDS = list(TaskShard.__dataclass_fields__)
 
 
 @st.composite
@@ -226,12 +226,12 @@ def _shown(value: Any) -> str:
 
 
 @pytest.fixture
-def seeded(store: TaskStore) -> Iterator[TaskStore]:
+def seeded(store: TaskStore) -> TaskStore:
     store.save(
         TaskInfo(SEEDED_ID, "originq:WK_C180", TaskStatus.SUCCESS, result={"00": 3}),
         [TaskShard(SEEDED_ID, 0, "job-0", "originq:WK_C180", status=TaskStatus.SUCCESS)],
     )
-    yield store
+    return store
 
 
 FUZZ = settings(
