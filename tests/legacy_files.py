@@ -367,7 +367,16 @@ def _sharded_live() -> list[LegacyTask]:
             submit_time="2025-03-05T00:00:00+00:00",
             update_time="sometime yesterday",
             metadata_text=old_json({"note": "update_time is not a timestamp"}),
-            expected_metadata={"note": "update_time is not a timestamp"},
+            # read with update_time = submit_time, the original kept: timestamps.repair_times
+            expected_metadata={
+                "note": "update_time is not a timestamp",
+                "unreadable_timestamps": {
+                    "update_time": {
+                        "stored": "sometime yesterday",
+                        "read_as": "2025-03-05T00:00:00.000000+00:00",
+                    }
+                },
+            },
         ),
         LegacyTask(
             task_id="originq-batch-legacy-1",

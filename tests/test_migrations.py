@@ -108,11 +108,17 @@ def _expected_task(task: LegacyTask, task_id: str) -> dict[str, Any]:
         result=task.result,
         shots=task.shots,
         submit_time=expected_instant(task.submit_time),
-        update_time=expected_instant(task.update_time),
+        update_time=_read_time(task.update_time, task.submit_time),
         metadata=task.expected_metadata,
         error_message=task.error_message,
         archived_at=expected_instant(task.archived_at) if task.archived_at else None,
     ).to_dict()
+
+
+def _read_time(stored: str, fallback: str) -> str:
+    """What a stored time reads as: unreadable text falls back (timestamps.repair_times)."""
+    instant = expected_instant(stored)
+    return instant if instant != stored or stored[:4].isdigit() else expected_instant(fallback)
 
 
 def _expected_shards(task: LegacyTask, task_id: str) -> list[dict[str, Any]]:

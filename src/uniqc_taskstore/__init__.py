@@ -8,6 +8,7 @@ from importlib.metadata import version as _installed_version
 from .backends.base import APPLICATION_ID
 from .errors import (
     CorruptDatabaseError,
+    CorruptRowError,
     DatabaseBusyError,
     DatabaseConnectionError,
     DatabaseError,
@@ -60,6 +61,7 @@ __all__ = [
     "UNIQC_TASK_ID_PREFIX",
     "BulkResult",
     "CorruptDatabaseError",
+    "CorruptRowError",
     "DatabaseBusyError",
     "DatabaseConnectionError",
     "DatabaseError",

@@ -13,12 +13,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import String, Text
+from sqlalchemy import ColumnElement, DateTime, String, Text, cast, func, type_coerce
 from sqlalchemy.dialects import mysql, postgresql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from .jsoncodec import JsonReady, decode_json, dump_jsonable, from_jsonable, to_jsonable
+from .model import Unreadable
 from .timestamps import format_timestamp, normalize_timestamp, parse_timestamp
 
 _MYSQL = ("mysql", "mariadb")
@@ -44,10 +45,13 @@ class IdText(TypeDecorator[str]):
             return value.encode("utf-8")
         return value
 
-    def process_result_value(self, value: Any, dialect: Dialect) -> str | None:
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:  # str, or Unreadable
         if isinstance(value, (bytes, bytearray)):
-            return bytes(value).decode("utf-8")
-        return value  # type: ignore[no-any-return]
+            try:
+                return bytes(value).decode("utf-8")
+            except UnicodeDecodeError:
+                return Unreadable("bytes that are not UTF-8 text")
+        return value
 
 
 StatusText: TypeEngine[str] = Text().with_variant(String(16), *_MYSQL)
@@ -61,7 +65,11 @@ class JsonDocument(TypeDecorator[Any]):
     """A result or metadata value, stored through :mod:`uniqc_taskstore.jsoncodec`.
 
     Bind a :class:`~uniqc_taskstore.jsoncodec.JsonReady` (from ``prepare_json``) to
-    have a refused value named by its field before any statement runs."""
+    have a refused value named by its field before any statement runs. A stored
+    document that cannot be decoded reads as :class:`~uniqc_taskstore.model.Unreadable`
+    rather than failing the whole result, so one bad row can be named and skipped;
+    PostgreSQL hands the text over uncooked for the same reason (its driver would
+    parse it while fetching)."""
 
     impl = Text
     cache_ok = True
@@ -81,16 +89,27 @@ class JsonDocument(TypeDecorator[Any]):
             return tree
         return dump_jsonable(tree)
 
+    def column_expression(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
+        if isinstance(self.impl, postgresql.JSON):  # this dialect's copy of the type
+            return type_coerce(cast(column, Text), self)
+        return column
+
     def process_result_value(self, value: Any, dialect: Dialect) -> Any:
         if value is None:
             return None
-        if dialect.name == "postgresql":
+        try:
+            if isinstance(value, (str, bytes, bytearray)):
+                return decode_json(bytes(value) if isinstance(value, bytearray) else value)
             return from_jsonable(value)
-        return decode_json(value)
+        except (ValueError, TypeError, RecursionError) as exc:
+            return Unreadable(_reason(exc, "JSON"))
 
 
 class Timestamp(TypeDecorator[str]):
-    """An instant, handed in and out as canonical UTC ISO-8601 text."""
+    """An instant, handed in and out as canonical UTC ISO-8601 text.
+
+    PostgreSQL hands it over as UTC whatever the session's time zone, so that
+    instants near year 1 or 9999 read back in any zone."""
 
     impl = Text
     cache_ok = True
@@ -111,13 +130,28 @@ class Timestamp(TypeDecorator[str]):
             return _as_utc(value).replace(tzinfo=None)
         return normalize_timestamp(value)
 
-    def process_result_value(self, value: Any, dialect: Dialect) -> str | None:
+    def column_expression(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
+        if isinstance(self.impl, DateTime) and self.impl.timezone:  # PostgreSQL's copy
+            return func.timezone("UTC", column, type_=self)
+        return column
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:  # str, or Unreadable
         if value is None or isinstance(value, str):
-            return value
-        assert isinstance(value, datetime)
-        if value.tzinfo is None:  # MySQL DATETIME holds UTC without a zone
+            return value  # unreadable text is repaired with its row: timestamps.repair_times
+        if not isinstance(value, datetime):
+            return Unreadable(f"a {type(value).__name__} where a timestamp belongs")
+        if value.tzinfo is None:  # UTC without a zone (MySQL DATETIME; PostgreSQL, above)
             value = value.replace(tzinfo=UTC)
         return format_timestamp(value)
+
+
+def _reason(exc: BaseException, what: str) -> str:
+    if isinstance(exc, RecursionError):
+        return f"{what} nested too deeply to read"
+    try:
+        return f"not readable {what}: {exc}"[:200]
+    except ValueError:  # an exception whose message cannot be built
+        return f"not readable {what}: {type(exc).__name__}"
 
 
 def _as_utc(value: str | datetime) -> datetime:

@@ -68,7 +68,28 @@ class SchemaTooNewError(DatabaseError):
 
 
 class CorruptDatabaseError(DatabaseError):
-    """The file is not a readable SQLite database (truncated or damaged)."""
+    """The file is not a readable SQLite database (truncated or damaged), or a stored
+    row cannot be read (:class:`CorruptRowError`)."""
+
+
+class CorruptRowError(CorruptDatabaseError):
+    """One stored row holds a value the store cannot read back.
+
+    ``table`` and ``key`` name the row (``key`` is the task id, or ``(task id, shard
+    index)`` for a shard), ``column`` the bad value and ``reason`` what is wrong with
+    it. Listing methods take ``on_corrupt=`` to skip such rows and report them;
+    :func:`uniqc_taskstore.integrity.find_corrupt_rows` finds every one.
+    """
+
+    def __init__(self, table: str, key: object, column: str, reason: str) -> None:
+        self.table = table
+        self.key = key
+        self.column = column
+        self.reason = reason
+        super().__init__(
+            f"{table} row {_short_repr(key)}: column {column} cannot be read ({reason}); "
+            "fix or delete that row (uniqc_taskstore.integrity.find_corrupt_rows lists them all)"
+        )
 
 
 class MigrationError(DatabaseError):
@@ -102,4 +123,6 @@ def _short_repr(value: object, limit: int = 120) -> str:
         text = repr(value)
     except RecursionError:
         return f"<{type(value).__name__} nested too deeply to show>"
+    except Exception:  # e.g. an int too long for str(): the error must still be built
+        return f"<{type(value).__name__} that cannot be shown>"
     return text if len(text) <= limit else text[: limit - 3] + "..."

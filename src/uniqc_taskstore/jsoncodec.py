@@ -15,6 +15,10 @@ numpy scalars and arrays are recognised without importing numpy: anything with
 back as the equal Python number and an array as nested lists. Tuples come back
 as lists, as with :mod:`json`. Anything else is refused with
 :class:`UnserializableValueError` naming where in the value it sits.
+
+Limits, the same on every database, so that what is saved can always be read back:
+lists and dicts nest at most :data:`MAX_DEPTH` deep, and integers have at most
+:data:`MAX_INT_DIGITS` digits (Python reads no longer ones from text).
 """
 
 from __future__ import annotations
@@ -27,6 +31,11 @@ from typing import Any, NamedTuple
 from .errors import UnserializableValueError
 
 TAG = "$uniqc"
+MAX_DEPTH = 100
+"""Deepest nesting of lists and dicts in a stored result or metadata value."""
+MAX_INT_DIGITS = 4300
+"""Most digits of a stored integer: Python's own limit for reading one from text."""
+_INT_BOUND = 10**MAX_INT_DIGITS
 _HashableKey = str | int | float | bool | None | tuple[Any, ...]
 
 
@@ -66,7 +75,7 @@ def decode_json(text: str | bytes) -> Any:
 def to_jsonable(value: Any, field: str = "value") -> Any:
     """``value`` as plain JSON data (tagged where JSON has no form for it)."""
     try:
-        return _encode(value, field)
+        return _encode(value, field, 0)
     except RecursionError:
         raise UnserializableValueError(
             field, value, "is nested too deeply or contains itself"
@@ -76,31 +85,45 @@ def to_jsonable(value: Any, field: str = "value") -> Any:
 def from_jsonable(data: Any) -> Any:
     """Inverse of :func:`to_jsonable`, for drivers that hand back parsed JSON."""
     if isinstance(data, list):
-        return [from_jsonable(item) for item in data]
+        decoded = []
+        for item in data:  # a loop, not a comprehension: one stack frame per level
+            decoded.append(from_jsonable(item))
+        return decoded
     if isinstance(data, dict):
-        return _decode_tagged({key: from_jsonable(item) for key, item in data.items()})
+        fields = {}
+        for key, item in data.items():
+            fields[key] = from_jsonable(item)
+        return _decode_tagged(fields)
     return data
 
 
-def _encode(value: Any, path: str) -> Any:
+def _encode(value: Any, path: str, depth: int) -> Any:
     if value is None or isinstance(value, (str, bool)):
         return value
     if isinstance(value, int):
+        if not -_INT_BOUND < value < _INT_BOUND:
+            raise UnserializableValueError(
+                path, value, f"an integer of more than {MAX_INT_DIGITS} digits cannot be stored"
+            )
         return int(value)
     if isinstance(value, float):
         return float(value) if math.isfinite(value) else _special_float(value)
     if isinstance(value, complex):
         return {
             TAG: "complex",
-            "real": _encode(value.real, path),
-            "imag": _encode(value.imag, path),
+            "real": _encode(value.real, path, depth),
+            "imag": _encode(value.imag, path, depth),
         }
+    if isinstance(value, (Mapping, list, tuple)) and depth >= MAX_DEPTH:
+        raise UnserializableValueError(
+            path, value, f"lists and dicts nest more than {MAX_DEPTH} deep"
+        )
     if isinstance(value, Mapping):
-        return _encode_mapping(value, path)
+        return _encode_mapping(value, path, depth + 1)
     if isinstance(value, (list, tuple)):
-        return [_encode(item, f"{path}[{index}]") for index, item in enumerate(value)]
+        return [_encode(item, f"{path}[{index}]", depth + 1) for index, item in enumerate(value)]
     if hasattr(value, "dtype") and callable(getattr(value, "tolist", None)):
-        return _encode(value.tolist(), path)
+        return _encode(value.tolist(), path, depth)
     raise UnserializableValueError(
         path,
         value,
@@ -109,22 +132,26 @@ def _encode(value: Any, path: str) -> Any:
     )
 
 
-def _encode_mapping(value: Mapping[Any, Any], path: str) -> Any:
+def _encode_mapping(value: Mapping[Any, Any], path: str, depth: int) -> Any:
     if all(isinstance(key, str) for key in value) and TAG not in value:
-        return {key: _encode(item, f"{path}[{key!r}]") for key, item in value.items()}
+        return {key: _encode(item, f"{path}[{key!r}]", depth) for key, item in value.items()}
     items = []
     for key, item in value.items():
-        items.append([_encode_key(key, path), _encode(item, f"{path}[{key!r}]")])
+        items.append([_encode_key(key, path, depth), _encode(item, f"{path}[{key!r}]", depth)])
     return {TAG: "map", "items": items}
 
 
-def _encode_key(key: Any, path: str) -> Any:
+def _encode_key(key: Any, path: str, depth: int) -> Any:
     if isinstance(key, tuple):
-        return {TAG: "tuple", "items": [_encode_key(part, path) for part in key]}
+        if depth >= MAX_DEPTH:
+            raise UnserializableValueError(
+                f"{path} key", key, f"tuples nest more than {MAX_DEPTH} deep"
+            )
+        return {TAG: "tuple", "items": [_encode_key(part, path, depth + 1) for part in key]}
     if key is None or isinstance(key, (str, int, float, complex)):
-        return _encode(key, path)
+        return _encode(key, path, depth)
     if hasattr(key, "dtype") and callable(getattr(key, "tolist", None)):
-        return _encode_key(key.tolist(), path)
+        return _encode_key(key.tolist(), path, depth)
     raise UnserializableValueError(
         f"{path} key", key, f"a {type(key).__name__} cannot be stored as a JSON key"
     )

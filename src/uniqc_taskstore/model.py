@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import uuid
 from collections.abc import Iterable, Mapping
@@ -10,7 +11,7 @@ from enum import StrEnum
 from typing import Any, Self
 
 from .errors import InvalidInputError
-from .timestamps import parse_timestamp, utc_now
+from .timestamps import is_readable_timestamp, parse_timestamp, utc_now
 
 UNIQC_TASK_ID_PREFIX = "uqt_"
 MAX_ID_LENGTH = 255
@@ -18,6 +19,9 @@ MAX_ID_LENGTH = 255
 
 MAX_COUNT = 2**31 - 1
 """Largest shots, index, offset or circuit count: a 32-bit integer on every database."""
+
+MAX_ROWS = 2**62
+"""Largest ``limit`` or ``offset``: a 64-bit integer on every database."""
 
 _UNIQC_TASK_ID = re.compile(r"uqt_[0-9a-f]{32}")
 
@@ -168,6 +172,89 @@ def validate_id(value: object, field_name: str) -> str:
     return value
 
 
+def validate_key(value: object, field_name: str) -> str:
+    """``value`` if it can be looked up: a string without NUL that is valid Unicode.
+    (An empty or overlong id is a valid question whose answer is "no such task".)"""
+    if not isinstance(value, str):
+        raise InvalidInputError(field_name, value, "must be a string")
+    if "\x00" in value:
+        raise InvalidInputError(field_name, value, "contains a NUL character")
+    _require_utf8(value, field_name)
+    return value
+
+
+def validate_optional_key(value: object, field_name: str) -> str | None:
+    """None, or a string :func:`validate_key` accepts (filters such as ``backend=``)."""
+    return None if value is None else validate_key(value, field_name)
+
+
+def validate_statuses(value: object, field_name: str = "status") -> list[TaskStatus]:
+    """One status or an iterable of them as a list (a status filter)."""
+    if isinstance(value, (TaskStatus, str)):
+        return [coerce_status(value, field_name)]
+    if isinstance(value, (bytes, Mapping)) or not isinstance(value, Iterable):
+        raise InvalidInputError(field_name, value, "must be a status or an iterable of statuses")
+    return [coerce_status(item, field_name) for item in value]
+
+
+def validate_items(value: object, field_name: str) -> list[Any]:
+    """The items of a list or tuple argument (tasks, shards)."""
+    if not isinstance(value, (list, tuple)):
+        raise InvalidInputError(field_name, value, "must be a list or tuple")
+    return list(value)
+
+
+def validate_page(limit: object, offset: object = None) -> None:
+    """``limit`` and ``offset`` are None or a non-negative integer a database can take."""
+    for name, value in (("limit", limit), ("offset", offset)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise InvalidInputError(name, value, "must be a non-negative integer or None")
+        if value > MAX_ROWS:
+            raise InvalidInputError(name, value, f"is larger than {MAX_ROWS}")
+
+
+def validate_cursor(value: object) -> tuple[str, str] | None:
+    """None, or a page's ``next_after``: a (submit time, task id) pair."""
+    if value is None:
+        return None
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise InvalidInputError("after", value, "must be a previous page's next_after or None")
+    submitted, task_id = value
+    if not is_readable_timestamp(submitted):
+        raise InvalidInputError("after", value, "must start with an ISO-8601 submit time")
+    return submitted, validate_key(task_id, "after")
+
+
+def validate_flag(value: object, field_name: str) -> bool:
+    """``value`` if it is a bool."""
+    if not isinstance(value, bool):
+        raise InvalidInputError(field_name, value, "must be True or False")
+    return value
+
+
+def validate_callback(value: object, field_name: str) -> None:
+    """``value`` is None or callable."""
+    if value is not None and not callable(value):
+        raise InvalidInputError(field_name, value, "must be a callable or None")
+
+
+def validate_path(value: object, field_name: str) -> None:
+    """``value`` is None or a path the operating system can take."""
+    if value is None:
+        return
+    path = os.fspath(value) if isinstance(value, (str, os.PathLike)) else None
+    if not isinstance(path, str):
+        raise InvalidInputError(field_name, value, "must be a path (str or os.PathLike)")
+    if "\x00" in path:
+        raise InvalidInputError(field_name, value, "contains a NUL character")
+    try:
+        os.fsencode(path)
+    except UnicodeError as exc:
+        raise InvalidInputError(field_name, value, "cannot be a file name here") from exc
+
+
 def _require_utf8(value: str, field_name: str) -> None:
     try:
         value.encode("utf-8")
@@ -175,7 +262,8 @@ def _require_utf8(value: str, field_name: str) -> None:
         raise InvalidInputError(field_name, value, "is not valid Unicode text") from exc
 
 
-def _validate_count(value: object, field_name: str, minimum: int) -> int:
+def validate_count(value: object, field_name: str, minimum: int = 0) -> int:
+    """``value`` if it is an integer from ``minimum`` to :data:`MAX_COUNT`."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidInputError(field_name, value, "must be an integer")
     if value < minimum:
@@ -208,7 +296,7 @@ def validate_task(task: TaskInfo) -> None:
     validate_id(task.task_id, "task_id")
     validate_id(task.backend, "backend")
     task.status = coerce_status(task.status)
-    _validate_count(task.shots, "shots", 0)
+    validate_count(task.shots, "shots", 0)
     if not isinstance(task.metadata, dict):
         raise InvalidInputError("metadata", task.metadata, "must be a dict")
     validate_optional_text(task.error_message, "error_message")
@@ -256,14 +344,22 @@ def validate_shard(shard: TaskShard) -> None:
     if not isinstance(shard, TaskShard):
         raise InvalidInputError("shard", shard, "expected a TaskShard")
     validate_id(shard.uniqc_task_id, "uniqc_task_id")
-    _validate_count(shard.shard_index, "shard_index", 0)
+    validate_count(shard.shard_index, "shard_index", 0)
     validate_id(shard.platform_task_id, "platform_task_id")
     validate_id(shard.backend, "backend")
-    _validate_count(shard.circuit_count, "circuit_count", 1)
-    _validate_count(shard.sub_index_offset, "sub_index_offset", 0)
+    validate_count(shard.circuit_count, "circuit_count", 1)
+    validate_count(shard.sub_index_offset, "sub_index_offset", 0)
     shard.status = coerce_status(shard.status)
     validate_optional_text(shard.error_message, "error_message")
     _validate_time(shard.submit_time, "submit_time")
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """Stands in for a stored value that cannot be read back (malformed JSON, a BLOB
+    where a timestamp belongs); the row holding it is corrupt."""
+
+    reason: str
 
 
 @dataclass(frozen=True)

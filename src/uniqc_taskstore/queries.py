@@ -7,14 +7,14 @@ archived tables alike. Tags are read for a whole page in one extra query.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
-from sqlalchemy import Connection, Select, func, select
+from sqlalchemy import Connection, RowMapping, Select, func, select
 
 from . import statements as sql
 from .engine import Database
-from .errors import InvalidInputError
+from .errors import CorruptRowError, InvalidInputError
 from .filters import Sort, TaskFilter, TaskTables, decode_cursor, encode_cursor, filter_clauses
 from .model import TaskInfo, TaskPage, TaskShard, TaskSummary, coerce_status
 from .tags import BATCH_IDS, tags_of
@@ -50,9 +50,33 @@ def select_tasks(
     return stmt
 
 
-def read_tasks(conn: Connection, side: TaskTables, stmt: Select[Any]) -> list[TaskInfo]:
-    """Run a task SELECT and attach each task's tags (one query per 500 tasks)."""
-    found = [sql.task_from_row(row) for row in conn.execute(stmt).mappings()]
+def read_tasks(
+    conn: Connection,
+    side: TaskTables,
+    stmt: Select[Any],
+    on_corrupt: Callable[[CorruptRowError], object] | None = None,
+) -> list[TaskInfo]:
+    """Run a task SELECT and attach each task's tags (one query per 500 tasks). A row
+    that cannot be read raises :class:`CorruptRowError`, or, with ``on_corrupt``, is
+    skipped and handed to it."""
+    return tasks_of_rows(conn, side, conn.execute(stmt).mappings().all(), on_corrupt)
+
+
+def tasks_of_rows(
+    conn: Connection,
+    side: TaskTables,
+    rows: Sequence[RowMapping],
+    on_corrupt: Callable[[CorruptRowError], object] | None,
+) -> list[TaskInfo]:
+    """The tasks of rows read from ``side``'s task table, with their tags."""
+    found = []
+    for row in rows:
+        try:
+            found.append(sql.task_from_row(row))
+        except CorruptRowError as exc:
+            if on_corrupt is None:
+                raise
+            on_corrupt(exc)
     tags = tags_of(conn, side.tags, [t.task_id for t in found])
     for task in found:
         task.tags = tags.get(task.task_id, {})
@@ -82,6 +106,7 @@ def page(
     cursor: str | None,
     after: Position | None,
     include_results: bool,
+    on_corrupt: Callable[[CorruptRowError], object] | None = None,
 ) -> TaskPage:
     """One keyset page and the cursor of the next (None after the last page). A
     negative ``limit`` means every remaining task, as :meth:`TaskStore.list` reads it."""
@@ -106,16 +131,27 @@ def page(
         include_results=include_results,
         position=position,
     )
-    found = db.read(lambda conn: read_tasks(conn, side, stmt))
-    more = 0 < limit < len(found)
-    found = found[:limit] if limit > 0 else found
-    if not found:
+
+    def read(conn: Connection) -> tuple[list[TaskInfo], tuple[Any, str] | None, bool]:
+        rows = conn.execute(stmt).mappings().all()
+        more = 0 < limit < len(rows)
+        rows = rows[:limit] if limit > 0 else rows
+        # A row skipped by on_corrupt still ends the page where it stands.
+        last = (rows[-1][sort.order_by], rows[-1]["task_id"]) if rows else None
+        return tasks_of_rows(conn, side, rows, on_corrupt), last, more
+
+    found, last, more = db.read(read)
+    if last is None:
         return TaskPage(found, None, None, cursor)
-    value, task_id = sort.key(found[-1])
+    value, task_id = last
+    if not isinstance(value, str):  # an unreadable sort key: resume after the last good row
+        if not found:
+            raise CorruptRowError(side.tasks.name, task_id, sort.order_by, "unreadable sort key")
+        value, task_id = sort.key(found[-1])
     resume = encode_cursor(sort, value, task_id)
     if not more:
         return TaskPage(found, None, None, resume)
-    next_after = (found[-1].submit_time, task_id) if sort == Sort() else None
+    next_after = (value, task_id) if sort == Sort() else None
     return TaskPage(found, next_after, resume, resume)
 
 

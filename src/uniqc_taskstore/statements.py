@@ -27,11 +27,20 @@ from sqlalchemy import (
 
 from .backends import Backend
 from .backends.base import Incoming
+from .errors import CorruptRowError, InvalidInputError
 from .filters import ARCHIVED, LIVE, backend_matches
 from .jsoncodec import prepare_json
-from .model import TERMINAL_STATUSES, TaskInfo, TaskShard, coerce_status, legacy_task_name
+from .model import (
+    TERMINAL_STATUSES,
+    TaskInfo,
+    TaskShard,
+    TaskStatus,
+    Unreadable,
+    coerce_status,
+    legacy_task_name,
+)
 from .schema import task_shards, tasks
-from .timestamps import normalize_timestamp
+from .timestamps import normalize_timestamp, repair_times
 
 _TERMINAL = sorted(s.value for s in TERMINAL_STATUSES)
 _KEEP_WHEN_STALE = ("result_json", "error_message")
@@ -73,37 +82,96 @@ def shard_row(shard: TaskShard) -> dict[str, Any]:
 
 
 def task_from_row(row: Mapping[Any, Any]) -> TaskInfo:
-    """A task read from ``tasks`` or ``archived_tasks`` (result absent in summaries)."""
+    """A task read from ``tasks`` or ``archived_tasks`` (result absent in summaries).
+
+    Raises :class:`CorruptRowError` naming the task and column of a value that cannot
+    be read; unreadable legacy timestamp text is repaired (:func:`readable_row`)."""
+    table = "archived_tasks" if "archived_at" in row else "tasks"
+    row = readable_row(table, row)
+    key = row["task_id"]
     return TaskInfo(
-        task_id=row["task_id"],
-        backend=row["backend"],
-        status=coerce_status(row["status"]),
+        task_id=_text(table, key, row, "task_id"),
+        backend=_text(table, key, row, "backend"),
+        status=_status(table, key, row),
         result=row.get("result_json"),
-        shots=row["shots"],
+        shots=_count(table, key, row, "shots"),
         submit_time=row["submit_time"],
         update_time=row["update_time"],
-        metadata=row["metadata_json"] if row["metadata_json"] is not None else {},
-        error_message=row["error_message"],
+        metadata=_metadata(table, key, row),
+        error_message=_text(table, key, row, "error_message", optional=True),
         archived_at=row.get("archived_at"),
         name=row.get("name"),
     )
 
 
 def shard_from_row(row: Mapping[Any, Any]) -> TaskShard:
-    """A shard read from ``task_shards`` or ``archived_task_shards``."""
+    """A shard read from ``task_shards`` or ``archived_task_shards``; raises
+    :class:`CorruptRowError` as :func:`task_from_row` does."""
+    table = "archived_task_shards" if "archived_at" in row else "task_shards"
+    row = readable_row(table, row)
+    key = (row["uniqc_task_id"], row["shard_index"])
     return TaskShard(
-        uniqc_task_id=row["uniqc_task_id"],
-        shard_index=row["shard_index"],
-        platform_task_id=row["platform_task_id"],
-        backend=row["backend"],
-        circuit_count=row["circuit_count"],
-        sub_index_offset=row["sub_index_offset"],
-        status=coerce_status(row["status"]),
+        uniqc_task_id=_text(table, key, row, "uniqc_task_id"),
+        shard_index=_count(table, key, row, "shard_index"),
+        platform_task_id=_text(table, key, row, "platform_task_id"),
+        backend=_text(table, key, row, "backend"),
+        circuit_count=_count(table, key, row, "circuit_count"),
+        sub_index_offset=_count(table, key, row, "sub_index_offset"),
+        status=_status(table, key, row),
         result=row["result_json"],
-        error_message=row["error_message"],
+        error_message=_text(table, key, row, "error_message", optional=True),
         submit_time=row["submit_time"],
         update_time=row["update_time"],
     )
+
+
+def readable_row(table: str, row: Mapping[Any, Any]) -> dict[str, Any]:
+    """``row`` as stored, checked: a value that cannot be read raises
+    :class:`CorruptRowError`; timestamp text that is no timestamp is replaced by the
+    rule of :func:`~uniqc_taskstore.timestamps.repair_times` (the original kept in
+    the task's metadata). Every reader of raw rows (the dataclasses, copies) uses it."""
+    key = row.get("task_id", (row.get("uniqc_task_id"), row.get("shard_index")))
+    for column, value in row.items():
+        if isinstance(value, Unreadable):
+            raise CorruptRowError(table, key, column, value.reason)
+    names = [name for name in ("submit_time", "update_time", "archived_at") if name in row]
+    times, metadata = repair_times({name: row[name] for name in names}, row.get("metadata_json"))
+    fixed = dict(row) | times
+    if "metadata_json" in row:
+        fixed["metadata_json"] = metadata
+    return fixed
+
+
+def _text(
+    table: str, key: object, row: Mapping[Any, Any], column: str, *, optional: bool = False
+) -> Any:
+    value = row[column]
+    if isinstance(value, str) or (optional and value is None):
+        return value
+    raise CorruptRowError(table, key, column, f"a {type(value).__name__} where text belongs")
+
+
+def _count(table: str, key: object, row: Mapping[Any, Any], column: str) -> int:
+    value = row[column]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise CorruptRowError(table, key, column, f"{value!r:.60} is not an integer")
+
+
+def _status(table: str, key: object, row: Mapping[Any, Any]) -> TaskStatus:
+    try:
+        return coerce_status(row["status"])
+    except InvalidInputError:
+        raise CorruptRowError(table, key, "status", f"{row['status']!r:.60} is no status") from None
+
+
+def _metadata(table: str, key: object, row: Mapping[Any, Any]) -> dict[str, Any]:
+    value = row["metadata_json"]
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        return value
+    raise CorruptRowError(table, key, "metadata_json", f"a {type(value).__name__}, not an object")
 
 
 # -- writes ------------------------------------------------------------------------------

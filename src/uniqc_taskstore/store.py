@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import builtins
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
@@ -29,6 +29,7 @@ from .engine import (
     shared_database,
 )
 from .errors import (
+    CorruptRowError,
     InvalidInputError,
     ShardLayoutError,
     ShardNotFoundError,
@@ -50,9 +51,18 @@ from .model import (
     TaskSummary,
     aggregate_status,
     coerce_status,
+    validate_callback,
+    validate_count,
+    validate_flag,
     validate_id,
+    validate_items,
+    validate_key,
+    validate_optional_key,
     validate_optional_text,
+    validate_page,
+    validate_path,
     validate_shard,
+    validate_statuses,
     validate_task,
 )
 from .queries import CountField
@@ -65,6 +75,9 @@ CACHE_DIR_ENV = "UNIQC_CACHE_DIR"
 URL_ENV = "UNIQC_TASKSTORE_URL"
 _BATCH_ROWS = 500
 """Ids per ``IN (...)`` list: well under every driver's bound-parameter limit."""
+
+OnCorrupt = Callable[[CorruptRowError], object]
+"""Called with each stored row a listing cannot read, which is then skipped."""
 
 
 class TaskStore:
@@ -90,6 +103,13 @@ class TaskStore:
     ) -> None:
         if sum(x is not None for x in (cache_dir, url, engine)) > 1:
             raise InvalidInputError("cache_dir/url/engine", None, "give at most one location")
+        validate_path(cache_dir, "cache_dir")
+        if url is not None and not isinstance(url, (str, URL, os.PathLike)):
+            raise InvalidInputError("url", url, "must be a database URL string or None")
+        validate_optional_key(schema, "schema")
+        validate_flag(create, "create")
+        if engine is not None and not isinstance(engine, Engine):
+            raise InvalidInputError("engine", engine, "must be a SQLAlchemy Engine or None")
         source = "url"
         if cache_dir is None and url is None and engine is None:
             url = os.environ.get(URL_ENV) or None
@@ -205,10 +225,11 @@ class TaskStore:
         self, tasks_: Sequence[TaskInfo], shards: Sequence[TaskShard] | None = None
     ) -> None:
         """:meth:`save` for many tasks (and shards of any of them) in one transaction."""
+        tasks_ = validate_items(tasks_, "tasks")
         for task in tasks_:
             validate_task(task)
         ids = {task.task_id for task in tasks_}
-        shard_list = list(shards or ())
+        shard_list = [] if shards is None else validate_items(shards, "shards")
         for shard in shard_list:
             validate_shard(shard)
             if shard.uniqc_task_id not in ids:
@@ -236,6 +257,7 @@ class TaskStore:
 
     def get(self, task_id: str) -> TaskInfo | None:
         """The task with this id (with its tags), or None."""
+        validate_key(task_id, "task_id")
         return self._db.read(lambda conn: queries.get_task(conn, LIVE, task_id))
 
     def list(
@@ -247,15 +269,25 @@ class TaskStore:
         include_results: bool = True,
         order_by: OrderBy = "submit_time",
         descending: bool = True,
+        on_corrupt: OnCorrupt | None = None,
         **criteria: Unpack[FilterArgs],
     ) -> builtins.list[TaskInfo]:
         """Tasks matching a :class:`TaskFilter` (or its fields as keywords: ``status``,
         ``backend``, ``submitted_after``, ``tags``, ``name``, ``search``, ...), newest
         first by submit time. ``backend`` matches a platform and its devices
-        (``originq`` finds ``originq:WK_C180``). ``limit=None`` or a negative limit means all (as in
-        the original). ``include_results=False`` skips loading result blobs."""
+        (``originq`` finds ``originq:WK_C180``). ``limit=None`` or a negative limit means
+        all (as in the original). ``include_results=False`` skips loading result blobs.
+        A stored row that cannot be read raises :class:`CorruptRowError`, unless
+        ``on_corrupt`` is given: then that row is skipped and handed to it."""
         return self._list(
-            LIVE, filter, criteria, limit, offset, include_results, Sort(order_by, descending)
+            LIVE,
+            filter,
+            criteria,
+            limit,
+            offset,
+            include_results,
+            Sort(order_by, descending),
+            on_corrupt,
         )
 
     def list_page(
@@ -268,13 +300,16 @@ class TaskStore:
         cursor: str | None = None,
         after: tuple[str, str] | None = None,
         include_results: bool = False,
+        on_corrupt: OnCorrupt | None = None,
         **criteria: Unpack[FilterArgs],
     ) -> TaskPage:
         """One keyset page of the filter's tasks in ``order_by`` order (ties by id). Pass
         the previous page's ``next_cursor`` as ``cursor`` to continue (``next_after`` as
         ``after`` still works for the default order). Pages stay consistent while tasks
         are added, and each costs the same however deep it is; ascending
-        ``update_time`` pages are a change feed: everything changed since a cursor."""
+        ``update_time`` pages are a change feed: everything changed since a cursor.
+        ``on_corrupt`` as in :meth:`list`."""
+        validate_callback(on_corrupt, "on_corrupt")
         return queries.page(
             self._db,
             LIVE,
@@ -284,6 +319,7 @@ class TaskStore:
             cursor=cursor,
             after=after,
             include_results=include_results,
+            on_corrupt=on_corrupt,
         )
 
     def count(self, filter: TaskFilter | None = None, **criteria: Unpack[FilterArgs]) -> int:
@@ -379,6 +415,7 @@ class TaskStore:
 
     def delete(self, task_id: str) -> bool:
         """Delete a task and its shards; True if it existed."""
+        validate_key(task_id, "task_id")
         return self._db.write(
             lambda conn: _deleted(
                 conn,
@@ -392,7 +429,9 @@ class TaskStore:
     ) -> int:
         """Delete the tasks in these statuses (default: every final one) with their
         shards; return how many tasks went."""
-        wanted = sorted({coerce_status(s, "terminal_statuses").value for s in terminal_statuses})
+        wanted = sorted(
+            {s.value for s in validate_statuses(terminal_statuses, "terminal_statuses")}
+        )
         if not wanted:
             return 0
         doomed = select(tasks.c.task_id).where(tasks.c.status.in_(wanted))
@@ -426,6 +465,7 @@ class TaskStore:
 
     def save_shards(self, shards: Sequence[TaskShard]) -> None:
         """:meth:`save_shard` for many shards, in one transaction."""
+        shards = validate_items(shards, "shards")
         for shard in shards:
             validate_shard(shard)
         now = utc_now()
@@ -508,6 +548,7 @@ class TaskStore:
         new_status = coerce_status(status)
         validate_optional_text(error_message, "error_message")
         validate_id(uniqc_task_id, "uniqc_task_id")
+        validate_count(shard_index, "shard_index")
         key = _shard_key(uniqc_task_id, shard_index)
         prepared = prepare_json(result, "result")
 
@@ -555,8 +596,8 @@ class TaskStore:
     ) -> TaskShard | None:
         """The shard of a platform job id. When several match (platforms reuse ids),
         the newest submitted wins; ``backend`` narrows to one platform or device."""
-        if backend is not None and not isinstance(backend, str):
-            raise InvalidInputError("backend", backend, "must be a string or None")
+        validate_key(platform_task_id, "platform_task_id")
+        validate_optional_key(backend, "backend")
         stmt = sql.select_shards_by_platform_id(platform_task_id, backend).limit(1)
         row = self._db.read(lambda conn: conn.execute(stmt).mappings().first())
         return sql.shard_from_row(row) if row else None
@@ -571,6 +612,7 @@ class TaskStore:
 
     def delete_shards(self, uniqc_task_id: str) -> int:
         """Delete a task's shards (not the task); return how many."""
+        validate_key(uniqc_task_id, "uniqc_task_id")
         stmt = delete(task_shards).where(task_shards.c.uniqc_task_id == uniqc_task_id)
         return self._db.write(lambda conn: int(conn.execute(stmt).rowcount))
 
@@ -578,13 +620,15 @@ class TaskStore:
     def aggregate_status(shards: Iterable[TaskShard | TaskStatus | str]) -> TaskStatus:
         """A task's status from its shards (or their statuses); see
         :func:`uniqc_taskstore.model.aggregate_status`."""
-        return aggregate_status(s.status if isinstance(s, TaskShard) else s for s in shards)
+        items = validate_items(shards, "shards")
+        return aggregate_status(s.status if isinstance(s, TaskShard) else s for s in items)
 
     # -- archive -----------------------------------------------------------------------------
 
     def archive(self, task_id: str) -> bool:
         """Move a finished task and its shards to the archive, stamped ``archived_at``;
         False if no such task. Raises :class:`TaskStateError` for an unfinished task."""
+        validate_key(task_id, "task_id")
 
         def work(conn: Connection) -> bool:
             status = conn.execute(
@@ -605,6 +649,7 @@ class TaskStore:
     def restore(self, task_id: str) -> bool:
         """Move an archived task and its shards back to the live tables; False if not
         archived. Raises :class:`TaskStateError` if a live task has the same id."""
+        validate_key(task_id, "task_id")
 
         def work(conn: Connection) -> bool:
             found = conn.execute(
@@ -628,6 +673,7 @@ class TaskStore:
 
     def get_archived(self, task_id: str) -> TaskInfo | None:
         """The archived task with this id (``archived_at`` set, with its tags), or None."""
+        validate_key(task_id, "task_id")
         return self._db.read(lambda conn: queries.get_task(conn, ARCHIVED, task_id))
 
     def get_archived_shards(self, uniqc_task_id: str) -> builtins.list[TaskShard]:
@@ -643,11 +689,20 @@ class TaskStore:
         include_results: bool = True,
         order_by: OrderBy = "submit_time",
         descending: bool = True,
+        on_corrupt: OnCorrupt | None = None,
         **criteria: Unpack[FilterArgs],
     ) -> builtins.list[TaskInfo]:
-        """Archived tasks newest first by submit time, with :meth:`list`'s filters."""
+        """Archived tasks newest first by submit time, with :meth:`list`'s filters and
+        ``on_corrupt``."""
         return self._list(
-            ARCHIVED, filter, criteria, limit, offset, include_results, Sort(order_by, descending)
+            ARCHIVED,
+            filter,
+            criteria,
+            limit,
+            offset,
+            include_results,
+            Sort(order_by, descending),
+            on_corrupt,
         )
 
     def count_archived(
@@ -659,6 +714,7 @@ class TaskStore:
 
     def delete_archived(self, task_id: str) -> bool:
         """Delete an archived task and its shards; True if it existed."""
+        validate_key(task_id, "task_id")
         return self._db.write(lambda conn: _deleted(conn, *sql.delete_archived_statements(task_id)))
 
     # -- tags and edits ----------------------------------------------------------------------
@@ -749,8 +805,11 @@ class TaskStore:
         offset: int | None,
         include_results: bool,
         sort: Sort,
+        on_corrupt: OnCorrupt | None,
     ) -> builtins.list[TaskInfo]:
         limit = _check_page(limit, offset)
+        validate_flag(include_results, "include_results")
+        validate_callback(on_corrupt, "on_corrupt")
         stmt = queries.select_tasks(
             side,
             make_filter(filter, criteria),
@@ -759,9 +818,10 @@ class TaskStore:
             offset=offset,
             include_results=include_results,
         )
-        return self._db.read(lambda conn: queries.read_tasks(conn, side, stmt))
+        return self._db.read(lambda conn: queries.read_tasks(conn, side, stmt, on_corrupt))
 
     def _shards(self, table: Any, uniqc_task_id: str) -> builtins.list[TaskShard]:
+        validate_key(uniqc_task_id, "uniqc_task_id")
         stmt = (
             select(table)
             .where(table.c.uniqc_task_id == uniqc_task_id)
@@ -831,6 +891,7 @@ def _check_page(limit: int | None, offset: int | None) -> int | None:
             raise InvalidInputError(name, value, "must be an integer or None")
     if offset is not None and offset < 0:
         raise InvalidInputError("offset", offset, "must be a non-negative integer or None")
+    validate_page(None if limit is None or limit < 0 else limit, offset)
     return None if limit is None or limit < 0 else limit
 
 

@@ -25,6 +25,7 @@ from .schema import (
     task_tags,
     tasks,
 )
+from .statements import readable_row
 from .store import TaskStore
 
 Progress = Callable[[int, int], None]
@@ -131,12 +132,14 @@ def _read_batch(
     stmt = select(task_table).order_by(task_table.c.task_id).limit(size)
     if after is not None:
         stmt = stmt.where(task_table.c.task_id > after)
-    batch = [dict(row) for row in conn.execute(stmt).mappings()]
+    # readable_row: the rows go out as get() reads them (legacy timestamp text repaired,
+    # an unreadable value a CorruptRowError naming its row).
+    batch = [readable_row(task_table.name, row) for row in conn.execute(stmt).mappings()]
     if not batch:
         return [], [], []
     ids = [row["task_id"] for row in batch]
     shards = [
-        dict(row)
+        readable_row(shard_table.name, row)
         for row in conn.execute(
             select(shard_table).where(shard_table.c.uniqc_task_id.in_(ids))
         ).mappings()

@@ -1,0 +1,172 @@
+"""Timestamps at the ends of the calendar, and legacy text that is no timestamp.
+
+Legacy files are built with ``tests/legacy_files.py`` and raw ``sqlite3``, under a
+fixed local time zone (``TZ`` + ``time.tzset()``), since naive legacy times are local.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from legacy_files import build_legacy_file, pragma
+from uniqc_taskstore import CURRENT_SCHEMA_VERSION, InvalidInputError, TaskInfo, TaskStore
+from uniqc_taskstore.timestamps import EPOCH, UNREADABLE_TIMES_KEY
+from uniqc_taskstore.transfer import copy_tasks
+
+EARLIEST = "0001-01-01T00:00:00.000000+00:00"
+LATEST = "9999-12-31T23:59:59.999999+00:00"
+ODD_ID = "uqt_" + "0d" * 16
+
+
+@pytest.fixture
+def local_zone(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], None]]:
+    """``local_zone("UTC+8")``-style switch of the process's local time zone."""
+
+    def switch(zone: str) -> None:
+        monkeypatch.setenv("TZ", zone)
+        time.tzset()
+
+    yield switch
+    monkeypatch.undo()
+    time.tzset()
+
+
+def _legacy_with_task(directory: Path, submit_time: str, update_time: str) -> Path:
+    legacy = build_legacy_file(directory, 5)
+    conn = sqlite3.connect(legacy.path)
+    with conn:
+        conn.execute(
+            "INSERT INTO tasks (task_id, backend, status, shots, submit_time, update_time,"
+            " metadata_json) VALUES (?, 'dummy', 'success', 10, ?, ?, '{\"k\": 1}')",
+            (ODD_ID, submit_time, update_time),
+        )
+        conn.execute(
+            "INSERT INTO task_shards (uniqc_task_id, shard_index, platform_task_id, backend,"
+            " status, submit_time, update_time) VALUES (?, 0, 'job', 'dummy', 'success', ?, ?)",
+            (ODD_ID, submit_time, update_time),
+        )
+    conn.close()
+    return legacy.path
+
+
+@pytest.mark.parametrize(
+    ("zone", "naive", "clamped"),
+    [("CST-8", "0001-01-01T00:00:00", EARLIEST), ("EST+5", "9999-12-31T23:59:59.999999", LATEST)],
+)
+def test_legacy_time_past_the_calendar_end_is_clamped_and_the_file_opens(
+    tmp_path: Path, local_zone: Callable[[str], None], zone: str, naive: str, clamped: str
+) -> None:
+    local_zone(zone)
+    path = _legacy_with_task(tmp_path / "cache", naive, naive)
+    with TaskStore(cache_dir=tmp_path / "cache") as store:
+        task = store.get(ODD_ID)
+        assert task is not None
+        assert (task.submit_time, task.update_time) == (clamped, clamped)
+        assert store.get_shards(ODD_ID)[0].submit_time == clamped
+        store.save(task)  # what was read can be saved again
+    assert pragma(path, "user_version") == CURRENT_SCHEMA_VERSION
+
+
+@pytest.mark.parametrize(
+    ("zone", "naive"), [("CST-8", "0001-01-01T00:00:00"), ("EST+5", "9999-12-31T23:59:59.999999")]
+)
+def test_save_refuses_a_time_past_the_calendar_end(
+    store: TaskStore, local_zone: Callable[[str], None], zone: str, naive: str
+) -> None:
+    local_zone(zone)
+    with pytest.raises(InvalidInputError, match="storable range") as caught:
+        store.save(TaskInfo(ODD_ID, "dummy", submit_time=naive))
+    assert caught.value.field == "submit_time"
+    assert store.get(ODD_ID) is None
+
+
+def test_calendar_end_instants_round_trip(store: TaskStore) -> None:
+    for index, instant in enumerate((EARLIEST, LATEST)):
+        task_id = f"uqt_{index:032x}"
+        store.save(TaskInfo(task_id, "dummy", submit_time=instant))
+        stored = store.get(task_id)
+        assert stored is not None
+        assert stored.submit_time == instant
+
+
+def test_postgresql_reads_calendar_ends_whatever_the_session_time_zone(
+    fresh_database_url: Callable[[str], str],
+) -> None:
+    url = fresh_database_url("postgresql")
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        database = conn.execute(text("SELECT current_database()")).scalar_one()
+        conn.execute(text(f"ALTER DATABASE {database} SET timezone = 'Asia/Shanghai'"))
+    engine.dispose()
+    with TaskStore(url=url) as store:
+        store.save(TaskInfo(ODD_ID, "dummy", submit_time=LATEST))
+        stored = store.get(ODD_ID)
+        assert stored is not None
+        assert stored.submit_time == LATEST
+
+
+def test_unreadable_legacy_time_falls_back_and_is_kept_in_metadata(
+    tmp_path: Path, local_zone: Callable[[str], None]
+) -> None:
+    local_zone("CST-8")
+    _legacy_with_task(tmp_path / "cache", "sometime yesterday", "2025-03-05T08:00:00")
+    with TaskStore(cache_dir=tmp_path / "cache") as store:
+        task = store.get(ODD_ID)
+        assert task is not None
+        assert task.submit_time == task.update_time == "2025-03-05T00:00:00.000000+00:00"
+        assert task.metadata == {
+            "k": 1,
+            UNREADABLE_TIMES_KEY: {
+                "submit_time": {"stored": "sometime yesterday", "read_as": task.submit_time}
+            },
+        }
+        assert ODD_ID in [t.task_id for t in store.list()]
+        assert store.get_shards(ODD_ID)[0].submit_time == task.submit_time
+        store.save(task)
+        again = store.get(ODD_ID)
+        assert again is not None
+        assert (again.submit_time, again.metadata) == (task.submit_time, task.metadata)
+
+
+def test_a_row_with_no_readable_time_falls_back_to_the_epoch(
+    tmp_path: Path, local_zone: Callable[[str], None]
+) -> None:
+    local_zone("CST-8")
+    _legacy_with_task(tmp_path / "cache", "sometime yesterday", "never")
+    with TaskStore(cache_dir=tmp_path / "cache") as store:
+        task = store.get(ODD_ID)
+        assert task is not None
+        assert (task.submit_time, task.update_time) == (EPOCH, EPOCH)
+        assert task.metadata[UNREADABLE_TIMES_KEY] == {
+            "submit_time": {"stored": "sometime yesterday", "read_as": EPOCH},
+            "update_time": {"stored": "never", "read_as": EPOCH},
+        }
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql", "mysql"])
+def test_copy_repairs_unreadable_legacy_times_the_same_way(
+    tmp_path: Path,
+    local_zone: Callable[[str], None],
+    fresh_database_url: Callable[[str], str],
+    kind: str,
+) -> None:
+    local_zone("CST-8")
+    _legacy_with_task(tmp_path / "cache", "sometime yesterday", "2025-03-05T08:00:00")
+    target = (
+        {"cache_dir": tmp_path / "copy"} if kind == "sqlite" else {"url": fresh_database_url(kind)}
+    )
+    with TaskStore(cache_dir=tmp_path / "cache") as source, TaskStore(**target) as destination:
+        report = copy_tasks(source, destination)
+        assert report.copied.tasks == report.source.tasks
+        copied = destination.get(ODD_ID)
+        assert copied is not None
+        assert copied == source.get(ODD_ID)
+        assert copy_tasks(source, destination).copied.tasks == 0
+    assert os.environ["TZ"] == "CST-8"
