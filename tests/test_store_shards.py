@@ -131,15 +131,31 @@ def test_reused_index_with_a_new_layout_is_checked_against_other_shards(
     assert store.get_shards(task.task_id) == before
 
 
-def test_two_shards_with_the_same_index_in_one_call_last_one_wins(store: TaskStore) -> None:
+def test_two_shards_with_the_same_index_in_one_write_raise_layout_error_and_write_nothing(
+    store: TaskStore,
+) -> None:
     task = make_task()
-    store.save(task)
     first = shard(task, 0, platform_task_id="first", circuit_count=1)
     last = shard(task, 0, platform_task_id="last", circuit_count=3)
-    store.save_shards([first, last])
-    (stored,) = store.get_shards(task.task_id)
-    assert (stored.platform_task_id, stored.circuit_count) == ("last", 3)
+    writes = [
+        lambda: store.save(task, [first, last]),
+        lambda: store.save_many([task], [first, last]),
+        lambda: store.save_shards([first, last]),
+    ]
+    for write in writes:
+        with pytest.raises(ShardLayoutError) as raised:
+            write()
+        assert (raised.value.field, raised.value.value) == ("shard_index", 0)
+        assert store.get_shards(task.task_id) == []
+        store.save(task)  # the parent for save_shards, the last write
     assert store.get_shard_by_platform_id("first") is None
+    assert store.get_shard_by_platform_id("last") is None
+
+
+def test_same_index_in_two_tasks_of_one_save_many_is_no_conflict(store: TaskStore) -> None:
+    one, two = make_task(), make_task()
+    store.save_many([one, two], [shard(one, 0), shard(two, 0)])
+    assert [len(store.get_shards(t.task_id)) for t in (one, two)] == [1, 1]
 
 
 def test_resubmission_with_new_platform_id_replaces_status_result_error_and_submit_time(
@@ -281,7 +297,8 @@ def test_update_shard_of_missing_shard_or_task_raises_shard_not_found(store: Tas
         store.update_shard(task.task_id, 1, status="success")
     with pytest.raises(ShardNotFoundError):
         store.update_shard(generate_uniqc_task_id(), 0, status="success")
-    assert status_of(store, task.task_id) == TaskStatus.PENDING
+    assert store.get_shards(task.task_id)[0].status == TaskStatus.PENDING
+    assert status_of(store, task.task_id) == TaskStatus.RUNNING
 
 
 def test_update_shard_with_unknown_status_raises_invalid_input_and_changes_nothing(
