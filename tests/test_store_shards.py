@@ -3,6 +3,7 @@ updates with task-status aggregation, and platform-id lookups."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -139,7 +140,7 @@ def test_two_shards_with_the_same_index_in_one_write_raise_layout_error_and_writ
     task = make_task()
     first = shard(task, 0, platform_task_id="first", circuit_count=1)
     last = shard(task, 0, platform_task_id="last", circuit_count=3)
-    writes = [
+    writes: list[Callable[[], None]] = [
         lambda: store.save(task, [first, last]),
         lambda: store.save_many([task], [first, last]),
         lambda: store.save_shards([first, last]),
