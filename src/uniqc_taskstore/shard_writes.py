@@ -33,12 +33,13 @@ def write_shards(
     new ``platform_task_id`` at a stored one: a resubmission).
 
     Raises :class:`TaskNotFoundError` for a missing parent and
-    :class:`ShardLayoutError` for two shards of one index in the write or a shard
-    sharing a circuit with another; nothing is written then."""
+    :class:`ShardLayoutError` (after all parents are found) for two shards of one
+    index in the write or a shard sharing a circuit with another; nothing is written
+    then."""
     if not shards:
         return set()
+    with_shards = _lock_parents(conn, sorted({shard.uniqc_task_id for shard in shards}))
     by_task = _by_task(shards)
-    with_shards = _lock_parents(conn, sorted(by_task))
     new_jobs = set(by_task) - with_shards
     for task_id in sorted(with_shards):
         if _check_against_stored(conn, task_id, by_task[task_id]):
