@@ -1,5 +1,5 @@
 """Sessions: ``nox -s tests``, ``nox -s lint``, ``nox -s typecheck``, ``nox -s reliability``,
-``nox -s sdk`` (the SDK's own task tests on ``uniqc_taskstore.compat``).
+``nox -s sdk`` (the SDK's own task tests on ``uniqc_taskstore.compat``), ``nox -s nightly``.
 
 Server tests run when UNIQC_TEST_POSTGRESQL_URL / UNIQC_TEST_MYSQL_URL are set
 (see README); they are skipped, with that reason, otherwise.
@@ -27,6 +27,15 @@ def reliability(session: nox.Session) -> None:
     """Only the reliability figures: concurrent writers, kill -9, racing pollers, bad input."""
     session.install("-e", ".[test,postgresql,mysql]")
     session.run("pytest", "-m", "reliability", "-s", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def nightly(session: nox.Session) -> None:
+    """The stateful model test with a large budget (500 runs of up to 60 steps per backend)."""
+    session.install("-e", ".[test,postgresql,mysql]")
+    session.env.setdefault("UNIQC_STATEFUL_EXAMPLES", "500")
+    session.env.setdefault("UNIQC_STATEFUL_STEPS", "60")
+    session.run("pytest", "-s", "tests/test_store_stateful.py", *session.posargs)
 
 
 @nox.session(python=PYTHON)

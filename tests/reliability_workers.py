@@ -213,6 +213,7 @@ class MixedWriter:
         shards = self._new_shards(task, expected, self.rng.randrange(1, 5))
         self.store.save(task, shards)
         self._expect_shards(expected, shards)
+        expected["status"] = "running"  # the aggregate of its pending shards
         self.expected[task.task_id] = expected
 
     def op_save_many(self) -> None:
@@ -222,6 +223,7 @@ class MixedWriter:
         self.store.save_many([task for task, _ in made], shards)
         for task, expected in made:
             self._expect_shards(expected, [s for s in shards if s.uniqc_task_id == task.task_id])
+            expected["status"] = "running"  # the aggregate of its pending shards
             self.expected[task.task_id] = expected
 
     def op_save_shard(self) -> None:
@@ -237,6 +239,7 @@ class MixedWriter:
         self.targets = [task_id]
         self.store.save_shard(shard)
         self._expect_shards(expected, [shard])
+        expected["status"] = "running"  # a new platform job reopens even a finished task
 
     def op_update_shard(self) -> None:
         self.performed = "update_shard"

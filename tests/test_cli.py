@@ -235,7 +235,7 @@ def test_list_shows_every_live_task(
     rows = {line.split()[0]: line.split()[1:3] for line in lines[1:]}
     assert rows == {
         seeded["done"].task_id: ["success", "dummy:simulator"],
-        seeded["waiting"].task_id: ["pending", "originq:WK_C180"],
+        seeded["waiting"].task_id: ["running", "originq:WK_C180"],  # its shards are pending
         seeded["broken"].task_id: ["failed", "ibm:brisbane"],
     }
 
@@ -248,7 +248,7 @@ def test_list_filters_by_status(
     ids = [line.split()[0] for line in out.splitlines()[1:]]
     assert ids == [seeded["done"].task_id]
     several = run_json(
-        capsys, "--cache-dir", str(cache_dir), "list", "--status", "failed", "--status", "pending"
+        capsys, "--cache-dir", str(cache_dir), "list", "--status", "failed", "--status", "running"
     )
     assert {t["task_id"] for t in several} == {
         seeded["broken"].task_id,

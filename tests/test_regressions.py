@@ -188,7 +188,6 @@ BAD_INPUTS: list[BadInput] = [
         ShardNotFoundError,
         lambda s: s.store.update_shard(s.running, 9, status="running"),
     ),
-    ("archive of an unfinished task", TaskStateError, lambda s: s.store.archive(s.running)),
     ("restore over a live task", TaskStateError, lambda s: s.store.restore(s.twin)),
     ("unknown status filter", InvalidInputError, lambda s: s.store.list(status="bogus")),
     ("negative offset", InvalidInputError, lambda s: s.store.list(offset=-1)),

@@ -1,14 +1,18 @@
-"""The archive: finished tasks and their shards move out of the live tables and back."""
+"""The archive: tasks (finished or not) and their shards move out of the live tables and
+back."""
 
 from __future__ import annotations
 
 import dataclasses
 import re
+import threading
+from collections import Counter
 from typing import Any
 
 import pytest
 
 from uniqc_taskstore import (
+    ShardNotFoundError,
     TaskInfo,
     TaskShard,
     TaskStateError,
@@ -56,18 +60,33 @@ def archived_copy(task: TaskInfo, archived_at: str | None) -> TaskInfo:
     return dataclasses.replace(task, archived_at=archived_at)
 
 
-def test_archive_of_unfinished_task_raises_task_state_error_and_moves_nothing(
-    store: TaskStore,
-) -> None:
+def test_archive_moves_an_unfinished_task_with_its_live_shards(store: TaskStore) -> None:
     for status in (TaskStatus.PENDING, TaskStatus.RUNNING):
         task, shards = saved(store, status)
-        with pytest.raises(TaskStateError):
-            store.archive(task.task_id)
-        assert store.get(task.task_id) == task
-        assert store.get_shards(task.task_id) == shards
-        assert store.get_archived(task.task_id) is None
-        assert store.get_archived_shards(task.task_id) == []
-    assert store.count_archived() == 0
+        assert task.status == TaskStatus.RUNNING  # the aggregate of its unfinished shards
+        assert store.archive(task.task_id) is True
+        archived = store.get_archived(task.task_id)
+        assert archived == archived_copy(task, archived.archived_at if archived else None)
+        assert store.get_archived_shards(task.task_id) == shards
+        assert store.get(task.task_id) is None
+        assert store.get_shards(task.task_id) == []
+    pending_without_shards, _ = saved(store, TaskStatus.PENDING, shard_count=0)
+    assert store.archive(pending_without_shards.task_id) is True
+    assert store.count_archived(status="pending") == 1
+    assert store.count() == 0
+
+
+def test_poll_of_an_archived_task_raises_shard_not_found_until_it_is_restored(
+    store: TaskStore,
+) -> None:
+    task, _ = saved(store, TaskStatus.RUNNING)
+    store.archive(task.task_id)
+    with pytest.raises(ShardNotFoundError):
+        store.update_shard(task.task_id, 0, status="success")
+    assert store.get_archived_shards(task.task_id)[0].status == TaskStatus.RUNNING
+    assert store.restore(task.task_id) is True
+    outcome = store.update_shard(task.task_id, 0, status="success")
+    assert (outcome.applied, outcome.task_status) == (True, TaskStatus.RUNNING)
 
 
 def test_archive_of_missing_task_returns_false(store: TaskStore) -> None:
@@ -278,3 +297,47 @@ def test_delete_archived_of_missing_task_returns_false_and_spares_live_tasks(
     assert store.delete_archived(generate_uniqc_task_id()) is False
     assert store.get(live.task_id) == live
     assert store.get_shards(live.task_id) == shards
+
+
+def test_restore_racing_save_of_the_same_id_loses_with_task_state_error(
+    store: TaskStore, store_location: dict[str, Any]
+) -> None:
+    # Each round: restores and saves of one archived task's id start together. Every
+    # call either succeeds or (a restore that finds the live task) gets TaskStateError.
+    rounds, threads = 15, 4
+    unexpected: list[BaseException] = []
+    outcomes: Counter[str] = Counter()
+    for _ in range(rounds):
+        task, _ = saved(store, TaskStatus.SUCCESS, shard_count=2)
+        store.archive(task.task_id)
+        barrier = threading.Barrier(threads)
+
+        def race(kind: str, task_id: str = task.task_id, start: Any = barrier) -> None:
+            with TaskStore(**store_location) as own:
+                start.wait()
+                try:
+                    if kind == "restore":
+                        outcomes["restored" if own.restore(task_id) else "already restored"] += 1
+                    else:
+                        own.save(TaskInfo(task_id, "dummy", status=TaskStatus.RUNNING))
+                        outcomes["saved"] += 1
+                except TaskStateError:
+                    outcomes["restore lost"] += 1
+                except BaseException as exc:  # every other error is a failure
+                    unexpected.append(exc)
+
+        workers = [
+            threading.Thread(target=race, args=("restore" if n % 2 else "save",))
+            for n in range(threads)
+        ]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        live = store.get(task.task_id)
+        assert live is not None
+        archived = store.get_archived(task.task_id)
+        assert (archived is None) == (store.get_archived_shards(task.task_id) == [])
+    assert unexpected == []
+    assert sum(outcomes.values()) == rounds * threads
+    print(f"restore vs save races: {dict(outcomes)}")

@@ -29,4 +29,4 @@ def test_task_saved_with_shards_reads_back(store: TaskStore) -> None:
     ]
     store.save(task, shards)
     assert store.get_shards(task.task_id) == shards
-    assert store.count(status=TaskStatus.PENDING) == 1
+    assert store.count(status=TaskStatus.RUNNING) == 1  # the aggregate of its pending shards

@@ -3,9 +3,12 @@ updates with task-status aggregation, and platform-id lookups."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine, text
 
 from uniqc_taskstore import (
     InvalidInputError,
@@ -131,15 +134,31 @@ def test_reused_index_with_a_new_layout_is_checked_against_other_shards(
     assert store.get_shards(task.task_id) == before
 
 
-def test_two_shards_with_the_same_index_in_one_call_last_one_wins(store: TaskStore) -> None:
+def test_two_shards_with_the_same_index_in_one_write_raise_layout_error_and_write_nothing(
+    store: TaskStore,
+) -> None:
     task = make_task()
-    store.save(task)
     first = shard(task, 0, platform_task_id="first", circuit_count=1)
     last = shard(task, 0, platform_task_id="last", circuit_count=3)
-    store.save_shards([first, last])
-    (stored,) = store.get_shards(task.task_id)
-    assert (stored.platform_task_id, stored.circuit_count) == ("last", 3)
+    writes: list[Callable[[], None]] = [
+        lambda: store.save(task, [first, last]),
+        lambda: store.save_many([task], [first, last]),
+        lambda: store.save_shards([first, last]),
+    ]
+    for write in writes:
+        with pytest.raises(ShardLayoutError) as raised:
+            write()
+        assert (raised.value.field, raised.value.value) == ("shard_index", 0)
+        assert store.get_shards(task.task_id) == []
+        store.save(task)  # the parent for save_shards, the last write
     assert store.get_shard_by_platform_id("first") is None
+    assert store.get_shard_by_platform_id("last") is None
+
+
+def test_same_index_in_two_tasks_of_one_save_many_is_no_conflict(store: TaskStore) -> None:
+    one, two = make_task(), make_task()
+    store.save_many([one, two], [shard(one, 0), shard(two, 0)])
+    assert [len(store.get_shards(t.task_id)) for t in (one, two)] == [1, 1]
 
 
 def test_resubmission_with_new_platform_id_replaces_status_result_error_and_submit_time(
@@ -281,7 +300,8 @@ def test_update_shard_of_missing_shard_or_task_raises_shard_not_found(store: Tas
         store.update_shard(task.task_id, 1, status="success")
     with pytest.raises(ShardNotFoundError):
         store.update_shard(generate_uniqc_task_id(), 0, status="success")
-    assert status_of(store, task.task_id) == TaskStatus.PENDING
+    assert store.get_shards(task.task_id)[0].status == TaskStatus.PENDING
+    assert status_of(store, task.task_id) == TaskStatus.RUNNING
 
 
 def test_update_shard_with_unknown_status_raises_invalid_input_and_changes_nothing(
@@ -385,3 +405,87 @@ def test_thousand_shards_saved_in_one_call_read_back_complete(store: TaskStore) 
     assert store.get_shards(task.task_id) == shards
     found = store.get_shard_by_platform_id(f"{task.task_id}-job-999")
     assert found == shards[999]
+
+
+# -- layouts written by older versions -------------------------------------------------
+
+
+def raw_execute(location: dict[str, Any], statement: str, **params: Any) -> None:
+    """Run raw SQL on the store's database, as an older version might have left it."""
+    url = location.get("url") or f"sqlite:///{Path(location['cache_dir']) / 'tasks.sqlite'}"
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(statement), params)
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def legacy_overlap(store: TaskStore, store_location: dict[str, Any]) -> TaskInfo:
+    """A task whose stored shards 0 (circuits 0..1) and 1 (circuit 1) overlap."""
+    task = make_task()
+    store.save(task, [shard(task, 0, circuit_count=2), shard(task, 1, sub_index_offset=2)])
+    raw_execute(
+        store_location,
+        "UPDATE task_shards SET sub_index_offset = 1 WHERE uniqc_task_id = :t AND shard_index = 1",
+        t=task.task_id,
+    )
+    assert [s.sub_index_offset for s in store.get_shards(task.task_id)] == [0, 1]
+    return task
+
+
+def test_legacy_overlap_does_not_block_a_shard_that_overlaps_neither(
+    store: TaskStore, legacy_overlap: TaskInfo
+) -> None:
+    task = legacy_overlap
+    store.save_shard(shard(task, 2, sub_index_offset=3))
+    store.save(task, [shard(task, 3, sub_index_offset=4)])
+    store.update_shard(task.task_id, 2, status="success")
+    assert [s.shard_index for s in store.get_shards(task.task_id)] == [0, 1, 2, 3]
+
+
+def test_moving_a_legacy_overlapping_shard_out_of_the_way_is_accepted(
+    store: TaskStore, legacy_overlap: TaskInfo
+) -> None:
+    task = legacy_overlap
+    store.save_shard(shard(task, 1, sub_index_offset=2))
+    assert [s.sub_index_offset for s in store.get_shards(task.task_id)] == [0, 2]
+
+
+def test_new_shard_over_a_legacy_overlap_is_refused_naming_the_shard_it_overlaps(
+    store: TaskStore, legacy_overlap: TaskInfo
+) -> None:
+    task = legacy_overlap
+    before = store.get_shards(task.task_id)
+    with pytest.raises(ShardLayoutError) as raised:
+        store.save_shard(shard(task, 5, sub_index_offset=0))
+    assert (raised.value.field, raised.value.value) == ("sub_index_offset", 0)
+    assert "shard 5" in str(raised.value)
+    assert "stored shard 0" in str(raised.value)
+    assert store.get_shards(task.task_id) == before
+
+
+def test_widened_or_new_shard_is_refused_naming_the_stored_shard_it_overlaps(
+    store: TaskStore,
+) -> None:
+    task = make_task()
+    store.save(task, [shard(task, i, sub_index_offset=2 * i) for i in range(50)])
+    store.save_shard(shard(task, 50, sub_index_offset=1))  # the gap between shards 0 and 1
+    with pytest.raises(ShardLayoutError, match="stored shard 49"):
+        store.save_shard(shard(task, 51, sub_index_offset=98, circuit_count=5))
+    with pytest.raises(ShardLayoutError, match="stored shard 50"):
+        store.save_shard(shard(task, 0, sub_index_offset=0, circuit_count=2))
+    assert len(store.get_shards(task.task_id)) == 51
+
+
+def test_shard_at_the_largest_offset_and_count_is_checked_without_overflow(
+    store: TaskStore,
+) -> None:
+    task = make_task()
+    big = 2**31 - 1
+    store.save(task, [shard(task, 0, sub_index_offset=big, circuit_count=big)])
+    with pytest.raises(ShardLayoutError):
+        store.save_shard(shard(task, 1, sub_index_offset=big, circuit_count=big))
+    store.save_shard(shard(task, 1, sub_index_offset=big - 1))
+    assert len(store.get_shards(task.task_id)) == 2

@@ -158,6 +158,28 @@ def aggregate_status(statuses: Iterable[TaskStatus | str]) -> TaskStatus:
     return TaskStatus.CANCELLED
 
 
+def task_status_after_write(
+    current: TaskStatus, shard_statuses: Iterable[TaskStatus | str], *, new_job: bool = False
+) -> TaskStatus:
+    """The status a task takes after a write that touched it.
+
+    ``current`` is its status as the write left the task row (the stored one, or
+    the one just saved). A task with shards takes their :func:`aggregate_status`,
+    except that a finished status is never replaced by an unfinished aggregate (a
+    late poll, or shards still running after the user cancelled, do not reopen a
+    finished task), unless the write gave the task a new platform job (``new_job``:
+    a shard at a new index, or a resubmission at a stored index). A task with no
+    shards keeps ``current``.
+    """
+    present = {coerce_status(s) for s in shard_statuses}
+    if not present:
+        return current
+    aggregate = aggregate_status(present)
+    if current.is_terminal and not aggregate.is_terminal and not new_job:
+        return current
+    return aggregate
+
+
 def validate_id(value: object, field_name: str) -> str:
     """``value`` if it is a usable id: a non-empty string of at most 255 characters."""
     if not isinstance(value, str):

@@ -7,7 +7,7 @@ upsert.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from functools import cache
 from typing import Any
 
@@ -19,9 +19,11 @@ from sqlalchemy import (
     and_,
     case,
     delete,
+    exists,
     insert,
     literal,
     literal_column,
+    or_,
     select,
 )
 
@@ -31,6 +33,7 @@ from .errors import CorruptRowError, InvalidInputError
 from .filters import ARCHIVED, LIVE, backend_matches
 from .jsoncodec import prepare_json
 from .model import (
+    MAX_COUNT,
     TERMINAL_STATUSES,
     TaskInfo,
     TaskShard,
@@ -43,6 +46,8 @@ from .schema import task_shards, tasks
 from .timestamps import normalize_timestamp, repair_times
 
 _TERMINAL = sorted(s.value for s in TERMINAL_STATUSES)
+ID_BATCH = 500
+"""Ids per ``IN (...)`` list: well under every driver's bound-parameter limit."""
 _KEEP_WHEN_STALE = ("result_json", "error_message")
 
 # -- rows <-> dataclasses ---------------------------------------------------------------
@@ -239,6 +244,56 @@ def _keep_if(
     condition: ColumnElement[bool], existing: Table, incoming: Incoming, name: str
 ) -> ColumnElement[Any]:
     return case((condition, existing.c[name]), else_=incoming[name])
+
+
+def in_batches(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    """``items`` in slices of :data:`ID_BATCH`, for ``IN (...)`` lists."""
+    for start in range(0, len(items), ID_BATCH):
+        yield items[start : start + ID_BATCH]
+
+
+def lock_parents(task_ids: Sequence[str]) -> Select[Any]:
+    """Lock these tasks (``FOR UPDATE``), each with whether it has any shard yet."""
+    has_shards = exists().where(task_shards.c.uniqc_task_id == tasks.c.task_id)
+    return (
+        select(tasks.c.task_id, has_shards.label("has_shards"))
+        .where(tasks.c.task_id.in_(task_ids))
+        .with_for_update()
+    )
+
+
+def shard_statuses_present(task_ids: Sequence[str]) -> Select[Any]:
+    """Each task's status and, per shard status, whether any of its shards has it.
+
+    One ``EXISTS`` probe per status on the index (task, status): the cost is the same
+    for a task with 3 shards or 100,000."""
+    probes = [
+        exists()
+        .where(task_shards.c.uniqc_task_id == tasks.c.task_id, task_shards.c.status == s.value)
+        .label(s.value)
+        for s in TaskStatus
+    ]
+    return select(tasks.c.task_id, tasks.c.status, *probes).where(tasks.c.task_id.in_(task_ids))
+
+
+def shards_near(task_id: str, indexes: Sequence[int], start: int, end: int) -> Select[Any]:
+    """The stored shards of a task a write may collide with: those at the written
+    ``indexes`` and those covering any circuit in ``[start, end)``."""
+    if len(indexes) <= ID_BATCH:
+        at_index = task_shards.c.shard_index.in_(indexes)
+    else:
+        at_index = task_shards.c.shard_index.between(min(indexes), max(indexes))
+    # Written without offset + count, which can pass a 32-bit integer on PostgreSQL.
+    covering = and_(
+        task_shards.c.circuit_count > literal(start) - task_shards.c.sub_index_offset,
+        *([task_shards.c.sub_index_offset < end] if end <= MAX_COUNT else []),
+    )
+    return select(
+        task_shards.c.shard_index,
+        task_shards.c.platform_task_id,
+        task_shards.c.sub_index_offset,
+        task_shards.c.circuit_count,
+    ).where(task_shards.c.uniqc_task_id == task_id, or_(at_index, covering))
 
 
 def archive_statements(task_ids: str | Sequence[str], archived_at: str) -> list[Any]:

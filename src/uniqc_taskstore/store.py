@@ -31,10 +31,8 @@ from .engine import (
 from .errors import (
     CorruptRowError,
     InvalidInputError,
-    ShardLayoutError,
     ShardNotFoundError,
     StoreLocationError,
-    TaskNotFoundError,
     TaskStateError,
 )
 from .filters import ARCHIVED, LIVE, FilterArgs, OrderBy, Sort, TaskFilter, TaskTables, make_filter
@@ -67,7 +65,8 @@ from .model import (
 )
 from .queries import CountField
 from .schema import archived_task_shards, archived_tasks, task_shards, tasks
-from .sharding import check_layout
+from .shard_writes import write_shards
+from .status_refresh import refresh_task_statuses
 from .timestamps import utc_now
 
 DEFAULT_CACHE_DIR = Path.home() / ".uniqc" / "cache"
@@ -217,7 +216,12 @@ class TaskStore:
         Stamps ``update_time`` on the row and on the object; keeps the first
         ``submit_time``. A final status already stored (success, failed, cancelled)
         is not replaced by a non-final one: a stale view cannot undo a result.
-        Shards must belong to ``task`` and not overlap its other shards.
+        Shards must belong to ``task``, hold each index once and not overlap its
+        other shards. A task with shards then takes their aggregate status, except
+        that a finished status (stored, or saved now, e.g. a cancel) is not replaced
+        by an unfinished one unless the write gave the task a new platform job (a new
+        shard, or a resubmission); the status stored is set on the object too (see
+        README, "Statuses, results and errors").
         """
         self.save_many([task], shards)
 
@@ -242,16 +246,20 @@ class TaskStore:
         task_rows = [sql.task_row(task) | {"update_time": now} for task in tasks_]
         shard_rows = [sql.shard_row(shard) | {"update_time": now} for shard in shard_list]
 
-        def work(conn: Connection) -> None:
+        touched = ids | {shard.uniqc_task_id for shard in shard_list}
+
+        def work(conn: Connection) -> dict[str, TaskStatus]:
             if task_rows:
                 conn.execute(sql.upsert_tasks(self._db.backend), task_rows)
                 tags.replace_tags(conn, {task.task_id: task.tags for task in tasks_})
-            self._write_shards(conn, shard_list, shard_rows)
+            new_jobs = write_shards(conn, self._db.backend, shard_list, shard_rows)
+            return refresh_task_statuses(conn, touched, now, new_jobs=new_jobs)
 
-        self._db.write(work)
+        settled = self._db.write(work)
         for task, row in zip(tasks_, task_rows, strict=True):
             task.update_time = now
             task.name = row["name"]
+            task.status = settled[task.task_id]
         for shard in shard_list:
             shard.update_time = now
 
@@ -459,72 +467,28 @@ class TaskStore:
 
         A new ``platform_task_id`` for an existing index is a resubmission and
         replaces the shard; a report for the same platform job never turns a final
-        status back into a non-final one (see :meth:`update_shard`).
+        status back into a non-final one (see :meth:`update_shard`). The task's
+        status is recomputed from its shards in the same transaction (a new shard or a
+        resubmission reopens a finished task) and its ``update_time`` stamped.
         """
         self.save_shards([shard])
 
     def save_shards(self, shards: Sequence[TaskShard]) -> None:
-        """:meth:`save_shard` for many shards, in one transaction."""
+        """:meth:`save_shard` for many shards (of any tasks), in one transaction."""
         shards = validate_items(shards, "shards")
         for shard in shards:
             validate_shard(shard)
         now = utc_now()
         rows = [sql.shard_row(shard) | {"update_time": now} for shard in shards]
-        self._db.write(lambda conn: self._write_shards(conn, shards, rows))
+
+        def work(conn: Connection) -> None:
+            new_jobs = write_shards(conn, self._db.backend, shards, rows)
+            parents = {shard.uniqc_task_id for shard in shards}
+            refresh_task_statuses(conn, parents, now, new_jobs=new_jobs, stamp=True)
+
+        self._db.write(work)
         for shard in shards:
             shard.update_time = now
-
-    def _write_shards(
-        self, conn: Connection, shards: Sequence[TaskShard], rows: Sequence[dict[str, Any]]
-    ) -> None:
-        if not shards:
-            return
-        parents = sorted({shard.uniqc_task_id for shard in shards})
-        found: set[str] = set()
-        for batch in _batches(parents):
-            found.update(
-                conn.execute(
-                    select(tasks.c.task_id).where(tasks.c.task_id.in_(batch)).with_for_update()
-                ).scalars()
-            )
-        missing = [p for p in parents if p not in found]
-        if missing:
-            raise TaskNotFoundError(
-                f"no task {missing[0]!r} for its shard; save the task first "
-                f"(or together: save(task, shards=[...]))"
-            )
-        self._check_layouts(conn, shards, parents)
-        try:
-            conn.execute(sql.upsert_shards(self._db.backend), builtins.list(rows))
-        except IntegrityError as exc:  # a parent deleted by a concurrent writer
-            raise TaskNotFoundError(f"a shard's task disappeared while saving: {exc.orig}") from exc
-
-    def _check_layouts(
-        self, conn: Connection, shards: Sequence[TaskShard], parents: Sequence[str]
-    ) -> None:
-        layout: dict[tuple[str, int], Any] = {}
-        for batch in _batches(parents):
-            stored = conn.execute(
-                select(
-                    task_shards.c.uniqc_task_id,
-                    task_shards.c.shard_index,
-                    task_shards.c.sub_index_offset,
-                    task_shards.c.circuit_count,
-                ).where(task_shards.c.uniqc_task_id.in_(batch))
-            )
-            layout.update({(row.uniqc_task_id, row.shard_index): row for row in stored})
-        for shard in shards:
-            layout[(shard.uniqc_task_id, shard.shard_index)] = shard
-        by_task: dict[str, builtins.list[Any]] = {}
-        for (task_id, _), item in layout.items():
-            by_task.setdefault(task_id, []).append(item)
-        for task_id, items in by_task.items():
-            try:
-                check_layout(items)
-            except ShardLayoutError as exc:
-                raise ShardLayoutError(
-                    exc.field, exc.value, f"task {task_id}: {exc.reason}"
-                ) from None
 
     def update_shard(
         self,
@@ -539,11 +503,11 @@ class TaskStore:
 
         Under the write lock: the shard takes ``status`` (and ``result`` /
         ``error_message`` when given), then the task's status becomes the aggregate
-        of its shards, unless that would reopen a finished task. A report that would
-        turn a final status back into a
-        non-final one is stale and changes nothing (``applied`` is False). A
-        deliberate resubmission goes through :meth:`save_shard` with a new
-        ``platform_task_id``.
+        of its shards, unless that would reopen a finished task, and both are
+        stamped. A report that would turn a final status back into a non-final one
+        is stale and changes nothing (``applied`` is False). A deliberate
+        resubmission goes through :meth:`save_shard` with a new ``platform_task_id``.
+        The cost does not grow with the task's number of shards.
         """
         new_status = coerce_status(status)
         validate_optional_text(error_message, "error_message")
@@ -569,21 +533,8 @@ class TaskStore:
             if error_message is not None:
                 changes["error_message"] = error_message
             conn.execute(update(task_shards).where(*key).values(changes))
-            statuses = conn.execute(
-                select(task_shards.c.status).where(task_shards.c.uniqc_task_id == uniqc_task_id)
-            ).scalars()
-            task_status = aggregate_status(statuses)
-            stored = coerce_status(parent.status)
-            if stored.is_terminal and not task_status.is_terminal:
-                # A finished task (e.g. cancelled by its user) is not reopened by a
-                # late report about one of its shards.
-                return ShardUpdate(True, new_status, stored)
-            conn.execute(
-                update(tasks)
-                .where(tasks.c.task_id == uniqc_task_id)
-                .values(status=task_status.value, update_time=now)
-            )
-            return ShardUpdate(True, new_status, task_status)
+            settled = refresh_task_statuses(conn, [uniqc_task_id], now, stamp=True)
+            return ShardUpdate(True, new_status, settled[uniqc_task_id])
 
         return self._db.write(work)
 
@@ -626,20 +577,17 @@ class TaskStore:
     # -- archive -----------------------------------------------------------------------------
 
     def archive(self, task_id: str) -> bool:
-        """Move a finished task and its shards to the archive, stamped ``archived_at``;
-        False if no such task. Raises :class:`TaskStateError` for an unfinished task."""
+        """Move a task (finished or not) and its shards to the archive, stamped
+        ``archived_at``; False if no such task. A later :meth:`update_shard` for it
+        raises :class:`ShardNotFoundError`; :meth:`restore` brings it back."""
         validate_key(task_id, "task_id")
 
         def work(conn: Connection) -> bool:
-            status = conn.execute(
-                select(tasks.c.status).where(tasks.c.task_id == task_id).with_for_update()
-            ).scalar()
-            if status is None:
+            found = conn.execute(
+                select(tasks.c.task_id).where(tasks.c.task_id == task_id).with_for_update()
+            ).first()
+            if found is None:
                 return False
-            if not coerce_status(status).is_terminal:
-                raise TaskStateError(
-                    f"task {task_id!r} is {status}; only finished tasks can be archived"
-                )
             for stmt in sql.archive_statements(task_id, utc_now()):
                 conn.execute(stmt)
             return True
@@ -648,7 +596,8 @@ class TaskStore:
 
     def restore(self, task_id: str) -> bool:
         """Move an archived task and its shards back to the live tables; False if not
-        archived. Raises :class:`TaskStateError` if a live task has the same id."""
+        archived. Raises :class:`TaskStateError` if a live task has the same id (also
+        when a concurrent save creates it while the restore runs)."""
         validate_key(task_id, "task_id")
 
         def work(conn: Connection) -> bool:
@@ -661,12 +610,12 @@ class TaskStore:
                 return False
             live = conn.execute(select(tasks.c.task_id).where(tasks.c.task_id == task_id)).first()
             if live is not None:
-                raise TaskStateError(
-                    f"task {task_id!r} exists both live and archived; delete or archive the "
-                    "live one first"
-                )
-            for stmt in sql.restore_statements(task_id):
-                conn.execute(stmt)
+                raise _live_twin(task_id)
+            try:
+                for stmt in sql.restore_statements(task_id):
+                    conn.execute(stmt)
+            except IntegrityError as exc:  # a save created the live task after our check
+                raise _live_twin(task_id) from exc
             return True
 
         return self._db.write(work)
@@ -829,6 +778,12 @@ class TaskStore:
         )
         rows = self._db.read(lambda conn: conn.execute(stmt).mappings().all())
         return [sql.shard_from_row(row) for row in rows]
+
+
+def _live_twin(task_id: str) -> TaskStateError:
+    return TaskStateError(
+        f"task {task_id!r} exists both live and archived; delete or archive the live one first"
+    )
 
 
 def _shard_key(uniqc_task_id: str, shard_index: int) -> tuple[Any, Any]:
