@@ -24,7 +24,10 @@ def _ids(n: int = MANY) -> list[str]:
 def _fill(store: TaskStore, status: TaskStatus = TaskStatus.PENDING) -> list[str]:
     ids = _ids()
     store.save_many([TaskInfo(task_id, "dummy", status=status) for task_id in ids])
-    store.save_shards([TaskShard(task_id, 0, f"job-{task_id}", "dummy") for task_id in ids])
+    # The shards carry the task's status: a task takes its shards' aggregate status.
+    store.save_shards(
+        [TaskShard(task_id, 0, f"job-{task_id}", "dummy", status=status) for task_id in ids]
+    )
     return ids
 
 
