@@ -100,12 +100,6 @@ class TaskStore(_store.TaskStore):
     def __enter__(self) -> Self:
         return self
 
-    @property
-    def cache_dir(self) -> Path | None:
-        """The directory of the SQLite file; None for a server or in-memory database."""
-        path = self.db_path
-        return path.parent if path is not None else None
-
 
 class ArchiveStore:
     """The SDK gateway's archive API: moves tasks (with their shards) between the live
