@@ -17,7 +17,7 @@ import click
 
 from .. import __version__
 from ..errors import DatabaseBusyError, DatabaseError, StoreNotFoundError, TaskStoreError
-from . import demo, inspect, transfer
+from . import demo, inspect, manage, transfer
 from .options import Interrupted, common_options
 from .output import OutputError, flush
 
@@ -85,6 +85,8 @@ def cli() -> None:
 
 cli.add_command(demo.demo_command)
 for _command in (*inspect.COMMANDS, *transfer.COMMANDS):
+    cli.add_command(_command)
+for _command in manage.COMMANDS:
     cli.add_command(_command)
 
 
