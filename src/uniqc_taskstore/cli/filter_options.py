@@ -34,12 +34,12 @@ def parse_duration(text: str) -> timedelta:
     Raises ValueError for anything else."""
     compact = text.strip()
     if not compact or _PART.sub("", compact).strip():
-        raise ValueError(text)
+        raise ValueError(f"not a duration: {text!r}")
     seconds = sum(float(n) * _UNITS[unit.lower()] for n, unit in _PART.findall(compact))
     try:
         return timedelta(seconds=seconds)
     except OverflowError:
-        raise ValueError(text) from None
+        raise ValueError(f"not a duration: {text!r}") from None
 
 
 def parse_moment(text: str, *, now: datetime | None = None) -> datetime:
@@ -54,7 +54,7 @@ def parse_moment(text: str, *, now: datetime | None = None) -> datetime:
         try:
             return (now or datetime.now(UTC)) - ago
         except OverflowError:
-            raise ValueError(text) from None
+            raise ValueError(f"not a duration: {text!r}") from None
     moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 

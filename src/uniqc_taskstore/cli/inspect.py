@@ -221,8 +221,9 @@ def results_command(task_id: str) -> None:
                 circuits = _ranges(list(range(shard.sub_index_offset, end + 1)))
                 why = "no result yet" if not shard.status.is_terminal else "no result"
                 error = f": {shard.error_message}" if shard.error_message else ""
+                label = "circuit" if shard.circuit_count == 1 else "circuits"
                 output.note(
-                    f"  circuits {circuits}: shard {shard.shard_index} is "
+                    f"  {label} {circuits}: shard {shard.shard_index} is "
                     f"{shard.status.value}, {why}{error}"
                 )
     elif not results:
