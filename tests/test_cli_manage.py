@@ -6,7 +6,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import pty
 import re
+import select
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +19,8 @@ import pytest
 
 from uniqc_taskstore import TaskInfo, TaskShard, TaskStatus, TaskStore, generate_uniqc_task_id
 from uniqc_taskstore.cli import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, main
+
+CONSOLE_SCRIPT = Path(sys.executable).with_name("uniqc-tasks")
 
 
 def where(store_location: dict[str, Any]) -> list[str]:
@@ -330,3 +337,48 @@ def test_shards_go_with_deleted_tasks(
     assert code == EXIT_OK
     assert store.get_shards(task.task_id) == []
     assert store.find_uniqc_id_by_platform_id("job-1") is None
+
+
+@pytest.mark.parametrize(("answer", "deleted"), [("y", True), ("n", False)])
+def test_delete_on_a_terminal_asks_first(tmp_path: Path, answer: str, deleted: bool) -> None:
+    cache = tmp_path / "cache"
+    with TaskStore(cache) as store:
+        ids = [add(store), add(store)]
+    controller, terminal = pty.openpty()
+    child = subprocess.Popen(
+        [str(CONSOLE_SCRIPT), "--cache-dir", str(cache), "delete", *ids],
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        env={**os.environ, "TERM": "xterm", "COLUMNS": "200"},
+    )
+    os.close(terminal)
+    seen = b""
+    try:
+        while b"for good? [y/N]" not in seen:
+            ready, _, _ = select.select([controller], [], [], 60)
+            assert ready, f"no question asked: {seen!r}"
+            seen += os.read(controller, 4096)
+        os.write(controller, answer.encode() + b"\n")
+        while True:
+            try:
+                chunk = os.read(controller, 4096)
+            except OSError:  # EIO: the child closed its end
+                break
+            if not chunk:
+                break
+            seen += chunk
+        code = child.wait(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+        os.close(controller)
+    assert b"Delete 2 tasks and their shards for good?" in seen
+    with TaskStore(cache, create=False) as store:
+        assert store.count() == (0 if deleted else 2)
+    if deleted:
+        assert code == EXIT_OK
+        assert b"deleted 2 of 2 tasks" in seen
+    else:
+        assert code == EXIT_REFUSED
+        assert b"uniqc-tasks: nothing was done (deleting 2 tasks declined)" in seen

@@ -182,7 +182,7 @@ def _archived_shard(
 @click.argument("task_id", metavar="ID")
 @common_options
 def results_command(task_id: str) -> None:
-    """A task's per-circuit results in submission order, live or archived.
+    """A task's per-circuit results in submission order (live or archived).
 
     Counts (a dict of outcome to count) show as outcome, count and probability per
     circuit; other results as JSON. Circuits whose platform job has no result yet
@@ -308,8 +308,7 @@ def _ranges(numbers: Sequence[int]) -> str:
 @click.option("--archived", is_flag=True, help="Count the archive instead of live tasks.")
 @common_options
 def stats_command(task_filter: TaskFilter, archived: bool) -> None:
-    """How many tasks by status and by backend, the oldest unfinished one, and how much
-    room the store takes."""
+    """Counts by status and backend, the oldest unfinished task, the store's size."""
     unfinished = [s for s in (task_filter.statuses or TaskStatus) if not s.is_terminal]
     with open_store(create=False) as store:
         by_status = store.count_by("status", task_filter, archived=archived)

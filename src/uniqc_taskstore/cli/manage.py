@@ -99,7 +99,7 @@ def delete_command(task_ids: tuple[str, ...], archived: bool, yes: bool) -> int:
 @click.argument("task_ids", metavar="ID...", nargs=-1, required=True)
 @common_options
 def archive_command(task_ids: tuple[str, ...]) -> int:
-    """Move tasks (any status) with their shards and tags into the archive.
+    """Move tasks into the archive (any status), with their shards and tags.
 
     `restore` brings them back. An id already archived is refused, an unknown one
     missing (exit status 1 for either); the others are archived.
@@ -162,7 +162,7 @@ def prune_command(
     dry_run: bool,
     yes: bool,
 ) -> int:
-    """Archive old finished tasks, or (--archived) delete old archived ones.
+    """Archive old finished tasks; --archived deletes old archived ones.
 
     Live tasks go to the archive (`restore` brings them back); without --status only
     finished ones (success, failed, cancelled). With --archived, archived tasks are
@@ -249,7 +249,7 @@ def _age(age: timedelta) -> str:
 )
 @common_options
 def tag_command(task_id: str, pairs: tuple[str, ...], remove: tuple[str, ...]) -> None:
-    """Set tags on a live task (KEY=VALUE...), remove some (-k KEY), and print its tags.
+    """Set (KEY=VALUE) or remove (-k KEY) a live task's tags; print them.
 
     Without KEY=VALUE or -k it only prints them.
     """
