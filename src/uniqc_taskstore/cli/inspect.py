@@ -157,7 +157,7 @@ def find_command(platform_job_id: str, backend: str | None) -> None:
     if output.wants_json():
         output.emit(found)
     else:
-        output.fields(found)
+        output.fields({k: v for k, v in found.items() if v is not None})
 
 
 def _archived_shard(
