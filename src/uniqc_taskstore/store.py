@@ -14,7 +14,7 @@ from sqlalchemy import Connection, Engine, delete, select, update
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import IntegrityError
 
-from . import bulk, edits, queries, retention, tags
+from . import bulk, edits, queries, retention, sizes, tags
 from . import statements as sql
 from .backends import backend_for_url
 from .backends.base import Backend
@@ -207,6 +207,11 @@ class TaskStore:
 
     def __repr__(self) -> str:
         return f"TaskStore({self.location})"
+
+    def storage_bytes(self) -> int | None:
+        """Bytes the store takes on disk: the SQLite file and its WAL, or the store's
+        tables and indexes on a server; None for an in-memory store."""
+        return sizes.storage_bytes(self._db)
 
     # -- tasks -------------------------------------------------------------------------------
 

@@ -1,8 +1,10 @@
-"""``uniqc-tasks``: look inside a task store, copy it elsewhere, or run the demo adapter.
+"""``uniqc-tasks``: look inside a task store, tidy it, copy it elsewhere, or run the demo
+adapter.
 
 This package holds the command group, its error policy and the entry point
-:func:`main`; each command group lives in its own module (``inspect``, ``transfer``,
-``demo``), output formatting in ``output`` and the store options in ``options``.
+:func:`main`; each command group lives in its own module (``inspect``, ``manage``,
+``transfer``, ``demo``), output formatting in ``output``, the store options in
+``options`` and the shared filter options in ``filter_options``.
 Nothing outside this package imports click or rich.
 """
 
@@ -17,7 +19,7 @@ import click
 
 from .. import __version__
 from ..errors import DatabaseBusyError, DatabaseError, StoreNotFoundError, TaskStoreError
-from . import demo, inspect, transfer
+from . import demo, inspect, manage, transfer
 from .options import Interrupted, common_options
 from .output import OutputError, flush
 
@@ -37,16 +39,22 @@ _EPILOG = """\b
 Store: --cache-dir DIR (the SQLite file DIR/tasks.sqlite) or --url URL (a
 SQLAlchemy URL such as postgresql+psycopg://user@host/db); without either,
 UNIQC_TASKSTORE_URL, else UNIQC_CACHE_DIR, else ~/.uniqc/cache. --schema names
-a PostgreSQL schema. These options and --json/--jsonl go before or after the
-command. Commands that only read (list, show, shards, the source of copy)
-never create a store; demo and the destination of copy do.
+a PostgreSQL schema. These options and --json/--jsonl/--format go before or
+after the command. Only demo and the destination of copy create a store; every
+other command says "no task store at ..." where there is none.
+
+\b
+Confirmation: delete and prune ask before acting on more than one task when
+stdin is a terminal; otherwise they need --yes (without it: exit 2, nothing
+done). Answering no exits 1 with nothing done.
 
 \b
 Errors: every mistake ends in one line on stderr, "uniqc-tasks: <what is wrong
 and what to do>", and an exit status:
   0    success (also when a reader closes the pipe early, as `| head` does)
-  1    the store refused the request, the store or task is not there, or
-       the output could not be written (disk full)
+  1    the store refused the request, the store or task is not there, the
+       output could not be written (disk full), or a bulk command (delete,
+       archive, restore) found some ids missing or refused (it did the rest)
   2    usage error: unknown command or option, bad or conflicting value
   3    the database cannot be reached or opened (server down, wrong URL,
        not a task store, damaged, written by a newer version)
@@ -80,11 +88,13 @@ class _Group(click.Group):
 @click.version_option(__version__, "-V", "--version", prog_name="uniqc-tasks")
 @common_options
 def cli() -> None:
-    """Look inside a uniqc task store, copy it elsewhere, or run a demo against it."""
+    """Look inside a uniqc task store, tidy it, copy it elsewhere, or run a demo against it."""
 
 
 cli.add_command(demo.demo_command)
 for _command in (*inspect.COMMANDS, *transfer.COMMANDS):
+    cli.add_command(_command)
+for _command in manage.COMMANDS:
     cli.add_command(_command)
 
 

@@ -1,43 +1,53 @@
-"""Commands that only read: ``list``, ``show``, ``shards``. They never create a store."""
+"""Commands that only read: ``list``, ``show``, ``shards``, ``find``, ``results``,
+``stats`` and ``watch``. They never create a store."""
 
 from __future__ import annotations
 
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 import click
 
-from ..errors import TaskNotFoundError
-from ..model import TaskInfo, TaskStatus
+from ..errors import ShardLayoutError, TaskNotFoundError
+from ..filters import SORT_COLUMNS, OrderBy, TaskFilter
+from ..model import TaskInfo, TaskShard, TaskStatus
+from ..sharding import assemble_results
 from ..store import TaskStore
 from . import output
-from .options import common_options, open_store, parse_statuses
+from .filter_options import filter_options
+from .options import Interrupted, common_options, open_store
 
 DEFAULT_LIMIT = 50
 
 
 @click.command("list")
+@filter_options
 @click.option(
-    "--status",
-    "statuses",
-    metavar="STATUS[,STATUS...]",
-    multiple=True,
-    callback=parse_statuses,
-    help="Only these statuses: --status success,failed or the option repeated.",
+    "--sort",
+    type=click.Choice(SORT_COLUMNS),
+    default="submit_time",
+    show_default=True,
+    help="Order by submit or last update time.",
 )
-@click.option("--backend", help="Platform or device, e.g. originq or originq:WK_C180.")
+@click.option("--asc", is_flag=True, help="Oldest first instead of newest first.")
 @click.option(
     "--limit",
     type=click.IntRange(min=1),
     default=DEFAULT_LIMIT,
     show_default=True,
-    help="Show at most this many tasks, newest first.",
+    help="Show at most this many tasks.",
 )
 @click.option("--all", "show_all", is_flag=True, help="Show every matching task (no --limit).")
 @click.option("--archived", is_flag=True, help="List the archive instead of live tasks.")
 @common_options
 def list_command(
-    statuses: tuple[TaskStatus, ...],
-    backend: str | None,
+    task_filter: TaskFilter,
+    sort: OrderBy,
+    asc: bool,
     limit: int,
     show_all: bool,
     archived: bool,
@@ -46,23 +56,21 @@ def list_command(
 
     After the table, stderr says how many were shown of how many matched.
     """
-    wanted = list(statuses) or None
     with open_store(create=False) as store:
         fetch = store.list_archived if archived else store.list
         count = store.count_archived if archived else store.count
         tasks = fetch(
-            status=wanted,
-            backend=backend,
+            task_filter,
             limit=None if show_all else limit,
             include_results=False,
+            order_by=sort,
+            descending=not asc,
         )
-        matched = (
-            len(tasks) if show_all or len(tasks) < limit else count(status=wanted, backend=backend)
-        )
+        matched = len(tasks) if show_all or len(tasks) < limit else count(task_filter)
     if output.wants_json():
         output.emit([_summary(t) for t in tasks])
         return
-    output.tasks_table(tasks)
+    output.tasks_table(tasks, updated=sort == "update_time")
     kind = "archived tasks" if archived else "tasks"
     more = "; --limit N or --all to see more" if len(tasks) < matched else ""
     output.note(f"{len(tasks):,} of {matched:,} {kind}{more}")
@@ -114,4 +122,407 @@ def _summary(task: TaskInfo) -> dict[str, Any]:
     return data
 
 
-COMMANDS = (list_command, show_command, shards_command)
+@click.command("find")
+@click.argument("platform_job_id", metavar="PLATFORM_JOB_ID")
+@click.option("--backend", help="Only jobs on this platform or device (platforms reuse ids).")
+@common_options
+def find_command(platform_job_id: str, backend: str | None) -> None:
+    """Which task owns a platform job id, live or archived.
+
+    When several tasks have a job with this id (platforms reuse them), the newest
+    submitted is shown; --backend narrows the search.
+    """
+    with open_store(create=False) as store:
+        shard = store.get_shard_by_platform_id(platform_job_id, backend=backend)
+        task = store.get(shard.uniqc_task_id) if shard is not None else None
+        if shard is None:
+            shard = _archived_shard(store, platform_job_id, backend)
+            task = store.get_archived(shard.uniqc_task_id) if shard is not None else None
+        if shard is None or task is None:
+            on = f" on {backend}" if backend else ""
+            raise TaskNotFoundError(
+                f"no task has platform job {platform_job_id!r}{on} in {store.location}"
+            )
+    found = {
+        "task_id": task.task_id,
+        "name": task.name,
+        "task_status": task.status.value,
+        "archived": task.archived_at is not None,
+        "shard_index": shard.shard_index,
+        "platform_task_id": shard.platform_task_id,
+        "shard_status": shard.status.value,
+        "backend": shard.backend,
+        "circuits": f"{shard.sub_index_offset}..{shard.sub_index_offset + shard.circuit_count - 1}",
+    }
+    if output.wants_json():
+        output.emit(found)
+    else:
+        output.fields({k: v for k, v in found.items() if v is not None})
+
+
+def _archived_shard(
+    store: TaskStore, platform_job_id: str, backend: str | None
+) -> TaskShard | None:
+    """The archive's shard of a platform job, chosen as the live lookup chooses."""
+    candidates = [
+        shard
+        for _, shards in store.iter_tasks(
+            archived=True, search=platform_job_id, include_shards=True, include_results=False
+        )
+        for shard in shards
+        if shard.platform_task_id == platform_job_id
+        and (backend is None or shard.backend == backend or shard.backend.startswith(backend + ":"))
+    ]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda s: (s.submit_time, s.uniqc_task_id, s.shard_index))
+
+
+@click.command("results")
+@click.argument("task_id", metavar="ID")
+@common_options
+def results_command(task_id: str) -> None:
+    """A task's per-circuit results in submission order (live or archived).
+
+    Counts (a dict of outcome to count) show as outcome, count and probability per
+    circuit; other results as JSON. Circuits whose platform job has no result yet
+    are named on stderr. --format json|jsonl|csv for scripts.
+    """
+    with open_store(create=False) as store:
+        task = _find(store, task_id)
+        shards = (
+            store.get_shards(task_id)
+            if task.archived_at is None
+            else store.get_archived_shards(task_id)
+        )
+    results, missing = per_circuit_results(task, shards)
+    fmt = output.output_format()
+    if fmt == "json":
+        output.emit(
+            {
+                "task_id": task.task_id,
+                "status": task.status.value,
+                "circuits": len(results),
+                "missing": missing,
+                "results": results,
+            }
+        )
+    elif fmt == "jsonl":
+        output.emit([{"circuit": i, "result": r} for i, r in enumerate(results)])
+    elif fmt == "csv":
+        output.emit(_result_rows(results))
+    else:
+        output.results_table(_result_rows(results))
+    if missing:
+        output.note(f"{len(missing):,} of {len(results):,} circuits have no result:")
+        for shard in shards:
+            if shard.result is None:
+                end = shard.sub_index_offset + shard.circuit_count - 1
+                circuits = _ranges(list(range(shard.sub_index_offset, end + 1)))
+                why = "no result yet" if not shard.status.is_terminal else "no result"
+                error = f": {shard.error_message}" if shard.error_message else ""
+                label = "circuit" if shard.circuit_count == 1 else "circuits"
+                output.note(
+                    f"  {label} {circuits}: shard {shard.shard_index} is "
+                    f"{shard.status.value}, {why}{error}"
+                )
+    elif not results:
+        output.note(f"no results yet (task is {task.status.value})")
+
+
+def per_circuit_results(task: TaskInfo, shards: Sequence[TaskShard]) -> tuple[list[Any], list[int]]:
+    """The task's per-circuit results and the circuits that have none yet.
+
+    The shards are the truth (``assemble_results``); a task whose shards do not fit
+    together as a batch, as a task re-keyed from schema 4 or older (one shard of one
+    circuit while its own result lists several), falls back to its own result."""
+    if shards:
+        try:
+            results = assemble_results(shards, allow_missing=True)
+        except ShardLayoutError:
+            pass
+        else:
+            missing = [
+                circuit
+                for shard in shards
+                if shard.result is None
+                for circuit in range(
+                    shard.sub_index_offset, shard.sub_index_offset + shard.circuit_count
+                )
+            ]
+            return results, sorted(missing)
+    if task.result is None:
+        return [], []
+    return (list(task.result) if isinstance(task.result, list) else [task.result]), []
+
+
+def _is_counts(value: Any) -> bool:
+    return (
+        isinstance(value, dict)
+        and bool(value)
+        and all(
+            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0
+            for k, v in value.items()
+        )
+        and sum(value.values()) > 0
+    )
+
+
+def _result_rows(results: Sequence[Any]) -> list[dict[str, Any]]:
+    """One row per outcome of a counts result, one per other result (as JSON), one
+    with nothing for a circuit without a result."""
+    rows: list[dict[str, Any]] = []
+    for circuit, result in enumerate(results):
+        if _is_counts(result):
+            total = sum(result.values())
+            for outcome in sorted(result):
+                rows.append(
+                    {
+                        "circuit": circuit,
+                        "outcome": outcome,
+                        "count": result[outcome],
+                        "probability": result[outcome] / total,
+                    }
+                )
+        else:
+            rows.append({"circuit": circuit, "result": result})
+    return rows
+
+
+def _ranges(numbers: Sequence[int]) -> str:
+    """``0..2, 5, 7..9``."""
+    parts: list[str] = []
+    start = previous = numbers[0]
+    for n in [*numbers[1:], None]:
+        if n is not None and n == previous + 1:
+            previous = n
+            continue
+        parts.append(str(start) if start == previous else f"{start}..{previous}")
+        if n is not None:
+            start = previous = n
+    return ", ".join(parts)
+
+
+@click.command("stats")
+@filter_options
+@click.option("--archived", is_flag=True, help="Count the archive instead of live tasks.")
+@common_options
+def stats_command(task_filter: TaskFilter, archived: bool) -> None:
+    """Counts by status and backend, the oldest unfinished task, the store's size."""
+    unfinished = [s for s in (task_filter.statuses or TaskStatus) if not s.is_terminal]
+    with open_store(create=False) as store:
+        by_status = store.count_by("status", task_filter, archived=archived)
+        by_backend = store.count_by("backend", task_filter, archived=archived)
+        other_side = (store.count if archived else store.count_archived)(task_filter)
+        oldest = (
+            store.summaries(
+                replace(task_filter, status=unfinished),
+                limit=1,
+                order_by="submit_time",
+                descending=False,
+            )
+            if unfinished and not archived
+            else []
+        )
+        size = store.storage_bytes()
+    total = sum(by_status.values())
+    statuses: dict[str, int] = {
+        s.value: by_status[s.value] for s in TaskStatus if s.value in by_status
+    }
+    backends = dict(sorted(by_backend.items(), key=lambda item: (-item[1], item[0])))
+    first = oldest[0] if oldest else None
+    if output.wants_json():
+        output.emit(
+            {
+                "tasks": total,
+                "archive": archived,
+                "by_status": statuses,
+                "by_backend": backends,
+                "live_tasks": other_side if archived else total,
+                "archived_tasks": total if archived else other_side,
+                "oldest_unfinished": (
+                    None
+                    if first is None
+                    else {
+                        "task_id": first.task_id,
+                        "status": first.status.value,
+                        "backend": first.backend,
+                        "submit_time": first.submit_time,
+                    }
+                ),
+                "store_bytes": size,
+            }
+        )
+        return
+    kind, other = ("archived tasks", "live") if archived else ("tasks", "archived")
+    output.line(f"{total:,} {kind} ({other}: {other_side:,})")
+    output.line()
+    output.bar_table("STATUS", statuses, total)
+    output.line()
+    output.bar_table("BACKEND", backends, total)
+    output.line()
+    if first is not None:
+        output.line(
+            f"oldest unfinished: {first.task_id} {first.status.value} on {first.backend}, "
+            f"submitted {first.submit_time[:19]} UTC ({_ago(first.submit_time)} ago)"
+        )
+    elif not archived:
+        output.line("oldest unfinished: none")
+    output.line(f"store size: {_size(size)}")
+
+
+def _ago(timestamp: str) -> str:
+    seconds = max(0, int((datetime.now(UTC) - datetime.fromisoformat(timestamp)).total_seconds()))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    return f"{minutes}m {seconds}s" if minutes else f"{seconds}s"
+
+
+def _size(size: int | None) -> str:
+    if size is None:
+        return "unknown (in memory)"
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            shown = f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+            return f"{shown} ({size:,} bytes)"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+@click.command("watch")
+@click.argument("task_ids", metavar="[ID...]", nargs=-1)
+@filter_options
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.01),
+    default=2.0,
+    show_default=True,
+    help="Seconds between looks.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=DEFAULT_LIMIT,
+    show_default=True,
+    help="Watch at most this many of the matching tasks (oldest submitted first).",
+)
+@common_options
+def watch_command(
+    task_ids: tuple[str, ...], task_filter: TaskFilter, interval: float, limit: int
+) -> None:
+    """Follow tasks until every one has finished (or Ctrl-C).
+
+    Watches the IDs given, or else the tasks matching the filters when it starts
+    (without filters: every pending or running task). On a terminal it shows a
+    table that updates in place; otherwise it prints each task's status once, then a
+    line `ID OLD -> NEW` per change. Exits 0 when all have finished, 130 on Ctrl-C.
+    """
+    if task_ids and task_filter != TaskFilter():
+        raise click.UsageError("give task ids or filters, not both")
+    with open_store(create=False) as store:
+        if task_ids:
+            ids = list(dict.fromkeys(task_ids))
+            for task_id in ids:
+                _find(store, task_id)
+        else:
+            chosen = task_filter if task_filter != TaskFilter() else TaskFilter(status=_UNFINISHED)
+            ids = [
+                s.task_id
+                for s in store.summaries(
+                    chosen, limit=limit, order_by="submit_time", descending=False
+                )
+            ]
+        if not ids:
+            output.note("nothing to watch: no task matches")
+            return
+        watcher = _Watcher(store, ids)
+        try:
+            if sys.stdout.isatty():
+                output.live_watch(watcher.look, watcher.rows, watcher.caption, interval)
+            else:
+                _watch_plainly(watcher, interval)
+        except KeyboardInterrupt:
+            raise Interrupted(
+                f"interrupted; {watcher.finished():,} of {len(ids):,} watched tasks had finished"
+            ) from None
+
+
+_UNFINISHED = [TaskStatus.PENDING, TaskStatus.RUNNING]
+_GONE = "gone"
+"""The status shown for a watched task that was deleted meanwhile (it counts as finished)."""
+
+
+class _Watcher:
+    """The watched tasks' latest statuses."""
+
+    def __init__(self, store: TaskStore, ids: list[str]) -> None:
+        self.store = store
+        self.ids = ids
+        self.tasks: dict[str, TaskInfo | None] = {}
+        self.look()
+
+    def look(self) -> dict[str, tuple[str, str]]:
+        """Read every watched task again; return ``id: (old, new)`` for each change."""
+        changes = {}
+        for task_id in self.ids:
+            before = self.tasks.get(task_id)
+            now = self.store.get(task_id) or self.store.get_archived(task_id)
+            if task_id in self.tasks and _status(before) != _status(now):
+                changes[task_id] = (_status(before), _status(now))
+            self.tasks[task_id] = now
+        return changes
+
+    def finished(self) -> int:
+        return sum(1 for t in self.tasks.values() if t is None or t.status.is_terminal)
+
+    def done(self) -> bool:
+        return self.finished() == len(self.ids)
+
+    def rows(self) -> list[list[str]]:
+        return [
+            [
+                task_id,
+                _status(task),
+                task.backend if task else "-",
+                (task.name or "-") if task else "-",
+                task.update_time[:19] if task else "-",
+            ]
+            for task_id, task in self.tasks.items()
+        ]
+
+    def caption(self) -> str | None:
+        if self.done():
+            return f"all {len(self.ids):,} finished"
+        return f"{self.finished():,} of {len(self.ids):,} finished; Ctrl-C to stop"
+
+
+def _status(task: TaskInfo | None) -> str:
+    return _GONE if task is None else task.status.value
+
+
+def _watch_plainly(watcher: _Watcher, interval: float) -> None:
+    for task_id, task in watcher.tasks.items():
+        output.line(f"{task_id}  {_status(task)}")
+    output.flush()
+    while not watcher.done():
+        time.sleep(interval)
+        for task_id, (old, new) in watcher.look().items():
+            output.line(f"{task_id}  {old} -> {new}")
+        output.flush()
+
+
+COMMANDS = (
+    list_command,
+    show_command,
+    shards_command,
+    find_command,
+    results_command,
+    stats_command,
+    watch_command,
+)

@@ -21,7 +21,9 @@ from ..errors import DatabaseError
 from ..model import TaskStatus
 from ..store import URL_ENV, TaskStore
 
-Format = Literal["text", "json", "jsonl"]
+Format = Literal["text", "json", "jsonl", "csv"]
+FORMATS: dict[str, Format] = {"table": "text", "json": "json", "jsonl": "jsonl", "csv": "csv"}
+"""``--format`` names and the output each means (``table`` is the text form)."""
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -63,10 +65,33 @@ def _remember_format(fmt: Format) -> Callable[[click.Context, click.Parameter, b
             return
         found = ctx.ensure_object(Settings)
         if found.format not in ("text", fmt):
-            raise click.UsageError("--json and --jsonl cannot be used together", ctx=ctx)
+            raise click.UsageError(
+                f"--format {_format_name(found.format)} and --format "
+                f"{_format_name(fmt)} (or --json/--jsonl) cannot be used together",
+                ctx=ctx,
+            )
         found.format = fmt
 
     return callback
+
+
+def _remember_format_name(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        fmt = FORMATS[value]
+        if fmt == "text":
+            found = ctx.ensure_object(Settings)
+            if found.format != "text":
+                raise click.UsageError(
+                    f"--format table and --format {_format_name(found.format)} (or "
+                    "--json/--jsonl) cannot be used together",
+                    ctx=ctx,
+                )
+            return
+        _remember_format(fmt)(ctx, param, True)
+
+
+def _format_name(fmt: Format) -> str:
+    return "table" if fmt == "text" else fmt
 
 
 def _check_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -153,6 +178,14 @@ def common_options(command: F) -> F:
             expose_value=False,
             callback=_remember_format("jsonl"),
             help="Print one JSON object per line.",
+        ),
+        click.option(
+            "--format",
+            "format_",
+            type=click.Choice(list(FORMATS)),
+            expose_value=False,
+            callback=_remember_format_name,
+            help="Output form [default: table]; --json and --jsonl are short for it.",
         ),
     ]
     for decorate in reversed(decorators):

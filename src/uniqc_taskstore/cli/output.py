@@ -1,15 +1,18 @@
 """Everything the CLI prints: tables (rich on a terminal, aligned plain text otherwise),
-standard JSON and JSON lines, notes on stderr, and the progress bar.
+standard JSON, JSON lines and CSV, notes on stderr, bars, and the progress bar.
 
 JSON output is RFC 8259 JSON for every value the store accepts: values plain JSON
 has no form for (NaN, infinities, complex numbers, dicts with non-string keys) are
 written in the store's own tagged form ``{"$uniqc": ...}``, the form they have in
 the database, which ``uniqc_taskstore.jsoncodec.from_jsonable`` turns back into the
-Python values.
+Python values. CSV has one row per item and a column per key; a nested value (a
+result, tags, metadata) is that same JSON inside its cell.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -56,9 +59,12 @@ def json_text(data: Any) -> str:
 
 
 def emit(data: Any) -> None:
-    """Print ``data`` as JSON (``--json``) or JSON lines (``--jsonl``: one line per item
-    of a list, or one line for anything else)."""
-    if settings().format == "jsonl":
+    """Print ``data`` as JSON (``--json``), JSON lines (``--jsonl``: one line per item
+    of a list, or one line for anything else) or CSV (``--format csv``: a row per item
+    of a list, a column per key)."""
+    if settings().format == "csv":
+        write(csv_text(data))
+    elif settings().format == "jsonl":
         items = data if isinstance(data, list) else [data]
         for item in items:
             write(dump_jsonable(to_jsonable(item, "output")) + "\n")
@@ -66,9 +72,41 @@ def emit(data: Any) -> None:
         write(json_text(data) + "\n")
 
 
+def output_format() -> str:
+    """``text`` (tables), ``json``, ``jsonl`` or ``csv``."""
+    return settings().format
+
+
 def wants_json() -> bool:
-    """True under ``--json`` or ``--jsonl``."""
+    """True when the output is for programs (``--json``, ``--jsonl``, ``--format csv``)
+    rather than a table: print it with :func:`emit`."""
     return settings().format != "text"
+
+
+def csv_text(data: Any) -> str:
+    """``data`` as CSV with a header row: a list of objects gives a row each (columns in
+    the order keys first appear), one object one row, other items a ``value`` column.
+    Nested values are JSON in their cell; None is an empty cell."""
+    items = data if isinstance(data, list) else [data]
+    rows = [to_jsonable(item, "output") for item in items]
+    rows = [row if isinstance(row, dict) else {"value": row} for row in rows]
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_cell(row.get(column)) for column in columns])
+    return buffer.getvalue()
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return dump_jsonable(value)
+    return str(value)
 
 
 def note(message: str) -> None:
@@ -102,11 +140,25 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
         )
 
 
-def tasks_table(tasks: Sequence[TaskInfo]) -> None:
-    """Tasks, one row each."""
+def tasks_table(tasks: Sequence[TaskInfo], *, updated: bool = False) -> None:
+    """Tasks, one row each; a NAME column when any has a name, an UPDATED one on request."""
+    named = any(t.name for t in tasks)
+    headers = ["TASK", "STATUS", "BACKEND", *(["NAME"] if named else []), "SHOTS"]
+    headers += ["SUBMITTED (UTC)", *(["UPDATED (UTC)"] if updated else [])]
     table(
-        ["TASK", "STATUS", "BACKEND", "SHOTS", "SUBMITTED (UTC)"],
-        [[t.task_id, t.status.value, t.backend, str(t.shots), t.submit_time[:19]] for t in tasks],
+        headers,
+        [
+            [
+                t.task_id,
+                t.status.value,
+                t.backend,
+                *([t.name or "-"] if named else []),
+                str(t.shots),
+                t.submit_time[:19],
+                *([t.update_time[:19]] if updated else []),
+            ]
+            for t in tasks
+        ],
     )
 
 
@@ -159,3 +211,79 @@ def progress(label: str) -> Iterator[Callable[[int, int], None] | None]:
             bar.update(task, completed=done, total=total, refresh=True)
 
         yield update
+
+
+def results_table(rows: Sequence[dict[str, Any]]) -> None:
+    """Per-circuit results: outcome, count and probability for counts; JSON otherwise."""
+    table(
+        ["CIRCUIT", "OUTCOME", "COUNT", "PROBABILITY"],
+        [
+            [str(row["circuit"]), row["outcome"], str(row["count"]), f"{row['probability']:.4f}"]
+            if "outcome" in row
+            else [
+                str(row["circuit"]),
+                "-"
+                if row["result"] is None
+                else dump_jsonable(to_jsonable(row["result"], "result")),
+                "",
+                "",
+            ]
+            for row in rows
+        ],
+    )
+
+
+def bar_table(label: str, counts: dict[str, int], total: int) -> None:
+    """``label  COUNT  SHARE`` rows; on a terminal each with a small horizontal bar."""
+    rows = [[name, f"{n:,}", f"{100 * n / total:.1f}%"] for name, n in counts.items()]
+    if not rows or not sys.stdout.isatty():
+        table([label, "COUNT", "SHARE"], rows)
+        return
+    from rich.bar import Bar
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(markup=False, emoji=False, highlight=False)
+    rendered = Table(label, "COUNT", "SHARE", "", box=None, header_style="bold", pad_edge=False)
+    for (name, count, share), n in zip(rows, counts.values(), strict=True):
+        rendered.add_row(name, count, share, Bar(total, 0, n, width=30))
+    console.print(rendered)
+
+
+def live_watch(
+    look: Callable[[], object],
+    rows: Callable[[], list[list[str]]],
+    caption: Callable[[], str | None],
+    interval: float,
+) -> None:
+    """A table of the watched tasks that updates in place every ``interval`` seconds
+    until ``caption`` says all finished (its text starts with ``all``)."""
+    import time
+
+    from rich.console import Console
+    from rich.live import Live
+    from rich.table import Table
+
+    def render() -> Table:
+        shown = Table(
+            "TASK",
+            "STATUS",
+            "BACKEND",
+            "NAME",
+            "UPDATED (UTC)",
+            box=None,
+            header_style="bold",
+            pad_edge=False,
+            caption=caption(),
+            caption_justify="left",
+        )
+        for row in rows():
+            shown.add_row(*row)
+        return shown
+
+    console = Console(markup=False, emoji=False, highlight=False)
+    with Live(render(), console=console, auto_refresh=False) as live:
+        while not (caption() or "").startswith("all "):
+            time.sleep(interval)
+            look()
+            live.update(render(), refresh=True)

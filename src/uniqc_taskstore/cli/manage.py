@@ -1,0 +1,346 @@
+"""Commands that change tasks: ``delete``, ``archive``, ``restore``, ``prune``, ``tag``.
+
+None of them creates a store: on a location without one they say ``no task store at
+…``. The bulk commands act on every id they can and report the rest; any id missing
+or refused makes the exit status 1 (the others are still done). ``delete`` and
+``prune`` (which are not undone by ``restore`` when they delete) ask before acting on
+more than one task when stdin is a terminal; elsewhere they need ``--yes``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from typing import IO, Any
+
+import click
+
+from ..errors import TaskNotFoundError
+from ..filters import TaskFilter
+from ..model import TERMINAL_STATUSES, BulkResult
+from ..store import TaskStore
+from . import output
+from .filter_options import duration_option, filter_options
+from .options import common_options, open_store
+
+EXIT_NOT_ALL_DONE = 1
+_SHOWN_IDS = 20
+"""Missing or refused ids listed one by one in the text summary; the rest are counted."""
+
+
+class NeedsConfirmation(click.ClickException):
+    """A destructive command on several tasks, no terminal to ask on, and no ``--yes``."""
+
+    exit_code = 2
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"uniqc-tasks: {self.message}", err=True)
+
+
+class Declined(click.ClickException):
+    """The user answered no: nothing was done."""
+
+    exit_code = 1
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"uniqc-tasks: {self.message}", err=True)
+
+
+def confirm(question: str, count: int, action: str, *, yes: bool) -> None:
+    """Ask before acting on ``count`` (> 1) tasks, unless ``--yes`` was given. Without
+    a terminal to ask on, refuse with a line saying to add ``--yes``."""
+    if yes or count <= 1:
+        return
+    if not sys.stdin.isatty():
+        raise NeedsConfirmation(
+            f"{action} {count:,} tasks needs confirmation and stdin is not a terminal; "
+            "add --yes to go ahead"
+        )
+    if not click.confirm(question, default=False, err=True):
+        raise Declined(f"nothing was done ({action} {count:,} tasks declined)")
+
+
+yes_option = click.option(
+    "--yes", "-y", is_flag=True, help="Do not ask for confirmation (needed when not on a terminal)."
+)
+
+
+def _ids(task_ids: Sequence[str]) -> list[str]:
+    return list(dict.fromkeys(task_ids))
+
+
+@click.command("delete")
+@click.argument("task_ids", metavar="ID...", nargs=-1, required=True)
+@click.option("--archived", is_flag=True, help="Delete from the archive instead.")
+@yes_option
+@common_options
+def delete_command(task_ids: tuple[str, ...], archived: bool, yes: bool) -> int:
+    """Delete tasks with their shards and tags, for good.
+
+    Ids not there are reported as missing (exit status 1); the others are deleted.
+    More than one id asks for confirmation on a terminal (--yes skips it).
+    """
+    ids = _ids(task_ids)
+    with open_store(create=False) as store:
+        where = "archived " if archived else ""
+        confirm(
+            f"Delete {len(ids):,} {where}tasks and their shards for good?",
+            len(ids),
+            "deleting",
+            yes=yes,
+        )
+        result = store.delete_many(ids, archived=archived)
+        hint = _hint_archived if not archived else _hint_live
+        return _report("deleted", result, len(ids), lambda i: hint(store, i, "delete"))
+
+
+@click.command("archive")
+@click.argument("task_ids", metavar="ID...", nargs=-1, required=True)
+@common_options
+def archive_command(task_ids: tuple[str, ...]) -> int:
+    """Move tasks into the archive (any status), with their shards and tags.
+
+    `restore` brings them back. An id already archived is refused, an unknown one
+    missing (exit status 1 for either); the others are archived.
+    """
+    ids = _ids(task_ids)
+    with open_store(create=False) as store:
+        result = store.archive_many(ids)
+        return _report("archived", result, len(ids), lambda i: None)
+
+
+@click.command("restore")
+@click.argument("task_ids", metavar="ID...", nargs=-1, required=True)
+@common_options
+def restore_command(task_ids: tuple[str, ...]) -> int:
+    """Move archived tasks back to the live tasks.
+
+    An id that is also live is refused, one not archived missing (exit status 1 for
+    either); the others are restored.
+    """
+    ids = _ids(task_ids)
+    with open_store(create=False) as store:
+        result = store.restore_many(ids)
+        return _report("restored", result, len(ids), lambda i: _hint_live(store, i, "restore"))
+
+
+@click.command(
+    "prune",
+    epilog="Examples: `prune --older-than 30d` archives tasks finished more than 30 days "
+    "ago; `prune --archived --older-than 52w --dry-run` lists the archived tasks that "
+    "`prune --archived --older-than 52w` would delete.",
+)
+@click.option(
+    "--older-than",
+    "older_than",
+    metavar="AGE",
+    required=True,
+    callback=duration_option,
+    help="Only tasks older than AGE (30d, 12h, 2w, ...): by last update (see --by), or "
+    "for --archived by when they were archived.",
+)
+@filter_options
+@click.option(
+    "--by",
+    type=click.Choice(["update_time", "submit_time"]),
+    help="Which time --older-than looks at for live tasks [default: update_time].",
+)
+@click.option(
+    "--archived",
+    is_flag=True,
+    help="Delete old tasks from the archive for good, instead of archiving live ones.",
+)
+@click.option("--dry-run", is_flag=True, help="Only list the tasks it would act on.")
+@yes_option
+@common_options
+def prune_command(
+    older_than: timedelta,
+    task_filter: TaskFilter,
+    by: str | None,
+    archived: bool,
+    dry_run: bool,
+    yes: bool,
+) -> int:
+    """Archive old finished tasks; --archived deletes old archived ones.
+
+    Live tasks go to the archive (`restore` brings them back); without --status only
+    finished ones (success, failed, cancelled). With --archived, archived tasks are
+    deleted for good. The other filters narrow either. Acting on more than one task
+    asks for confirmation on a terminal (--yes skips it).
+    """
+    if archived and by is not None:
+        raise click.UsageError("--by applies to live tasks; --archived ages by archive time")
+    statuses = task_filter.statuses or TERMINAL_STATUSES
+    rest = TaskFilter(**{**_fields(task_filter), "status": None})
+    verb = "deleted" if archived else "archived"
+    with open_store(create=False) as store:
+
+        def run(dry: bool) -> Any:
+            if archived:
+                return store.purge_archived(task_filter, older_than=older_than, dry_run=dry)
+            return store.archive_older_than(
+                older_than,
+                rest,
+                statuses=statuses,
+                by="submit_time" if by == "submit_time" else "update_time",
+                dry_run=dry,
+            )
+
+        if yes and not dry_run:
+            count = run(False).count
+        else:
+            preview = run(True)
+            if dry_run:
+                _emit_preview(verb, preview.task_ids)
+                return 0
+            confirm(
+                f"{'Delete' if archived else 'Archive'} {preview.count:,} "
+                f"{'archived ' if archived else ''}tasks older than {_age(older_than)}"
+                f"{' for good' if archived else ''}?",
+                preview.count,
+                "deleting" if archived else "archiving",
+                yes=yes,
+            )
+            # Act on exactly the tasks that were confirmed.
+            ids = preview.task_ids
+            done = store.delete_many(ids, archived=True) if archived else store.archive_many(ids)
+            count = len(done.done)
+    if output.wants_json():
+        output.emit({"action": verb, "count": count, "dry_run": False})
+    else:
+        output.line(f"{verb} {count:,} {_tasks(count)}")
+    return 0
+
+
+def _tasks(count: int) -> str:
+    return "task" if count == 1 else "tasks"
+
+
+def _fields(task_filter: TaskFilter) -> dict[str, Any]:
+    return {name: getattr(task_filter, name) for name in TaskFilter.__dataclass_fields__}
+
+
+def _emit_preview(verb: str, task_ids: list[str]) -> None:
+    would = {"archived": "archive", "deleted": "delete"}[verb]
+    if output.wants_json():
+        output.emit({"action": verb, "count": len(task_ids), "dry_run": True, "task_ids": task_ids})
+        return
+    for task_id in task_ids:
+        output.line(task_id)
+    output.note(
+        f"dry run: would {would} {len(task_ids):,} {_tasks(len(task_ids))}; nothing was changed"
+    )
+
+
+def _age(age: timedelta) -> str:
+    seconds = int(age.total_seconds())
+    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+@click.command("tag")
+@click.argument("task_id", metavar="ID")
+@click.argument("pairs", metavar="KEY=VALUE...", nargs=-1)
+@click.option(
+    "-k", "--remove", "remove", metavar="KEY", multiple=True, help="Remove this tag (repeatable)."
+)
+@common_options
+def tag_command(task_id: str, pairs: tuple[str, ...], remove: tuple[str, ...]) -> None:
+    """Set (KEY=VALUE) or remove (-k KEY) a live task's tags; print them.
+
+    Without KEY=VALUE or -k it only prints them.
+    """
+    wanted: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r}: write KEY=VALUE", param_hint="KEY=VALUE")
+        wanted[key] = value
+    both = sorted(set(wanted) & set(remove))
+    if both:
+        raise click.UsageError(f"tag {both[0]!r} is both set and removed (-k)")
+    with open_store(create=False) as store:
+        try:
+            tags = _retag(store, task_id, wanted, list(remove))
+        except TaskNotFoundError:
+            if store.get_archived(task_id) is not None:
+                raise TaskNotFoundError(
+                    f"task {task_id!r} is archived; `uniqc-tasks restore {task_id}` first to "
+                    "change its tags"
+                ) from None
+            raise TaskNotFoundError(
+                f"no task {task_id!r} in {store.location}; `uniqc-tasks list` shows the ids there"
+            ) from None
+    if output.wants_json():
+        output.emit(tags)
+    else:
+        for key, value in sorted(tags.items()):
+            output.line(f"{key}={value}")
+
+
+def _retag(
+    store: TaskStore, task_id: str, wanted: dict[str, str], remove: list[str]
+) -> dict[str, str]:
+    if wanted:
+        tags = store.set_tags(task_id, wanted)
+    if remove or not wanted:
+        tags = store.remove_tags(task_id, remove)
+    return tags
+
+
+def _hint_archived(store: TaskStore, task_id: str, verb: str) -> str | None:
+    if store.get_archived(task_id) is not None:
+        return f"archived: add --archived to {verb} it there"
+    return None
+
+
+def _hint_live(store: TaskStore, task_id: str, verb: str) -> str | None:
+    if store.get(task_id) is not None:
+        return "live, not archived" + (": run without --archived" if verb == "delete" else "")
+    return None
+
+
+def _report(verb: str, result: BulkResult, asked: int, hint: Callable[[str], str | None]) -> int:
+    """Print what a bulk command did; exit status 1 when any id was missing or refused."""
+    if output.wants_json():
+        outcome = {
+            "action": verb,
+            "done": result.done,
+            "missing": result.missing,
+            "refused": [{"task_id": i, "reason": reason} for i, reason in result.refused],
+        }
+        if output.output_format() == "csv":
+            output.emit(
+                [{"task_id": i, "outcome": verb, "reason": None} for i in result.done]
+                + [{"task_id": i, "outcome": "missing", "reason": None} for i in result.missing]
+                + [{"task_id": i, "outcome": "refused", "reason": r} for i, r in result.refused]
+            )
+        else:
+            output.emit(outcome)
+    else:
+        output.line(f"{verb} {len(result.done):,} of {asked:,} {_tasks(asked)}")
+        for task_id in result.missing[:_SHOWN_IDS]:
+            why = hint(task_id) if len(result.missing) <= _SHOWN_IDS else None
+            output.line(f"missing  {task_id}" + (f"  ({why})" if why else ""))
+        for task_id, reason in result.refused[:_SHOWN_IDS]:
+            output.line(f"refused  {task_id}  ({reason})")
+        hidden = max(0, len(result.missing) - _SHOWN_IDS) + max(0, len(result.refused) - _SHOWN_IDS)
+        if hidden:
+            output.line(f"... and {hidden:,} more (--json lists them all)")
+    failed = len(result.missing) + len(result.refused)
+    if not failed:
+        return 0
+    output.flush()
+    parts = [f"{len(result.missing):,} missing"] if result.missing else []
+    parts += [f"{len(result.refused):,} refused"] if result.refused else []
+    rest = f"; the other {len(result.done):,} were" if result.done else ""
+    sys.stderr.write(
+        f"uniqc-tasks: {failed:,} of {asked:,} not {verb} ({', '.join(parts)}){rest}\n"
+    )
+    return EXIT_NOT_ALL_DONE
+
+
+COMMANDS = (delete_command, archive_command, restore_command, prune_command, tag_command)
