@@ -1,12 +1,14 @@
-"""Nothing lost: concurrent writers, crashes, racing pollers and bad input.
+"""Nothing lost: concurrent writers, kill -9 and racing pollers.
 
 Each test measures and prints a figure and asserts the target for it (0 errors,
 0 writes lost, 0 status regressions, 0 integrity failures). Slow by design; run with
 
     .venv/bin/pytest -m reliability -s tests/test_reliability.py
 
-(with ``UNIQC_TEST_POSTGRESQL_URL`` / ``UNIQC_TEST_MYSQL_URL`` set for the server races).
-Worker processes live in ``tests/reliability_workers.py``.
+(with ``UNIQC_TEST_POSTGRESQL_URL`` / ``UNIQC_TEST_MYSQL_URL`` set for the server runs).
+Worker processes live in ``tests/reliability_workers.py``; the figures are in
+RELIABILITY.md. Bad input and the other deterministic regressions are in the default
+suite (``tests/test_regressions.py``).
 """
 
 from __future__ import annotations
