@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 
 from uniqc_taskstore import (
     APPLICATION_ID,
+    CURRENT_SCHEMA_VERSION,
     TaskInfo,
     TaskShard,
     TaskStatus,
@@ -316,14 +317,14 @@ class MixedWriter:
 
     def op_archive(self) -> None:
         self.performed = "archive"
-        candidates = self._live(lambda exp: exp["status"] in TERMINAL)
+        candidates = self._live()  # finished or not: archive takes any task
         if not candidates:
             self.op_save()
             return
         task_id = self.rng.choice(candidates)
         self.targets = [task_id]
         if self.store.archive(task_id) is not True:
-            self.mismatches.append(f"{task_id}: archive of a finished task returned False")
+            self.mismatches.append(f"{task_id}: archive of a live task returned False")
         self.expected[task_id]["where"] = "archived"
 
     def op_read(self) -> None:
@@ -512,7 +513,7 @@ def crashed_writer_problems(
         if absent:
             torn.append(f"task {task_id} is in the file, its batch mates {absent} are not")
         statuses = list(have.values())
-        if statuses and set(statuses) != {"pending"} and status != aggregate_status(statuses):
+        if statuses and status != aggregate_status(statuses):  # the aggregate after every write
             torn.append(f"task {task_id} is {status} but its shards are {statuses}")
     return missing, torn
 
@@ -564,6 +565,23 @@ def legacy_id(n: int, archived: bool) -> str:
     return f"{'arch' if archived else 'live'}-job-{n:06d}"
 
 
+def legacy_metadata(n: int, archived: bool) -> tuple[str, str | None]:
+    """Legacy row ``n``'s metadata text, and the name version 8 must give it: the
+    metadata's ``task_name`` where that is a usable name, else none."""
+    name = f"bell run {legacy_id(n, archived)}"
+    documents: tuple[tuple[str, str | None], ...] = (
+        ('{"circuit": "bell"}', None),
+        ("[1, 2]", None),
+        ("{not json", None),
+        ("{}", None),
+        (json.dumps({"task_name": name, "circuit": "bell"}), name),
+        ('{"task_name": "   "}', None),  # blank: not a name
+        ('{"task_name": 7}', None),  # not text: not a name
+        ('{"task_name": "cut short"', None),  # not JSON at all
+    )
+    return documents[n % len(documents)]
+
+
 def build_legacy_v4(directory: Path, live: int, archived: int) -> Path:
     """A version-4 ``tasks.sqlite`` with ``live`` + ``archived`` rows keyed by platform
     ids (naive and aware timestamps, odd metadata) and a few ``uqt_`` tasks with shards."""
@@ -574,12 +592,12 @@ def build_legacy_v4(directory: Path, live: int, archived: int) -> Path:
         for statement in _LEGACY_V4_DDL:
             conn.execute(statement)
         statuses = ("success", "failed", "running", "pending", "cancelled")
-        metadata = ('{"circuit": "bell"}', "[1, 2]", "{not json", "{}")
 
         def row(n: int, is_archived: bool) -> tuple[Any, ...]:
             stamp = f"2024-03-{1 + n % 28:02d}T{n % 24:02d}:{n % 60:02d}:{(7 * n) % 60:02d}"
             submit = stamp if n % 3 else stamp + ".123456+00:00"  # the oldest rows are naive
             status = statuses[n % len(statuses)]
+            metadata, _name = legacy_metadata(n, is_archived)
             return (
                 legacy_id(n, is_archived),
                 "originq:WK_C180" if n % 2 else "quafu:ScQ-P10",
@@ -588,7 +606,7 @@ def build_legacy_v4(directory: Path, live: int, archived: int) -> Path:
                 submit,
                 "2024-04-01T00:00:00+00:00",
                 json.dumps({"00": n, "11": 1000 - n}) if status == "success" else None,
-                metadata[n % len(metadata)],
+                metadata,
                 "platform error" if status == "failed" else None,
             )
 
@@ -629,27 +647,38 @@ def copy_database(source: Path, directory: Path) -> Path:
     return Path(shutil.copy2(source, directory / DATABASE_FILENAME))
 
 
+REKEYED_VERSION = 5
+"""From this version on every legacy row is a ``uqt_`` task with one mirror shard."""
+CANONICAL_TIMES_VERSION = 6
+"""From this version on every stored time is canonical UTC text."""
+NAMED_VERSION = 8
+"""From this version on a task's ``name`` is its metadata's usable ``task_name``."""
+
+
 def legacy_state_problems(conn: sqlite3.Connection, live: int, archived: int) -> list[str]:
     """Whether a (possibly interrupted) migration left a state its ``user_version``
-    accounts for: at 4 every legacy row untouched; from 5 on every legacy row re-keyed
-    exactly once (a ``uqt_`` parent plus a mirroring shard); at 6 canonical times."""
+    accounts for. Each data step's invariant holds from its version on: at 4 every
+    legacy row untouched; from 5 every legacy row re-keyed exactly once (a ``uqt_``
+    parent plus a mirroring shard); from 6 canonical times; from 8 names filled from
+    the metadata's ``task_name`` where it is usable. The other steps change only the
+    schema, which ``integrity_problems`` covers."""
     version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if not 4 <= version <= CURRENT_SCHEMA_VERSION:
+        return [f"unexpected user_version {version} (current is {CURRENT_SCHEMA_VERSION})"]
     problems: list[str] = []
     for table, shard_table, count in (
         ("tasks", "task_shards", live),
         ("archived_tasks", "archived_task_shards", archived),
     ):
+        archived_table = table == "archived_tasks"
         rows = conn.execute(f"SELECT task_id, metadata_json, submit_time FROM {table}").fetchall()
         legacy_rows = [r for r in rows if not r[0].startswith("uqt_")]
-        uqt_expected = count + (LEGACY_UQT_TASKS if table == "tasks" else 0)
-        archived_table = table == "archived_tasks"
+        uqt_expected = count + (0 if archived_table else LEGACY_UQT_TASKS)
         wanted = {legacy_id(n, archived_table) for n in range(count)}
-        if version == 4:
+        if version < REKEYED_VERSION:
             if {r[0] for r in legacy_rows} != wanted or len(rows) != uqt_expected:
-                problems.append(f"v4 {table}: {len(legacy_rows)} legacy rows of {count}")
+                problems.append(f"v{version} {table}: {len(legacy_rows)} legacy rows of {count}")
             continue
-        if version < 4 or version > 6:
-            return [f"unexpected user_version {version}"]
         if legacy_rows:
             problems.append(f"v{version} {table}: {len(legacy_rows)} rows still un-keyed")
         if len(rows) != uqt_expected:
@@ -666,11 +695,37 @@ def legacy_state_problems(conn: sqlite3.Connection, live: int, archived: int) ->
         )
         if any(mirrored[pid] != 1 for pid in wanted):
             problems.append(f"v{version} {shard_table}: a legacy id lacks its one mirror shard")
-        if version == 6:
+        if version >= CANONICAL_TIMES_VERSION:
             odd = [t for _, _, t in rows if not CANONICAL_TIME.fullmatch(t)]
             if odd:
-                problems.append(f"v6 {table}: {len(odd)} submit times not canonical, e.g. {odd[0]}")
+                problems.append(
+                    f"v{version} {table}: {len(odd)} submit times not canonical, e.g. {odd[0]}"
+                )
+        if version >= NAMED_VERSION:
+            problems += _name_problems(conn, table, count, version)
     return problems
+
+
+def _name_problems(conn: sqlite3.Connection, table: str, count: int, version: int) -> list[str]:
+    """Rows whose ``name`` is not the one their legacy metadata gives (none for the
+    tasks that were never legacy rows)."""
+    archived_table = table == "archived_tasks"
+    want = {
+        legacy_id(n, archived_table): legacy_metadata(n, archived_table)[1] for n in range(count)
+    }
+    wrong = [
+        f"{json.loads(metadata).get('legacy_platform_id', task_id)}: {name!r}"
+        for task_id, metadata, name in conn.execute(
+            f"SELECT task_id, metadata_json, name FROM {table}"
+        )
+        if name != want.get(json.loads(metadata).get("legacy_platform_id"))
+    ]
+    named = sum(1 for name in want.values() if name is not None)
+    if wrong or not named:
+        return [
+            f"v{version} {table}: {len(wrong)} names wrong (of {named} to fill), e.g. {wrong[:2]}"
+        ]
+    return []
 
 
 # -- 3. racing pollers -----------------------------------------------------------------------

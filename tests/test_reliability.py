@@ -1,12 +1,14 @@
-"""Nothing lost: concurrent writers, crashes, racing pollers and bad input.
+"""Nothing lost: concurrent writers, kill -9 and racing pollers.
 
 Each test measures and prints a figure and asserts the target for it (0 errors,
 0 writes lost, 0 status regressions, 0 integrity failures). Slow by design; run with
 
     .venv/bin/pytest -m reliability -s tests/test_reliability.py
 
-(with ``UNIQC_TEST_POSTGRESQL_URL`` / ``UNIQC_TEST_MYSQL_URL`` set for the server races).
-Worker processes live in ``tests/reliability_workers.py``.
+(with ``UNIQC_TEST_POSTGRESQL_URL`` / ``UNIQC_TEST_MYSQL_URL`` set for the server runs).
+Worker processes live in ``tests/reliability_workers.py``; the figures are in
+RELIABILITY.md. Bad input and the other deterministic regressions are in the default
+suite (``tests/test_regressions.py``).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from reliability_workers import (
     task_problems,
 )
 from uniqc_taskstore import (
+    CURRENT_SCHEMA_VERSION,
     TaskInfo,
     TaskShard,
     TaskStore,
@@ -75,20 +78,31 @@ def _read_results(paths: Sequence[Path]) -> list[dict[str, Any]]:
     return [json.loads(path.read_text(encoding="utf-8")) for path in paths]
 
 
-# -- 1. many processes, one SQLite file ------------------------------------------------------
+# -- 1. many processes, one database ---------------------------------------------------------
 
 WRITERS = 8
-OPERATIONS_PER_WRITER = 1_000
 
 
-def test_concurrent_writers_lose_nothing_and_surface_no_errors(tmp_path: Path) -> None:
-    location: Location = {"cache_dir": str(tmp_path / "cache")}
+@pytest.mark.parametrize(
+    ("kind", "operations_per_writer"), [("sqlite", 1_000), ("postgresql", 250), ("mysql", 250)]
+)
+def test_concurrent_writers_lose_nothing_and_surface_no_errors(
+    kind: str,
+    operations_per_writer: int,
+    tmp_path: Path,
+    fresh_database_url: Callable[[str], str],
+) -> None:
+    location: Location = (
+        {"cache_dir": str(tmp_path / "cache")}
+        if kind == "sqlite"
+        else {"url": fresh_database_url(kind)}
+    )
     outs = [tmp_path / f"writer-{n}.json" for n in range(WRITERS)]
     barrier = SPAWN.Barrier(WRITERS)
     _run_children(
         mixed_writer,
         [
-            (location, n, OPERATIONS_PER_WRITER, 1000 + n, barrier, str(out))
+            (location, n, operations_per_writer, 1000 + n, barrier, str(out))
             for n, out in enumerate(outs)
         ],
     )
@@ -101,7 +115,7 @@ def test_concurrent_writers_lose_nothing_and_surface_no_errors(tmp_path: Path) -
 
     lost: list[str] = []
     checked = 0
-    with TaskStore(tmp_path / "cache") as store:
+    with TaskStore(**location) as store:  # type: ignore[arg-type]
         live = archived = 0
         for r in results:
             uncertain = set(r["uncertain"])
@@ -121,7 +135,7 @@ def test_concurrent_writers_lose_nothing_and_surface_no_errors(tmp_path: Path) -
             )
 
     print(
-        f"\n[concurrent writers] {WRITERS} processes x {OPERATIONS_PER_WRITER} operations "
+        f"\n[concurrent writers, {kind}] {WRITERS} processes x {operations_per_writer} operations "
         f"({', '.join(f'{k} {v}' for k, v in sorted(done.items()))}); "
         f"{checked} acknowledged task states checked"
     )
@@ -129,7 +143,7 @@ def test_concurrent_writers_lose_nothing_and_surface_no_errors(tmp_path: Path) -
     print(f"read-your-writes mismatches seen by the writers: {len(read_mismatches)}")
     for line in (errors + lost + read_mismatches)[:15]:
         print("  ", line)
-    assert sum(done.values()) == WRITERS * OPERATIONS_PER_WRITER
+    assert sum(done.values()) == WRITERS * operations_per_writer
     assert (len(errors), len(lost), len(read_mismatches)) == (0, 0, 0)
 
 
@@ -139,7 +153,7 @@ KILLS = 50
 MIGRATION_KILLS = 8
 LEGACY_LIVE_ROWS = 500
 LEGACY_ARCHIVED_ROWS = 100
-"""Small enough that one full legacy migration (a few seconds here) fits the budget."""
+"""Small enough to build and copy quickly; a full open of it migrates every data step."""
 
 
 def _kill_at_random(
@@ -212,7 +226,7 @@ def test_kill_9_leaves_a_sound_file_with_every_acknowledged_write(tmp_path: Path
             live, archived = store.count(), store.count_archived()
         with plain_sqlite(path) as conn:
             after = legacy_state_problems(conn, LEGACY_LIVE_ROWS, LEGACY_ARCHIVED_ROWS)
-        if reopened_version != 6 or after:
+        if reopened_version != CURRENT_SCHEMA_VERSION or after:
             missing.append(f"migration run {run} after reopening: v{reopened_version} {after}")
         if (live, archived) != (LEGACY_LIVE_ROWS + LEGACY_UQT_TASKS, LEGACY_ARCHIVED_ROWS):
             missing.append(f"migration run {run}: store counts {live} live, {archived} archived")
@@ -220,7 +234,8 @@ def test_kill_9_leaves_a_sound_file_with_every_acknowledged_write(tmp_path: Path
     print(
         f"\n[kill -9] {writer_kills} kills of a writer ({acked} acknowledged writes checked "
         f"after the last), {MIGRATION_KILLS} kills while migrating a v4 file of "
-        f"{LEGACY_LIVE_ROWS + LEGACY_ARCHIVED_ROWS} legacy rows (full open took "
+        f"{LEGACY_LIVE_ROWS + LEGACY_ARCHIVED_ROWS} legacy rows (full open to "
+        f"v{CURRENT_SCHEMA_VERSION} took "
         f"{full_open:.1f} s; user_version found at kill: {dict(sorted(versions_at_kill.items()))})"
     )
     print(
