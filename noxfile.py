@@ -24,7 +24,7 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def reliability(session: nox.Session) -> None:
-    """Only the reliability figures: concurrent writers, kill -9 and racing pollers (bad input runs in the default suite)."""
+    """Only the reliability figures: concurrent writers, kill -9 and racing pollers."""
     session.install("-e", ".[test,postgresql,mysql]")
     session.run("pytest", "-m", "reliability", "-s", *session.posargs)
 
