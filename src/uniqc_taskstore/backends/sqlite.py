@@ -18,9 +18,9 @@ import sqlite3
 import stat
 import struct
 import warnings
-from datetime import UTC, datetime
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
