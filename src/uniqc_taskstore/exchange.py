@@ -383,7 +383,9 @@ _Rows = tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]
 def _rows(entries: list[_Entry]) -> _Rows:
     """The task, shard and tag rows of these entries (with ``archived_at`` for the
     archive's tables)."""
-    task_rows, shard_rows, tag_rows = [], [], []
+    task_rows: list[dict[str, Any]] = []
+    shard_rows: list[dict[str, Any]] = []
+    tag_rows: list[dict[str, Any]] = []
     for entry in entries:
         task = entry.task
         stamp = {"archived_at": task.archived_at} if task.archived_at is not None else {}
