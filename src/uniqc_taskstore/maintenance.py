@@ -124,12 +124,7 @@ def backup(store: TaskStore, dest: str | os.PathLike[str]) -> BackupReport:
     backend = store._db.backend
     source = store.db_path
     if isinstance(backend, ServerBackend):
-        command = native_backup_command(backend, Path(dest))
-        raise BackupUnavailableError(
-            f"{store.location} is a server database: back it up with the server's own "
-            f"tool, which copies it consistently while others write: {command}",
-            command,
-        )
+        raise server_backup_error(backend, dest)
     if source is None:
         raise BackupUnavailableError(
             "an in-memory store has no file to back up; write its tasks out with "
@@ -156,6 +151,18 @@ def backup(store: TaskStore, dest: str | os.PathLike[str]) -> BackupReport:
             "dest", str(target), f"cannot be written ({exc.strerror})"
         ) from None
     return BackupReport(target, target.stat().st_size, time.perf_counter() - started)
+
+
+def server_backup_error(
+    backend: ServerBackend, dest: str | os.PathLike[str]
+) -> BackupUnavailableError:
+    """The refusal to back up a server database, naming the command that does it."""
+    command = native_backup_command(backend, Path(dest))
+    return BackupUnavailableError(
+        f"{backend.describe()} is a server database: back it up with the server's own "
+        f"tool, which copies it consistently while others write: {command}",
+        command,
+    )
 
 
 def native_backup_command(backend: ServerBackend, dest: Path) -> str:
@@ -481,4 +488,5 @@ __all__ = [
     "native_backup_command",
     "pending_migrations",
     "schema_version_at",
+    "server_backup_error",
 ]

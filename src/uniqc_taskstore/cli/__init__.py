@@ -18,6 +18,7 @@ import click
 from .. import __version__
 from ..errors import DatabaseBusyError, DatabaseError, StoreNotFoundError, TaskStoreError
 from . import demo, inspect, transfer
+from . import maintenance as maintenance_commands
 from .options import Interrupted, common_options
 from .output import OutputError, flush
 
@@ -38,8 +39,9 @@ Store: --cache-dir DIR (the SQLite file DIR/tasks.sqlite) or --url URL (a
 SQLAlchemy URL such as postgresql+psycopg://user@host/db); without either,
 UNIQC_TASKSTORE_URL, else UNIQC_CACHE_DIR, else ~/.uniqc/cache. --schema names
 a PostgreSQL schema. These options and --json/--jsonl go before or after the
-command. Commands that only read (list, show, shards, the source of copy)
-never create a store; demo and the destination of copy do.
+command. Commands that only read (list, show, shards, export, backup,
+doctor, migrate, the source of copy) never create a store; demo, import and
+the destination of copy do. doctor has its own statuses (see its --help).
 
 \b
 Errors: every mistake ends in one line on stderr, "uniqc-tasks: <what is wrong
@@ -52,7 +54,8 @@ and what to do>", and an exit status:
        not a task store, damaged, written by a newer version)
   4    the database stayed locked by other writers; nothing was written,
        run the command again
-  130  interrupted (Ctrl-C); an interrupted copy resumes when run again
+  130  interrupted (Ctrl-C); an interrupted copy or import resumes when
+       run again
 """
 
 
@@ -85,6 +88,8 @@ def cli() -> None:
 
 cli.add_command(demo.demo_command)
 for _command in (*inspect.COMMANDS, *transfer.COMMANDS):
+    cli.add_command(_command)
+for _command in maintenance_commands.COMMANDS:  # backup, doctor, migrate
     cli.add_command(_command)
 
 
