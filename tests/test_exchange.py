@@ -157,7 +157,8 @@ def test_import_refuses_a_file_that_is_not_an_export(
     code = main(["import", str(foreign), "--cache-dir", str(tmp_path / "dest")])
     err = capsys.readouterr().err
     assert code == EXIT_REFUSED
-    assert err.count("\n") == 1 and "is not a uniqc-tasks export" in err
+    assert err.count("\n") == 1
+    assert "is not a uniqc-tasks export" in err
 
 
 def test_import_names_the_line_it_cannot_store(tmp_path: Path) -> None:
@@ -176,9 +177,13 @@ def test_csv_has_one_row_per_task_or_per_circuit_in_submission_order(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with TaskStore(tmp_path / "s") as store:
-        task = TaskInfo(generate_uniqc_task_id(), "dummy", status="success", tags={"a": "1"})
+        task = TaskInfo(
+            generate_uniqc_task_id(), "dummy", status=TaskStatus.SUCCESS, tags={"a": "1"}
+        )
         shards = [
-            TaskShard(task.task_id, 1, "j1", "dummy", 1, 2, status="success", result={"11": 5}),
+            TaskShard(
+                task.task_id, 1, "j1", "dummy", 1, 2, status=TaskStatus.SUCCESS, result={"11": 5}
+            ),
             TaskShard(
                 task.task_id,
                 0,
@@ -186,7 +191,7 @@ def test_csv_has_one_row_per_task_or_per_circuit_in_submission_order(
                 "dummy",
                 2,
                 0,
-                status="success",
+                status=TaskStatus.SUCCESS,
                 result=[{"00": 1}, {"01": 2}],
             ),
         ]

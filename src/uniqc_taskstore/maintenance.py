@@ -43,7 +43,7 @@ from .errors import (
     TaskStoreError,
 )
 from .migrator import CURRENT_SCHEMA_VERSION, MigrationReport, MigrationStep, pending_steps
-from .store import CACHE_DIR_ENV, DEFAULT_CACHE_DIR, URL_ENV, TaskStore, _database_path
+from .store import CACHE_DIR_ENV, URL_ENV, TaskStore, _database_path
 from .timestamps import utc_now
 
 Status = Literal["ok", "warn", "fail"]
@@ -97,10 +97,11 @@ def locate(
         return Location(backend_for_url(env_url, schema=schema, source=URL_ENV), URL_ENV)
     if os.environ.get(CACHE_DIR_ENV):
         return Location(SqliteBackend(_database_path(None)), CACHE_DIR_ENV)
-    default = (
-        f"the default, {DEFAULT_CACHE_DIR} (no --cache-dir, --url, {URL_ENV} or {CACHE_DIR_ENV})"
+    path = _database_path(None)
+    return Location(
+        SqliteBackend(path),
+        f"the default, {path.parent} (no --cache-dir, --url, {URL_ENV} or {CACHE_DIR_ENV})",
     )
-    return Location(SqliteBackend(_database_path(None)), default)
 
 
 # -- backup -------------------------------------------------------------------------------
