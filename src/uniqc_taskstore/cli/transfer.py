@@ -325,7 +325,9 @@ def _output_file(target: str) -> Iterator[IO[str]]:
     path = Path(target).expanduser()
     partial = path.with_name(path.name + ".partial")
     try:
-        stream = partial.open("w", encoding="utf-8", newline="")
+        # Private like the store itself: results may be confidential.
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        stream = open(fd, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed below
     except OSError as exc:
         raise output.OutputError(f"cannot write {partial} ({exc.strerror})") from None
     try:
