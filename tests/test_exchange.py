@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from uniqc_taskstore import TaskInfo, TaskShard, TaskStatus, TaskStore, generate_uniqc_task_id
-from uniqc_taskstore.cli import EXIT_OK, EXIT_REFUSED, main
+from uniqc_taskstore.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED, main
 from uniqc_taskstore.exchange import export_tasks, import_tasks
 
 
@@ -224,3 +224,40 @@ def test_export_of_a_missing_store_creates_nothing(
     assert code == EXIT_REFUSED
     assert sorted(p.name for p in tmp_path.iterdir()) == []
     assert "no task store" in capsys.readouterr().err
+
+
+def test_ctrl_c_during_import_says_how_far_it_got_and_running_again_finishes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import uniqc_taskstore.cli.transfer as cli_transfer
+
+    with TaskStore(tmp_path / "source") as source:
+        ids = seed(source)
+        before = contents(source, ids)
+    exported = tmp_path / "tasks.jsonl"
+    assert (
+        main(["export", "--cache-dir", str(tmp_path / "source"), "--archived", "-o", str(exported)])
+        == 0
+    )
+
+    def interrupted_after_first_batch(store: TaskStore, stream: Any, **kwargs: Any) -> Any:
+        def progress(done: int, total: int | None) -> None:
+            kwargs["progress"](done, total)
+            if done:
+                raise KeyboardInterrupt  # as Ctrl-C between two batches
+
+        return import_tasks(store, stream, batch_size=4, progress=progress)
+
+    monkeypatch.setattr(cli_transfer, "import_tasks", interrupted_after_first_batch)
+    args = ["import", str(exported), "--cache-dir", str(tmp_path / "dest")]
+    capsys.readouterr()
+    assert main(args) == EXIT_INTERRUPTED
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "interrupted after 4 of 12 tasks" in err
+    assert "run the same command again" in err
+    monkeypatch.undo()
+    assert main(args) == EXIT_OK
+    assert "4 already there were skipped" in capsys.readouterr().out
+    with TaskStore(tmp_path / "dest") as dest:
+        assert contents(dest, ids) == before
