@@ -21,6 +21,9 @@ from uniqc_taskstore.errors import TaskStoreError
 TESTS = Path(__file__).parent
 
 RAISED_BY: dict[str, str] = {
+    "BackupUnavailableError": (
+        "test_maintenance.py::test_backup_of_a_server_store_raises_with_its_dump_command"
+    ),
     "InvalidInputError": "test_model.py::test_validate_id_accepts_exactly_the_usable_ids",
     "UnserializableValueError": (
         "test_jsoncodec.py::test_unserializable_shard_result_saves_neither_task_nor_shards"

@@ -7,6 +7,7 @@ from importlib.metadata import version as _installed_version
 
 from .backends.base import APPLICATION_ID
 from .errors import (
+    BackupUnavailableError,
     CorruptDatabaseError,
     CorruptRowError,
     DatabaseBusyError,
@@ -59,6 +60,7 @@ __all__ = [
     "MIGRATIONS",
     "TERMINAL_STATUSES",
     "UNIQC_TASK_ID_PREFIX",
+    "BackupUnavailableError",
     "BulkResult",
     "CorruptDatabaseError",
     "CorruptRowError",

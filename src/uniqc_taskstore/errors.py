@@ -109,6 +109,16 @@ class DatabaseConnectionError(DatabaseError):
     within the connect timeout; nothing was written."""
 
 
+class BackupUnavailableError(TaskStoreError):
+    """This store cannot be backed up by uniqc-taskstore (a server database, or one in
+    memory); ``command`` is the native tool's command line to use instead (password
+    masked), or None."""
+
+    def __init__(self, message: str, command: str | None = None) -> None:
+        self.command = command
+        super().__init__(message)
+
+
 class DatabaseBusyError(DatabaseError):
     """The database stayed locked by other writers past the retry budget.
 

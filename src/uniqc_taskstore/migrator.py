@@ -60,11 +60,38 @@ def load_migrations(directory: Path | None = None) -> list[tuple[int, Migration]
 
 @dataclass(frozen=True)
 class MigrationReport:
-    """What :func:`migrate` found and did."""
+    """What :func:`migrate` found and did; ``backup`` is the copy of the SQLite file
+    written before the first step (None when nothing was applied, or on servers)."""
 
     from_version: int
     to_version: int
     applied: tuple[int, ...]
+    backup: Path | None = None
+
+
+@dataclass(frozen=True)
+class MigrationStep:
+    """One schema step: the version it brings the database to, and what it adds."""
+
+    version: int
+    summary: str
+
+
+def pending_steps(
+    found: int, migrations: Sequence[tuple[int, Migration]] = ()
+) -> list[MigrationStep]:
+    """The steps a database at version ``found`` still needs, each with the first
+    sentence of its docstring."""
+    return [
+        MigrationStep(version, _summary(step))
+        for version, step in (migrations or MIGRATIONS)
+        if version > found
+    ]
+
+
+def _summary(step: Migration) -> str:
+    text = " ".join((step.__doc__ or "").split())
+    return text.split(". ")[0].rstrip(".") if text else "(no description)"
 
 
 def migrate(
@@ -90,10 +117,15 @@ def migrate(
             f"no task store at {backend.describe()}; check the location, or run a command "
             "that writes to create one."
         )
+    backup: Path | None = None
+    if 0 < found < latest:
+        # Before anything is written (even the switch to WAL): a copy to roll back to.
+        backup = backend.backup_before_migration(found)
     backend.after_open(engine)
     if 0 < found == latest:
         # Up to date: no need to queue behind another process's migration lock.
         return MigrationReport(found, found, ())
+    kept = f"; the copy from before the upgrade is {backup}" if backup else ""
     with backend.migration_connection(engine) as conn:
         with conn.begin():
             start = backend.claim(conn)
@@ -108,16 +140,23 @@ def migrate(
                     continue
                 try:
                     step(conn)
-                except (TaskStoreError, DBAPIError):
+                except DBAPIError as exc:
+                    if backend.is_busy(exc) or not backup:
+                        raise
+                    raise MigrationError(
+                        f"migration to version {target} failed on {backend.describe()}: "
+                        f"{exc.orig!r}; the database stays at version {current}{kept}"
+                    ) from exc
+                except TaskStoreError:
                     raise
                 except Exception as exc:
                     raise MigrationError(
                         f"migration to version {target} failed on {backend.describe()}: {exc!r}; "
-                        f"the database stays at version {current}"
+                        f"the database stays at version {current}{kept}"
                     ) from exc
                 backend.write_version(conn, target)
             applied.append(target)
-    return MigrationReport(start, max(start, latest), tuple(applied))
+    return MigrationReport(start, max(start, latest), tuple(applied), backup if applied else None)
 
 
 def create_missing(conn: Connection, tables: Sequence[Table]) -> None:

@@ -14,6 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 from sqlalchemy import Connection, Engine, Table, delete, event, inspect
@@ -170,6 +171,12 @@ class Backend(ABC):
 
     def after_open(self, engine: Engine) -> None:
         """Settings that need an open database but no transaction (SQLite: WAL)."""
+
+    def backup_before_migration(self, version: int) -> Path | None:
+        """Keep a consistent copy of the database as it is at ``version``, before a
+        migration touches it; return where it is (None: this backend keeps none, as on
+        servers, whose own dump tools do this)."""
+        return None
 
     def clear_tables(self, conn: Connection) -> None:
         """Delete every row of every table but the schema stamp, in the current (write)

@@ -11,13 +11,16 @@ handler at BEGIN rather than as an unretryable upgrade failure mid-transaction.
 from __future__ import annotations
 
 import errno
+import glob
 import os
+import re
 import sqlite3
 import stat
 import struct
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -50,6 +53,9 @@ SIDECAR_SUFFIXES = ("-wal", "-shm", "-journal")
 WRITE_OPTION = "uniqc_write"
 """Execution option that makes the next ``BEGIN`` on a connection ``BEGIN IMMEDIATE``."""
 
+MIGRATION_BACKUPS_KEPT = 3
+"""Copies written before migrations that are kept beside the file (the newest ones)."""
+_MIGRATION_BACKUP = re.compile(r"\.v(\d+)-(\d{8}T\d{6}Z)(?:-(\d+))?\.bak")
 _HEADER_MAGIC = b"SQLite format 3\x00"
 _LEGACY_VERSIONS = range(1, 6)
 _BUSY_CODES = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
@@ -214,6 +220,34 @@ class SqliteBackend(Backend):
                 f"local directory ({self.env_hint}) or a server database (UNIQC_TASKSTORE_URL)."
             )
 
+    def backup_before_migration(self, version: int) -> Path | None:
+        """Write ``tasks.sqlite.v<version>-<UTC time>.bak`` beside the file (0600), a
+        consistent copy made with SQLite's online backup, and keep only the newest
+        :data:`MIGRATION_BACKUPS_KEPT` of them."""
+        if self.path is None:
+            return None
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        base = f"{self.path.name}.v{version}-{stamp}"
+        for attempt in range(100):
+            name = f"{base}.bak" if attempt == 0 else f"{base}-{attempt}.bak"
+            target = self.path.with_name(name)
+            try:
+                copy_database(self.path, target, timeout=self.busy.timeout)
+            except FileExistsError:
+                continue  # another process upgrading the same file in the same second
+            except OSError as exc:
+                raise StoreLocationError(
+                    f"cannot write {target}, the copy of {self.path} kept before upgrading "
+                    f"it from schema version {version} ({exc.strerror or exc}); nothing was "
+                    "changed. Make the directory writable and open the store again."
+                ) from exc
+            break
+        else:  # pragma: no cover - a hundred upgrades of one file in one second
+            raise StoreLocationError(f"cannot find a free name for {base}.bak")
+        for old in migration_backups(self.path)[:-MIGRATION_BACKUPS_KEPT]:
+            old.unlink(missing_ok=True)
+        return target
+
     def reclaim_space(self, engine: Engine) -> None:
         """VACUUM, then truncate the WAL, on a connection of its own that waits for no
         lock: deleted results leave the file, and a busy database just keeps its free
@@ -346,6 +380,64 @@ def check_header(path: Path) -> None:
     (app_id,) = struct.unpack(">I", header[68:72])
     if app_id not in (0, APPLICATION_ID):
         raise refuse_foreign(str(path), f"has application_id {app_id:#010x}")
+
+
+def copy_database(source: Path, target: Path, *, timeout: float = 10.0) -> None:
+    """Copy the SQLite database ``source`` to a new file ``target`` (mode 0600) with
+    SQLite's online backup API: one read transaction, so the copy is a consistent
+    snapshot while other connections go on writing. The copy is written as
+    ``target.partial``, checked with ``quick_check``, synced, then renamed; it uses a
+    rollback journal, so it is one self-contained file. ``FileExistsError`` if
+    ``target`` exists; nothing is left behind on failure."""
+    if target.exists() or target.is_symlink():
+        raise FileExistsError(errno.EEXIST, "file exists", str(target))
+    partial = target.with_name(target.name + ".partial")
+    fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600)
+    os.close(fd)
+    try:
+        src = sqlite3.connect(source, timeout=timeout, isolation_level=None)
+        try:
+            dst = sqlite3.connect(partial, isolation_level=None)
+            try:
+                src.backup(dst)  # pages=-1: the whole file in one step, one snapshot
+                dst.execute("PRAGMA journal_mode = DELETE")
+                problems = [row[0] for row in dst.execute("PRAGMA quick_check")]
+            finally:
+                dst.close()
+        finally:
+            src.close()
+        if problems != ["ok"]:
+            raise CorruptDatabaseError(
+                f"the copy of {source} failed its check ({'; '.join(problems[:3])}); "
+                "nothing was kept. Run uniqc-tasks doctor on the store."
+            )
+        fd = os.open(partial, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if target.exists():
+            raise FileExistsError(errno.EEXIST, "file exists", str(target))
+        os.replace(partial, target)
+    except BaseException:
+        for leftover in (partial, *(_sidecar(partial, s) for s in SIDECAR_SUFFIXES)):
+            leftover.unlink(missing_ok=True)
+        raise
+
+
+def migration_backups(path: Path) -> list[Path]:
+    """The copies :meth:`SqliteBackend.backup_before_migration` kept beside ``path``,
+    oldest first."""
+    found: list[tuple[str, int, Path]] = []
+    try:
+        candidates = list(path.parent.glob(f"{glob.escape(path.name)}.v*.bak"))
+    except OSError:
+        return []
+    for candidate in candidates:
+        match = _MIGRATION_BACKUP.fullmatch(candidate.name[len(path.name) :])
+        if match is not None:
+            found.append((match.group(2), int(match.group(3) or 0), candidate))
+    return [entry[2] for entry in sorted(found)]
 
 
 def _owned_by_me(info: os.stat_result) -> bool:

@@ -20,6 +20,7 @@ import click
 from .. import __version__
 from ..errors import DatabaseBusyError, DatabaseError, StoreNotFoundError, TaskStoreError
 from . import demo, inspect, manage, transfer
+from . import maintenance as maintenance_commands
 from .options import Interrupted, common_options
 from .output import OutputError, flush
 
@@ -40,8 +41,9 @@ Store: --cache-dir DIR (the SQLite file DIR/tasks.sqlite) or --url URL (a
 SQLAlchemy URL such as postgresql+psycopg://user@host/db); without either,
 UNIQC_TASKSTORE_URL, else UNIQC_CACHE_DIR, else ~/.uniqc/cache. --schema names
 a PostgreSQL schema. These options and --json/--jsonl/--format go before or
-after the command. Only demo and the destination of copy create a store; every
-other command says "no task store at ..." where there is none.
+after the command. Only demo, import and the destination of copy create a
+store; every other command says "no task store at ..." where there is none.
+doctor has its own statuses (see its --help).
 
 \b
 Confirmation: delete and prune ask before acting on more than one task when
@@ -60,7 +62,8 @@ and what to do>", and an exit status:
        not a task store, damaged, written by a newer version)
   4    the database stayed locked by other writers; nothing was written,
        run the command again
-  130  interrupted (Ctrl-C); an interrupted copy resumes when run again
+  130  interrupted (Ctrl-C); an interrupted copy or import resumes when
+       run again
 """
 
 
@@ -94,7 +97,7 @@ def cli() -> None:
 cli.add_command(demo.demo_command)
 for _command in (*inspect.COMMANDS, *transfer.COMMANDS):
     cli.add_command(_command)
-for _command in manage.COMMANDS:
+for _command in (*manage.COMMANDS, *maintenance_commands.COMMANDS):
     cli.add_command(_command)
 
 

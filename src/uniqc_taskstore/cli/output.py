@@ -188,9 +188,10 @@ def fields(data: dict[str, Any]) -> None:
 
 
 @contextmanager
-def progress(label: str) -> Iterator[Callable[[int, int], None] | None]:
+def progress(label: str) -> Iterator[Callable[[int, int | None], None] | None]:
     """A progress bar on stderr when it is a terminal; yields its update function
-    (``(done, total)``), or None when there is nowhere to show it."""
+    (``(done, total)``, total None when unknown), or None when there is nowhere to
+    show it."""
     if not sys.stderr.isatty():
         yield None
         return
@@ -207,7 +208,7 @@ def progress(label: str) -> Iterator[Callable[[int, int], None] | None]:
     ) as bar:
         task = bar.add_task(label, total=None)
 
-        def update(done: int, total: int) -> None:
+        def update(done: int, total: int | None) -> None:
             bar.update(task, completed=done, total=total, refresh=True)
 
         yield update

@@ -1,11 +1,20 @@
-"""Commands that move tasks between stores: ``copy``."""
+"""Commands that move tasks between stores and files: ``copy``, ``export``, ``import``."""
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
+from pathlib import Path
+from typing import IO, Any
 
 import click
 
+from ..exchange import CsvRows, Format, export_tasks, import_tasks
+from ..filters import TaskFilter
+from ..model import TaskStatus
 from ..transfer import copy_tasks
 from . import output
 from .options import (
@@ -14,6 +23,8 @@ from .options import (
     check_schema,
     check_url,
     common_options,
+    open_store,
+    parse_statuses,
     store_at,
 )
 
@@ -104,4 +115,247 @@ def copy_command(
     )
 
 
-COMMANDS = (copy_command,)
+def _parse_tags(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> dict[str, str | None]:
+    """``--tag KEY=VALUE`` (or ``--tag KEY``: any value), repeatable."""
+    found: dict[str, str | None] = {}
+    for value in values:
+        key, sep, tag_value = value.partition("=")
+        if not key:
+            raise click.BadParameter(f"{value!r}: write KEY=VALUE or KEY", ctx=ctx, param=param)
+        found[key] = tag_value if sep else None
+    return found
+
+
+@click.command(
+    "export",
+    epilog="JSONL (the default, or a FILE ending in .jsonl) holds every field of every "
+    "task with its shards and tags, and is read back by uniqc-tasks import. CSV (a FILE "
+    "ending in .csv, or --format csv) is for spreadsheets: one row per task, per shard "
+    "(--shards) or per circuit result (--per-circuit). FILE is written as FILE.partial "
+    "and renamed when complete.",
+)
+@click.option(
+    "-o", "--output", "target", required=True, metavar="FILE", help="Where to write; - for stdout."
+)
+@click.option(
+    "--format",
+    "format_",
+    type=click.Choice(["jsonl", "csv"]),
+    help="File format [default: from FILE's suffix, else jsonl].",
+)
+@click.option(
+    "--status",
+    "statuses",
+    metavar="STATUS[,STATUS...]",
+    multiple=True,
+    callback=parse_statuses,
+    help="Only these statuses.",
+)
+@click.option("--backend", help="Platform or device, e.g. originq or originq:WK_C180.")
+@click.option(
+    "--submitted-after",
+    metavar="TIME",
+    help="ISO-8601 time with offset, e.g. 2026-01-01T00:00:00+00:00.",
+)
+@click.option("--submitted-before", metavar="TIME", help="ISO-8601 time with offset (exclusive).")
+@click.option(
+    "--tag",
+    "tags",
+    metavar="KEY[=VALUE]",
+    multiple=True,
+    callback=_parse_tags,
+    help="Only tasks with this tag (repeatable).",
+)
+@click.option("--name", help="Only tasks with exactly this name.")
+@click.option(
+    "--search", metavar="TEXT", help="Substring of the task id, job ids, backend or name."
+)
+@click.option(
+    "--archived", is_flag=True, help="Archived tasks too (they import back into the archive)."
+)
+@click.option("--archived-only", is_flag=True, help="Only archived tasks.")
+@click.option(
+    "--shards/--no-shards",
+    default=None,
+    help="JSONL: with shards (default). CSV: one row per shard.",
+)
+@click.option(
+    "--per-circuit", is_flag=True, help="CSV: one row per circuit result, in submission order."
+)
+@common_options
+def export_command(
+    target: str,
+    format_: Format | None,
+    statuses: tuple[TaskStatus, ...],
+    backend: str | None,
+    submitted_after: str | None,
+    submitted_before: str | None,
+    tags: dict[str, str | None],
+    name: str | None,
+    search: str | None,
+    archived: bool,
+    archived_only: bool,
+    shards: bool | None,
+    per_circuit: bool,
+) -> None:
+    """Write the matching tasks to FILE, newest first, in flat memory.
+
+    Live tasks by default; --archived adds the archive, --archived-only exports only
+    the archive. Only reads the store.
+    """
+    fmt: Format = format_ or ("csv" if target.lower().endswith(".csv") else "jsonl")
+    if per_circuit and (fmt != "csv" or shards):
+        raise click.UsageError("--per-circuit is a CSV layout; it goes without --shards")
+    rows: CsvRows = "circuit" if per_circuit else ("shard" if shards else "task")
+    selected = TaskFilter(
+        status=statuses or None,
+        backend=backend,
+        submitted_after=submitted_after,
+        submitted_before=submitted_before,
+        tags=tags or None,
+        name=name,
+        search=search,
+    )
+    done = [0, 0]
+    with (
+        open_store(create=False) as store,
+        _output_file(target) as stream,
+        output.progress("Exporting") as bar,
+    ):
+        try:
+            report = export_tasks(
+                store,
+                stream,
+                selected,
+                live=not archived_only,
+                archived=archived or archived_only,
+                shards=shards is not False,
+                format=fmt,
+                csv_rows=rows,
+                progress=_tracking(done, bar),
+            )
+        except KeyboardInterrupt:
+            where = "stdout" if target == "-" else f"{target} was not written (nothing left behind)"
+            raise Interrupted(
+                f"interrupted after {done[0]:,} of {done[1]:,} tasks; {where}; run the same "
+                "command again to export"
+            ) from None
+    summary = asdict(report) | {"file": target, "format": fmt}
+    if target == "-":
+        output.note(
+            f"exported {report.tasks + report.archived_tasks:,} tasks in {report.seconds:.1f} s"
+        )
+    elif output.wants_json():
+        output.emit(summary)
+    else:
+        output.line(
+            f"Exported {report.tasks:,} live and {report.archived_tasks:,} archived tasks "
+            f"({report.shards:,} shards, {report.rows:,} {fmt} rows) from {store.location} "
+            f"to {target} in {report.seconds:.1f} s"
+        )
+
+
+@click.command(
+    "import",
+    epilog="Tasks the store already has, live or archived, are skipped (and counted), so "
+    "importing a file twice adds nothing and an interrupted import is finished by "
+    "running the same command again. Each batch is one transaction.",
+)
+@click.argument("file", metavar="FILE")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Tasks per transaction.",
+)
+@common_options
+def import_command(file: str, batch_size: int) -> None:
+    """Add the tasks of a JSONL export (FILE, or - for stdin) to the store.
+
+    Live tasks go to the live tables, archived ones to the archive, with their shards
+    and tags, every field as exported. Creates the store if needed.
+    """
+    done = [0, 0]
+    with (
+        _input_file(file) as stream,
+        open_store(create=True) as store,
+        output.progress("Importing") as bar,
+    ):
+        try:
+            report = import_tasks(
+                store, stream, batch_size=batch_size, progress=_tracking(done, bar)
+            )
+        except KeyboardInterrupt:
+            raise Interrupted(
+                f"interrupted after {done[0]:,} of {done[1]:,} tasks were read (each batch "
+                f"is whole) into {store.location}; run the same command again to import the "
+                "rest, tasks already there are skipped"
+            ) from None
+    if output.wants_json():
+        output.emit(asdict(report) | {"file": file})
+        return
+    output.line(
+        f"Imported {report.tasks:,} live and {report.archived_tasks:,} archived tasks "
+        f"({report.shards:,} shards, {report.tags:,} tags) into {store.location} in "
+        f"{report.seconds:.1f} s; {report.skipped:,} already there were skipped"
+    )
+
+
+def _tracking(
+    done: list[int], bar: Callable[[int, int | None], None] | None
+) -> Callable[[int, int | None], None]:
+    def progress(finished: int, total: int | None) -> None:
+        done[:] = [finished, total or finished]
+        if bar is not None:
+            bar(finished, total)
+
+    return progress
+
+
+@contextmanager
+def _output_file(target: str) -> Iterator[IO[str]]:
+    """stdout for ``-``; else ``target.partial``, renamed to ``target`` once complete
+    and removed if anything goes wrong, so ``target`` is only ever a whole export."""
+    if target == "-":
+        yield sys.stdout
+        return
+    path = Path(target).expanduser()
+    partial = path.with_name(path.name + ".partial")
+    try:
+        # Private like the store itself: results may be confidential.
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        stream = open(fd, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise output.OutputError(f"cannot write {partial} ({exc.strerror})") from None
+    try:
+        with stream:
+            yield stream
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    try:
+        os.replace(partial, path)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise output.OutputError(f"cannot write {path} ({exc.strerror})") from None
+
+
+@contextmanager
+def _input_file(file: str) -> Iterator[IO[str]]:
+    if file == "-":
+        yield sys.stdin
+        return
+    try:
+        stream = Path(file).expanduser().open(encoding="utf-8", newline="")
+    except OSError as exc:
+        raise click.BadParameter(
+            f"cannot read {file} ({exc.strerror})", param_hint="FILE"
+        ) from None
+    with stream:
+        yield stream
+
+
+COMMANDS: tuple[Any, ...] = (copy_command, export_command, import_command)
