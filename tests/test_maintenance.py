@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection
+from sqlalchemy import Connection, text
 
 import uniqc_taskstore.store as store_module
+from conftest import RawDatabase
 from legacy_files import build_legacy_file, dump, pragma
 from uniqc_taskstore import (
     CURRENT_SCHEMA_VERSION,
@@ -158,6 +159,24 @@ def test_doctor_passes_a_healthy_store_on_every_database(
     assert "WARN" not in out
     assert main(["doctor", *where(store_location), "--json"]) == EXIT_OK
     assert json.loads(capsys.readouterr().out)["ok"] is True
+
+
+def test_doctor_names_a_row_the_store_cannot_read_and_how_to_be_rid_of_it(
+    store: TaskStore,
+    store_location: dict[str, Any],
+    raw_database: RawDatabase,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    good, bad = TaskInfo("good-task", "dummy"), TaskInfo("bad-task", "dummy")
+    store.save_many([good, bad])
+    with raw_database.engine.begin() as conn:  # metadata that is no JSON object
+        conn.execute(text("UPDATE tasks SET metadata_json = '[1]' WHERE task_id = 'bad-task'"))
+    assert main(["doctor", *where(store_location)]) == DOCTOR_WARN
+    problems = [line for line in capsys.readouterr().out.splitlines() if "bad-task" in line]
+    assert len(problems) == 1
+    assert "metadata_json" in problems[0]
+    assert "uniqc-tasks delete bad-task" in problems[0]
+    assert main(["doctor", "--quick", *where(store_location)]) == EXIT_OK  # no row scan
 
 
 def test_doctor_says_where_the_store_is_and_why(

@@ -37,6 +37,13 @@ def find_corrupt_rows(store: TaskStore) -> Iterator[CorruptRowError]:
         yield from store._db.read(partial(_scan, table=table, read=read))
 
 
+def corrupt_rows_on(conn: Connection) -> Iterator[CorruptRowError]:
+    """:func:`find_corrupt_rows` on a connection already open (``doctor`` uses its
+    read-only one)."""
+    for table, read in _READERS:
+        yield from _scan(conn, table=table, read=read)
+
+
 def _scan(
     conn: Connection, *, table: Table, read: Callable[[Mapping[Any, Any]], object]
 ) -> list[CorruptRowError]:

@@ -42,6 +42,7 @@ from .errors import (
     StoreNotFoundError,
     TaskStoreError,
 )
+from .integrity import corrupt_rows_on
 from .migrator import CURRENT_SCHEMA_VERSION, MigrationReport, MigrationStep, pending_steps
 from .store import CACHE_DIR_ENV, URL_ENV, TaskStore, _database_path
 from .timestamps import utc_now
@@ -61,11 +62,37 @@ class Check:
     fix: str | None = None
 
 
-RowCheck = Callable[[Connection], Iterable[Check]]
-ROW_CHECKS: list[RowCheck] = []
-"""Checks of the stored rows themselves (e.g. a scan for rows the store cannot read),
-run by :func:`diagnose` on a read-only connection once the file, stamp, schema version
-and integrity are all ok. Append to it to join ``uniqc-tasks doctor``."""
+RowCheck = Callable[[Connection, str], Iterable[Check]]
+"""A check of the stored rows: given the read-only connection and the ``suffix`` for
+fix commands."""
+
+
+def readable_rows(conn: Connection, suffix: str) -> list[Check]:
+    """Every stored task and shard reads back; each one that does not (a hand edit,
+    another program) is named with its column."""
+    bad = list(corrupt_rows_on(conn))
+    if not bad:
+        return [Check("rows", "ok", "every stored task and shard reads back")]
+    checks = []
+    for error in bad:
+        task_id = error.key[0] if isinstance(error.key, tuple) else error.key
+        archived = " --archived" if error.table.startswith("archived") else ""
+        checks.append(
+            Check(
+                "rows",
+                "warn",
+                str(error),
+                f"repair its {error.column} by hand, or delete the task: "
+                f"uniqc-tasks delete{archived} {shlex.quote(str(task_id))}{suffix}",
+            )
+        )
+    return checks
+
+
+ROW_CHECKS: list[RowCheck] = [readable_rows]
+"""Checks of the stored rows themselves, run by :func:`diagnose` (not with
+``full=False``) on a read-only connection once the file, stamp, schema version and
+integrity are all ok. Append to it to join ``uniqc-tasks doctor``."""
 
 
 @dataclass(frozen=True)
@@ -258,9 +285,10 @@ def diagnose(location: Location, *, full: bool = True, suffix: str = "") -> list
             checks.extend(_schema_checks(backend, version, suffix))
             if path is not None and version:
                 checks.append(_integrity(conn, path, full))
-            if all(c.status != "fail" for c in checks) and version == CURRENT_SCHEMA_VERSION:
+            healthy = all(c.status != "fail" for c in checks)
+            if full and healthy and version == CURRENT_SCHEMA_VERSION:
                 for row_check in ROW_CHECKS:
-                    checks.extend(row_check(conn))
+                    checks.extend(row_check(conn, suffix))
     except TaskStoreError as exc:
         checks.append(_failure("database", exc, path))
     except DBAPIError as exc:

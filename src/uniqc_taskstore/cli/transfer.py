@@ -14,9 +14,9 @@ import click
 
 from ..exchange import CsvRows, Format, export_tasks, import_tasks
 from ..filters import TaskFilter
-from ..model import TaskStatus
 from ..transfer import copy_tasks
 from . import output
+from .filter_options import filter_options
 from .options import (
     Interrupted,
     check_cache_dir,
@@ -24,7 +24,7 @@ from .options import (
     check_url,
     common_options,
     open_store,
-    parse_statuses,
+    settings,
     store_at,
 )
 
@@ -115,19 +115,6 @@ def copy_command(
     )
 
 
-def _parse_tags(
-    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
-) -> dict[str, str | None]:
-    """``--tag KEY=VALUE`` (or ``--tag KEY``: any value), repeatable."""
-    found: dict[str, str | None] = {}
-    for value in values:
-        key, sep, tag_value = value.partition("=")
-        if not key:
-            raise click.BadParameter(f"{value!r}: write KEY=VALUE or KEY", ctx=ctx, param=param)
-        found[key] = tag_value if sep else None
-    return found
-
-
 @click.command(
     "export",
     epilog="JSONL (the default, or a FILE ending in .jsonl) holds every field of every "
@@ -139,39 +126,7 @@ def _parse_tags(
 @click.option(
     "-o", "--output", "target", required=True, metavar="FILE", help="Where to write; - for stdout."
 )
-@click.option(
-    "--format",
-    "format_",
-    type=click.Choice(["jsonl", "csv"]),
-    help="File format [default: from FILE's suffix, else jsonl].",
-)
-@click.option(
-    "--status",
-    "statuses",
-    metavar="STATUS[,STATUS...]",
-    multiple=True,
-    callback=parse_statuses,
-    help="Only these statuses.",
-)
-@click.option("--backend", help="Platform or device, e.g. originq or originq:WK_C180.")
-@click.option(
-    "--submitted-after",
-    metavar="TIME",
-    help="ISO-8601 time with offset, e.g. 2026-01-01T00:00:00+00:00.",
-)
-@click.option("--submitted-before", metavar="TIME", help="ISO-8601 time with offset (exclusive).")
-@click.option(
-    "--tag",
-    "tags",
-    metavar="KEY[=VALUE]",
-    multiple=True,
-    callback=_parse_tags,
-    help="Only tasks with this tag (repeatable).",
-)
-@click.option("--name", help="Only tasks with exactly this name.")
-@click.option(
-    "--search", metavar="TEXT", help="Substring of the task id, job ids, backend or name."
-)
+@filter_options
 @click.option(
     "--archived", is_flag=True, help="Archived tasks too (they import back into the archive)."
 )
@@ -187,14 +142,7 @@ def _parse_tags(
 @common_options
 def export_command(
     target: str,
-    format_: Format | None,
-    statuses: tuple[TaskStatus, ...],
-    backend: str | None,
-    submitted_after: str | None,
-    submitted_before: str | None,
-    tags: dict[str, str | None],
-    name: str | None,
-    search: str | None,
+    task_filter: TaskFilter,
     archived: bool,
     archived_only: bool,
     shards: bool | None,
@@ -205,19 +153,14 @@ def export_command(
     Live tasks by default; --archived adds the archive, --archived-only exports only
     the archive. Only reads the store.
     """
-    fmt: Format = format_ or ("csv" if target.lower().endswith(".csv") else "jsonl")
+    # The file's form: --format csv or a FILE ending in .csv, else JSONL (--format jsonl
+    # forces it); --json prints the summary as JSON.
+    chosen = settings().format
+    by_name = target.lower().endswith(".csv") and chosen != "jsonl"
+    fmt: Format = "csv" if chosen == "csv" or by_name else "jsonl"
     if per_circuit and (fmt != "csv" or shards):
         raise click.UsageError("--per-circuit is a CSV layout; it goes without --shards")
     rows: CsvRows = "circuit" if per_circuit else ("shard" if shards else "task")
-    selected = TaskFilter(
-        status=statuses or None,
-        backend=backend,
-        submitted_after=submitted_after,
-        submitted_before=submitted_before,
-        tags=tags or None,
-        name=name,
-        search=search,
-    )
     done = [0, 0]
     with (
         open_store(create=False) as store,
@@ -228,7 +171,7 @@ def export_command(
             report = export_tasks(
                 store,
                 stream,
-                selected,
+                task_filter,
                 live=not archived_only,
                 archived=archived or archived_only,
                 shards=shards is not False,
