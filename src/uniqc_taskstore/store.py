@@ -55,12 +55,14 @@ from .model import (
     validate_id,
     validate_items,
     validate_key,
+    validate_names,
     validate_optional_key,
     validate_optional_text,
     validate_page,
     validate_path,
     validate_shard,
     validate_statuses,
+    validate_tags,
     validate_task,
 )
 from .queries import CountField
@@ -670,13 +672,20 @@ class TaskStore:
 
     def set_tags(self, task_id: str, tags_: Mapping[str, str]) -> dict[str, str]:
         """Add or overwrite these tags of a live task, keeping its others, atomically;
-        return its tags afterwards. :class:`TaskNotFoundError` if there is no such task."""
-        return self._db.write(lambda conn: tags.set_tags(conn, task_id, tags_))
+        return its tags afterwards. :class:`TaskNotFoundError` if there is no such task;
+        :class:`InvalidInputError` unless ``tags_`` maps non-empty strings (at most 255
+        characters, no NUL) to strings (at most 255 characters, no NUL)."""
+        validate_id(task_id, "task_id")
+        checked = validate_tags(tags_)
+        return self._db.write(lambda conn: tags.set_tags(conn, task_id, checked))
 
     def remove_tags(self, task_id: str, keys: Iterable[str]) -> dict[str, str]:
         """Remove these tag keys from a live task (absent ones are ignored), atomically;
-        return its tags afterwards."""
-        return self._db.write(lambda conn: tags.remove_tags(conn, task_id, keys))
+        return its tags afterwards. ``keys`` is any iterable of keys but one string
+        (:class:`InvalidInputError`, as for a key that is not a usable id)."""
+        validate_id(task_id, "task_id")
+        wanted = validate_names(keys, "keys")
+        return self._db.write(lambda conn: tags.remove_tags(conn, task_id, wanted))
 
     def update_metadata(
         self, task_id: str, patch: Mapping[str, Any], remove: Iterable[str] = ()
@@ -694,6 +703,7 @@ class TaskStore:
         (``"shard 1: ...; shard 3: ..."``; left as it was when no shard has one), in
         one transaction; return the task. :class:`TaskStateError` while a shard is
         unfinished or when the task has no shards."""
+        validate_id(task_id, "task_id")
         return self._db.write(lambda conn: edits.finalize(conn, task_id))
 
     # -- bulk and retention -------------------------------------------------------------------
