@@ -102,7 +102,11 @@ class TaskFilter:
       job ids, its backend or its name.
 
     Fields are checked and normalised when the filter is made (statuses to a tuple
-    of :class:`TaskStatus`, times to canonical UTC text).
+    of :class:`TaskStatus`, times to canonical UTC text); a bad one raises
+    :class:`InvalidInputError` naming it: a status that is not one (or a mapping or
+    bytes for several), a naive or unparseable time, tags that are not a mapping of
+    non-empty strings to strings or None, a ``search`` that is not text without NUL
+    of at most 255 characters.
     """
 
     status: StatusFilter = None
