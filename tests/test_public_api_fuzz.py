@@ -2,17 +2,35 @@
 
 Every public method of ``TaskStore`` is found by introspection and called with
 arguments drawn from hostile values (wrong types, lone surrogates, NUL, huge ints,
-NaN, deep nesting, long strings) mixed with plausible ones, on every database. A
-method added later is fuzzed automatically; ``test_every_public_method_is_fuzzed``
-fails if one is left out.
+NaN, deep nesting, long strings, generators, naive times, overflowing timedeltas)
+mixed with plausible ones, on every database. A method added later is fuzzed
+automatically; ``test_every_public_method_is_fuzzed`` fails if one is left out.
+
+``**criteria`` (the :class:`TaskFilter` fields as keywords) is filled from the keys
+of ``FilterArgs``, read by introspection, so a new filter field is fuzzed as soon as
+it exists; ``filter=`` gets :class:`TaskFilter` objects built from hostile fields
+(the construction is part of the call). An iterator a method returns is consumed.
+
+An unknown keyword to a method that takes ``**criteria`` is a typo of a filter
+(``statuses=`` for ``status=``): it raises :class:`InvalidInputError` naming it and
+listing the known filters, like any other bad filter, never ``TypeError``. Python's
+own ``TypeError`` only comes from methods without ``**criteria``, or a wrong number
+of positional arguments, which the fuzz does not draw (every call fits the signature).
+
+``UNIQC_FUZZ_EXAMPLES`` sets the examples per method and database (default 25);
+``UNIQC_FUZZ_EXAMPLES=2000`` is the deep run used when changing validation.
 """
 
 from __future__ import annotations
 
+import base64
 import copy
 import inspect
 import math
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import fields
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +38,24 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from uniqc_taskstore import TaskInfo, TaskShard, TaskStatus, TaskStore, TaskStoreError
+from uniqc_taskstore import (
+    InvalidInputError,
+    TaskFilter,
+    TaskInfo,
+    TaskShard,
+    TaskStatus,
+    TaskStore,
+    TaskStoreError,
+)
+from uniqc_taskstore.filters import FilterArgs, Sort, encode_cursor
 
 SEEDED_ID = "uqt_" + "a" * 32
 NOT_FUZZED = {"close": "ends the store's use; called last by the fixture"}
 CONSTRUCTORS = ("__init__", "from_url", "in_memory")
+FILTER_KEYS = sorted(FilterArgs.__required_keys__ | FilterArgs.__optional_keys__)
+"""The filter keywords every ``**criteria`` method takes, by introspection."""
+CRITERIA_ANNOTATION = "Unpack[FilterArgs]"
+UNKNOWN_KEYWORDS = ["statuses", "limit", "tag", "backends", "filter_", "\ud800", ""]
 
 
 def public_methods() -> list[str]:
@@ -51,18 +82,57 @@ def _nested_dict(depth: int) -> Any:
 
 
 class Hostile:
-    """A fixed hostile value, drawn as this token so that Hypothesis can print the
-    example (it cannot print a 5,000-digit int or a 5,000-deep list); the token is
-    swapped for its value just before the call."""
+    """A hostile value, drawn as this token so that Hypothesis can print the example
+    (it cannot print a 5,000-digit int or a 5,000-deep list) and so that a one-shot
+    value (a generator) is made afresh for each call; the token is swapped for its
+    value just before the call."""
 
-    def __init__(self, label: str, value: Any) -> None:
+    def __init__(self, label: str, make: Callable[[], Any]) -> None:
         self.label = label
-        self.value = value
+        self.make = make
 
     def __repr__(self) -> str:
         return f"<{self.label}>"
 
 
+def fixed(label: str, value: Any) -> Hostile:
+    return Hostile(label, lambda: value)
+
+
+class Built:
+    """``TaskFilter(**fields)``, built inside the fuzzed call, so that a refused field
+    counts as that call's error."""
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        self.fields = fields
+
+    def __repr__(self) -> str:
+        return f"TaskFilter(**{self.fields!r})"
+
+
+def _ids() -> Iterator[Any]:
+    yield SEEDED_ID
+    yield "uqt_" + "b" * 32
+
+
+def _bad_ids() -> Iterator[Any]:
+    yield SEEDED_ID
+    yield None
+
+
+class CallersOwnError(Exception):
+    """Raised by an iterable the caller passed: it comes out unchanged, as the caller's
+    own error (wrapping it would hide the caller's bug)."""
+
+
+def _exploding() -> Iterator[Any]:
+    yield SEEDED_ID
+    raise CallersOwnError("the caller's iterable failed")
+
+
+OTHER_SORT_CURSOR = encode_cursor(
+    Sort("update_time", False), "2026-01-01T00:00:00.000000+00:00", SEEDED_ID
+)
 FIXED_HOSTILE: list[Any] = [
     None,
     True,
@@ -70,12 +140,14 @@ FIXED_HOSTILE: list[Any] = [
     -1,
     2**31,
     2**63,
-    Hostile("10**5000", 10**5000),
-    Hostile("-10**5000", -(10**5000)),
+    fixed("10**5000", 10**5000),
+    fixed("-10**5000", -(10**5000)),
     math.nan,
     math.inf,
+    -math.inf,
     -0.0,
     7.0,
+    1e300,
     1 + 2j,
     "",
     " ",
@@ -83,7 +155,7 @@ FIXED_HOSTILE: list[Any] = [
     "\ud800",
     "ok\udcff",
     "x" * 256,
-    Hostile("'x' * 100_000", "x" * 100_000),
+    fixed("'x' * 100_000", "x" * 100_000),
     b"bytes",
     b"\xff\xfe",
     bytearray(b"ab"),
@@ -93,23 +165,54 @@ FIXED_HOSTILE: list[Any] = [
     (SEEDED_ID, "x"),
     ("2026-01-01T00:00:00+00:00", "\ud800"),
     {"a": 1},
+    {"a": None},
+    {1: "a"},
+    {None: None},
     {1, 2},
-    Hostile("list nested 5000 deep", _nested(5000, 1)),
-    Hostile("dict nested 2000 deep", _nested_dict(2000)),
-    Hostile("list nested 101 deep", _nested(101, 1)),
-    Hostile("[10**5000]", [10**5000]),
+    fixed("list nested 5000 deep", _nested(5000, 1)),
+    fixed("dict nested 2000 deep", _nested_dict(2000)),
+    fixed("list nested 101 deep", _nested(101, 1)),
+    fixed("[10**5000]", [10**5000]),
+    Hostile("generator of ids", _ids),
+    Hostile("generator yielding None", _bad_ids),
     TaskStatus.SUCCESS,
     "success",
     "SUCCESS",
     Path("/"),
     print,
+    timedelta(days=1),
+    timedelta(seconds=-1),
+    timedelta.max,
+    timedelta.min,
+    datetime(2026, 1, 1),
+    datetime(2026, 1, 1, tzinfo=UTC),
+    datetime.max.replace(tzinfo=timezone(timedelta(hours=-1))),
+    datetime.min.replace(tzinfo=timezone(timedelta(hours=1))),
+    "2026-01-01T00:00:00+00:00",
+    "2026-01-01T00:00:00",
+    "0000-01-01T00:00:00+00:00",
+    "10000-01-01T00:00:00+00:00",
+    "9999-12-31T23:59:59-01:00",
+    "0001-01-01T00:00:00+01:00",
+    "not a time",
+    OTHER_SORT_CURSOR,
+    base64.urlsafe_b64encode(b"garbage").decode(),
+    base64.urlsafe_b64encode(b'["submit_time",true,1,2]').decode(),
+    base64.urlsafe_b64encode(b'["submit_time",true,"x","y"]').decode(),
+    base64.urlsafe_b64encode(b'["submit_time",true,"2026-01-01T00:00:00+00:00"]').decode(),
+    base64.urlsafe_b64encode(b'{"a": 1}').decode(),
+    base64.urlsafe_b64encode(b"\xff\xfe").decode(),
+    "====",
+    "\u00e9\u00e9",
 ]
 
 
 def materialize(value: Any) -> Any:
     """``value`` with every :class:`Hostile` token replaced by what it stands for."""
     if isinstance(value, Hostile):
-        return value.value
+        return value.make()
+    if isinstance(value, Built):
+        return TaskFilter(**materialize(value.fields))
     if isinstance(value, (TaskInfo, TaskShard)):
         real = copy.copy(value)
         for name in type(value).__dataclass_fields__:
@@ -132,7 +235,12 @@ HOSTILE = st.one_of(
     _text,
     st.binary(max_size=20),
     st.lists(st.one_of(st.none(), st.integers(), _text), max_size=4),
-    st.dictionaries(_text, st.one_of(st.integers(), st.floats(), _text), max_size=3),
+    st.dictionaries(_text, st.one_of(st.none(), st.integers(), st.floats(), _text), max_size=3),
+    st.dictionaries(st.one_of(st.integers(), st.none()), _text, max_size=2),
+    st.timedeltas(),
+    st.datetimes(
+        timezones=st.sampled_from([None, UTC, *(timezone(timedelta(hours=h)) for h in (-12, 14))])
+    ),
 )
 
 
@@ -164,6 +272,56 @@ def hostile_shard(draw: st.DrawFn) -> TaskShard:
     return shard
 
 
+def _one_shot(label: str, make: Callable[[], Any]) -> st.SearchStrategy[Any]:
+    return st.just(Hostile(label, make))
+
+
+_ID_LISTS = st.one_of(
+    st.lists(st.sampled_from([SEEDED_ID, "uqt_" + "b" * 32, "uqt_none"]), max_size=3),
+    st.just((SEEDED_ID,)),
+    _one_shot("generator of ids", _ids),
+    _one_shot("generator yielding None", _bad_ids),
+    _one_shot("iterator that raises", _exploding),
+    st.lists(HOSTILE, max_size=3),
+)
+_AGES = st.one_of(
+    st.sampled_from([0, 1, 86400, 0.5, timedelta(0), timedelta(days=3650), 10**12, 1e18]),
+    st.timedeltas(),
+    st.floats(),
+)
+_TIME_BOUNDS = st.sampled_from(
+    [
+        "2026-01-01T00:00:00+00:00",
+        "2026-01-01T00:00:00.000000+00:00",
+        "2026-01-01T08:00:00+08:00",
+        datetime(2026, 1, 1, tzinfo=UTC),
+        "2026-01-01",
+    ]
+)
+FILTER_PLAUSIBLE: dict[str, st.SearchStrategy[Any]] = {
+    "status": st.sampled_from([*TaskStatus, ["success", "failed"], (), frozenset({"running"})]),
+    "backend": st.sampled_from(["originq", "originq:WK_C180", "ORIGINQ"]),
+    "submitted_after": _TIME_BOUNDS,
+    "submitted_before": _TIME_BOUNDS,
+    "updated_after": _TIME_BOUNDS,
+    "updated_before": _TIME_BOUNDS,
+    "tags": st.dictionaries(
+        st.sampled_from(["team", "k", "x" * 255]),
+        st.one_of(st.none(), st.sampled_from(["", "v", "x" * 255])),
+        max_size=2,
+    ),
+    "name": st.sampled_from(["job", "x" * 255]),
+    "search": st.sampled_from(["uqt", "%", "_", "!", "job-0", ""]),
+}
+
+
+def argument_for_filter(key: str) -> st.SearchStrategy[Any]:
+    """Hostile values for one filter field, mixed with plausible ones where known (a
+    field added later is fuzzed with hostile values alone until it is listed here)."""
+    plausible = FILTER_PLAUSIBLE.get(key)
+    return HOSTILE if plausible is None else st.one_of(HOSTILE, plausible)
+
+
 PLAUSIBLE: dict[str, st.SearchStrategy[Any]] = {
     "task": hostile_task(),
     "tasks_": st.lists(hostile_task(), max_size=3),
@@ -173,11 +331,40 @@ PLAUSIBLE: dict[str, st.SearchStrategy[Any]] = {
     "uniqc_task_id": st.sampled_from([SEEDED_ID, "uqt_" + "b" * 32]),
     "platform_task_id": st.sampled_from(["job-0", "job-1"]),
     "status": st.sampled_from([*TaskStatus, ["success", "failed"]]),
+    "statuses": st.sampled_from([None, [*TaskStatus], ["success"], "failed", ()]),
+    "terminal_statuses": st.sampled_from([[*TaskStatus], ["success"], "failed", ()]),
     "backend": st.sampled_from(["originq", "originq:WK_C180"]),
-    "limit": st.integers(0, 5),
+    "limit": st.integers(-2, 5),
     "offset": st.integers(0, 5),
+    "batch_size": st.one_of(st.integers(-1, 3), st.sampled_from([2**31, 2**63, 10**30])),
     "shard_index": st.integers(0, 2),
     "on_corrupt": st.just(lambda error: None),
+    "field": st.sampled_from(["status", "backend", "platform", "name"]),
+    "by": st.sampled_from(["update_time", "submit_time", "archived_at"]),
+    "order_by": st.sampled_from(["submit_time", "update_time", "task_id", "archived_at"]),
+    "cursor": st.sampled_from([OTHER_SORT_CURSOR, "garbage", "", None]),
+    "after": st.sampled_from([("2026-01-01T00:00:00+00:00", SEEDED_ID), ("x", "y"), (1, 2)]),
+    "age": _AGES,
+    "older_than": _AGES,
+    "task_ids": _ID_LISTS,
+    "keys": st.one_of(st.lists(st.sampled_from(["team", "k"]), max_size=2), _ID_LISTS),
+    "tags_": FILTER_PLAUSIBLE["tags"],
+    "patch": st.dictionaries(
+        st.one_of(st.sampled_from(["a", "b", 1, None, "\ud800", "a\x00b", 1.5]), _text),
+        HOSTILE,
+        max_size=2,
+    ),
+    "remove": st.one_of(st.lists(st.sampled_from(["a", "b"]), max_size=2), _ID_LISTS),
+    "filter": st.one_of(
+        st.none(),
+        st.just(TaskFilter()),
+        st.builds(
+            Built,
+            st.fixed_dictionaries(
+                {}, optional={key: argument_for_filter(key) for key in FILTER_KEYS}
+            ),
+        ),
+    ),
 }
 
 
@@ -187,15 +374,32 @@ def argument(name: str) -> st.SearchStrategy[Any]:
 
 
 @st.composite
+def criteria(draw: st.DrawFn, taken: set[str]) -> dict[str, Any]:
+    """Some filter keywords with plausible or hostile values, now and then one that no
+    filter has (never a name the signature has, which would not reach ``**criteria``)."""
+    chosen = draw(st.lists(st.sampled_from(FILTER_KEYS), unique=True, max_size=3))
+    drawn = {key: draw(argument_for_filter(key)) for key in chosen}
+    unknown = [k for k in UNKNOWN_KEYWORDS if k not in taken and k not in FILTER_KEYS]
+    if unknown and draw(st.integers(0, 9)) == 0:
+        drawn[draw(st.sampled_from(unknown))] = draw(HOSTILE)
+    return drawn
+
+
+@st.composite
 def call_arguments(
     draw: st.DrawFn, function: Callable[..., Any]
 ) -> tuple[list[Any], dict[str, Any]]:
     """Arguments for every required parameter and some optional ones, each passed the
-    way the signature allows (so the number of arguments is always right)."""
+    way the signature allows (so the number of arguments is always right), and filter
+    keywords for ``**criteria``."""
     args: list[Any] = []
     kwargs: dict[str, Any] = {}
-    for parameter in inspect.signature(function).parameters.values():
+    parameters = inspect.signature(function).parameters.values()
+    for parameter in parameters:
         if parameter.name in ("self", "cls"):
+            continue
+        if parameter.kind is inspect.Parameter.VAR_KEYWORD:
+            kwargs.update(draw(criteria({p.name for p in parameters})))
             continue
         optional = parameter.default is not inspect.Parameter.empty
         if optional and draw(st.booleans()):
@@ -213,6 +417,8 @@ def assert_only_store_errors(call: Callable[[], Any], name: str, *arguments: Any
         call()
     except TaskStoreError as exc:
         str(exc)  # the message itself must build
+    except CallersOwnError:
+        pass
     except Exception as exc:
         shown = ", ".join(_shown(a) for a in arguments)
         raise AssertionError(f"{name}({shown}) raised {type(exc).__name__}: {exc!r:.300}") from exc
@@ -234,8 +440,9 @@ def seeded(store: TaskStore) -> TaskStore:
     return store
 
 
+FUZZ_EXAMPLES = int(os.environ.get("UNIQC_FUZZ_EXAMPLES", "25"))
 FUZZ = settings(
-    max_examples=25,
+    max_examples=FUZZ_EXAMPLES,
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
@@ -252,9 +459,14 @@ def test_public_method_raises_only_store_errors(seeded: TaskStore, name: str) ->
     @given(call_arguments(method))
     def run(drawn: tuple[list[Any], dict[str, Any]]) -> None:
         args, kwargs = drawn
-        assert_only_store_errors(
-            lambda: method(*args, **kwargs), f"{name}(*{args!r:.200}, **{kwargs!r:.200})"
-        )
+
+        def call() -> None:
+            result = method(*materialize(args), **materialize(kwargs))
+            if isinstance(result, Iterator):
+                for _ in result:  # a stream's errors come out while it is read
+                    pass
+
+        assert_only_store_errors(call, f"{name}(*{args!r:.200}, **{kwargs!r:.200})")
 
     run()
 
@@ -269,8 +481,9 @@ _DRAWABLE = (
 def test_every_public_method_is_fuzzed() -> None:
     """Each public method is fuzzed (one parametrized case each, found by introspection)
     unless NOT_FUZZED lists it with a reason, and every parameter it has is of a kind
-    ``call_arguments`` can fill: a method taking ``*args`` or ``**kwargs`` fails here
-    until the fuzz learns to fill them."""
+    ``call_arguments`` can fill: ``**criteria: Unpack[FilterArgs]`` is filled from the
+    filter's fields; any other ``*args`` or ``**kwargs`` fails here until the fuzz
+    learns to fill it."""
     methods = public_methods()
     assert {"save", "get", "list", "list_page", "update_shard", "from_url"} <= set(methods)
     assert set(NOT_FUZZED) <= set(methods), "NOT_FUZZED names a method that no longer exists"
@@ -278,7 +491,13 @@ def test_every_public_method_is_fuzzed() -> None:
         if name in NOT_FUZZED:
             continue
         for parameter in inspect.signature(getattr(TaskStore, name)).parameters.values():
-            assert parameter.kind in _DRAWABLE, f"{name}({parameter}) cannot be fuzzed"
+            fillable = parameter.kind in _DRAWABLE or (
+                parameter.kind is inspect.Parameter.VAR_KEYWORD
+                and parameter.annotation == CRITERIA_ANNOTATION
+            )
+            assert fillable, f"{name}({parameter}) cannot be fuzzed"
+    assert set(FILTER_KEYS) == {f.name for f in fields(TaskFilter)}, "FilterArgs != TaskFilter"
+    assert set(FILTER_PLAUSIBLE) <= set(FILTER_KEYS), "FILTER_PLAUSIBLE names a gone field"
     for name in CONSTRUCTORS:
         assert callable(getattr(TaskStore, name))
 
@@ -314,8 +533,98 @@ def test_known_raw_exceptions_are_now_store_errors(seeded: TaskStore, tmp_path: 
         ("huge result", lambda: seeded.save(TaskInfo("uqt_" + "c" * 32, "x", result=10**5000))),
         ("NUL cache_dir", lambda: TaskStore(tmp_path / "a\x00b")),
         ("float id", lambda: seeded.get(7.0)),  # type: ignore[arg-type]
+        ("overlong name as URL", lambda: TaskStore.from_url("x" * 300)),
     ]
     for label, call in cases:
         with pytest.raises(TaskStoreError) as caught:
             call()
         assert str(caught.value), label
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+QUERY_API_CASES: dict[str, Callable[[Any], Any]] = {  # Any: the calls are ill-typed on purpose
+    "remove_tags keys None": lambda s: s.remove_tags(SEEDED_ID, None),
+    "remove_tags keys int": lambda s: s.remove_tags(SEEDED_ID, 5),
+    "remove_tags keys mapping": lambda s: s.remove_tags(SEEDED_ID, {"k": "v"}),
+    "remove_tags surrogate key": lambda s: s.remove_tags(SEEDED_ID, ["\ud800"]),
+    "set_tags None": lambda s: s.set_tags(SEEDED_ID, None),
+    "set_tags int key": lambda s: s.set_tags(SEEDED_ID, {1: "a"}),
+    "set_tags None value": lambda s: s.set_tags(SEEDED_ID, {"k": None}),
+    "set_tags id int": lambda s: s.set_tags(7, {"k": "v"}),
+    "update_metadata remove None": lambda s: s.update_metadata(SEEDED_ID, {}, None),
+    "update_metadata remove int": lambda s: s.update_metadata(SEEDED_ID, {}, 5),
+    "update_metadata remove str": lambda s: s.update_metadata(SEEDED_ID, {}, "a"),
+    "update_metadata int key": lambda s: s.update_metadata(SEEDED_ID, {1: 2}),
+    "update_metadata unstorable": lambda s: s.update_metadata(SEEDED_ID, {"a": object()}),
+    "finalize None": lambda s: s.finalize(None),
+    "archive_many None": lambda s: s.archive_many(None),
+    "archive_many one string": lambda s: s.archive_many(SEEDED_ID),
+    "archive_many ints": lambda s: s.archive_many([1, 2]),
+    "archive_many surrogate": lambda s: s.archive_many(["\ud800"]),
+    "archive_many 10**5000": lambda s: s.archive_many([10**5000]),
+    "archive_many generator": lambda s: s.archive_many(i for i in [SEEDED_ID, None]),
+    "restore_many bytes": lambda s: s.restore_many(b"ab"),
+    "delete_many archived str": lambda s: s.delete_many([SEEDED_ID], archived="yes"),
+    "age negative": lambda s: s.archive_older_than(-1),
+    "age NaN": lambda s: s.archive_older_than(math.nan),
+    "age inf": lambda s: s.archive_older_than(math.inf),
+    "age bool": lambda s: s.archive_older_than(True),
+    "age negative timedelta": lambda s: s.archive_older_than(timedelta(microseconds=-1)),
+    "statuses bool": lambda s: s.archive_older_than(0, statuses=True),
+    "statuses mapping": lambda s: s.archive_older_than(0, statuses={"success": 1}),
+    "by unknown": lambda s: s.archive_older_than(0, by="archived_at"),
+    "older_than -inf": lambda s: s.purge_archived(older_than=-math.inf),
+    "dry_run str": lambda s: s.purge_archived(older_than=0, dry_run="no"),
+    "batch_size 0": lambda s: s.iter_tasks(batch_size=0),
+    "batch_size 2**63": lambda s: s.iter_tasks(batch_size=2**63),
+    "batch_size float": lambda s: s.iter_tasks(batch_size=2.0),
+    "include_shards str": lambda s: s.iter_tasks(include_shards="yes"),
+    "count_by unknown": lambda s: s.count_by("name"),
+    "count_by list": lambda s: s.count_by(["status"]),
+    "summaries offset": lambda s: s.summaries(offset=-1),
+    "summaries order_by": lambda s: s.summaries(order_by="task_id"),
+    "cursor garbage": lambda s: s.list_page(cursor="garbage!"),
+    "cursor base64 garbage": lambda s: s.list_page(cursor=_b64(b"garbage")),
+    "cursor base64 deep": lambda s: s.list_page(cursor=_b64(b"[" * 100_000)),
+    "cursor base64 big int": lambda s: s.list_page(cursor=_b64(b"1" * 5000)),
+    "cursor other sort": lambda s: s.list_page(cursor=OTHER_SORT_CURSOR),
+    "cursor surrogate": lambda s: s.list_page(cursor="\ud800"),
+    "list_page order_by": lambda s: s.list_page(order_by="name"),
+    "list_page limit 2**63": lambda s: s.list_page(limit=2**63),
+    "list_page limit 10**5000": lambda s: s.list_page(limit=10**5000),
+    "list_page include_results": lambda s: s.list_page(include_results="no"),
+    "after datetime": lambda s: s.list_page(after=(datetime(2026, 1, 1, tzinfo=UTC), SEEDED_ID)),
+    "after surrogate": lambda s: s.list_page(after=("2026-01-01T00:00:00+00:00", "\ud800")),
+    "after 10**5000": lambda s: s.list_page(after=(10**5000, SEEDED_ID)),
+    "after ints": lambda s: s.list_page(after=(1, 2)),
+    "naive datetime": lambda s: s.list(submitted_after=datetime(2026, 1, 1)),
+    "naive string": lambda s: s.count(updated_before="2026-01-01T00:00:00"),
+    "year 0": lambda s: s.count(submitted_after="0000-01-01T00:00:00+00:00"),
+    "year 10000": lambda s: s.count(submitted_before="10000-01-01T00:00:00+00:00"),
+    "time NaN": lambda s: s.count(updated_after=math.nan),
+    "tags not a mapping": lambda s: s.count(tags=["k"]),
+    "tags int key": lambda s: s.count(tags={1: "v"}),
+    "tags int value": lambda s: s.count(tags={"k": 1}),
+    "status mapping": lambda s: s.count(status={"success": 1}),
+    "status bytes": lambda s: s.count(status=b"success"),
+    "search surrogate": lambda s: s.count(search="\ud800"),
+    "search int": lambda s: s.count(search=5),
+    "unknown keyword": lambda s: s.list(statuses="success"),
+    "filter not a TaskFilter": lambda s: s.count({"status": "success"}),
+    "filter with criteria": lambda s: s.count({"x": 1}, status="success"),
+}
+
+
+@pytest.mark.parametrize("case", QUERY_API_CASES)
+def test_query_api_refuses_bad_input_with_store_errors(seeded: TaskStore, case: str) -> None:
+    """Each kind of bad value the query API takes, once, on every database: an
+    :class:`InvalidInputError` when the method is called (also ``iter_tasks``, before
+    its first task is read), and nothing written."""
+    before = seeded.get(SEEDED_ID)
+    with pytest.raises(InvalidInputError) as caught:
+        QUERY_API_CASES[case](seeded)
+    assert str(caught.value)
+    assert seeded.get(SEEDED_ID) == before, "bad input changed the store"

@@ -83,3 +83,33 @@ def test_bad_ages_are_refused(store: TaskStore, age: object) -> None:
         store.archive_older_than(age)  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError):
         store.purge_archived(older_than=age)  # type: ignore[arg-type]
+
+
+def test_status_filter_and_statuses_both_hold(store: TaskStore) -> None:
+    """``status=`` narrows the default finished ``statuses`` (every filter field must
+    match), instead of being replaced by them."""
+    store.save_many(
+        [
+            TaskInfo("done", "dummy", status=TaskStatus.SUCCESS),
+            TaskInfo("failed", "dummy", status=TaskStatus.FAILED),
+            TaskInfo("running", "dummy", status=TaskStatus.RUNNING),
+        ]
+    )
+    _age(store, tasks, "update_time", ["done", "failed", "running"], 4)
+    assert store.archive_older_than(3600, status="running", dry_run=True).task_ids == []
+    assert store.archive_older_than(3600, status="failed", dry_run=True).task_ids == ["failed"]
+    assert store.archive_older_than(
+        3600, status="running", statuses=None, dry_run=True
+    ).task_ids == ["running"]
+
+
+@pytest.mark.parametrize(
+    "age", [8.64e13, 1e300, 10**5000, timedelta.max], ids=["1e6years", "1e300", "10**5000", "max"]
+)
+def test_an_age_longer_than_the_calendar_matches_no_task(store: TaskStore, age: object) -> None:
+    store.save(TaskInfo("done", "dummy", status=TaskStatus.SUCCESS))
+    _age(store, tasks, "update_time", ["done"], 365 * 2000)  # year 26
+    assert store.archive_older_than(age).count == 0  # type: ignore[arg-type]
+    assert store.archive("done")
+    assert store.purge_archived(older_than=age).count == 0  # type: ignore[arg-type]
+    assert store.count_archived() == 1

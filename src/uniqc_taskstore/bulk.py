@@ -14,9 +14,8 @@ from sqlalchemy import Connection, Table, select
 
 from . import statements as sql
 from .engine import Database
-from .errors import InvalidInputError
 from .filters import ARCHIVED, LIVE
-from .model import BulkResult, validate_id
+from .model import BulkResult, validate_flag, validate_names
 from .tags import BATCH_IDS
 from .timestamps import utc_now
 
@@ -24,14 +23,9 @@ _Outcome = tuple[list[str], list[str], list[tuple[str, str]]]
 
 
 def task_ids(ids: Iterable[str], field: str = "task_ids") -> list[str]:
-    """The distinct ids of ``ids`` in the order given, each checked."""
-    if isinstance(ids, str):
-        raise InvalidInputError(field, ids, "must be a list of task ids, not one string")
-    try:
-        given = list(ids)
-    except TypeError:
-        raise InvalidInputError(field, ids, "must be a list of task ids") from None
-    return list(dict.fromkeys(validate_id(i, field) for i in given))
+    """The distinct ids of ``ids`` (any iterable of strings but one string) in the
+    order given, each checked."""
+    return list(dict.fromkeys(validate_names(ids, field)))
 
 
 def archive_many(db: Database, ids: Iterable[str]) -> BulkResult:
@@ -75,7 +69,7 @@ def restore_many(db: Database, ids: Iterable[str]) -> BulkResult:
 
 def delete_many(db: Database, ids: Iterable[str], *, archived: bool) -> BulkResult:
     """Delete live (or archived) tasks with their shards and tags."""
-    side = ARCHIVED if archived else LIVE
+    side = ARCHIVED if validate_flag(archived, "archived") else LIVE
 
     def work(conn: Connection, batch: Sequence[str]) -> _Outcome:
         present = _present(conn, side.tasks, batch, lock=True)

@@ -6,7 +6,7 @@ finalized (results assembled from its shards) only when every shard is final.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import Connection, select, update
@@ -15,7 +15,7 @@ from . import statements as sql
 from .errors import InvalidInputError, TaskNotFoundError, TaskStateError
 from .filters import LIVE
 from .jsoncodec import prepare_json
-from .model import TaskInfo, coerce_status, validate_id
+from .model import TaskInfo, coerce_status, validate_names
 from .queries import get_task
 from .sharding import assemble_results
 from .timestamps import utc_now
@@ -26,16 +26,15 @@ def check_patch(patch: object, remove: object) -> tuple[dict[str, Any], list[str
     if not isinstance(patch, Mapping):
         raise InvalidInputError("patch", patch, "must be a mapping of metadata keys to values")
     for key in patch:
-        if not isinstance(key, str):
-            raise InvalidInputError("patch", key, "metadata keys must be strings")
+        _metadata_key(key, "patch")
     prepare_json(dict(patch), "metadata")  # refuse what cannot be stored, by its path
-    if isinstance(remove, str) or not isinstance(remove, Iterable):
-        raise InvalidInputError("remove", remove, "must be a list of keys")
-    keys = list(remove)
-    for key in keys:
-        if not isinstance(key, str):
-            raise InvalidInputError("remove", key, "metadata keys must be strings")
-    return dict(patch), keys
+    return dict(patch), validate_names(remove, "remove", _metadata_key)
+
+
+def _metadata_key(key: object, field: str) -> str:
+    if not isinstance(key, str):
+        raise InvalidInputError(field, key, "metadata keys must be strings")
+    return key
 
 
 def update_metadata(
@@ -66,7 +65,6 @@ def update_metadata(
 def finalize(conn: Connection, task_id: str) -> TaskInfo:
     """Write the per-circuit results of a task's shards into its ``result`` and their
     errors into its ``error_message``, once every shard is final."""
-    validate_id(task_id, "task_id")
     tasks, shards = LIVE.tasks, LIVE.shards
     found = conn.execute(
         select(tasks.c.task_id).where(tasks.c.task_id == task_id).with_for_update()

@@ -29,7 +29,14 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from .column_types import IdText
 from .errors import InvalidInputError
-from .model import TaskStatus, coerce_status, validate_id, validate_tag_value
+from .model import (
+    MAX_ID_LENGTH,
+    TaskStatus,
+    validate_id,
+    validate_optional_text,
+    validate_statuses,
+    validate_tag_value,
+)
 from .schema import (
     archived_task_shards,
     archived_task_tags,
@@ -95,7 +102,11 @@ class TaskFilter:
       job ids, its backend or its name.
 
     Fields are checked and normalised when the filter is made (statuses to a tuple
-    of :class:`TaskStatus`, times to canonical UTC text).
+    of :class:`TaskStatus`, times to canonical UTC text); a bad one raises
+    :class:`InvalidInputError` naming it: a status that is not one (or a mapping or
+    bytes for several), a naive or unparseable time, tags that are not a mapping of
+    non-empty strings to strings or None, a ``search`` that is not text without NUL
+    of at most 255 characters.
     """
 
     status: StatusFilter = None
@@ -110,10 +121,7 @@ class TaskFilter:
 
     def __post_init__(self) -> None:
         if self.status is not None:
-            wanted = [self.status] if isinstance(self.status, (TaskStatus, str)) else self.status
-            if not isinstance(wanted, Iterable):
-                raise InvalidInputError("status", self.status, "must be a status or several")
-            statuses = tuple(dict.fromkeys(coerce_status(s) for s in wanted))
+            statuses = tuple(dict.fromkeys(validate_statuses(self.status)))
             object.__setattr__(self, "status", statuses)
         if self.backend is not None:
             validate_id(self.backend, "backend")
@@ -134,9 +142,8 @@ class TaskFilter:
         if self.name is not None:
             validate_id(self.name, "name")
         if self.search is not None:
-            if not isinstance(self.search, str) or "\x00" in self.search:
-                raise InvalidInputError("search", self.search, "must be a string without NUL")
-            if len(self.search) > 255:
+            validate_optional_text(self.search, "search")
+            if len(self.search) > MAX_ID_LENGTH:
                 raise InvalidInputError("search", self.search, "longer than 255 characters")
 
     @property
@@ -315,7 +322,7 @@ def decode_cursor(cursor: object, sort: Sort) -> tuple[str, str]:
         order_by, descending, value, task_id = json.loads(
             base64.urlsafe_b64decode(cursor.encode("ascii"))
         )
-    except (ValueError, TypeError, binascii.Error, UnicodeError):
+    except (ValueError, TypeError, RecursionError, binascii.Error, UnicodeError):
         raise InvalidInputError("cursor", cursor, "is not a cursor this store made") from None
     if not isinstance(value, str) or not isinstance(task_id, str):
         raise InvalidInputError("cursor", cursor, "is not a cursor this store made")

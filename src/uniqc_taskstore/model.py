@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any, Self
@@ -226,6 +226,20 @@ def validate_items(value: object, field_name: str) -> list[Any]:
     return list(value)
 
 
+def validate_names(
+    value: object, field_name: str, check: Callable[[object, str], str] = validate_id
+) -> list[str]:
+    """The items of an iterable of ids or keys (a list, tuple, set or generator, read
+    once), each passed through ``check``. One string is refused rather than read as
+    its characters, and so is a mapping or bytes. An error raised by the caller's own
+    iterator while it is read comes out unchanged."""
+    if isinstance(value, (str, bytes, bytearray)):
+        raise InvalidInputError(field_name, value, "must be a list of strings, not one")
+    if isinstance(value, Mapping) or not isinstance(value, Iterable):
+        raise InvalidInputError(field_name, value, "must be a list of strings")
+    return [check(item, field_name) for item in value]
+
+
 def validate_page(limit: object, offset: object = None) -> None:
     """``limit`` and ``offset`` are None or a non-negative integer a database can take."""
     for name, value in (("limit", limit), ("offset", offset)):
@@ -238,13 +252,14 @@ def validate_page(limit: object, offset: object = None) -> None:
 
 
 def validate_cursor(value: object) -> tuple[str, str] | None:
-    """None, or a page's ``next_after``: a (submit time, task id) pair."""
+    """None, or a page's ``next_after``: a (submit time, task id) pair of strings, given
+    back as stored (it is compared with the stored text)."""
     if value is None:
         return None
     if not isinstance(value, (tuple, list)) or len(value) != 2:
         raise InvalidInputError("after", value, "must be a previous page's next_after or None")
     submitted, task_id = value
-    if not is_readable_timestamp(submitted):
+    if not isinstance(submitted, str) or not is_readable_timestamp(submitted):
         raise InvalidInputError("after", value, "must start with an ISO-8601 submit time")
     return submitted, validate_key(task_id, "after")
 

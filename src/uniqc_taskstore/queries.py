@@ -16,7 +16,17 @@ from . import statements as sql
 from .engine import Database
 from .errors import CorruptRowError, InvalidInputError
 from .filters import Sort, TaskFilter, TaskTables, decode_cursor, encode_cursor, filter_clauses
-from .model import TaskInfo, TaskPage, TaskShard, TaskSummary, coerce_status
+from .model import (
+    TaskInfo,
+    TaskPage,
+    TaskShard,
+    TaskSummary,
+    coerce_status,
+    validate_count,
+    validate_cursor,
+    validate_flag,
+    validate_page,
+)
 from .tags import BATCH_IDS, tags_of
 
 CountField = Literal["status", "backend", "platform"]
@@ -112,6 +122,8 @@ def page(
     negative ``limit`` means every remaining task, as :meth:`TaskStore.list` reads it."""
     if isinstance(limit, bool) or not isinstance(limit, int) or limit == 0:
         raise InvalidInputError("limit", limit, "must be a positive integer (or negative: all)")
+    validate_page(max(limit, 0))
+    validate_flag(include_results, "include_results")
     position: Position | None = None
     if cursor is not None and after is not None:
         raise InvalidInputError("after", after, "give cursor= or after=, not both")
@@ -120,9 +132,7 @@ def page(
     elif after is not None:
         if sort != Sort():
             raise InvalidInputError("after", after, "only for the default sort; use cursor=")
-        if not (isinstance(after, tuple) and len(after) == 2):
-            raise InvalidInputError("after", after, "must be a page's next_after")
-        position = (str(after[0]), str(after[1]))
+        position = validate_cursor(after)
     stmt = select_tasks(
         side,
         f,
@@ -165,10 +175,24 @@ def iter_tasks(
     include_results: bool,
     batch_size: int,
 ) -> Iterator[TaskInfo | tuple[TaskInfo, list[TaskShard]]]:
-    """Every matching task in ``sort`` order, ``batch_size`` at a time, each batch read
-    in its own short transaction; with ``include_shards``, ``(task, shards)`` pairs."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InvalidInputError("batch_size", batch_size, "must be a positive integer")
+    """Every matching task in ``sort`` order, ``batch_size`` (1 to 2**31 - 1) at a time,
+    each batch read in its own short transaction; with ``include_shards``, ``(task,
+    shards)`` pairs. The arguments are checked now, not when the first task is read."""
+    validate_count(batch_size, "batch_size", 1)
+    validate_flag(include_shards, "include_shards")
+    validate_flag(include_results, "include_results")
+    return _iter_tasks(db, side, f, sort, include_shards, include_results, batch_size)
+
+
+def _iter_tasks(
+    db: Database,
+    side: TaskTables,
+    f: TaskFilter,
+    sort: Sort,
+    include_shards: bool,
+    include_results: bool,
+    batch_size: int,
+) -> Iterator[TaskInfo | tuple[TaskInfo, list[TaskShard]]]:
     position: Position | None = None
     while True:
         stmt = select_tasks(

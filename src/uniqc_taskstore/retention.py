@@ -8,7 +8,9 @@ call starts: tasks that age past it meanwhile wait for the next run.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,29 +20,34 @@ from . import statements as sql
 from .engine import Database
 from .errors import InvalidInputError
 from .filters import ARCHIVED, LIVE, TaskFilter, TaskTables, filter_clauses
-from .model import RetentionResult, TaskStatus, coerce_status
+from .model import RetentionResult, TaskStatus, validate_flag, validate_statuses
 from .tags import BATCH_IDS
-from .timestamps import format_timestamp, utc_now
+from .timestamps import EARLIEST, LATEST, format_timestamp, utc_now
 
 AGE_COLUMNS = ("update_time", "submit_time")
+_LONGEST = LATEST - EARLIEST
 
 
 def cutoff(age: object, field: str) -> str:
-    """Canonical UTC text of now minus ``age`` (a timedelta, or seconds)."""
+    """Canonical UTC text of now minus ``age`` (a timedelta, or seconds: an int or a
+    finite float). An age reaching before year 1 is valid and matches no task: the
+    cutoff is then the earliest storable instant."""
     if isinstance(age, timedelta):
         delta = age
     elif isinstance(age, (int, float)) and not isinstance(age, bool):
-        if age != age or age in (float("inf"), float("-inf")):
+        if isinstance(age, float) and not math.isfinite(age):
             raise InvalidInputError(field, age, "must be a finite number of seconds")
+        if age < 0:
+            raise InvalidInputError(field, age, "must not be negative")
+        if age > _LONGEST.total_seconds():
+            return format_timestamp(EARLIEST)
         delta = timedelta(seconds=age)
     else:
         raise InvalidInputError(field, age, "must be a datetime.timedelta or seconds")
     if delta < timedelta(0):
         raise InvalidInputError(field, age, "must not be negative")
-    try:
-        return format_timestamp(datetime.now(UTC) - delta)
-    except OverflowError:
-        raise InvalidInputError(field, age, "reaches before year 1") from None
+    now = datetime.now(UTC)
+    return format_timestamp(EARLIEST if delta > now - EARLIEST else now - delta)
 
 
 def archive_older_than(
@@ -53,13 +60,15 @@ def archive_older_than(
     f: TaskFilter,
 ) -> RetentionResult:
     """Archive live tasks in ``statuses`` (None: any) whose ``by`` time is older than
-    ``age``, and that match ``f``."""
+    ``age``, and that match ``f``: both ``statuses`` and ``f``'s own ``status`` must
+    hold, as for every other field of a filter."""
     if by not in AGE_COLUMNS:
         raise InvalidInputError("by", by, f"must be one of {', '.join(AGE_COLUMNS)}")
     if statuses is not None:
-        if isinstance(statuses, str):
-            statuses = [statuses]
-        f = TaskFilter(**{**_fields(f), "status": [coerce_status(s, "statuses") for s in statuses]})
+        wanted = validate_statuses(statuses, "statuses")
+        if f.statuses is not None:
+            wanted = [s for s in wanted if s in f.statuses]
+        f = replace(f, status=wanted)
     clauses = [*filter_clauses(f, LIVE), LIVE.tasks.c[by] < cutoff(age, "age")]
 
     def archive(conn: Connection, ids: list[str]) -> None:
@@ -85,10 +94,6 @@ def purge_archived(
     return _in_batches(db, ARCHIVED, clauses, purge, dry_run=dry_run)
 
 
-def _fields(f: TaskFilter) -> dict[str, Any]:
-    return {name: getattr(f, name) for name in f.__dataclass_fields__}
-
-
 def _in_batches(
     db: Database,
     side: TaskTables,
@@ -97,8 +102,7 @@ def _in_batches(
     *,
     dry_run: bool,
 ) -> RetentionResult:
-    if not isinstance(dry_run, bool):
-        raise InvalidInputError("dry_run", dry_run, "must be True or False")
+    validate_flag(dry_run, "dry_run")
     table = side.tasks
     matching = select(table.c.task_id).where(*clauses).order_by(table.c.task_id)
     if dry_run:

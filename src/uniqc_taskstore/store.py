@@ -55,12 +55,14 @@ from .model import (
     validate_id,
     validate_items,
     validate_key,
+    validate_names,
     validate_optional_key,
     validate_optional_text,
     validate_page,
     validate_path,
     validate_shard,
     validate_statuses,
+    validate_tags,
     validate_task,
 )
 from .queries import CountField
@@ -89,6 +91,14 @@ class TaskStore:
     constructing one is cheap; all methods are safe from many threads and processes.
     ``create=False`` opens only a store that exists (else :class:`StoreNotFoundError`),
     creating no directory, file, schema or table: for tools that only read.
+
+    Every method raises only :class:`TaskStoreError` subclasses. An argument of the
+    wrong type or out of range is an :class:`InvalidInputError` (also a
+    ``ValueError``) naming it, raised before the database is touched. The methods
+    taking filter keywords (``**criteria``) raise it too for a keyword that is no
+    :class:`TaskFilter` field (``statuses=`` for ``status=``), listing the known ones.
+    An exception raised by the caller's own iterable or ``on_corrupt`` callback comes
+    out unchanged.
     """
 
     def __init__(
@@ -291,7 +301,9 @@ class TaskStore:
         (``originq`` finds ``originq:WK_C180``). ``limit=None`` or a negative limit means
         all (as in the original). ``include_results=False`` skips loading result blobs.
         A stored row that cannot be read raises :class:`CorruptRowError`, unless
-        ``on_corrupt`` is given: then that row is skipped and handed to it."""
+        ``on_corrupt`` is given: then that row is skipped and handed to it. Filter
+        keywords are checked as :class:`TaskFilter` checks its fields (a naive time
+        bound is an :class:`InvalidInputError`, as is a keyword no filter has)."""
         return self._list(
             LIVE,
             filter,
@@ -321,7 +333,9 @@ class TaskStore:
         ``after`` still works for the default order). Pages stay consistent while tasks
         are added, and each costs the same however deep it is; ascending
         ``update_time`` pages are a change feed: everything changed since a cursor.
-        ``on_corrupt`` as in :meth:`list`."""
+        ``on_corrupt`` as in :meth:`list`. :class:`InvalidInputError` for a cursor this
+        store did not make or made for another ``order_by``/``descending``, for both
+        ``cursor`` and ``after``, and for ``limit=0``."""
         validate_callback(on_corrupt, "on_corrupt")
         return queries.page(
             self._db,
@@ -349,7 +363,8 @@ class TaskStore:
         **criteria: Unpack[FilterArgs],
     ) -> dict[str, int]:
         """Matching tasks per ``"status"``, ``"backend"`` or ``"platform"`` (the backend
-        before ``:``), in one GROUP BY query; values with no task are absent."""
+        before ``:``), in one GROUP BY query; values with no task are absent. Another
+        ``field`` is an :class:`InvalidInputError`."""
         f = make_filter(filter, criteria)
         side = _side(archived)
         return self._db.read(lambda conn: queries.count_by(conn, side, field, f))
@@ -415,7 +430,9 @@ class TaskStore:
     ) -> Iterator[Any]:
         """Every matching task in order, read ``batch_size`` at a time by keyset (each
         batch its own short read), so memory stays flat over millions of rows. With
-        ``include_shards=True`` it yields ``(task, shards)`` pairs."""
+        ``include_shards=True`` it yields ``(task, shards)`` pairs. The arguments are
+        checked when it is called (:class:`InvalidInputError`, e.g. for a ``batch_size``
+        outside 1 to 2**31 - 1), not when the first task is read."""
         return queries.iter_tasks(
             self._db,
             _side(archived),
@@ -675,19 +692,29 @@ class TaskStore:
 
     def set_tags(self, task_id: str, tags_: Mapping[str, str]) -> dict[str, str]:
         """Add or overwrite these tags of a live task, keeping its others, atomically;
-        return its tags afterwards. :class:`TaskNotFoundError` if there is no such task."""
-        return self._db.write(lambda conn: tags.set_tags(conn, task_id, tags_))
+        return its tags afterwards. :class:`TaskNotFoundError` if there is no such task;
+        :class:`InvalidInputError` unless ``tags_`` maps non-empty strings (at most 255
+        characters, no NUL) to strings (at most 255 characters, no NUL)."""
+        validate_id(task_id, "task_id")
+        checked = validate_tags(tags_)
+        return self._db.write(lambda conn: tags.set_tags(conn, task_id, checked))
 
     def remove_tags(self, task_id: str, keys: Iterable[str]) -> dict[str, str]:
         """Remove these tag keys from a live task (absent ones are ignored), atomically;
-        return its tags afterwards."""
-        return self._db.write(lambda conn: tags.remove_tags(conn, task_id, keys))
+        return its tags afterwards. ``keys`` is any iterable of keys but one string
+        (:class:`InvalidInputError`, as for a key that is not a usable id)."""
+        validate_id(task_id, "task_id")
+        wanted = validate_names(keys, "keys")
+        return self._db.write(lambda conn: tags.remove_tags(conn, task_id, wanted))
 
     def update_metadata(
         self, task_id: str, patch: Mapping[str, Any], remove: Iterable[str] = ()
     ) -> dict[str, Any]:
         """Merge ``patch`` into a live task's metadata and drop the ``remove`` keys, under
-        the write lock, so concurrent patches all survive; return the new metadata."""
+        the write lock, so concurrent patches all survive; return the new metadata.
+        :class:`InvalidInputError` for a patch that is not a mapping with string keys,
+        a value that cannot be stored as JSON, or ``remove`` that is not an iterable of
+        strings (one string is refused, not read as its characters)."""
         validate_id(task_id, "task_id")
         checked, keys = edits.check_patch(patch, remove)
         return self._db.write(lambda conn: edits.update_metadata(conn, task_id, checked, keys))
@@ -699,23 +726,28 @@ class TaskStore:
         (``"shard 1: ...; shard 3: ..."``; left as it was when no shard has one), in
         one transaction; return the task. :class:`TaskStateError` while a shard is
         unfinished or when the task has no shards."""
+        validate_id(task_id, "task_id")
         return self._db.write(lambda conn: edits.finalize(conn, task_id))
 
     # -- bulk and retention -------------------------------------------------------------------
 
     def archive_many(self, task_ids: Iterable[str]) -> BulkResult:
         """Archive these live tasks (any status) with their shards and tags, 500 per
-        transaction. Ids not live are ``missing`` (or ``refused`` if already archived)."""
+        transaction. Ids not live are ``missing`` (or ``refused`` if already archived).
+        ``task_ids`` is any iterable of ids (read once) but one string; a non-string or
+        unusable id is an :class:`InvalidInputError` and nothing is archived."""
         return bulk.archive_many(self._db, task_ids)
 
     def restore_many(self, task_ids: Iterable[str]) -> BulkResult:
         """Restore these archived tasks, 500 per transaction. An id that is also live is
-        ``refused``; one not archived is ``missing``."""
+        ``refused``; one not archived is ``missing``. ``task_ids`` as in
+        :meth:`archive_many`."""
         return bulk.restore_many(self._db, task_ids)
 
     def delete_many(self, task_ids: Iterable[str], *, archived: bool = False) -> BulkResult:
         """Delete these live tasks (``archived=True``: archived ones) with their shards
-        and tags, 500 per transaction; ids not there are ``missing``."""
+        and tags, 500 per transaction; ids not there are ``missing``. ``task_ids`` as in
+        :meth:`archive_many`."""
         return bulk.delete_many(self._db, task_ids, archived=archived)
 
     def archive_older_than(
@@ -730,8 +762,10 @@ class TaskStore:
     ) -> RetentionResult:
         """Archive tasks in ``statuses`` (default: finished; None: any) whose ``by`` time
         is more than ``age`` (a timedelta, or seconds) ago, in batches of 500 that each
-        hold the write lock briefly. With ``dry_run`` nothing changes and the result
-        lists which tasks would go."""
+        hold the write lock briefly. A ``status=`` filter narrows ``statuses`` (both must
+        hold). With ``dry_run`` nothing changes and the result lists which tasks would
+        go. A negative, NaN or infinite ``age`` (or a bool) is an
+        :class:`InvalidInputError`; one longer than the calendar matches no task."""
         f = make_filter(filter, criteria)
         return retention.archive_older_than(
             self._db, age, statuses=statuses, by=by, dry_run=dry_run, f=f
@@ -746,7 +780,8 @@ class TaskStore:
         **criteria: Unpack[FilterArgs],
     ) -> RetentionResult:
         """Delete archived tasks archived more than ``older_than`` ago (with their shards
-        and tags), in batches of 500; ``dry_run`` only reports which."""
+        and tags), in batches of 500; ``dry_run`` only reports which. ``older_than`` is
+        checked as :meth:`archive_older_than`'s ``age``."""
         f = make_filter(filter, criteria)
         return retention.purge_archived(self._db, older_than, dry_run=dry_run, f=f)
 

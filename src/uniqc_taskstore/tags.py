@@ -7,13 +7,12 @@ read for a whole page of tasks in one query.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from sqlalchemy import Connection, Table, delete, insert, select, update
 
-from .errors import InvalidInputError, TaskNotFoundError
+from .errors import TaskNotFoundError
 from .filters import LIVE, TaskTables
-from .model import validate_id, validate_tags
 from .timestamps import utc_now
 
 BATCH_IDS = 500
@@ -50,10 +49,9 @@ def replace_tags(conn: Connection, tagged: Mapping[str, Mapping[str, str]]) -> N
         conn.execute(insert(LIVE.tags), rows)
 
 
-def set_tags(conn: Connection, task_id: str, pairs: Mapping[str, str]) -> dict[str, str]:
-    """Add or overwrite these tags of a live task, keeping the others; its tags after."""
-    validate_id(task_id, "task_id")
-    checked = validate_tags(pairs)
+def set_tags(conn: Connection, task_id: str, checked: dict[str, str]) -> dict[str, str]:
+    """Add or overwrite these tags (checked by ``validate_tags``) of a live task, keeping
+    the others; its tags after."""
     _lock_task(conn, LIVE, task_id)
     tags = LIVE.tags
     if checked:
@@ -68,12 +66,9 @@ def set_tags(conn: Connection, task_id: str, pairs: Mapping[str, str]) -> dict[s
     return tags_of(conn, tags, [task_id]).get(task_id, {})
 
 
-def remove_tags(conn: Connection, task_id: str, keys: Iterable[str]) -> dict[str, str]:
-    """Remove these tag keys from a live task (absent keys are ignored); its tags after."""
-    validate_id(task_id, "task_id")
-    if isinstance(keys, str):
-        raise InvalidInputError("keys", keys, "must be a list of keys, not one string")
-    wanted = [validate_id(k, "keys") for k in keys]
+def remove_tags(conn: Connection, task_id: str, wanted: list[str]) -> dict[str, str]:
+    """Remove these tag keys (checked by ``validate_names``) from a live task (absent
+    keys are ignored); its tags after."""
     _lock_task(conn, LIVE, task_id)
     tags = LIVE.tags
     if (

@@ -132,10 +132,19 @@ def _is_secret(key: str) -> bool:
     return any(word in lowered for word in _SECRET_WORDS)
 
 
+def _is_dir(text: str) -> bool:
+    """Whether ``text`` names a directory; False for a name the system refuses (too
+    long, a NUL), where Python 3.11's ``Path.is_dir`` raises instead."""
+    try:
+        return Path(text).expanduser().is_dir()
+    except (OSError, ValueError, RuntimeError):  # RuntimeError: ~user with no home
+        return False
+
+
 def _not_a_url(text: str) -> str:
     if not text.strip():
         return "is empty; give a database URL such as postgresql://user@host/db"
-    what = "a directory" if text and Path(text).expanduser().is_dir() else "a file path"
+    what = "a directory" if text and _is_dir(text) else "a file path"
     return (
         f"looks like {what}, not a database URL; for a directory holding tasks.sqlite use "
         "TaskStore(cache_dir=DIR) (CLI: --cache-dir DIR), for a SQLite file the URL "
