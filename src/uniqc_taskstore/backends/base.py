@@ -16,7 +16,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from sqlalchemy import Connection, Engine, Table, delete, event, inspect
+from sqlalchemy import Connection, Engine, Table, delete, event, insert, inspect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ColumnElement
 from sqlalchemy.sql.base import ReadOnlyColumnCollection
@@ -137,6 +137,14 @@ class Backend(ABC):
     def upsert(self, table: Table, key: Sequence[str], set_: Assignments) -> Any:
         """``INSERT`` into ``table``; on a ``key`` conflict apply ``set_`` to the existing
         row. Executed with a list of rows (executemany), so it compiles once."""
+
+    def bulk_insert(self, conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert ``rows`` (new keys only: a duplicate fails the transaction) as fast as
+        the database allows, in the current transaction. Here: one executemany, which
+        SQLite runs as one prepared statement and PyMySQL rewrites into multi-row
+        ``INSERT ... VALUES`` statements."""
+        if rows:
+            conn.execute(insert(table), list(rows))
 
     @abstractmethod
     def migration_connection(self, engine: Engine) -> AbstractContextManager[Connection]:

@@ -161,5 +161,34 @@ class PostgresBackend(ServerBackend):
         stmt = postgresql.insert(table)
         return stmt.on_conflict_do_update(index_elements=list(key), set_=dict(set_(stmt.excluded)))
 
+    def bulk_insert(self, conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+        """``COPY ... FROM STDIN`` through psycopg 3 (one stream, no per-row statement);
+        other drivers get the plain executemany. Values go through each column's own
+        bind processing first, so they are stored exactly as an INSERT would store them.
+        """
+        if not rows:
+            return
+        raw = conn.connection.driver_connection
+        if self.url.get_driver_name() != "psycopg" or raw is None:
+            super().bulk_insert(conn, table, rows)
+            return
+        dialect = conn.dialect
+        columns = [c for c in table.columns if c.name in rows[0]]
+        processors = [c.type._cached_bind_processor(dialect) for c in columns]
+        # COPY has no Core construct; the names come from the Table, quoted by the dialect.
+        quote = dialect.identifier_preparer
+        names = ", ".join(quote.quote(c.name) for c in columns)
+        statement = f"COPY {quote.format_table(table)} ({names}) FROM STDIN"
+        with raw.cursor() as cursor, cursor.copy(statement) as copy:
+            for row in rows:
+                copy.write_row(
+                    [
+                        value if process is None else process(value)
+                        for process, value in zip(
+                            processors, (row[c.name] for c in columns), strict=True
+                        )
+                    ]
+                )
+
     def is_busy(self, error: DBAPIError) -> bool:
         return getattr(error.orig, "sqlstate", None) in _RETRYABLE_SQLSTATES
