@@ -95,19 +95,31 @@ class Database:
         """Run ``work`` in a read transaction (a consistent snapshot)."""
         return self._transaction(work, write=False)
 
+    def read_one(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work``, which executes exactly one SELECT: a single statement is atomic,
+        so where the backend allows it no transaction is opened around it (SQLite sends
+        no BEGIN/COMMIT, PostgreSQL runs it in autocommit), saving those statements and,
+        on a server, their round trips."""
+        return self._transaction(work, write=False, single=True)
+
     def write(self, work: Callable[[Connection], T]) -> T:
         """Run ``work`` in a write transaction: on SQLite it holds the write lock from
         BEGIN; on servers, rows read ``FOR UPDATE`` stay locked until commit. Retried
         whole when the database is busy."""
         return self._transaction(work, write=True)
 
-    def _transaction(self, work: Callable[[Connection], T], *, write: bool) -> T:
+    def _transaction(
+        self, work: Callable[[Connection], T], *, write: bool, single: bool = False
+    ) -> T:
         engine = self.engine
+        single_options = self.backend.single_statement_options if single else None
 
         def attempt() -> T:
             with engine.connect() as conn:
                 if write:
                     conn.execution_options(**{WRITE_OPTION: True})
+                elif single_options:
+                    conn.execution_options(**single_options)
                 with conn.begin():
                     return work(conn)
 

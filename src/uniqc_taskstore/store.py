@@ -236,7 +236,7 @@ class TaskStore:
 
     def get(self, task_id: str) -> TaskInfo | None:
         """The task with this id (with its tags), or None."""
-        return self._db.read(lambda conn: queries.get_task(conn, LIVE, task_id))
+        return self._db.read_one(lambda conn: queries.get_task(conn, LIVE, task_id))
 
     def list(
         self,
@@ -289,7 +289,7 @@ class TaskStore:
     def count(self, filter: TaskFilter | None = None, **criteria: Unpack[FilterArgs]) -> int:
         """Number of tasks matching the same filters as :meth:`list`."""
         f = make_filter(filter, criteria)
-        return self._db.read(lambda conn: queries.count(conn, LIVE, f))
+        return self._db.read_one(lambda conn: queries.count(conn, LIVE, f))
 
     def count_by(
         self,
@@ -303,7 +303,7 @@ class TaskStore:
         before ``:``), in one GROUP BY query; values with no task are absent."""
         f = make_filter(filter, criteria)
         side = _side(archived)
-        return self._db.read(lambda conn: queries.count_by(conn, side, field, f))
+        return self._db.read_one(lambda conn: queries.count_by(conn, side, field, f))
 
     def summaries(
         self,
@@ -557,9 +557,9 @@ class TaskStore:
         the newest submitted wins; ``backend`` narrows to one platform or device."""
         if backend is not None and not isinstance(backend, str):
             raise InvalidInputError("backend", backend, "must be a string or None")
-        stmt = sql.select_shards_by_platform_id(platform_task_id, backend).limit(1)
-        row = self._db.read(lambda conn: conn.execute(stmt).mappings().first())
-        return sql.shard_from_row(row) if row else None
+        return self._db.read_one(
+            lambda conn: queries.shard_by_platform_id(conn, platform_task_id, backend)
+        )
 
     def find_uniqc_id_by_platform_id(
         self, platform_task_id: str, *, backend: str | None = None
@@ -628,7 +628,7 @@ class TaskStore:
 
     def get_archived(self, task_id: str) -> TaskInfo | None:
         """The archived task with this id (``archived_at`` set, with its tags), or None."""
-        return self._db.read(lambda conn: queries.get_task(conn, ARCHIVED, task_id))
+        return self._db.read_one(lambda conn: queries.get_task(conn, ARCHIVED, task_id))
 
     def get_archived_shards(self, uniqc_task_id: str) -> builtins.list[TaskShard]:
         """An archived task's shards in index order."""
@@ -655,7 +655,7 @@ class TaskStore:
     ) -> int:
         """Number of archived tasks matching the filters."""
         f = make_filter(filter, criteria)
-        return self._db.read(lambda conn: queries.count(conn, ARCHIVED, f))
+        return self._db.read_one(lambda conn: queries.count(conn, ARCHIVED, f))
 
     def delete_archived(self, task_id: str) -> bool:
         """Delete an archived task and its shards; True if it existed."""
@@ -762,13 +762,7 @@ class TaskStore:
         return self._db.read(lambda conn: queries.read_tasks(conn, side, stmt))
 
     def _shards(self, table: Any, uniqc_task_id: str) -> builtins.list[TaskShard]:
-        stmt = (
-            select(table)
-            .where(table.c.uniqc_task_id == uniqc_task_id)
-            .order_by(table.c.shard_index)
-        )
-        rows = self._db.read(lambda conn: conn.execute(stmt).mappings().all())
-        return [sql.shard_from_row(row) for row in rows]
+        return self._db.read_one(lambda conn: queries.get_shards(conn, table, uniqc_task_id))
 
 
 def _shard_key(uniqc_task_id: str, shard_index: int) -> tuple[Any, Any]:

@@ -96,6 +96,11 @@ class Backend(ABC):
 
     name: ClassVar[str]
     busy: BusyPolicy = BusyPolicy()
+    single_statement_options: ClassVar[dict[str, Any]] = {}
+    """Execution options for a connection that runs one SELECT and nothing else
+    (:meth:`Database.read_one`): how to skip an explicit transaction around it, where
+    that saves work. None here: MariaDB begins implicitly with the statement anyway,
+    and switching autocommit on and off would cost two round trips."""
     """Lock waits and attempts; :class:`~uniqc_taskstore.engine.Database` sets it from
     the environment before the engine is made."""
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     BigInteger,
@@ -58,6 +58,9 @@ class PostgresBackend(ServerBackend):
     """PostgreSQL through psycopg 3; ``schema`` puts the tables in their own schema."""
 
     name = "postgresql"
+    # psycopg sends BEGIN before the first statement and COMMIT after: two round trips
+    # a lone SELECT does not need. Autocommit is a client-side flag, set without one.
+    single_statement_options: ClassVar[dict[str, Any]] = {"isolation_level": "AUTOCOMMIT"}
 
     def __init__(self, url: str | URL, *, schema: str | None = None) -> None:
         super().__init__(url)
