@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +65,9 @@ def submit_time(n: int) -> str:
 
 def rows_for(start: int, stop: int) -> tuple[list[dict[str, Any]], ...]:
     """Tasks ``start..stop`` with their shards and one tag each, as table rows."""
-    task_rows, shard_rows, tag_rows = [], [], []
+    task_rows: list[dict[str, Any]] = []
+    shard_rows: list[dict[str, Any]] = []
+    tag_rows: list[dict[str, Any]] = []
     for n in range(start, stop):
         status = STATUSES[n % len(STATUSES)]
         when = submit_time(n)
@@ -173,6 +176,8 @@ class Floor:
 
     def __init__(self, store: TaskStore, db: str) -> None:
         self.db = db
+        self.conn: Any
+        self.reader: Any
         if db == "sqlite":
             path = store.db_path
             assert path is not None
@@ -195,7 +200,7 @@ class Floor:
                 self.conn = psycopg.connect(dbname=url.database, **args)
                 self.reader = psycopg.connect(dbname=url.database, autocommit=True, **args)
             else:
-                import pymysql
+                import pymysql  # type: ignore[import-untyped]
 
                 self.conn = pymysql.connect(database=url.database, **args)
                 self.reader = pymysql.connect(database=url.database, autocommit=True, **args)
@@ -217,7 +222,7 @@ class Floor:
             work(cur)
             cur.execute("COMMIT")
         else:
-            with self.conn.cursor() as cur:  # type: ignore[attr-defined]
+            with self.conn.cursor() as cur:
                 work(cur)
             self.conn.commit()
 
@@ -237,7 +242,12 @@ class Floor:
         now = self._t(format_timestamp(datetime.now(UTC)))
         values = (task_id(n), backend_of(n), "pending", 1000, now, now, json.dumps({"n": n}))
         untag = self._sql("DELETE FROM task_tags WHERE task_id = ?")
-        self._write(lambda c: (c.execute(stmt, values), c.execute(untag, (task_id(n),))))
+
+        def work(c: Any) -> None:
+            c.execute(stmt, values)
+            c.execute(untag, (task_id(n),))
+
+        self._write(work)
 
     def _aggregate(self, c: Any, tid: str, now: Any) -> None:
         c.execute(self._sql("SELECT status FROM task_shards WHERE uniqc_task_id = ?"), (tid,))
@@ -285,10 +295,12 @@ class Floor:
 
     def _read(self, statement: str, params: tuple[Any, ...]) -> list[Any]:
         if self.db == "sqlite":
-            return self.reader.execute(statement, params).fetchall()
-        with self.reader.cursor() as cur:  # type: ignore[attr-defined]
+            rows: list[Any] = self.reader.execute(statement, params).fetchall()
+            return rows
+        with self.reader.cursor() as cur:
             cur.execute(statement, params)
-            return list(cur.fetchall())
+            found: list[Any] = cur.fetchall()
+            return list(found)
 
     def get(self, n: int) -> Any:
         rows = self._read(
@@ -339,11 +351,11 @@ def _loads(value: Any) -> Any:
 # -- measuring -------------------------------------------------------------------------
 
 
-def per_second(calls: list[Callable[[], Any]]) -> float:
+def per_second(call: Callable[[int], Any], ids: list[int]) -> float:
     started = time.perf_counter()
-    for call in calls:
-        call()
-    return len(calls) / (time.perf_counter() - started)
+    for n in ids:
+        call(n)
+    return len(ids) / (time.perf_counter() - started)
 
 
 def median_ms(call: Callable[[], Any], reps: int) -> float:
@@ -404,34 +416,28 @@ def ops_table(place: Place, ops: int, rt: RoundTrips | None) -> list[dict[str, A
 
         ours: dict[str, Callable[[], float]] = {
             "save (one task, one commit)": lambda: per_second(
-                [
-                    lambda n=n: store.save(TaskInfo(task_id(n), backend_of(n), shots=1000))
-                    for n in ids
-                ]
+                lambda n: store.save(TaskInfo(task_id(n), backend_of(n), shots=1000)), ids
             ),
-            "save_shard": lambda: per_second(
-                [lambda n=n: store.save_shard(shard(n, 0)) for n in ids]
-            ),
+            "save_shard": lambda: per_second(lambda n: store.save_shard(shard(n, 0)), ids),
             "update_shard": lambda: per_second(
-                [lambda n=n: store.update_shard(task_id(n), 0, status="running") for n in ids]
+                lambda n: store.update_shard(task_id(n), 0, status="running"), ids
             ),
-            "get by id": lambda: per_second([lambda n=n: store.get(task_id(n)) for n in ids]),
-            "get_shards": lambda: per_second(
-                [lambda n=n: store.get_shards(task_id(n)) for n in ids]
-            ),
+            "get by id": lambda: per_second(lambda n: store.get(task_id(n)), ids),
+            "get_shards": lambda: per_second(lambda n: store.get_shards(task_id(n)), ids),
             "shard by platform job id": lambda: per_second(
-                [lambda n=n: store.get_shard_by_platform_id(f"job-{n}-0") for n in ids]
+                lambda n: store.get_shard_by_platform_id(f"job-{n}-0"), ids
             ),
-            f"{len(items):,} shards in one save_shards": lambda: len(items)
-            / _seconds(lambda: store.save_shards([shard(n, i) for n, i in items])),
+            f"{len(items):,} shards in one save_shards": lambda: (
+                len(items) / _seconds(lambda: store.save_shards([shard(n, i) for n, i in items]))
+            ),
         }
         floors: list[Callable[[], float]] = [
-            lambda: per_second([lambda n=n: floor.save(n) for n in ids]),
-            lambda: per_second([lambda n=n: floor.save_shards([(n, 0)]) for n in ids]),
-            lambda: per_second([lambda n=n: floor.update_shard(n) for n in ids]),
-            lambda: per_second([lambda n=n: floor.get(n) for n in ids]),
-            lambda: per_second([lambda n=n: floor.get_shards(n) for n in ids]),
-            lambda: per_second([lambda n=n: floor.by_platform_id(f"fjob-{n}-0") for n in ids]),
+            lambda: per_second(lambda n: floor.save(n), ids),
+            lambda: per_second(lambda n: floor.save_shards([(n, 0)]), ids),
+            lambda: per_second(lambda n: floor.update_shard(n), ids),
+            lambda: per_second(lambda n: floor.get(n), ids),
+            lambda: per_second(lambda n: floor.get_shards(n), ids),
+            lambda: per_second(lambda n: floor.by_platform_id(f"fjob-{n}-0"), ids),
             lambda: len(items) / _seconds(lambda: floor.save_shards(items)),
         ]
         for (name, mine), theirs in zip(ours.items(), floors, strict=True):
@@ -445,9 +451,7 @@ def ops_table(place: Place, ops: int, rt: RoundTrips | None) -> list[dict[str, A
             rt.measure("save", lambda: store.save(TaskInfo(task_id(n), backend_of(n))))
             rt.measure(
                 "save(task, shards)",
-                lambda: store.save(
-                    TaskInfo(task_id(n), backend_of(n)), [shard(n, 0), shard(n, 1)]
-                ),
+                lambda: store.save(TaskInfo(task_id(n), backend_of(n)), [shard(n, 0), shard(n, 1)]),
             )
             rt.measure("save_shard", lambda: store.save_shard(shard(n, 2)))
             rt.measure("update_shard", lambda: store.update_shard(task_id(n), 0, status="running"))
@@ -489,13 +493,13 @@ def reads(store: TaskStore, size: int, reps: int) -> dict[str, float]:
     page_reps = max(5, reps // 10)
     for label, criteria in filters.items():
         out[f"first page, {label}"] = median_ms(
-            lambda c=criteria: store.list_page(limit=50, **c), page_reps
+            partial(store.list_page, limit=50, **criteria), page_reps
         )
         cursor = None
         for _ in range(20):
             cursor = store.list_page(limit=50, cursor=cursor, **criteria).next_cursor
         out[f"page 21, {label}"] = median_ms(
-            lambda c=criteria, k=cursor: store.list_page(limit=50, cursor=k, **c), page_reps
+            partial(store.list_page, limit=50, cursor=cursor, **criteria), page_reps
         )
     out["count()"] = median_ms(store.count, page_reps)
     out["count(status)"] = median_ms(lambda: store.count(status="success"), page_reps)
@@ -510,10 +514,8 @@ def depth_table(store: TaskStore, floor: Floor, reps: int) -> list[dict[str, Any
         cursor = None
         for _ in range(depth):
             cursor = store.list_page(limit=50, cursor=cursor, status="success").next_cursor
-        mine = median_ms(
-            lambda k=cursor: store.list_page(limit=50, cursor=k, status="success"), reps
-        )
-        theirs = median_ms(lambda d=depth: floor.offset_page("success", d), reps)
+        mine = median_ms(partial(store.list_page, limit=50, cursor=cursor, status="success"), reps)
+        theirs = median_ms(partial(floor.offset_page, "success", depth), reps)
         rows.append(
             {
                 "operation": f"page {depth + 1} of a status (floor: OFFSET {depth * 50})",
@@ -569,7 +571,8 @@ def print_ratio_table(title: str, rows: list[dict[str, Any]]) -> None:
     print("|---|---|---|---|")
     for row in rows:
         row["ratio"] = row["ours"] / row["floor"]
-        print(f"| {row['operation']} | {row['floor']:,.0f} | {row['ours']:,.0f} | {row['ratio']:.2f} |")
+        figures = f"{row['floor']:,.0f} | {row['ours']:,.0f} | {row['ratio']:.2f}"
+        print(f"| {row['operation']} | {figures} |")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -617,7 +620,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for name, count in rt.by_op.items():
             print(f"- {name}: {count}")
     print(f"\nScaling: median ms per read, {small:,} vs {size:,} tasks\n")
-    print(f"| read | {small:,} | {size:,} | × |")
+    print(f"| read | {small:,} | {size:,} | growth |")
     print("|---|---|---|---|")
     rows = []
     for name in scaling[str(small)]:
@@ -626,8 +629,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"| {name} | {a:.3f} | {b:.3f} | {b / a:.2f} |")
     result["scaling"] = {"small": small, "large": size, "reads": rows}
     if "iter_tasks_peak_rss_mb" in result:
-        print(f"\niter_tasks over {size:,} tasks (with shards): peak RSS "
-              f"{result['iter_tasks_peak_rss_mb']:.0f} MB")
+        print(
+            f"\niter_tasks over {size:,} tasks (with shards): peak RSS "
+            f"{result['iter_tasks_peak_rss_mb']:.0f} MB"
+        )
     result["max_rss_mb_parent"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     args.json.write_text(json.dumps(result, indent=2, default=str) + "\n")
     print(f"\nwrote {args.json}")
