@@ -108,9 +108,10 @@ def rows_for(start: int, stop: int) -> tuple[list[dict[str, Any]], ...]:
 
 
 def fill(store: TaskStore, size: int, batch: int = 20_000) -> None:
-    """``size`` tasks through the store's own bulk insert, a batch per transaction."""
+    """``size`` tasks through the store's own bulk insert, a batch per transaction;
+    a fill that was interrupted goes on from the batches already committed."""
     bulk = store._db.backend.bulk_insert
-    for start in range(0, size, batch):
+    for start in range(store.count(), size, batch):
         t, s, g = rows_for(start, min(size, start + batch))
 
         def work(conn: Any, t: Any = t, s: Any = s, g: Any = g) -> None:

@@ -7,7 +7,7 @@ archived tables alike. Tags are read for a whole page in one extra query.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from functools import cache
 from typing import Any, Literal
 
@@ -62,11 +62,21 @@ def read_tasks(conn: Connection, side: TaskTables, stmt: Select[Any]) -> list[Ta
 
 
 def get_task(conn: Connection, side: TaskTables, task_id: str) -> TaskInfo | None:
+    """One task by id, with its tags, or None, inside a caller's transaction."""
+    return task_from_rows(conn.execute(_task_by_id(side), {"task_id": task_id}).mappings())
+
+
+def fetch_task(db: Database, side: TaskTables, task_id: str) -> TaskInfo | None:
     """One task by id, with its tags, or None: one statement (the task joined to its
-    tags), so it needs no transaction of its own (:meth:`Database.read_one`)."""
+    tags), so it needs no transaction of its own (:meth:`Database.select`)."""
+    return task_from_rows(db.select(_task_by_id(side), {"task_id": task_id}))
+
+
+def task_from_rows(rows: Iterable[Mapping[Any, Any]]) -> TaskInfo | None:
+    """The task of :func:`_task_by_id`'s rows (one per tag, at least one)."""
     task: TaskInfo | None = None
     tags: dict[str, str] = {}
-    for row in conn.execute(_task_by_id(side), {"task_id": task_id}).mappings():
+    for row in rows:
         if task is None:
             task = sql.task_from_row(row)
         if row["uniqc_tag_key"] is not None:
@@ -76,22 +86,22 @@ def get_task(conn: Connection, side: TaskTables, task_id: str) -> TaskInfo | Non
     return task
 
 
-def get_shards(conn: Connection, table: Table, uniqc_task_id: str) -> list[TaskShard]:
+def get_shards(db: Database, table: Table, uniqc_task_id: str) -> list[TaskShard]:
     """A task's shards (live or archived ``table``) in index order."""
-    rows = conn.execute(_shards_by_task(table), {"task_id": uniqc_task_id}).mappings()
+    rows = db.select(_shards_by_task(table), {"task_id": uniqc_task_id})
     return [sql.shard_from_row(row) for row in rows]
 
 
 def shard_by_platform_id(
-    conn: Connection, platform_task_id: str, backend: str | None
+    db: Database, platform_task_id: str, backend: str | None
 ) -> TaskShard | None:
     """The newest submitted live shard of a platform job id (ties: the greater task id
     and index), optionally only on ``backend`` (a device, or a platform's devices)."""
     params = {"platform_task_id": platform_task_id}
     if backend is not None:
         params |= {"backend": backend, "lo": backend + ":", "hi": backend + ";"}
-    row = conn.execute(_shard_by_platform_id(backend is not None), params).mappings().first()
-    return sql.shard_from_row(row) if row else None
+    rows = db.select(_shard_by_platform_id(backend is not None), params)
+    return sql.shard_from_row(rows[0]) if rows else None
 
 
 # Point reads are built once and executed with parameters: no statement object, and no

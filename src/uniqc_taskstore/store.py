@@ -236,7 +236,7 @@ class TaskStore:
 
     def get(self, task_id: str) -> TaskInfo | None:
         """The task with this id (with its tags), or None."""
-        return self._db.read_one(lambda conn: queries.get_task(conn, LIVE, task_id))
+        return queries.fetch_task(self._db, LIVE, task_id)
 
     def list(
         self,
@@ -557,9 +557,7 @@ class TaskStore:
         the newest submitted wins; ``backend`` narrows to one platform or device."""
         if backend is not None and not isinstance(backend, str):
             raise InvalidInputError("backend", backend, "must be a string or None")
-        return self._db.read_one(
-            lambda conn: queries.shard_by_platform_id(conn, platform_task_id, backend)
-        )
+        return queries.shard_by_platform_id(self._db, platform_task_id, backend)
 
     def find_uniqc_id_by_platform_id(
         self, platform_task_id: str, *, backend: str | None = None
@@ -628,7 +626,7 @@ class TaskStore:
 
     def get_archived(self, task_id: str) -> TaskInfo | None:
         """The archived task with this id (``archived_at`` set, with its tags), or None."""
-        return self._db.read_one(lambda conn: queries.get_task(conn, ARCHIVED, task_id))
+        return queries.fetch_task(self._db, ARCHIVED, task_id)
 
     def get_archived_shards(self, uniqc_task_id: str) -> builtins.list[TaskShard]:
         """An archived task's shards in index order."""
@@ -762,7 +760,7 @@ class TaskStore:
         return self._db.read(lambda conn: queries.read_tasks(conn, side, stmt))
 
     def _shards(self, table: Any, uniqc_task_id: str) -> builtins.list[TaskShard]:
-        return self._db.read_one(lambda conn: queries.get_shards(conn, table, uniqc_task_id))
+        return queries.get_shards(self._db, table, uniqc_task_id)
 
 
 def _shard_key(uniqc_task_id: str, shard_index: int) -> tuple[Any, Any]:

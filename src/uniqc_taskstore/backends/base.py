@@ -143,6 +143,18 @@ class Backend(ABC):
         """``INSERT`` into ``table``; on a ``key`` conflict apply ``set_`` to the existing
         row. Executed with a list of rows (executemany), so it compiles once."""
 
+    def lone_select(self, dbapi_conn: Any, sql: str, args: Any) -> list[Any]:
+        """Run one SELECT on a pooled driver connection outside any transaction of
+        ours and return its rows (:meth:`Database.select`). SQLite's connections are in
+        autocommit (we send BEGIN ourselves), and MariaDB's statement ends with the
+        pool's reset, so here the SELECT is simply run."""
+        cursor = dbapi_conn.cursor()
+        try:
+            cursor.execute(sql, args)
+            return list(cursor.fetchall())
+        finally:
+            cursor.close()
+
     def bulk_insert(self, conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
         """Insert ``rows`` (new keys only: a duplicate fails the transaction) as fast as
         the database allows, in the current transaction. Here: one executemany, which

@@ -164,6 +164,17 @@ class PostgresBackend(ServerBackend):
         stmt = postgresql.insert(table)
         return stmt.on_conflict_do_update(index_elements=list(key), set_=dict(set_(stmt.excluded)))
 
+    def lone_select(self, dbapi_conn: Any, sql: str, args: Any) -> list[Any]:
+        """In autocommit, so psycopg sends no BEGIN before the SELECT (and the pool's
+        reset then has no transaction to roll back): one round trip."""
+        if self.url.get_driver_name() != "psycopg":
+            return super().lone_select(dbapi_conn, sql, args)
+        dbapi_conn.autocommit = True
+        try:
+            return super().lone_select(dbapi_conn, sql, args)
+        finally:
+            dbapi_conn.autocommit = False
+
     def bulk_insert(self, conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
         """``COPY ... FROM STDIN`` through psycopg 3 (one stream, no per-row statement);
         other drivers get the plain executemany. Values go through each column's own
