@@ -41,9 +41,11 @@ def test_point_reads_send_one_select_and_no_begin_on_sqlite(tmp_path: Path) -> N
     task = store.get("uqt_" + "1" * 32)
     shards = store.get_shards("uqt_" + "1" * 32)
     shard = store.get_shard_by_platform_id("job-1", backend="originq")
-    assert task is not None and task.tags == {"team": "a"}
+    assert task is not None
+    assert task.tags == {"team": "a"}
     assert [s.platform_task_id for s in shards] == ["job-1"]
-    assert shard is not None and shard.shard_index == 0
+    assert shard is not None
+    assert shard.shard_index == 0
     statements = [s for s in sent if not s.startswith("PRAGMA")]
     assert len(statements) == 3, statements
     assert all(s.lstrip().upper().startswith("SELECT") for s in statements), statements
