@@ -508,6 +508,49 @@ def reads(store: TaskStore, size: int, reps: int) -> dict[str, float]:
     return out
 
 
+def explain(store: TaskStore, size: int) -> dict[str, str]:
+    """The database's plan for each list query (first page and a keyset page), and the
+    platform-id lookup: which index serves it, and whether it sorts."""
+    from uniqc_taskstore.filters import LIVE, Sort, TaskFilter
+    from uniqc_taskstore.queries import _shard_by_platform_id, select_tasks
+
+    engine = store._db.engine
+    prefix = {"sqlite": "EXPLAIN QUERY PLAN ", "postgresql": "EXPLAIN ", "mysql": "EXPLAIN "}
+    middle = submit_time(size // 2)
+    lo, hi = submit_time(size // 2), submit_time(size // 2 + max(size // 10, 1))
+    cases: dict[str, Any] = {}
+    filters: dict[str, dict[str, Any]] = {
+        "status": {"status": "success"},
+        "backend (platform)": {"backend": "ibm"},
+        "backend (device)": {"backend": "ibm:dev1"},
+        "tag": {"tags": {"team": "t3"}},
+        "time range": {"submitted_after": lo, "submitted_before": hi},
+        "all": {},
+    }
+    for label, criteria in filters.items():
+        f = TaskFilter(**criteria)
+        cases[f"first page, {label}"] = select_tasks(LIVE, f, Sort(), limit=51)
+        cases[f"keyset page, {label}"] = select_tasks(
+            LIVE, f, Sort(), limit=51, position=(middle, task_id(size // 2))
+        )
+    cases["shard by platform id"] = _shard_by_platform_id(False).params(platform_task_id="job-1-0")
+    plans: dict[str, str] = {}
+    with engine.connect() as conn:
+        for name, stmt in cases.items():
+            sql = str(stmt.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True}))
+            rows = conn.exec_driver_sql(prefix[store._db.backend.name] + sql).all()
+            if store._db.backend.name == "sqlite":
+                plans[name] = " | ".join(str(r[-1]) for r in rows)
+            elif store._db.backend.name == "postgresql":
+                plans[name] = " | ".join(str(r[0]).strip() for r in rows)
+            else:
+                plans[name] = " | ".join(
+                    f"{r._mapping['table']}: key={r._mapping['key']} {r._mapping['Extra']}"
+                    for r in rows
+                )
+    return plans
+
+
 def depth_table(store: TaskStore, floor: Floor, reps: int) -> list[dict[str, Any]]:
     """Page 21 of a status: our keyset page against the floor's OFFSET page."""
     rows = []
@@ -608,6 +651,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 floor = Floor(store, args.db)
                 ops += depth_table(store, floor, max(5, args.reps // 10))
                 floor.close()
+                result["plans"] = explain(store, n)
                 if not args.skip_memory:
                     where = str(store.db_path.parent) if store.db_path else None
                     if where is None:
@@ -629,6 +673,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rows.append({"read": name, "small_ms": a, "large_ms": b, "growth": b / a})
         print(f"| {name} | {a:.3f} | {b:.3f} | {b / a:.2f} |")
     result["scaling"] = {"small": small, "large": size, "reads": rows}
+    print("\nPlans on the large store\n")
+    for name, plan in result.get("plans", {}).items():
+        print(f"- {name}: {plan}")
     if "iter_tasks_peak_rss_mb" in result:
         print(
             f"\niter_tasks over {size:,} tasks (with shards): peak RSS "
