@@ -63,7 +63,9 @@ def submit_time(n: int) -> str:
     return format_timestamp(BASE + timedelta(seconds=n))
 
 
-def rows_for(start: int, stop: int) -> tuple[list[dict[str, Any]], ...]:
+def rows_for(
+    start: int, stop: int, shards_per_task: int = SHARDS_PER_TASK
+) -> tuple[list[dict[str, Any]], ...]:
     """Tasks ``start..stop`` with their shards and one tag each, as table rows."""
     task_rows: list[dict[str, Any]] = []
     shard_rows: list[dict[str, Any]] = []
@@ -101,18 +103,20 @@ def rows_for(start: int, stop: int) -> tuple[list[dict[str, Any]], ...]:
                 "submit_time": when,
                 "update_time": when,
             }
-            for i in range(SHARDS_PER_TASK)
+            for i in range(shards_per_task)
         )
         tag_rows.append({"task_id": task_id(n), "key": "team", "value": f"t{n % 10}"})
     return task_rows, shard_rows, tag_rows
 
 
-def fill(store: TaskStore, size: int, batch: int = 20_000) -> None:
+def fill(
+    store: TaskStore, size: int, batch: int = 20_000, shards_per_task: int = SHARDS_PER_TASK
+) -> None:
     """``size`` tasks through the store's own bulk insert, a batch per transaction;
     a fill that was interrupted goes on from the batches already committed."""
     bulk = store._db.backend.bulk_insert
     for start in range(store.count(), size, batch):
-        t, s, g = rows_for(start, min(size, start + batch))
+        t, s, g = rows_for(start, min(size, start + batch), shards_per_task)
 
         def work(conn: Any, t: Any = t, s: Any = s, g: Any = g) -> None:
             bulk(conn, tasks, t)
@@ -164,8 +168,9 @@ class Place:
             yield store
         finally:
             store.close()
+            force = " WITH (FORCE)" if self.db == "postgresql" else ""
             with admin.connect() as conn:
-                conn.execute(text(f"DROP DATABASE {name}"))
+                conn.execute(text(f"DROP DATABASE IF EXISTS {name}{force}"))
             admin.dispose()
 
 
@@ -461,7 +466,10 @@ def ops_table(place: Place, ops: int, rt: RoundTrips | None) -> list[dict[str, A
             rt.measure("shard by platform id", lambda: store.get_shard_by_platform_id("job-1-0"))
             rt.measure("list_page", lambda: store.list_page(limit=50))
             rt.measure("count", lambda: store.count())
-            rt.measure("archive", lambda: store.archive(task_id(n)))
+            done = TaskInfo(task_id(n + 1), backend_of(n), status=TaskStatus.SUCCESS)
+            store.save(done, [shard(n + 1, 0)])
+            store.update_shard(done.task_id, 0, status="success")
+            rt.measure("archive", lambda: store.archive(done.task_id))
         floor.close()
     return rows
 
@@ -587,6 +595,52 @@ n = sum(1 for _ in store.iter_tasks(include_shards=True))
 """
 
 
+COPY_CODE = """
+import sys, time
+from uniqc_taskstore import TaskStore
+from uniqc_taskstore.transfer import copy_tasks
+source, dest = TaskStore(sys.argv[1]), TaskStore.from_url(sys.argv[2])
+first = copy_tasks(source, dest)
+second = copy_tasks(source, dest)
+assert second.copied.tasks == 0 and second.copied.shards == 0
+assert first.destination == first.source, (first.destination, first.source)
+print(first.seconds, second.seconds, first.copied.tasks, first.copied.shards)
+"""
+
+
+def copy_figures(place: Place, size: int) -> dict[str, Any]:
+    """Copy ``size`` tasks with 3 shards each from a SQLite file into a fresh server
+    database, in a child process: seconds for the first copy and a re-run (which
+    copies nothing), and the child's peak resident memory."""
+    source_dir = place.cache / f"copy-source-{size}-v{CURRENT_SCHEMA_VERSION}"
+    source = TaskStore(source_dir)
+    if not (source_dir / "filled").exists():
+        fill(source, size, shards_per_task=3)
+        (source_dir / "filled").touch()
+    source.close()
+    with place.store("copy", 0) as dest:
+        url = dest._db.backend.url.render_as_string(hide_password=False)  # type: ignore[attr-defined]
+        dest.close()
+        script = COPY_CODE + (
+            "\nimport resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", script, str(source_dir), url],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.split()
+    return {
+        "tasks": size,
+        "shards": 3 * size,
+        "first_copy_s": float(out[0]),
+        "second_copy_s": float(out[1]),
+        "copied_tasks": int(out[2]),
+        "copied_shards": int(out[3]),
+        "peak_rss_mb": int(out[4]) / 1024,
+    }
+
+
 def machine() -> dict[str, Any]:
     model = "unknown"
     try:
@@ -630,6 +684,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "uniqc-bench")
     parser.add_argument("--json", type=Path, default=Path("benchmark-results.json"))
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument(
+        "--copy", type=float, default=0, help="servers: copy this many tasks from SQLite"
+    )
+    parser.add_argument("--skip-ops", action="store_true", help="only the scaling table")
     args = parser.parse_args(argv)
     env = {"postgresql": "UNIQC_TEST_POSTGRESQL_URL", "mysql": "UNIQC_TEST_MYSQL_URL"}
     url = args.url or (os.environ.get(env[args.db]) if args.db in env else None)
@@ -641,7 +699,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"{args.db}: {result['machine']}")
 
     rt = RoundTrips() if args.db != "sqlite" else None
-    ops = ops_table(place, args.ops, rt)
+    ops = [] if args.skip_ops else ops_table(place, args.ops, rt)
     result["operations"] = ops
     scaling: dict[str, dict[str, float]] = {}
     for n in (small, size):
@@ -683,5 +741,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
     result["max_rss_mb_parent"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     args.json.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    if args.copy and args.db != "sqlite":
+        result["copy"] = figures = copy_figures(place, int(args.copy))
+        print(
+            f"\ncopy of {figures['tasks']:,} tasks and {figures['shards']:,} shards from "
+            f"SQLite: {figures['first_copy_s']:.1f} s (re-run: {figures['second_copy_s']:.1f} "
+            f"s), peak RSS {figures['peak_rss_mb']:.0f} MB"
+        )
+        args.json.write_text(json.dumps(result, indent=2, default=str) + "\n")
     print(f"\nwrote {args.json}")
     return result
