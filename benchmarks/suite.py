@@ -559,18 +559,22 @@ def explain(store: TaskStore, size: int) -> dict[str, str]:
     return plans
 
 
-def depth_table(store: TaskStore, floor: Floor, reps: int) -> list[dict[str, Any]]:
-    """Page 21 of a status: our keyset page against the floor's OFFSET page."""
+def depth_table(store: TaskStore, floor: Floor, size: int, reps: int) -> list[dict[str, Any]]:
+    """A deep page of a status: our keyset page against the floor's OFFSET page."""
+    from uniqc_taskstore.filters import Sort, encode_cursor
+
     rows = []
-    for depth in (20, 200):
-        cursor = None
-        for _ in range(depth):
-            cursor = store.list_page(limit=50, cursor=cursor, status="success").next_cursor
+    successes = size // len(STATUSES)
+    for depth in (20, 200, 2000):
+        if (depth + 1) * 50 > successes:
+            break
+        last = store.list(status="success", limit=1, offset=depth * 50 - 1)[0]
+        cursor = encode_cursor(Sort(), last.submit_time, last.task_id)
         mine = median_ms(partial(store.list_page, limit=50, cursor=cursor, status="success"), reps)
         theirs = median_ms(partial(floor.offset_page, "success", depth), reps)
         rows.append(
             {
-                "operation": f"page {depth + 1} of a status (floor: OFFSET {depth * 50})",
+                "operation": f"page {depth + 1} of a status (floor: OFFSET {depth * 50:,})",
                 "floor": 1000 / theirs,
                 "ours": 1000 / mine,
             }
@@ -707,7 +711,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             scaling[str(n)] = reads(store, n, args.reps)
             if n == size:
                 floor = Floor(store, args.db)
-                ops += depth_table(store, floor, max(5, args.reps // 10))
+                ops += depth_table(store, floor, n, max(5, args.reps // 10))
                 floor.close()
                 result["plans"] = explain(store, n)
                 if not args.skip_memory:
