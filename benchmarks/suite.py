@@ -591,12 +591,20 @@ def depth_table(store: TaskStore, floor: Floor, size: int, reps: int) -> list[di
 
 def peak_rss_mb(code: str, *args: str) -> float:
     """Peak resident memory of a child Python running ``code``."""
-    script = code + "\nimport resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    script = code + HIGH_WATER
     out = subprocess.run(
         [sys.executable, "-c", script, *args], check=True, capture_output=True, text=True
     )
     return int(out.stdout.strip().splitlines()[-1]) / 1024
 
+
+HIGH_WATER = """
+import re
+from pathlib import Path
+print(re.search(r"VmHWM:\\s+(\\d+)", Path("/proc/self/status").read_text()).group(1))
+"""
+"""The child's own peak resident set (kB). Not ``ru_maxrss``: Linux carries that over
+from the parent through fork and exec, so a child of a big parent reports the parent."""
 
 ITER_CODE = """
 import sys
@@ -632,9 +640,7 @@ def copy_figures(place: Place, size: int) -> dict[str, Any]:
     with place.store("copy", 0) as dest:
         url = dest._db.backend.url.render_as_string(hide_password=False)  # type: ignore[attr-defined]
         dest.close()
-        script = COPY_CODE + (
-            "\nimport resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
-        )
+        script = COPY_CODE + HIGH_WATER
         out = subprocess.run(
             [sys.executable, "-c", script, str(source_dir), url],
             check=True,
