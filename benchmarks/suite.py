@@ -729,7 +729,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ops = [] if args.skip_ops else ops_table(place, args.ops, rt)
     result["operations"] = ops
     scaling: dict[str, dict[str, float]] = {}
-    for n in (small, size):
+    for n in sorted({small, size}):
         with place.store(f"s{n}", n, cached=True) as store:
             scaling[str(n)] = reads(store, n, args.reps)
             if n == size:
