@@ -383,7 +383,8 @@ def median_ms(call: Callable[[], Any], reps: int) -> float:
 
 @dataclass
 class RoundTrips:
-    """Statements and transaction ends sent by the store (driver BEGIN included)."""
+    """Round trips of the store's calls: statements, psycopg's implicit BEGIN, COMMIT,
+    and the pool's pre-ping of each checked-out connection."""
 
     count: int = 0
     by_op: dict[str, int] = field(default_factory=dict)
@@ -404,6 +405,27 @@ class RoundTrips:
             if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
                 self.count += 1
 
+        def on_checkout(*_: Any) -> None:
+            if getattr(engine.pool, "_pre_ping", False):
+                self.count += 1  # the pool pings a connection before handing it out
+
+        backend = store._db.backend
+        lone_select = backend.lone_select
+
+        def counted_select(*args: Any) -> list[Any]:
+            # Point reads run on the driver connection, outside SQLAlchemy's events.
+            self.count += 1
+            return lone_select(*args)
+
+        def on_reset(_dbapi_conn: Any, _record: Any, state: Any) -> None:
+            # The pool rolls back a connection whose transaction nobody ended; PyMySQL
+            # sends that ROLLBACK, psycopg and sqlite3 skip it when nothing is open.
+            if backend.name == "mysql" and not state.transaction_was_reset:
+                self.count += 1
+
+        setattr(backend, "lone_select", counted_select)  # noqa: B010
+        event.listen(engine, "checkout", on_checkout)
+        event.listen(engine, "reset", on_reset)
         event.listen(engine, "before_cursor_execute", on_execute)
         event.listen(engine, "begin", on_begin)
         event.listen(engine, "commit", on_end)
@@ -746,7 +768,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print_ratio_table(f"Operations ({args.ops:,} calls each; load {os.getloadavg()[0]:.2f})", ops)
     if rt is not None:
         result["round_trips"] = rt.by_op
-        print("\nRound trips per call (statements + BEGIN/COMMIT sent)\n")
+        print("\nRound trips per call (pre-ping + statements + BEGIN/COMMIT sent)\n")
         for name, count in rt.by_op.items():
             print(f"- {name}: {count}")
     print(f"\nScaling: median ms per read, {small:,} vs {size:,} tasks\n")
