@@ -61,3 +61,11 @@ def sdk(session: nox.Session) -> None:
     session.install(f"unified-quantum=={SDK_VERSION}", "pytest", "httpx")
     session.install(".")  # not editable: a reused environment gets this tree's code
     session.run("python", "tests/sdk/run_sdk_tests.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """The benchmark suite: ``nox -s bench -- --db sqlite|postgresql|mysql --size 1e6``
+    (ours next to a raw-driver floor, and the 10k-vs-large scaling table; see BENCHMARKS.md)."""
+    session.install("-e", ".[postgresql,mysql]")
+    session.run("python", "-m", "benchmarks", *session.posargs)

@@ -12,11 +12,11 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
-from typing import TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, event
-from sqlalchemy.engine import URL
+from sqlalchemy import Connection, Engine, Select, event
+from sqlalchemy.engine import URL, Dialect
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
@@ -53,6 +53,7 @@ class Database:
         self.users = 0
         self.last_migration: MigrationReport | None = None
         self._caller_listeners: list[Listener] = []
+        self._prepared: dict[Select[Any], _Prepared] = {}
         if engine is not None:
             self._caller_listeners = backend.configure_engine(engine)
             engine.dispose()  # connections pooled before now lack our settings
@@ -95,19 +96,69 @@ class Database:
         """Run ``work`` in a read transaction (a consistent snapshot)."""
         return self._transaction(work, write=False)
 
+    def read_one(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work``, which executes exactly one SELECT: a single statement is atomic,
+        so where the backend allows it no transaction is opened around it (SQLite sends
+        no BEGIN/COMMIT, PostgreSQL runs it in autocommit), saving those statements and,
+        on a server, their round trips."""
+        return self._transaction(work, write=False, single=True)
+
+    def select(self, stmt: Select[Any], params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The rows (by column name, values converted by the column types) of one
+        SELECT built once by the caller (a module-level or cached statement).
+
+        For the hot point reads: the statement is compiled once for this database, and
+        each call runs it on a pooled driver connection, outside SQLAlchemy's per-call
+        execution machinery and outside any transaction (:meth:`read_one`), with the
+        same busy retries and error translation as every other call."""
+        prepared = self._prepared.get(stmt)
+        if prepared is None:
+            prepared = self._prepared[stmt] = _Prepared(stmt, self.engine.dialect)
+        engine = self.engine
+        backend = self.backend
+
+        def attempt() -> list[dict[str, Any]]:
+            args = prepared.arguments(params)
+            raw = engine.raw_connection()
+            try:
+                try:
+                    found = backend.lone_select(raw.dbapi_connection, prepared.sql, args)
+                except prepared.dbapi_error as exc:
+                    raise DBAPIError.instance(
+                        prepared.sql, args, exc, prepared.dbapi_error, dialect=engine.dialect
+                    ) from exc
+            finally:
+                raw.close()
+            return prepared.rows(found)
+
+        try:
+            if self._serial is not None:
+                with self._serial:
+                    return _with_busy_retry(backend, self.busy, attempt)
+            return _with_busy_retry(backend, self.busy, attempt)
+        except DBAPIError as exc:
+            raise self._translate(exc) from exc
+        except PoolTimeoutError:
+            raise DatabaseBusyError(f"{backend.describe()}: {_POOL_BUSY}") from None
+
     def write(self, work: Callable[[Connection], T]) -> T:
         """Run ``work`` in a write transaction: on SQLite it holds the write lock from
         BEGIN; on servers, rows read ``FOR UPDATE`` stay locked until commit. Retried
         whole when the database is busy."""
         return self._transaction(work, write=True)
 
-    def _transaction(self, work: Callable[[Connection], T], *, write: bool) -> T:
+    def _transaction(
+        self, work: Callable[[Connection], T], *, write: bool, single: bool = False
+    ) -> T:
         engine = self.engine
+        single_options = self.backend.single_statement_options if single else None
 
         def attempt() -> T:
             with engine.connect() as conn:
                 if write:
                     conn.execution_options(**{WRITE_OPTION: True})
+                elif single_options:
+                    conn.execution_options(**single_options)
                 with conn.begin():
                     return work(conn)
 
@@ -173,6 +224,44 @@ class Database:
         if isinstance(translated, TaskStoreError):
             return translated
         return DatabaseError(f"{self.backend.describe()}: {exc.orig!r}")
+
+
+class _Prepared:
+    """One SELECT compiled for one dialect: its SQL text, how to bind its parameters
+    (column types' bind processing, positional or named) and how to convert its
+    result columns (the types' result processing), done once."""
+
+    def __init__(self, stmt: Select[Any], dialect: Dialect) -> None:
+        compiled = stmt.compile(dialect=dialect)
+        self.sql = str(compiled)
+        self.defaults: dict[str, Any] = dict(compiled.construct_params(_check=False))
+        self.order = list(compiled.positiontup or ()) if compiled.positional else None
+        self.binds = {
+            name: bind.type._cached_bind_processor(dialect)
+            for bind, name in compiled.bind_names.items()
+        }
+        self.keys = [str(c.key) for c in stmt.selected_columns]
+        self.results = [
+            c.type._cached_result_processor(dialect, None) for c in stmt.selected_columns
+        ]
+        self.dbapi_error: type[Exception] = dialect.loaded_dbapi.Error
+
+    def arguments(self, params: Mapping[str, Any]) -> Any:
+        values = self.defaults | dict(params)
+        for name, process in self.binds.items():
+            if process is not None:
+                values[name] = process(values[name])
+        return values if self.order is None else tuple(values[n] for n in self.order)
+
+    def rows(self, found: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
+        pairs = list(zip(self.keys, self.results, strict=True))
+        return [
+            {
+                key: value if process is None else process(value)
+                for (key, process), value in zip(pairs, row, strict=True)
+            }
+            for row in found
+        ]
 
 
 _POOL_BUSY = (

@@ -297,10 +297,18 @@ class Sort:
 
     def after(self, table: Table, value: str, task_id: str) -> ColumnElement[bool]:
         """Rows that come after the row ``(value, task_id)`` in this order (keyset)."""
+        # The leading bound (column <= value) repeats what the OR implies, so that every
+        # database seeks the (filter, sort column, task_id) index to the position instead
+        # of filtering the pages before it (PostgreSQL and MariaDB do not split the OR).
         column = table.c[self.order_by]
         if self.descending:
-            return or_(column < value, and_(column == value, table.c.task_id < task_id))
-        return or_(column > value, and_(column == value, table.c.task_id > task_id))
+            return and_(
+                column <= value,
+                or_(column < value, and_(column == value, table.c.task_id < task_id)),
+            )
+        return and_(
+            column >= value, or_(column > value, and_(column == value, table.c.task_id > task_id))
+        )
 
     def key(self, task: Any) -> tuple[str, str]:
         """The keyset position of a task (anything with the sort column and ``task_id``)."""

@@ -7,10 +7,11 @@ archived tables alike. Tags are read for a whole page in one extra query.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from functools import cache
 from typing import Any, Literal
 
-from sqlalchemy import Connection, RowMapping, Select, func, select
+from sqlalchemy import Connection, RowMapping, Select, Table, and_, bindparam, func, or_, select
 
 from . import statements as sql
 from .engine import Database
@@ -27,6 +28,7 @@ from .model import (
     validate_flag,
     validate_page,
 )
+from .schema import task_shards
 from .tags import BATCH_IDS, tags_of
 
 CountField = Literal["status", "backend", "platform"]
@@ -94,10 +96,89 @@ def tasks_of_rows(
 
 
 def get_task(conn: Connection, side: TaskTables, task_id: str) -> TaskInfo | None:
-    """One task by id, with its tags, or None."""
-    stmt = select(side.tasks).where(side.tasks.c.task_id == task_id)
-    found = read_tasks(conn, side, stmt)
-    return found[0] if found else None
+    """One task by id, with its tags, or None, inside a caller's transaction."""
+    return task_from_rows(conn.execute(_task_by_id(side), {"task_id": task_id}).mappings())
+
+
+def fetch_task(db: Database, side: TaskTables, task_id: str) -> TaskInfo | None:
+    """One task by id, with its tags, or None: one statement (the task joined to its
+    tags), so it needs no transaction of its own (:meth:`Database.select`)."""
+    return task_from_rows(db.select(_task_by_id(side), {"task_id": task_id}))
+
+
+def task_from_rows(rows: Iterable[Mapping[Any, Any]]) -> TaskInfo | None:
+    """The task of :func:`_task_by_id`'s rows (one per tag, at least one)."""
+    task: TaskInfo | None = None
+    tags: dict[str, str] = {}
+    for row in rows:
+        if task is None:
+            task = sql.task_from_row(row)
+        if row["uniqc_tag_key"] is not None:
+            tags[row["uniqc_tag_key"]] = row["uniqc_tag_value"]
+    if task is not None:
+        task.tags = tags
+    return task
+
+
+def get_shards(db: Database, table: Table, uniqc_task_id: str) -> list[TaskShard]:
+    """A task's shards (live or archived ``table``) in index order."""
+    rows = db.select(_shards_by_task(table), {"task_id": uniqc_task_id})
+    return [sql.shard_from_row(row) for row in rows]
+
+
+def shard_by_platform_id(
+    db: Database, platform_task_id: str, backend: str | None
+) -> TaskShard | None:
+    """The newest submitted live shard of a platform job id (ties: the greater task id
+    and index), optionally only on ``backend`` (a device, or a platform's devices)."""
+    params = {"platform_task_id": platform_task_id}
+    if backend is not None:
+        params |= {"backend": backend, "lo": backend + ":", "hi": backend + ";"}
+    rows = db.select(_shard_by_platform_id(backend is not None), params)
+    return sql.shard_from_row(rows[0]) if rows else None
+
+
+# Point reads are built once and executed with parameters: no statement object, and no
+# cache key walk over a new one, per call.
+
+
+@cache
+def _task_by_id(side: TaskTables) -> Select[Any]:
+    t, tags = side.tasks, side.tags
+    return (
+        select(t, tags.c["key"].label("uniqc_tag_key"), tags.c["value"].label("uniqc_tag_value"))
+        .select_from(t.outerjoin(tags, tags.c.task_id == t.c.task_id))
+        .where(t.c.task_id == bindparam("task_id"))
+        .order_by(tags.c["key"])
+    )
+
+
+@cache
+def _shards_by_task(table: Table) -> Select[Any]:
+    return (
+        select(table)
+        .where(table.c.uniqc_task_id == bindparam("task_id"))
+        .order_by(table.c.shard_index)
+    )
+
+
+@cache
+def _shard_by_platform_id(with_backend: bool) -> Select[Any]:
+    # Served by (platform_task_id, submit_time, uniqc_task_id, shard_index): the
+    # newest match is the first entry of the range, whatever the number of matches.
+    s = task_shards
+    stmt = select(s).where(s.c.platform_task_id == bindparam("platform_task_id"))
+    if with_backend:
+        # The same range as filters.backend_matches, with parameters for its bounds.
+        stmt = stmt.where(
+            or_(
+                s.c.backend == bindparam("backend"),
+                and_(s.c.backend >= bindparam("lo"), s.c.backend < bindparam("hi")),
+            )
+        )
+    return stmt.order_by(
+        s.c.submit_time.desc(), s.c.uniqc_task_id.desc(), s.c.shard_index.desc()
+    ).limit(1)
 
 
 def count(conn: Connection, side: TaskTables, f: TaskFilter) -> int:

@@ -75,9 +75,10 @@ def _shard_columns() -> list[Column[Any]]:
 
 
 tasks = Table("tasks", metadata, *_task_columns(), **_MYSQL_TABLE)
-Index("tasks_backend_idx", tasks.c.backend)
-Index("tasks_status_idx", tasks.c.status)
-Index("tasks_submit_time_idx", tasks.c.submit_time)
+# Each filter's column, then the sort key: a page is a range read with no sort (v9).
+Index("tasks_status_submit_idx", tasks.c.status, tasks.c.submit_time, tasks.c.task_id)
+Index("tasks_backend_submit_idx", tasks.c.backend, tasks.c.submit_time, tasks.c.task_id)
+Index("tasks_submit_task_idx", tasks.c.submit_time, tasks.c.task_id)
 Index("tasks_update_time_idx", tasks.c.update_time, tasks.c.task_id)
 Index("tasks_name_idx", tasks.c.name)
 
@@ -88,9 +89,19 @@ archived_tasks = Table(
     Column("archived_at", Timestamp, nullable=False),
     **_MYSQL_TABLE,
 )
-Index("archived_backend_idx", archived_tasks.c.backend)
-Index("archived_status_idx", archived_tasks.c.status)
-Index("archived_submit_time_idx", archived_tasks.c.submit_time)
+Index(
+    "archived_status_submit_idx",
+    archived_tasks.c.status,
+    archived_tasks.c.submit_time,
+    archived_tasks.c.task_id,
+)
+Index(
+    "archived_backend_submit_idx",
+    archived_tasks.c.backend,
+    archived_tasks.c.submit_time,
+    archived_tasks.c.task_id,
+)
+Index("archived_submit_task_idx", archived_tasks.c.submit_time, archived_tasks.c.task_id)
 Index("archived_update_time_idx", archived_tasks.c.update_time, archived_tasks.c.task_id)
 Index("archived_name_idx", archived_tasks.c.name)
 Index("archived_archived_at_idx", archived_tasks.c.archived_at)
@@ -103,7 +114,14 @@ task_shards = Table(
     ForeignKeyConstraint(["uniqc_task_id"], ["tasks.task_id"], ondelete="CASCADE"),
     **_MYSQL_TABLE,
 )
-Index("task_shards_platform_idx", task_shards.c.platform_task_id)
+# A platform job id, newest first (get_shard_by_platform_id), without a sort (v9).
+Index(
+    "task_shards_platform_submit_idx",
+    task_shards.c.platform_task_id,
+    task_shards.c.submit_time,
+    task_shards.c.uniqc_task_id,
+    task_shards.c.shard_index,
+)
 Index("task_shards_status_idx", task_shards.c.status)
 Index("task_shards_task_status_idx", task_shards.c.uniqc_task_id, task_shards.c.status)
 
@@ -115,7 +133,13 @@ archived_task_shards = Table(
     PrimaryKeyConstraint("uniqc_task_id", "shard_index"),
     **_MYSQL_TABLE,
 )
-Index("archived_task_shards_platform_idx", archived_task_shards.c.platform_task_id)
+Index(
+    "archived_task_shards_platform_submit_idx",
+    archived_task_shards.c.platform_task_id,
+    archived_task_shards.c.submit_time,
+    archived_task_shards.c.uniqc_task_id,
+    archived_task_shards.c.shard_index,
+)
 
 task_tags = Table(
     "task_tags",

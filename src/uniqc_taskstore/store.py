@@ -281,7 +281,7 @@ class TaskStore:
     def get(self, task_id: str) -> TaskInfo | None:
         """The task with this id (with its tags), or None."""
         validate_key(task_id, "task_id")
-        return self._db.read(lambda conn: queries.get_task(conn, LIVE, task_id))
+        return queries.fetch_task(self._db, LIVE, task_id)
 
     def list(
         self,
@@ -352,7 +352,7 @@ class TaskStore:
     def count(self, filter: TaskFilter | None = None, **criteria: Unpack[FilterArgs]) -> int:
         """Number of tasks matching the same filters as :meth:`list`."""
         f = make_filter(filter, criteria)
-        return self._db.read(lambda conn: queries.count(conn, LIVE, f))
+        return self._db.read_one(lambda conn: queries.count(conn, LIVE, f))
 
     def count_by(
         self,
@@ -367,7 +367,7 @@ class TaskStore:
         ``field`` is an :class:`InvalidInputError`."""
         f = make_filter(filter, criteria)
         side = _side(archived)
-        return self._db.read(lambda conn: queries.count_by(conn, side, field, f))
+        return self._db.read_one(lambda conn: queries.count_by(conn, side, field, f))
 
     def summaries(
         self,
@@ -571,9 +571,7 @@ class TaskStore:
         the newest submitted wins; ``backend`` narrows to one platform or device."""
         validate_key(platform_task_id, "platform_task_id")
         validate_optional_key(backend, "backend")
-        stmt = sql.select_shards_by_platform_id(platform_task_id, backend).limit(1)
-        row = self._db.read(lambda conn: conn.execute(stmt).mappings().first())
-        return sql.shard_from_row(row) if row else None
+        return queries.shard_by_platform_id(self._db, platform_task_id, backend)
 
     def find_uniqc_id_by_platform_id(
         self, platform_task_id: str, *, backend: str | None = None
@@ -645,7 +643,7 @@ class TaskStore:
     def get_archived(self, task_id: str) -> TaskInfo | None:
         """The archived task with this id (``archived_at`` set, with its tags), or None."""
         validate_key(task_id, "task_id")
-        return self._db.read(lambda conn: queries.get_task(conn, ARCHIVED, task_id))
+        return queries.fetch_task(self._db, ARCHIVED, task_id)
 
     def get_archived_shards(self, uniqc_task_id: str) -> builtins.list[TaskShard]:
         """An archived task's shards in index order."""
@@ -681,7 +679,7 @@ class TaskStore:
     ) -> int:
         """Number of archived tasks matching the filters."""
         f = make_filter(filter, criteria)
-        return self._db.read(lambda conn: queries.count(conn, ARCHIVED, f))
+        return self._db.read_one(lambda conn: queries.count(conn, ARCHIVED, f))
 
     def delete_archived(self, task_id: str) -> bool:
         """Delete an archived task and its shards; True if it existed."""
@@ -811,13 +809,7 @@ class TaskStore:
 
     def _shards(self, table: Any, uniqc_task_id: str) -> builtins.list[TaskShard]:
         validate_key(uniqc_task_id, "uniqc_task_id")
-        stmt = (
-            select(table)
-            .where(table.c.uniqc_task_id == uniqc_task_id)
-            .order_by(table.c.shard_index)
-        )
-        rows = self._db.read(lambda conn: conn.execute(stmt).mappings().all())
-        return [sql.shard_from_row(row) for row in rows]
+        return queries.get_shards(self._db, table, uniqc_task_id)
 
 
 def _live_twin(task_id: str) -> TaskStateError:

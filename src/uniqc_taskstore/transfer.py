@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from sqlalchemy import Connection, Table, func, insert, select
+from sqlalchemy import Connection, Table, func, select
 
+from .engine import Database
 from .errors import InvalidInputError
 from .schema import (
     archived_task_shards,
@@ -92,7 +93,14 @@ def copy_tasks(
             if not batch:
                 break
             new_tasks, new_shards, new_tags = destination._db.write(
-                partial(_write_batch, tables=tables, batch=batch, shards=shards, tags=tag_rows)
+                partial(
+                    _write_batch,
+                    destination=destination._db,
+                    tables=tables,
+                    batch=batch,
+                    shards=shards,
+                    tags=tag_rows,
+                )
             )
             setattr(report.copied, tag_name, getattr(report.copied, tag_name) + new_tags)
             setattr(report.copied, task_name, getattr(report.copied, task_name) + new_tasks)
@@ -154,19 +162,21 @@ def _read_batch(
 def _write_batch(
     conn: Connection,
     *,
+    destination: Database,
     tables: tuple[Table, Table, Table],
     batch: Sequence[dict[str, Any]],
     shards: Sequence[dict[str, Any]],
     tags: Sequence[dict[str, Any]],
 ) -> tuple[int, int, int]:
     task_table, shard_table, tag_table = tables
+    bulk_insert = destination.backend.bulk_insert
     ids = [row["task_id"] for row in batch]
     present = set(
         conn.execute(select(task_table.c.task_id).where(task_table.c.task_id.in_(ids))).scalars()
     )
     new_tasks = [row for row in batch if row["task_id"] not in present]
     if new_tasks:
-        conn.execute(insert(task_table), new_tasks)
+        bulk_insert(conn, task_table, new_tasks)
     present_shards = {
         (row.uniqc_task_id, row.shard_index)
         for row in conn.execute(
@@ -179,10 +189,10 @@ def _write_batch(
         row for row in shards if (row["uniqc_task_id"], row["shard_index"]) not in present_shards
     ]
     if new_shards:
-        conn.execute(insert(shard_table), new_shards)
+        bulk_insert(conn, shard_table, new_shards)
     # Tags go only with tasks this copy adds: a task the destination had is left alone.
     added = {row["task_id"] for row in new_tasks}
     new_tags = [row for row in tags if row["task_id"] in added]
     if new_tags:
-        conn.execute(insert(tag_table), new_tags)
+        bulk_insert(conn, tag_table, new_tags)
     return len(new_tasks), len(new_shards), len(new_tags)

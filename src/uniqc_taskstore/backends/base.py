@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from sqlalchemy import Connection, Engine, Table, delete, event, inspect
+from sqlalchemy import Connection, Engine, Table, delete, event, insert, inspect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ColumnElement
 from sqlalchemy.sql.base import ReadOnlyColumnCollection
@@ -97,6 +97,11 @@ class Backend(ABC):
 
     name: ClassVar[str]
     busy: BusyPolicy = BusyPolicy()
+    single_statement_options: ClassVar[dict[str, Any]] = {}
+    """Execution options for a connection that runs one SELECT and nothing else
+    (:meth:`Database.read_one`): how to skip an explicit transaction around it, where
+    that saves work. None here: MariaDB begins implicitly with the statement anyway,
+    and switching autocommit on and off would cost two round trips."""
     """Lock waits and attempts; :class:`~uniqc_taskstore.engine.Database` sets it from
     the environment before the engine is made."""
 
@@ -138,6 +143,26 @@ class Backend(ABC):
     def upsert(self, table: Table, key: Sequence[str], set_: Assignments) -> Any:
         """``INSERT`` into ``table``; on a ``key`` conflict apply ``set_`` to the existing
         row. Executed with a list of rows (executemany), so it compiles once."""
+
+    def lone_select(self, dbapi_conn: Any, sql: str, args: Any) -> list[Any]:
+        """Run one SELECT on a pooled driver connection outside any transaction of
+        ours and return its rows (:meth:`Database.select`). SQLite's connections are in
+        autocommit (we send BEGIN ourselves), and MariaDB's statement ends with the
+        pool's reset, so here the SELECT is simply run."""
+        cursor = dbapi_conn.cursor()
+        try:
+            cursor.execute(sql, args)
+            return list(cursor.fetchall())
+        finally:
+            cursor.close()
+
+    def bulk_insert(self, conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert ``rows`` (new keys only: a duplicate fails the transaction) as fast as
+        the database allows, in the current transaction. Here: one executemany, which
+        SQLite runs as one prepared statement and PyMySQL rewrites into multi-row
+        ``INSERT ... VALUES`` statements."""
+        if rows:
+            conn.execute(insert(table), list(rows))
 
     @abstractmethod
     def migration_connection(self, engine: Engine) -> AbstractContextManager[Connection]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     BigInteger,
@@ -58,6 +58,9 @@ class PostgresBackend(ServerBackend):
     """PostgreSQL through psycopg 3; ``schema`` puts the tables in their own schema."""
 
     name = "postgresql"
+    # psycopg sends BEGIN before the first statement and COMMIT after: two round trips
+    # a lone SELECT does not need. Autocommit is a client-side flag, set without one.
+    single_statement_options: ClassVar[dict[str, Any]] = {"isolation_level": "AUTOCOMMIT"}
 
     def __init__(self, url: str | URL, *, schema: str | None = None) -> None:
         super().__init__(url)
@@ -160,6 +163,46 @@ class PostgresBackend(ServerBackend):
     def upsert(self, table: Table, key: Sequence[str], set_: Assignments) -> Any:
         stmt = postgresql.insert(table)
         return stmt.on_conflict_do_update(index_elements=list(key), set_=dict(set_(stmt.excluded)))
+
+    def lone_select(self, dbapi_conn: Any, sql: str, args: Any) -> list[Any]:
+        """In autocommit, so psycopg sends no BEGIN before the SELECT (and the pool's
+        reset then has no transaction to roll back): one round trip."""
+        if self.url.get_driver_name() != "psycopg":
+            return super().lone_select(dbapi_conn, sql, args)
+        dbapi_conn.autocommit = True
+        try:
+            return super().lone_select(dbapi_conn, sql, args)
+        finally:
+            dbapi_conn.autocommit = False
+
+    def bulk_insert(self, conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+        """``COPY ... FROM STDIN`` through psycopg 3 (one stream, no per-row statement);
+        other drivers get the plain executemany. Values go through each column's own
+        bind processing first, so they are stored exactly as an INSERT would store them.
+        """
+        if not rows:
+            return
+        raw = conn.connection.driver_connection
+        if self.url.get_driver_name() != "psycopg" or raw is None:
+            super().bulk_insert(conn, table, rows)
+            return
+        dialect = conn.dialect
+        columns = [c for c in table.columns if c.name in rows[0]]
+        processors = [c.type._cached_bind_processor(dialect) for c in columns]
+        # COPY has no Core construct; the names come from the Table, quoted by the dialect.
+        quote = dialect.identifier_preparer
+        names = ", ".join(quote.quote(c.name) for c in columns)
+        statement = f"COPY {quote.format_table(table)} ({names}) FROM STDIN"
+        with raw.cursor() as cursor, cursor.copy(statement) as copy:
+            for row in rows:
+                copy.write_row(
+                    [
+                        value if process is None else process(value)
+                        for process, value in zip(
+                            processors, (row[c.name] for c in columns), strict=True
+                        )
+                    ]
+                )
 
     def is_busy(self, error: DBAPIError) -> bool:
         return getattr(error.orig, "sqlstate", None) in _RETRYABLE_SQLSTATES

@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote
 
 from sqlalchemy import Connection, Engine, Table, create_engine
@@ -52,6 +52,9 @@ DATABASE_FILENAME = "tasks.sqlite"
 SIDECAR_SUFFIXES = ("-wal", "-shm", "-journal")
 WRITE_OPTION = "uniqc_write"
 """Execution option that makes the next ``BEGIN`` on a connection ``BEGIN IMMEDIATE``."""
+SINGLE_OPTION = "uniqc_single_statement"
+"""Execution option for a connection that runs one SELECT: no ``BEGIN`` is sent, and
+the statement runs in SQLite's autocommit mode (it is atomic on its own)."""
 
 MIGRATION_BACKUPS_KEPT = 3
 """Copies written before migrations that are kept beside the file (the newest ones)."""
@@ -66,6 +69,7 @@ class SqliteBackend(Backend):
     """One SQLite file (WAL journal), or a private in-memory database when ``path`` is None."""
 
     name = "sqlite"
+    single_statement_options: ClassVar[dict[str, Any]] = {SINGLE_OPTION: True}
 
     def __init__(self, path: Path | None, *, env_hint: str = "UNIQC_CACHE_DIR") -> None:
         self.path = path
@@ -302,8 +306,10 @@ class SqliteBackend(Backend):
                 cursor.close()
 
         def _on_begin(conn: Connection) -> None:
-            write = conn.get_execution_options().get(WRITE_OPTION, False)
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+            options = conn.get_execution_options()
+            if options.get(SINGLE_OPTION, False):
+                return  # COMMIT is then a no-op in the driver: no transaction is open
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get(WRITE_OPTION) else "BEGIN")
 
         return [("connect", _on_connect), ("begin", _on_begin)]
 

@@ -1,0 +1,37 @@
+"""The benchmark suite runs end to end at a tiny size: its tables and its JSON appear.
+
+Nothing here times anything; the figures live in BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from benchmarks.suite import main
+
+
+def test_benchmark_suite_prints_its_tables_and_writes_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "bench.json"
+    main(
+        [
+            "--db=sqlite",
+            "--size=200",
+            "--small=50",
+            "--ops=20",
+            "--reps=3",
+            "--skip-memory",
+            f"--cache={tmp_path / 'cache'}",
+            f"--json={out}",
+        ]
+    )
+    printed = capsys.readouterr().out
+    assert "| save_shard |" in printed
+    assert "| page 21, tag |" in printed
+    result = json.loads(out.read_text())
+    names = {row["operation"] for row in result["operations"]}
+    assert {"get by id", "update_shard", "shard by platform job id"} <= names
+    assert all(row["ours"] > 0 and row["floor"] > 0 for row in result["operations"])
+    assert {row["read"] for row in result["scaling"]["reads"]} >= {"get", "count_by(status)"}
