@@ -47,7 +47,9 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
+from sqlalchemy import Engine, func, select
 
+from conftest import RawDatabase
 from uniqc_taskstore import (
     BulkResult,
     RetentionResult,
@@ -64,6 +66,7 @@ from uniqc_taskstore import (
     TaskSummary,
     assemble_results,
 )
+from uniqc_taskstore.schema import archived_task_shards, archived_task_tags, task_shards, task_tags
 from uniqc_taskstore.timestamps import utc_now
 
 TASK_IDS = ["uqt_" + digit * 32 for digit in "3a7f"] + ["my-own-id"]
@@ -349,9 +352,10 @@ def cutoff_targets(windows: Iterable[tuple[str, str]], now: datetime) -> list[da
 class StoreAgainstModel(RuleBasedStateMachine):
     """One run: an emptied store and an empty model, then random rules."""
 
-    def __init__(self, store: TaskStore) -> None:
+    def __init__(self, store: TaskStore, raw: Engine) -> None:
         super().__init__()
         self.store = store
+        self.raw = raw
         self.live: dict[str, TaskInfo] = {}
         self.shards: dict[str, dict[int, TaskShard]] = {}
         self.archived: dict[str, TaskInfo] = {}
@@ -865,8 +869,17 @@ class StoreAgainstModel(RuleBasedStateMachine):
         tasks of any status and refuses one only archived; ``restore_many`` refuses an
         id that is also live; ``delete_many`` deletes what is there; the rest are
         missing."""
-        held = st.sampled_from(sorted({*self.live, *self.archived}))
-        ids = data.draw(st.lists(held | st.sampled_from([*TASK_IDS, MISSING_ID]), max_size=6))
+        live, archived = set(self.live), set(self.archived)
+        pools = {  # the ids that make each outcome, so that all of them are seen
+            "archive_many": [live, archived - live],
+            "restore_many": [archived - live, archived & live],
+            "delete_many": [live],
+            "delete_archived": [archived],
+        }[action]
+        some_id = st.sampled_from([*TASK_IDS, MISSING_ID])
+        for pool in filter(None, pools):
+            some_id |= st.sampled_from(sorted(pool))
+        ids = data.draw(st.lists(some_id, max_size=6))
         done: list[str] = []
         missing: list[str] = []
         refused: list[str] = []
@@ -1073,6 +1086,31 @@ class StoreAgainstModel(RuleBasedStateMachine):
             ),
         )
 
+    @precondition(lambda self: bool(self.live or self.archived))
+    @rule(
+        wanted=st.none() | tag_filters,
+        name=st.none() | st.sampled_from(NAMES),
+        archived=st.booleans(),
+    )
+    def list_by_tags_and_name(
+        self, wanted: dict[str, str | None] | None, name: str | None, archived: bool
+    ) -> None:
+        """README: a tag filter needs every pair (None: only the key); ``name`` this
+        exact name; the archive takes the same filter."""
+        held = self.archived if archived else self.live
+        matching = newest_first(
+            task
+            for task in held.values()
+            if (wanted is None or tags_match(task, wanted)) and name in (None, task.name)
+        )
+        criteria: dict[str, Any] = {"tags": wanted, "name": name}
+        lister = self.store.list_archived if archived else self.store.list
+        counter = self.store.count_archived if archived else self.store.count
+        read = ("tags and name", tuple(sorted((wanted or {}).items())), name, archived)
+        self._agrees(True, ("list", *read), matching, partial(lister, **criteria))
+        self._agrees(True, ("count", *read), len(matching), partial(counter, **criteria))
+        RULES_RUN[f"list by tags/name: archived={archived}, {len(matching)} match(es)"] += 1
+
     @precondition(lambda self: bool(self.live))
     @rule(wanted=st.none() | st.sampled_from(list(TaskStatus)), limit=st.integers(1, 3))
     def walk_list_page(self, wanted: TaskStatus | None, limit: int) -> None:
@@ -1164,6 +1202,8 @@ class StoreAgainstModel(RuleBasedStateMachine):
             sweep, ("list_archived",), newest_first(self.archived.values()), store.list_archived
         )
         self._agrees(sweep, ("count_archived",), len(self.archived), store.count_archived)
+        if sweep:  # README: one row per tag; tags and shards go with their task
+            self._agrees(True, ("rows",), self._model_rows(), self._stored_rows)
         for archived, held in ((False, self.live), (True, self.archived)):
             per_field = {
                 "status": tally(task.status.value for task in held.values()),
@@ -1230,6 +1270,24 @@ class StoreAgainstModel(RuleBasedStateMachine):
             return [self._snapshot(item) for item in value]
         return value
 
+    def _model_rows(self) -> dict[str, int]:
+        return {
+            "task_tags": sum(len(task.tags) for task in self.live.values()),
+            "archived_task_tags": sum(len(task.tags) for task in self.archived.values()),
+            "task_shards": sum(map(len, self.shards.values())),
+            "archived_task_shards": sum(map(len, self.archived_shards.values())),
+        }
+
+    def _stored_rows(self) -> dict[str, int]:
+        """Rows per child table, read through an engine of the test's own: rows left
+        behind by a delete would be invisible to every public read."""
+        tables = (task_tags, archived_task_tags, task_shards, archived_task_shards)
+        with self.raw.connect() as conn:
+            return {
+                table.name: conn.execute(select(func.count()).select_from(table)).scalar_one()
+                for table in tables
+            }
+
     def _summary(self, task: TaskInfo) -> TaskSummary:
         """What ``summaries`` documents for a task: its list-view fields, its number of
         platform jobs, and whether the task itself holds a result."""
@@ -1275,11 +1333,11 @@ def _offset(shard: TaskShard) -> int:
 
 
 def test_every_read_matches_the_model_after_random_writes(
-    store: TaskStore, backend_kind: str
+    store: TaskStore, raw_database: RawDatabase, backend_kind: str
 ) -> None:
     class BoundToThisStore(StoreAgainstModel):
         def __init__(self) -> None:
-            super().__init__(store)
+            super().__init__(store, raw_database.engine)
 
     examples = EXAMPLES or (25 if backend_kind == "sqlite" else 12)
     run_settings = settings(max_examples=examples, stateful_step_count=STEPS, deadline=None)
