@@ -943,6 +943,7 @@ class StoreAgainstModel(RuleBasedStateMachine):
         by=st.sampled_from(["update_time", "submit_time"]),
         chosen=st.none() | st.just("default") | st.sets(statuses),
         family=st.none() | st.sampled_from(BACKEND_FILTERS),
+        wanted_tags=st.none() | tag_filters,
         dry_run=st.booleans(),
         as_seconds=st.booleans(),
     )
@@ -952,6 +953,7 @@ class StoreAgainstModel(RuleBasedStateMachine):
         by: str,
         chosen: str | set[TaskStatus] | None,
         family: str | None,
+        wanted_tags: dict[str, str | None] | None,
         dry_run: bool,
         as_seconds: bool,
     ) -> None:
@@ -963,6 +965,7 @@ class StoreAgainstModel(RuleBasedStateMachine):
             for task_id, task in self.live.items()
             if (wanted is None or task.status in wanted)
             and (family is None or backend_matches(task.backend, family))
+            and (wanted_tags is None or tags_match(task, wanted_tags))
         }
         windows = {
             task_id: (
@@ -978,6 +981,8 @@ class StoreAgainstModel(RuleBasedStateMachine):
             kwargs["statuses"] = None if chosen is None else sorted(chosen)
         if family is not None:
             kwargs["backend"] = family
+        if wanted_tags is not None:
+            kwargs["tags"] = wanted_tags
         before = utc_now()
         outcome = self.store.archive_older_than(draw.age, **kwargs)
         after = utc_now()
@@ -990,21 +995,29 @@ class StoreAgainstModel(RuleBasedStateMachine):
     @rule(
         data=st.data(),
         family=st.none() | st.sampled_from(BACKEND_FILTERS),
+        wanted_tags=st.none() | tag_filters,
         dry_run=st.booleans(),
         as_seconds=st.booleans(),
     )
     def purge_archived(
-        self, data: st.DataObject, family: str | None, dry_run: bool, as_seconds: bool
+        self,
+        data: st.DataObject,
+        family: str | None,
+        wanted_tags: dict[str, str | None] | None,
+        dry_run: bool,
+        as_seconds: bool,
     ) -> None:
         """Docstring: delete the archived tasks matching the filter that were archived
         more than ``older_than`` ago, with their shards and tags."""
         windows: dict[str, tuple[str, str]] = {}
         for task_id, task in self.archived.items():
-            if family is None or backend_matches(task.backend, family):
+            if (family is None or backend_matches(task.backend, family)) and (
+                wanted_tags is None or tags_match(task, wanted_tags)
+            ):
                 assert task.archived_at is not None
                 windows[task_id] = (task.archived_at, task.archived_at)
         draw = self._draw_cutoff(data, windows.values(), as_seconds)
-        kwargs: dict[str, Any] = {} if family is None else {"backend": family}
+        kwargs: dict[str, Any] = {"backend": family, "tags": wanted_tags}
         outcome = self.store.purge_archived(older_than=draw.age, dry_run=dry_run, **kwargs)
         older, unsure = draw.split(windows, datetime.now(UTC))
         gone = self._check_retention("purge_archived", outcome, older, unsure, dry_run)
@@ -1109,6 +1122,18 @@ class StoreAgainstModel(RuleBasedStateMachine):
         read = ("tags and name", tuple(sorted((wanted or {}).items())), name, archived)
         self._agrees(True, ("list", *read), matching, partial(lister, **criteria))
         self._agrees(True, ("count", *read), len(matching), partial(counter, **criteria))
+        self._agrees(
+            True,
+            ("count_by platform", *read),
+            tally(platform_of(task.backend) for task in matching),
+            partial(self.store.count_by, "platform", archived=archived, **criteria),
+        )
+        self._agrees(
+            True,
+            ("summaries", *read),
+            [self._summary(task) for task in matching],
+            partial(self.store.summaries, archived=archived, **criteria),
+        )
         RULES_RUN[f"list by tags/name: archived={archived}, {len(matching)} match(es)"] += 1
 
     @precondition(lambda self: bool(self.live))
