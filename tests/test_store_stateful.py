@@ -19,6 +19,12 @@ when its time window lies wholly on that side of every cutoff the call could hav
 used (the store reads the clock itself); the rare task inside that band may go
 either way, and the model learns from the store which it did.
 
+Where the documents are silent the model asks what a change feed needs: a tag or
+metadata edit that changes something stamps ``update_time`` (one that changes nothing
+may or may not); a legacy ``metadata["task_name"]`` names the task only if it is a
+non-blank string; ``update_metadata`` leaves the name alone; ``finalize`` leaves the
+status alone and raises what ``assemble_results`` raises for a bad layout.
+
 ``UNIQC_STATEFUL_EXAMPLES`` and ``UNIQC_STATEFUL_STEPS`` raise the budget (``nox -s
 nightly``); each run prints how often every rule ran, by outcome.
 """
