@@ -75,9 +75,7 @@ def test_export_reports_progress_after_every_batch_and_at_the_end(tmp_path: Path
     with TaskStore(tmp_path / "s") as store:
         for _ in range(5):
             store.save(TaskInfo(generate_uniqc_task_id(), "dummy"))
-        export_tasks(
-            store, io.StringIO(), batch_size=2, progress=lambda d, t: seen.append((d, t))
-        )
+        export_tasks(store, io.StringIO(), batch_size=2, progress=lambda d, t: seen.append((d, t)))
     assert seen == [(0, 5), (2, 5), (4, 5), (5, 5)]
 
 
@@ -143,8 +141,9 @@ def test_import_skips_blank_lines_and_reads_a_pipe(tmp_path: Path) -> None:
     ids=["not_an_object", "no_task", "task_without_id"],
 )
 def test_import_names_a_line_that_is_not_a_task_line(tmp_path: Path, line: str) -> None:
-    with TaskStore(tmp_path / "s") as store, pytest.raises(
-        InvalidInputError, match="line 2.*not a task line"
+    with (
+        TaskStore(tmp_path / "s") as store,
+        pytest.raises(InvalidInputError, match="line 2.*not a task line"),
     ):
         import_tasks(store, io.StringIO(HEADER + line + "\n"))
     with TaskStore(tmp_path / "s") as store:

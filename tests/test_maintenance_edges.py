@@ -83,8 +83,9 @@ def test_backup_into_a_directory_writes_a_dated_file_inside_it(tmp_path: Path) -
 
 
 def test_backup_into_a_missing_directory_is_refused(tmp_path: Path) -> None:
-    with filled_store(tmp_path / "cache") as store, pytest.raises(
-        InvalidInputError, match="directory does not exist"
+    with (
+        filled_store(tmp_path / "cache") as store,
+        pytest.raises(InvalidInputError, match="directory does not exist"),
     ):
         backup(store, tmp_path / "nowhere" / "copy.sqlite")
     assert not (tmp_path / "nowhere").exists()
@@ -92,8 +93,9 @@ def test_backup_into_a_missing_directory_is_refused(tmp_path: Path) -> None:
 
 def test_backup_that_cannot_be_written_names_the_target(tmp_path: Path) -> None:
     # /proc takes no new files, even from root.
-    with filled_store(tmp_path / "cache") as store, pytest.raises(
-        InvalidInputError, match="cannot be written"
+    with (
+        filled_store(tmp_path / "cache") as store,
+        pytest.raises(InvalidInputError, match="cannot be written"),
     ):
         backup(store, "/proc/uniqc-backup.sqlite")
 
