@@ -143,7 +143,7 @@ def test_import_skips_blank_lines_and_reads_a_pipe(tmp_path: Path) -> None:
 def test_import_names_a_line_that_is_not_a_task_line(tmp_path: Path, line: str) -> None:
     with (
         TaskStore(tmp_path / "s") as store,
-        pytest.raises(InvalidInputError, match="line 2.*not a task line"),
+        pytest.raises(InvalidInputError, match=r"line 2.*not a task line"),
     ):
         import_tasks(store, io.StringIO(HEADER + line + "\n"))
     with TaskStore(tmp_path / "s") as store:

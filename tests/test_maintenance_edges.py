@@ -77,7 +77,8 @@ def test_backup_into_a_directory_writes_a_dated_file_inside_it(tmp_path: Path) -
         report = backup(store, target)
     (made,) = target.iterdir()
     assert report.path == made
-    assert made.name.startswith("tasks-") and made.name.endswith("Z.sqlite")
+    assert made.name.startswith("tasks-")
+    assert made.name.endswith("Z.sqlite")
     with TaskStore.from_url(f"sqlite:///{made}", create=False) as copy:
         assert copy.count() == 1
 

@@ -1,0 +1,155 @@
+"""The public API at edges the other tests pass by: paging arguments, cursors that were
+tampered with, locations given twice, file names no file system can hold, tuple keys
+inside tuple keys, and a task with more shards than one ``IN (...)`` list holds."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from uniqc_taskstore import (
+    InvalidInputError,
+    TaskInfo,
+    TaskShard,
+    TaskStatus,
+    TaskStore,
+    UnserializableValueError,
+    generate_uniqc_task_id,
+)
+from uniqc_taskstore.jsoncodec import MAX_DEPTH, from_jsonable, to_jsonable
+from uniqc_taskstore.statements import ID_BATCH
+from uniqc_taskstore.timestamps import is_readable_timestamp, normalize_timestamp
+from uniqc_taskstore.transfer import copy_tasks
+
+
+def saved(store: TaskStore, n: int) -> list[str]:
+    ids = []
+    for k in range(n):
+        task = TaskInfo(generate_uniqc_task_id(), "dummy")
+        task.submit_time = f"2025-01-01T00:00:{k:02d}+00:00"
+        store.save(task)
+        ids.append(task.task_id)
+    return ids
+
+
+def test_summaries_with_an_offset_and_no_limit_skip_only_the_first(store: TaskStore) -> None:
+    ids = saved(store, 4)
+    found = store.summaries(offset=1, order_by="submit_time", descending=False)
+    assert [s.task_id for s in found] == ids[1:]
+
+
+def test_a_page_of_zero_tasks_is_refused(tmp_path: Path) -> None:
+    with TaskStore(tmp_path) as store, pytest.raises(InvalidInputError) as raised:
+        store.list_page(limit=0)
+    assert raised.value.field == "limit"
+
+
+def test_after_is_only_for_the_default_order(tmp_path: Path) -> None:
+    with TaskStore(tmp_path) as store:
+        (task_id,) = saved(store, 1)
+        first = store.list_page(limit=1, order_by="update_time")
+        with pytest.raises(InvalidInputError, match="cursor="):
+            store.list_page(order_by="update_time", after=("2025-01-01", task_id))
+        assert [t.task_id for t in first.tasks] == [task_id]
+
+
+def test_a_cursor_rebuilt_with_a_number_for_its_position_is_refused(tmp_path: Path) -> None:
+    forged = base64.urlsafe_b64encode(
+        json.dumps(["submit_time", True, 5, "uqt_x"]).encode()
+    ).decode()
+    with TaskStore(tmp_path) as store, pytest.raises(InvalidInputError, match="not a cursor"):
+        store.list_page(cursor=forged)
+
+
+def test_a_search_longer_than_an_id_is_refused(tmp_path: Path) -> None:
+    with TaskStore(tmp_path) as store, pytest.raises(InvalidInputError) as raised:
+        store.list(search="x" * 256)
+    assert raised.value.field == "search"
+
+
+def test_a_store_given_a_cache_dir_and_a_url_is_refused_and_creates_nothing(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(InvalidInputError, match="at most one location"):
+        TaskStore(tmp_path / "cache", url=f"sqlite:///{tmp_path / 'x.sqlite'}")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_cache_dir_no_file_system_can_name_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInputError, match="cannot be a file name"):
+        TaskStore(f"{tmp_path}/\ud800")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("url", ["", "   "])
+def test_an_empty_url_is_refused_with_an_example(url: str) -> None:
+    with pytest.raises(InvalidInputError, match="is empty; give a database URL"):
+        TaskStore.from_url(url)
+
+
+@pytest.mark.parametrize("batch_size", [0, True, "10"])
+def test_copy_refuses_a_batch_size_that_is_not_a_positive_integer(
+    tmp_path: Path, batch_size: Any
+) -> None:
+    with (
+        TaskStore(tmp_path / "a") as source,
+        TaskStore(tmp_path / "b") as dest,
+        pytest.raises(InvalidInputError) as raised,
+    ):
+        copy_tasks(source, dest, batch_size=batch_size)
+    assert raised.value.field == "batch_size"
+
+
+def test_an_in_memory_store_has_no_size() -> None:
+    with TaskStore.in_memory() as store:
+        assert store.storage_bytes() is None
+
+
+def test_tuple_keys_inside_tuple_keys_come_back_as_tuples(store: TaskStore) -> None:
+    result = {(1, ("a", 2)): "nested", ("x",): 1}
+    task = TaskInfo(generate_uniqc_task_id(), "dummy", status=TaskStatus.SUCCESS, result=result)
+    store.save(task)
+    got = store.get(task.task_id)
+    assert got is not None
+    assert got.result == result
+
+
+def test_tuple_keys_nested_past_the_limit_are_refused() -> None:
+    key: Any = ()
+    for _ in range(MAX_DEPTH + 1):
+        key = (key,)
+    with pytest.raises(UnserializableValueError, match="nest more than"):
+        to_jsonable({key: 1})
+    assert from_jsonable(to_jsonable({((1,),): 1})) == {((1,),): 1}
+
+
+def test_datetimes_are_readable_timestamps_in_canonical_utc_text() -> None:
+    moment = datetime(2025, 3, 1, 12, 0, tzinfo=timezone(timedelta(hours=2)))
+    assert is_readable_timestamp(moment)
+    assert normalize_timestamp(moment) == normalize_timestamp("2025-03-01T10:00:00+00:00")
+    assert normalize_timestamp(moment.astimezone(UTC)) == normalize_timestamp(moment)
+
+
+def test_a_task_with_more_shards_than_one_id_batch_saves_and_updates_whole(
+    store: TaskStore,
+) -> None:
+    count = ID_BATCH + 5
+    task = TaskInfo(generate_uniqc_task_id(), "dummy")
+    shards = [TaskShard(task.task_id, i, f"job-{i}", "dummy", 1, i) for i in range(count)]
+    store.save(task, shards)
+    done = [
+        TaskShard(task.task_id, i, f"job-{i}", "dummy", 1, i, status=TaskStatus.SUCCESS, result=i)
+        for i in range(count)
+    ]
+    store.save(task, done)
+    stored = store.get_shards(task.task_id)
+    assert [s.shard_index for s in stored] == list(range(count))
+    assert all(s.status is TaskStatus.SUCCESS for s in stored)
+    got = store.get(task.task_id)
+    assert got is not None
+    assert got.status is TaskStatus.SUCCESS
