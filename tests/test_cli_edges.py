@@ -14,7 +14,15 @@ from typing import Any
 
 import pytest
 
-from uniqc_taskstore import TaskInfo, TaskShard, TaskStatus, TaskStore, generate_uniqc_task_id
+from legacy_files import build_legacy_file
+from uniqc_taskstore import (
+    CURRENT_SCHEMA_VERSION,
+    TaskInfo,
+    TaskShard,
+    TaskStatus,
+    TaskStore,
+    generate_uniqc_task_id,
+)
 from uniqc_taskstore.cli import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, main
 from uniqc_taskstore.timestamps import format_timestamp
 
@@ -290,3 +298,36 @@ def test_the_cli_package_runs_as_a_module() -> None:
     )
     assert finished.returncode == EXIT_OK
     assert "uniqc-tasks" in finished.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [
+        (["list", "--since", "99999999d"], "--since"),
+        (["prune", "--older-than", "9999999999d"], "--older-than"),
+    ],
+    ids=["since_before_year_1", "older_than_past_timedelta"],
+)
+def test_a_duration_beyond_the_calendar_is_a_usage_error_naming_the_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], option: str
+) -> None:
+    directory, _ = cache_with_one_task(tmp_path)
+    code, _, err = run(capsys, *argv, "--cache-dir", str(directory))
+    assert code == EXIT_USAGE
+    assert f"Invalid value for '{option}'" in err
+    with TaskStore(directory, create=False) as store:
+        assert store.count() == 1
+
+
+def test_migrate_dry_run_lists_the_steps_and_the_copy_it_would_keep_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    legacy = build_legacy_file(tmp_path / "cache", 5)
+    before = legacy.path.read_bytes()
+    code, out, _ = run(capsys, "migrate", "--dry-run", "--cache-dir", str(legacy.directory))
+    assert code == EXIT_OK
+    assert f"schema version 5 -> {CURRENT_SCHEMA_VERSION}" in out
+    assert "Would apply 6:" in out
+    assert "A copy of the file is written beside it before the first step" in out
+    assert legacy.path.read_bytes() == before
+    assert sorted(p.name for p in legacy.directory.iterdir()) == ["tasks.sqlite"]
