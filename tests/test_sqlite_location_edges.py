@@ -1,0 +1,33 @@
+"""SQLite locations the operating system refuses in ways a permission check does not
+catch (even for root): directories that take no files or no chmod, and a file name
+too long for its -journal/-wal companions. Each is a StoreLocationError naming the
+reason, and leaves nothing behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from uniqc_taskstore import StoreLocationError, TaskStore
+
+
+def test_a_directory_that_takes_no_new_files_is_refused_with_the_reason() -> None:
+    # /proc/self/fd is ours and private (0500), but no file can be created in it.
+    with pytest.raises(StoreLocationError, match=r"cannot use /proc/\d+/fd/tasks.sqlite"):
+        TaskStore("/proc/self/fd")
+
+
+def test_a_directory_whose_mode_cannot_be_made_private_is_refused() -> None:
+    # /proc/self is ours and 0555: the store would make it 0700, which /proc refuses.
+    with pytest.raises(StoreLocationError, match="Operation not permitted"):
+        TaskStore("/proc/self")
+
+
+def test_a_file_name_too_long_for_its_journal_is_refused_and_no_empty_file_is_left(
+    tmp_path: Path,
+) -> None:
+    name = "t" * 250  # fits, but tasks...-journal (258 characters) does not
+    with pytest.raises(StoreLocationError, match="File name too long"):
+        TaskStore.from_url(f"sqlite:///{tmp_path / name}")
+    assert list(tmp_path.iterdir()) == []
