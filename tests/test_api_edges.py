@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from uniqc_taskstore import (
     InvalidInputError,
@@ -153,3 +154,16 @@ def test_a_task_with_more_shards_than_one_id_batch_saves_and_updates_whole(
     got = store.get(task.task_id)
     assert got is not None
     assert got.status is TaskStatus.SUCCESS
+
+
+def test_metadata_stored_as_json_null_reads_as_empty(store: TaskStore) -> None:
+    task = TaskInfo(generate_uniqc_task_id(), "dummy", metadata={"k": 1})
+    store.save(task)
+    with store._db.engine.begin() as conn:
+        conn.execute(
+            text("UPDATE tasks SET metadata_json = 'null' WHERE task_id = :id"),
+            {"id": task.task_id},
+        )
+    got = store.get(task.task_id)
+    assert got is not None
+    assert got.metadata == {}
