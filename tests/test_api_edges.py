@@ -167,3 +167,13 @@ def test_metadata_stored_as_json_null_reads_as_empty(store: TaskStore) -> None:
     got = store.get(task.task_id)
     assert got is not None
     assert got.metadata == {}
+
+
+def test_copy_of_tasks_without_shards_into_each_database(tmp_path: Path, store: TaskStore) -> None:
+    with TaskStore(tmp_path / "source") as source:
+        ids = saved(source, 3)
+        report = copy_tasks(source, store)
+    assert report.copied.tasks == 3
+    assert report.copied.shards == 0
+    assert sorted(t.task_id for t in store.list()) == sorted(ids)
+    assert all(store.get_shards(task_id) == [] for task_id in ids)
