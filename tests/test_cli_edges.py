@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import pty
+import select
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -23,7 +26,7 @@ from uniqc_taskstore import (
     TaskStore,
     generate_uniqc_task_id,
 )
-from uniqc_taskstore.cli import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, main
+from uniqc_taskstore.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, main
 from uniqc_taskstore.timestamps import format_timestamp
 
 NOT_FOUND = 1
@@ -331,3 +334,96 @@ def test_migrate_dry_run_lists_the_steps_and_the_copy_it_would_keep_and_writes_n
     assert "A copy of the file is written beside it before the first step" in out
     assert legacy.path.read_bytes() == before
     assert sorted(p.name for p in legacy.directory.iterdir()) == ["tasks.sqlite"]
+
+
+@pytest.mark.parametrize(
+    ("url", "code", "said"),
+    [
+        ("mssql+pyodbc://host/db", 3, "need the Python package 'pyodbc', which is not installed"),
+        ("foo+bar://host/db", 1, "unsupported database; use sqlite:///PATH"),
+    ],
+    ids=["driver_not_installed", "unknown_database"],
+)
+def test_a_url_for_a_database_we_cannot_use_is_one_line_naming_why(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    url: str,
+    code: int,
+    said: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    found, out, err = run(capsys, "list", "--url", url)
+    assert (found, out) == (code, "")
+    assert said in err
+    assert len(err.splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- on a terminal ----------------------------------------------------------------------------
+
+CONSOLE_SCRIPT = Path(sys.executable).with_name("uniqc-tasks")
+
+
+def on_a_terminal(argv: list[str], *, answer: bytes | None = None) -> tuple[int, bytes]:
+    """Run ``uniqc-tasks argv`` on a pseudo-terminal; type ``answer`` at its question."""
+    controller, terminal = pty.openpty()
+    child = subprocess.Popen(
+        [str(CONSOLE_SCRIPT), *argv],
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        env={**os.environ, "TERM": "xterm", "COLUMNS": "120"},
+    )
+    os.close(terminal)
+    seen = b""
+    try:
+        if answer is not None:
+            while b"[y/N]" not in seen:
+                ready, _, _ = select.select([controller], [], [], 60)
+                assert ready, f"no question asked: {seen!r}"
+                seen += os.read(controller, 4096)
+            os.write(controller, answer)
+        while True:
+            try:
+                chunk = os.read(controller, 4096)
+            except OSError:  # EIO: the child closed its end
+                break
+            if not chunk:
+                break
+            seen += chunk
+        code = child.wait(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+        os.close(controller)
+    return code, seen
+
+
+def test_end_of_input_at_the_question_is_an_interruption_that_deletes_nothing(
+    tmp_path: Path,
+) -> None:
+    cache = tmp_path / "cache"
+    with TaskStore(cache) as store:
+        ids = [add(store).task_id, add(store).task_id]
+    code, seen = on_a_terminal(["--cache-dir", str(cache), "delete", *ids], answer=b"\x04")
+    assert code == EXIT_INTERRUPTED
+    assert b"uniqc-tasks: interrupted" in seen
+    with TaskStore(cache, create=False) as store:
+        assert store.count() == 2
+
+
+def test_stats_on_a_terminal_draw_a_bar_per_status(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    with TaskStore(cache) as store:
+        add(store, status=TaskStatus.SUCCESS)
+        add(store, status=TaskStatus.SUCCESS)
+        add(store, status=TaskStatus.FAILED)
+    code, seen = on_a_terminal(["--cache-dir", str(cache), "stats"])
+    text = seen.decode()
+    assert code == EXIT_OK
+    success = next(line for line in text.splitlines() if line.startswith("success"))
+    failed = next(line for line in text.splitlines() if line.startswith("failed"))
+    assert "66.7%" in success
+    assert "33.3%" in failed
+    assert success.count("█") == 2 * failed.count("█") > 0
