@@ -13,6 +13,7 @@ import pytest
 from uniqc_taskstore import (
     CURRENT_SCHEMA_VERSION,
     BackupUnavailableError,
+    DatabaseError,
     InvalidInputError,
     SchemaTooNewError,
     StoreNotFoundError,
@@ -175,3 +176,26 @@ def test_doctor_reports_the_copies_kept_before_migrations(tmp_path: Path) -> Non
     assert copies.status == "ok"
     assert "1 kept before migrations" in copies.message
     assert str(kept) in copies.message
+
+
+def test_doctor_of_a_file_holding_another_programs_tables_names_them(tmp_path: Path) -> None:
+    directory = tmp_path / "cache"
+    directory.mkdir(mode=0o700)
+    path = directory / "tasks.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY)")
+    conn.close()
+    path.chmod(0o600)
+    before = path.read_bytes()
+    checks = diagnose(Location(SqliteBackend(path), "test"))
+    failed = [c for c in checks if c.status == "fail"]
+    assert [c.name for c in failed] == ["database"]
+    assert "invoices" in failed[0].message
+    assert "--cache-dir" in (failed[0].fix or "")
+    assert path.read_bytes() == before
+
+
+def test_schema_version_at_an_unreachable_server_is_a_database_error() -> None:
+    backend = backend_for_url("postgresql+psycopg://postgres@127.0.0.1:1/x?connect_timeout=2")
+    with pytest.raises(DatabaseError, match=r"127\.0\.0\.1"):
+        schema_version_at(backend)
