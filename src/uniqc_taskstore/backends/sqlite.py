@@ -101,14 +101,12 @@ class SqliteBackend(Backend):
             except OSError as exc:
                 raise self._location_error(exc) from exc
         self._secure_directory(directory)
-        created = False
         if create:
             try:
                 # O_NOFOLLOW | O_EXCL: a symlink (dangling or not) is never followed to
                 # create a file; an existing one is judged below.
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600)
                 os.close(fd)
-                created = True
             except FileExistsError:
                 pass
             except OSError as exc:
@@ -121,15 +119,10 @@ class SqliteBackend(Backend):
                 f"({self.env_hint} or TaskStore(cache_dir=...))."
             )
         try:
-            try:
-                check_header(self.path)
-            except StoreLocationError as exc:
-                raise self._location_error(exc.__cause__ or exc) from exc
-            self._secure_files()
-        except BaseException:
-            if created:  # refused: leave no empty file behind
-                self.path.unlink(missing_ok=True)
-            raise
+            check_header(self.path)
+        except StoreLocationError as exc:
+            raise self._location_error(exc.__cause__ or exc) from exc
+        self._secure_files()
 
     def _secure_directory(self, directory: Path) -> None:
         """Ours: drop every group and other bit. Not ours and writable by others: refuse,
