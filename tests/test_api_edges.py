@@ -15,6 +15,7 @@ from sqlalchemy import text
 
 from uniqc_taskstore import (
     InvalidInputError,
+    StoreLocationError,
     TaskInfo,
     TaskShard,
     TaskStatus,
@@ -177,3 +178,54 @@ def test_copy_of_tasks_without_shards_into_each_database(tmp_path: Path, store: 
     assert report.copied.shards == 0
     assert sorted(t.task_id for t in store.list()) == sorted(ids)
     assert all(store.get_shards(task_id) == [] for task_id in ids)
+
+
+def test_a_cache_dir_inside_a_symlink_loop_is_a_store_location_error(tmp_path: Path) -> None:
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    with pytest.raises(StoreLocationError, match="cannot use"):
+        TaskStore(tmp_path / "a" / "cache")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
+
+
+def test_setting_no_tags_changes_nothing_and_gives_the_tags(store: TaskStore) -> None:
+    task = TaskInfo(generate_uniqc_task_id(), "dummy", tags={"team": "qec"})
+    store.save(task)
+    before = store.get(task.task_id)
+    assert store.set_tags(task.task_id, {}) == {"team": "qec"}
+    assert store.get(task.task_id) == before
+
+
+def test_a_page_given_both_a_cursor_and_after_is_refused(tmp_path: Path) -> None:
+    with TaskStore(tmp_path) as store:
+        saved(store, 3)
+        first = store.list_page(limit=1)
+        assert first.next_cursor is not None
+        assert first.next_after is not None
+        with pytest.raises(InvalidInputError, match="not both"):
+            store.list_page(limit=1, cursor=first.next_cursor, after=first.next_after)
+
+
+def test_summaries_with_a_limit_and_an_offset_give_that_window(store: TaskStore) -> None:
+    ids = saved(store, 5)
+    found = store.summaries(limit=2, offset=1, order_by="submit_time", descending=False)
+    assert [s.task_id for s in found] == ids[1:3]
+
+
+def test_a_map_written_by_hand_with_list_keys_reads_with_tuple_keys() -> None:
+    written = {"$uniqc": "map", "items": [[[1, [2, 3]], "x"]]}
+    assert from_jsonable(written) == {(1, (2, 3)): "x"}
+
+
+def test_a_tag_this_version_does_not_know_is_read_as_a_plain_object() -> None:
+    written = {"$uniqc": "quaternion", "w": 1}
+    assert from_jsonable(written) == {"$uniqc": "quaternion", "w": 1}
+
+
+def test_a_time_filter_given_as_a_datetime_matches_like_its_text(store: TaskStore) -> None:
+    ids = saved(store, 4)  # submitted at :00, :01, :02, :03
+    moment = datetime(2025, 1, 1, 1, 0, 1, tzinfo=timezone(timedelta(hours=1)))
+    by_datetime = store.list(submitted_after=moment)
+    by_text = store.list(submitted_after="2025-01-01T00:00:01+00:00")
+    assert sorted(t.task_id for t in by_datetime) == sorted(t.task_id for t in by_text)
+    assert sorted(t.task_id for t in by_datetime) == sorted(ids[1:])  # after <= time

@@ -9,6 +9,7 @@ import json
 import os
 import pty
 import select
+import sqlite3
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -26,7 +27,14 @@ from uniqc_taskstore import (
     TaskStore,
     generate_uniqc_task_id,
 )
-from uniqc_taskstore.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, main
+from uniqc_taskstore.cli import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    main,
+)
 from uniqc_taskstore.timestamps import format_timestamp
 
 NOT_FOUND = 1
@@ -67,7 +75,7 @@ def cache_with_one_task(tmp_path: Path, **fields: Any) -> tuple[Path, TaskInfo]:
         ["list", "--json", "--format", "table"],
         ["export", "-o", "out.jsonl", "--per-circuit"],
         ["export", "-o", "out.csv", "--per-circuit", "--shards"],
-        ["prune", "--archived", "--by", "submit"],
+        ["prune", "--archived", "--older-than", "1d", "--by", "submit_time"],
         ["tag", "uqt_x", "team=qec", "-k", "team"],
         ["doctor", "--cache-dir", "x", "--url", "sqlite:///x.sqlite"],
     ],
@@ -427,3 +435,59 @@ def test_stats_on_a_terminal_draw_a_bar_per_status(tmp_path: Path) -> None:
     assert "66.7%" in success
     assert "33.3%" in failed
     assert success.count("█") == 2 * failed.count("█") > 0
+
+
+def test_stats_of_the_archive_count_archived_tasks_and_skip_the_unfinished_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    directory = tmp_path / "cache"
+    with TaskStore(directory) as store:
+        task = add(store, status=TaskStatus.SUCCESS)
+        add(store, status=TaskStatus.RUNNING)
+        assert store.archive(task.task_id)
+    code, out, _ = run(capsys, "stats", "--archived", "--cache-dir", str(directory))
+    assert code == EXIT_OK
+    assert out.startswith("1 archived tasks (live: 1)")
+    assert "oldest unfinished" not in out
+
+
+def test_tagging_a_task_that_does_not_exist_says_where_to_find_ids(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    directory, _ = cache_with_one_task(tmp_path)
+    missing = generate_uniqc_task_id()
+    code, _, err = run(capsys, "tag", missing, "team=qec", "--cache-dir", str(directory))
+    assert code == NOT_FOUND
+    assert f"no task {missing!r}" in err
+    assert "uniqc-tasks list" in err
+
+
+def test_export_on_a_terminal_shows_progress_and_writes_every_task(tmp_path: Path) -> None:
+    directory = tmp_path / "cache"
+    with TaskStore(directory) as store:
+        ids = {add(store).task_id for _ in range(3)}
+    target = tmp_path / "out.jsonl"
+    code, seen = on_a_terminal(["--cache-dir", str(directory), "export", "-o", str(target)])
+    assert code == EXIT_OK, seen
+    lines = target.read_text(encoding="utf-8").splitlines()[1:]
+    assert {json.loads(line)["task"]["task_id"] for line in lines} == ids
+    assert b"3/3" in seen or b"100%" in seen, seen
+
+
+def test_an_export_stopped_by_an_unreadable_row_leaves_no_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    directory, task = cache_with_one_task(tmp_path, status=TaskStatus.SUCCESS, result={"0": 1})
+    with sqlite3.connect(directory / "tasks.sqlite") as conn:
+        conn.execute(
+            "UPDATE tasks SET result_json = '{\"counts\": ' WHERE task_id = ?", (task.task_id,)
+        )
+    conn.close()
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    code, _, err = run(
+        capsys, "export", "--cache-dir", str(directory), "-o", str(out_dir / "tasks.jsonl")
+    )
+    assert code == EXIT_UNREACHABLE  # a damaged row: the documented status for damage
+    assert task.task_id in err
+    assert list(out_dir.iterdir()) == []

@@ -199,3 +199,26 @@ def test_schema_version_at_an_unreachable_server_is_a_database_error() -> None:
     backend = backend_for_url("postgresql+psycopg://postgres@127.0.0.1:1/x?connect_timeout=2")
     with pytest.raises(DatabaseError, match=r"127\.0\.0\.1"):
         schema_version_at(backend)
+
+
+def test_doctor_of_a_damaged_file_with_a_kept_copy_says_to_restore_that_copy(
+    tmp_path: Path,
+) -> None:
+    directory = tmp_path / "cache"
+    with TaskStore(directory) as store:
+        for _ in range(300):
+            store.save(TaskInfo(generate_uniqc_task_id(), "dummy", metadata={"pad": "x" * 500}))
+    path = directory / "tasks.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    kept = path.with_name(f"{path.name}.v5-20250101T000000Z.bak")
+    kept.write_bytes(path.read_bytes())
+    kept.chmod(0o600)
+    data = bytearray(path.read_bytes())
+    data[4096 * 3 : 4096 * 6] = b"\x55" * (4096 * 3)  # pages inside the tables
+    path.write_bytes(bytes(data))
+    checks = diagnose(Location(SqliteBackend(path), "test"))
+    failed = [c for c in checks if c.status == "fail"]
+    assert failed
+    assert f"then cp {kept} {path}" in (failed[0].fix or "")
