@@ -491,3 +491,16 @@ def test_an_export_stopped_by_an_unreadable_row_leaves_no_file(
     assert code == EXIT_UNREACHABLE  # a damaged row: the documented status for damage
     assert task.task_id in err
     assert list(out_dir.iterdir()) == []
+
+
+def test_results_as_csv_write_booleans_as_json_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    directory, task = cache_with_one_task(
+        tmp_path, status=TaskStatus.SUCCESS, result=[True, False, None]
+    )
+    code, out, _ = run(
+        capsys, "results", task.task_id, "--format", "csv", "--cache-dir", str(directory)
+    )
+    assert code == EXIT_OK
+    assert out.splitlines() == ["circuit,result", "0,true", "1,false", "2,"]
