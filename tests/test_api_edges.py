@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 
+from conftest import _admin_execute, server_admin_url
 from uniqc_taskstore import (
     InvalidInputError,
     StoreLocationError,
@@ -23,6 +24,7 @@ from uniqc_taskstore import (
     UnserializableValueError,
     generate_uniqc_task_id,
 )
+from uniqc_taskstore.engine import _registry
 from uniqc_taskstore.jsoncodec import MAX_DEPTH, from_jsonable, to_jsonable
 from uniqc_taskstore.statements import ID_BATCH
 from uniqc_taskstore.timestamps import is_readable_timestamp, normalize_timestamp
@@ -229,3 +231,20 @@ def test_a_time_filter_given_as_a_datetime_matches_like_its_text(store: TaskStor
     by_text = store.list(submitted_after="2025-01-01T00:00:01+00:00")
     assert sorted(t.task_id for t in by_datetime) == sorted(t.task_id for t in by_text)
     assert sorted(t.task_id for t in by_datetime) == sorted(ids[1:])  # after <= time
+
+
+def test_a_mariadb_database_with_a_long_name_holds_a_store() -> None:
+    admin = server_admin_url("mysql")
+    name = "uniqc_long_" + "n" * 50  # 61 characters: the migration lock name is hashed
+    _admin_execute(admin, f"CREATE DATABASE {name}")
+    url = make_url(admin).set(database=name).render_as_string(hide_password=False)
+    try:
+        with TaskStore.from_url(url) as store:
+            task = TaskInfo(generate_uniqc_task_id(), "dummy")
+            store.save(task)
+            assert store.get(task.task_id) == task
+    finally:
+        for key, database in list(_registry.items()):
+            if name in str(key):
+                database.dispose()
+        _admin_execute(admin, f"DROP DATABASE IF EXISTS {name}")
