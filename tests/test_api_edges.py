@@ -15,6 +15,7 @@ from sqlalchemy import make_url, text
 
 from conftest import _admin_execute, server_admin_url
 from uniqc_taskstore import (
+    CorruptRowError,
     InvalidInputError,
     StoreLocationError,
     TaskInfo,
@@ -248,3 +249,23 @@ def test_a_mariadb_database_with_a_long_name_holds_a_store() -> None:
             if name in str(key):
                 database.dispose()
         _admin_execute(admin, f"DROP DATABASE IF EXISTS {name}")
+
+
+def test_a_page_ending_on_a_row_with_an_unreadable_time_resumes_after_the_last_good(
+    tmp_path: Path,
+) -> None:
+    with TaskStore(tmp_path) as store:
+        good = saved(store, 2)
+        bad = saved(store, 1)[0]
+        with store._db.engine.begin() as conn:  # as another program might have written it
+            conn.execute(
+                text("UPDATE tasks SET submit_time = x'00ff' WHERE task_id = :id"), {"id": bad}
+            )
+        told: list[CorruptRowError] = []
+        page = store.list_page(
+            limit=3, order_by="submit_time", descending=False, on_corrupt=told.append
+        )
+        assert [t.task_id for t in page.tasks] == good  # a BLOB sorts after all text
+        assert [e.key for e in told] == [bad]
+        last_good = store.list_page(limit=2, order_by="submit_time", descending=False)
+        assert page.resume_cursor == last_good.resume_cursor
