@@ -183,11 +183,18 @@ def test_copy_of_tasks_without_shards_into_each_database(tmp_path: Path, store: 
     assert all(store.get_shards(task_id) == [] for task_id in ids)
 
 
-def test_a_cache_dir_inside_a_symlink_loop_is_a_store_location_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize("given", ["cache_dir", "url"])
+def test_a_location_inside_a_symlink_loop_is_a_store_location_error(
+    tmp_path: Path, given: str
+) -> None:
     (tmp_path / "a").symlink_to(tmp_path / "b")
     (tmp_path / "b").symlink_to(tmp_path / "a")
+    where: dict[str, Any] = {
+        "cache_dir": tmp_path / "a" / "cache",
+        "url": f"sqlite:///{tmp_path / 'a' / 'tasks.sqlite'}",
+    }
     with pytest.raises(StoreLocationError, match="cannot use"):
-        TaskStore(tmp_path / "a" / "cache")
+        TaskStore(**{given: where[given]})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
 
 
