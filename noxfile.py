@@ -1,4 +1,5 @@
 """Sessions: ``nox -s tests``, ``nox -s lint``, ``nox -s typecheck``, ``nox -s reliability``,
+``nox -s coverage`` (branch coverage of ``src/``, fails under ``fail_under``),
 ``nox -s sdk`` (the SDK's own task tests on ``uniqc_taskstore.compat``), ``nox -s nightly``.
 
 Server tests run when UNIQC_TEST_POSTGRESQL_URL / UNIQC_TEST_MYSQL_URL are set
@@ -20,6 +21,18 @@ def tests(session: nox.Session) -> None:
     """The test suite on SQLite (and on the servers, when configured)."""
     session.install("-e", ".[test,postgresql,mysql]")
     session.run("pytest", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def coverage(session: nox.Session) -> None:
+    """The default suite under coverage (CLI subprocesses included); fails below the
+    ``fail_under`` branch coverage of ``src/`` set in pyproject.toml. Set the server
+    URLs (and UNIQC_REQUIRE_SERVERS=1): the figure counts the PostgreSQL and MariaDB code."""
+    session.install("-e", ".[test,postgresql,mysql]")
+    session.run("coverage", "erase")
+    session.run("coverage", "run", "-m", "pytest", "-q", "-p", "no:cacheprovider", *session.posargs)
+    session.run("coverage", "combine", "-q")
+    session.run("coverage", "report", "--sort=miss")
 
 
 @nox.session(python=PYTHON)

@@ -66,13 +66,16 @@ def test_console_script_prints_the_installed_version(tmp_path: Path) -> None:
     assert finished.stdout.split()[-1] == uniqc_taskstore.__version__
 
 
-def test_output_into_a_pipe_nobody_reads_exits_quietly(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "argv", [["list", "--json"], ["--help"], ["--version"], ["list", "--help"]]
+)
+def test_output_into_a_pipe_nobody_reads_exits_quietly(tmp_path: Path, argv: list[str]) -> None:
     fill(tmp_path / "cache", 3)
     read_end, write_end = os.pipe()
     os.close(read_end)  # the reader is gone before the command writes anything
     try:
         finished = subprocess.run(
-            [str(CONSOLE_SCRIPT), "--cache-dir", str(tmp_path / "cache"), "list", "--json"],
+            [str(CONSOLE_SCRIPT), "--cache-dir", str(tmp_path / "cache"), *argv],
             stdout=write_end,
             stderr=subprocess.PIPE,
             text=True,

@@ -47,6 +47,7 @@ HOSTILE = [
     Hostile("unknown-status", "status", "'bogus'"),
     Hostile("blob-timestamp", "submit_time", "x'00ff'", frozenset({"sqlite"})),
     Hostile("text-shots", "shots", "'many'", frozenset({"sqlite"})),
+    Hostile("non-utf8-backend", "backend", "x'ff'", TEXT_COLUMNS),
 ]
 
 

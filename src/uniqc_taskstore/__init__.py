@@ -50,7 +50,7 @@ from .store import DEFAULT_CACHE_DIR, TaskStore
 
 try:
     __version__ = _installed_version("uniqc-taskstore")
-except PackageNotFoundError:  # run from a source tree that was never installed
+except PackageNotFoundError:  # pragma: no cover - a source tree never installed; tests install
     __version__ = "0+unknown"
 
 __all__ = [

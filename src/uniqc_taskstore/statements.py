@@ -30,7 +30,7 @@ from sqlalchemy import (
 from .backends import Backend
 from .backends.base import Incoming
 from .errors import CorruptRowError, InvalidInputError
-from .filters import ARCHIVED, LIVE, backend_matches
+from .filters import ARCHIVED, LIVE
 from .jsoncodec import prepare_json
 from .model import (
     MAX_COUNT,
@@ -351,15 +351,3 @@ def _copy(source: Table, target: Table, where: ColumnElement[bool], archived_at:
 
 
 # -- reads -------------------------------------------------------------------------------
-
-
-def select_shards_by_platform_id(platform_task_id: str, backend: str | None) -> Select[Any]:
-    """Shards of a platform job, newest first, ties broken by task id and index."""
-    stmt = select(task_shards).where(task_shards.c.platform_task_id == platform_task_id)
-    if backend is not None:
-        stmt = stmt.where(backend_matches(task_shards.c.backend, backend))
-    return stmt.order_by(
-        task_shards.c.submit_time.desc(),
-        task_shards.c.uniqc_task_id.desc(),
-        task_shards.c.shard_index.desc(),
-    )

@@ -853,9 +853,10 @@ def _database_path(cache_dir: str | os.PathLike[str] | None) -> Path:
         directory = Path(cache_dir).expanduser()
     try:
         return directory.resolve() / DATABASE_FILENAME
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop, Python < 3.13
+        reason = exc.strerror if isinstance(exc, OSError) else str(exc)
         raise StoreLocationError(
-            f"cannot use {directory} for the task store ({exc.strerror}); choose another "
+            f"cannot use {directory} for the task store ({reason}); choose another "
             f"directory with {CACHE_DIR_ENV} or TaskStore(cache_dir=...)."
         ) from exc
 

@@ -6,7 +6,7 @@ import os
 
 from sqlalchemy.engine import URL
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, StoreLocationError
 from .base import APPLICATION_ID, Backend
 from .sqlite import SqliteBackend
 from .urls import parse_url, require_driver, safe_url
@@ -30,7 +30,12 @@ def backend_for_url(
         database = parsed.database
         if not database or database == ":memory:":  # sqlite:// and sqlite:///:memory:
             return SqliteBackend(None)
-        return SqliteBackend(Path(database).expanduser().resolve())
+        path = Path(database).expanduser()
+        try:
+            return SqliteBackend(path.resolve())
+        except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop, Python < 3.13
+            reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+            raise StoreLocationError(f"cannot use {path} for the task store ({reason})") from exc
     if family == "postgresql":
         from .postgresql import PostgresBackend
 

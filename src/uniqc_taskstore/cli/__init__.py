@@ -70,6 +70,21 @@ and what to do>", and an exit status:
 class _Group(click.Group):
     """The command group: quiet on a closed pipe, everything else left to :func:`main`."""
 
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        # --help and --version print while the arguments are parsed, before invoke; click
+        # itself would turn a closed pipe there into exit status 1.
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except BrokenPipeError:
+            _silence_stdout()
+            raise click.exceptions.Exit(EXIT_OK) from None
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             result = super().invoke(ctx)
@@ -121,9 +136,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TaskStoreError as exc:
         _say(str(exc))
         return exit_code_for(exc)
-    except BrokenPipeError:
-        _silence_stdout()
-        return EXIT_OK
     return result if isinstance(result, int) else EXIT_OK
 
 

@@ -39,6 +39,8 @@ class Settings:
     url: str | None = None
     schema: str | None = None
     format: Format = "text"
+    table_asked: bool = False
+    """``--format table`` was given: a later --json/--jsonl/--format contradicts it."""
 
 
 def settings() -> Settings:
@@ -64,7 +66,7 @@ def _remember_format(fmt: Format) -> Callable[[click.Context, click.Parameter, b
         if not value:
             return
         found = ctx.ensure_object(Settings)
-        if found.format not in ("text", fmt):
+        if found.format not in ("text", fmt) or found.table_asked:
             raise click.UsageError(
                 f"--format {_format_name(found.format)} and --format "
                 f"{_format_name(fmt)} (or --json/--jsonl) cannot be used together",
@@ -86,6 +88,7 @@ def _remember_format_name(ctx: click.Context, param: click.Parameter, value: str
                     "--json/--jsonl) cannot be used together",
                     ctx=ctx,
                 )
+            found.table_asked = True
             return
         _remember_format(fmt)(ctx, param, True)
 
