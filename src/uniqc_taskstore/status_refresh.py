@@ -11,11 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 
-from sqlalchemy import Connection, update
+from functools import cache
+from typing import Any
+
+from sqlalchemy import Connection, and_, bindparam, case, exists, literal, or_, update
 
 from . import statements as sql
-from .model import TaskStatus, coerce_status, task_status_after_write
-from .schema import tasks
+from .model import TERMINAL_STATUSES, TaskStatus, coerce_status, task_status_after_write
+from .schema import task_shards, tasks
 
 
 def refresh_task_statuses(
@@ -49,3 +52,51 @@ def refresh_task_statuses(
                 .values(status=status.value, update_time=now)
             )
     return settled
+
+
+def settle_after_shard_update(conn: Connection, task_id: str, now: str) -> TaskStatus:
+    """After one stored shard of ``task_id`` took a reported status (same platform job:
+    no new job), set the task's status by :func:`task_status_after_write` and stamp
+    it; return the status. Where an ``UPDATE`` can return rows (SQLite, PostgreSQL)
+    that is one statement, the rule written in SQL over the same ``EXISTS`` probes;
+    elsewhere (MariaDB) the probes are read and the row updated, two statements."""
+    if conn.dialect.update_returning:
+        stored = conn.execute(_settle_statement(), {"settled_task": task_id, "now": now})
+        return coerce_status(stored.scalar_one())
+    return refresh_task_statuses(conn, [task_id], now, stamp=True)[task_id]
+
+
+@cache
+def _settle_statement() -> Any:
+    """``UPDATE tasks SET status = <task_status_after_write(current, shard statuses)>``
+    for one task, ``RETURNING`` the status: the same rule as the Python one, case by
+    case (tests/test_status_rule_sql.py checks every combination against it)."""
+    has = {
+        status: exists().where(
+            task_shards.c.uniqc_task_id == tasks.c.task_id,
+            task_shards.c.status == literal(status.value),
+        )
+        for status in TaskStatus
+    }
+    unfinished = or_(*(has[s] for s in TaskStatus if not s.is_terminal))
+    aggregate = case(
+        (unfinished, literal(TaskStatus.RUNNING.value)),
+        (
+            and_(has[TaskStatus.SUCCESS], ~has[TaskStatus.FAILED], ~has[TaskStatus.CANCELLED]),
+            literal(TaskStatus.SUCCESS.value),
+        ),
+        (has[TaskStatus.FAILED], literal(TaskStatus.FAILED.value)),
+        else_=literal(TaskStatus.CANCELLED.value),
+    )
+    finished = tasks.c.status.in_([literal(s.value) for s in sorted(TERMINAL_STATUSES)])
+    status = case(
+        (~or_(*has.values()), tasks.c.status),  # no shards (in a status we know): kept
+        (and_(finished, unfinished), tasks.c.status),  # finished is not reopened
+        else_=aggregate,
+    )
+    return (
+        update(tasks)
+        .where(tasks.c.task_id == bindparam("settled_task"))
+        .values(status=status, update_time=bindparam("now"))
+        .returning(tasks.c.status)
+    )

@@ -68,7 +68,7 @@ from .model import (
 from .queries import CountField
 from .schema import archived_task_shards, archived_tasks, task_shards, tasks
 from .shard_writes import write_shards
-from .status_refresh import refresh_task_statuses
+from .status_refresh import refresh_task_statuses, settle_after_shard_update
 from .timestamps import utc_now
 
 DEFAULT_CACHE_DIR = Path.home() / ".uniqc" / "cache"
@@ -539,24 +539,29 @@ class TaskStore:
         prepared = prepare_json(result, "result")
 
         def work(conn: Connection) -> ShardUpdate:
+            # The parent's lock first: every shard writer takes it, so the statements
+            # after it see every other shard's latest status (no lost aggregate).
             parent = conn.execute(
                 select(tasks.c.status).where(tasks.c.task_id == uniqc_task_id).with_for_update()
             ).first()
-            current = conn.execute(select(task_shards.c.status).where(*key)).scalar()
-            if parent is None or current is None:
+            if parent is None:
                 raise ShardNotFoundError(f"no shard {shard_index} of task {uniqc_task_id!r}")
-            current = coerce_status(current)
-            if current.is_terminal and not new_status.is_terminal:
-                return ShardUpdate(False, current, coerce_status(parent.status))
             now = utc_now()
             changes: dict[str, Any] = {"status": new_status.value, "update_time": now}
             if prepared is not None:
                 changes["result_json"] = prepared
             if error_message is not None:
                 changes["error_message"] = error_message
-            conn.execute(update(task_shards).where(*key).values(changes))
-            settled = refresh_task_statuses(conn, [uniqc_task_id], now, stamp=True)
-            return ShardUpdate(True, new_status, settled[uniqc_task_id])
+            # A non-final report does not replace a stored final status (stale poll).
+            guard = [] if new_status.is_terminal else [~_finished(task_shards.c.status)]
+            written = conn.execute(update(task_shards).where(*key, *guard).values(changes))
+            if written.rowcount != 1:
+                current = conn.execute(select(task_shards.c.status).where(*key)).scalar()
+                if current is None:
+                    raise ShardNotFoundError(f"no shard {shard_index} of task {uniqc_task_id!r}")
+                return ShardUpdate(False, coerce_status(current), coerce_status(parent.status))
+            settled = settle_after_shard_update(conn, uniqc_task_id, now)
+            return ShardUpdate(True, new_status, settled)
 
         return self._db.write(work)
 
@@ -820,6 +825,10 @@ def _live_twin(task_id: str) -> TaskStateError:
 
 def _shard_key(uniqc_task_id: str, shard_index: int) -> tuple[Any, Any]:
     return (task_shards.c.uniqc_task_id == uniqc_task_id, task_shards.c.shard_index == shard_index)
+
+
+def _finished(status: Any) -> Any:
+    return status.in_(sorted(s.value for s in TERMINAL_STATUSES))
 
 
 def _deleted(conn: Connection, *statements: Any) -> bool:
