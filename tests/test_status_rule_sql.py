@@ -9,7 +9,7 @@ from itertools import combinations
 
 from sqlalchemy import update
 
-from tests.conftest import RawDatabase
+from conftest import RawDatabase
 from uniqc_taskstore import TaskInfo, TaskShard, TaskStatus, TaskStore
 from uniqc_taskstore.model import task_status_after_write
 from uniqc_taskstore.schema import tasks

@@ -10,7 +10,6 @@ statuses each task has, read with one ``EXISTS`` probe per status on the index
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
-
 from functools import cache
 from typing import Any
 
