@@ -17,14 +17,16 @@ from uniqc_taskstore.schema import tasks
 STATUSES = list(TaskStatus)
 # Pending and running are alike to the rule (unfinished): the other shards and the
 # stored task status range over running and the finished ones, the report over all.
-ALIKE = [s for s in STATUSES if s is not TaskStatus.PENDING]
-OTHERS = [set(c) for n in range(len(ALIKE) + 1) for c in combinations(ALIKE, n)]
+ALIKE: list[TaskStatus] = [s for s in STATUSES if s is not TaskStatus.PENDING]
+OTHERS: list[set[TaskStatus]] = [
+    set(c) for n in range(len(ALIKE) + 1) for c in combinations(ALIKE, n)
+]
 
 
 def test_update_shard_settles_every_combination_as_the_rule_says(
     store: TaskStore, raw_database: RawDatabase
 ) -> None:
-    cases = [
+    cases: list[tuple[TaskStatus, set[TaskStatus], TaskStatus]] = [
         (current, others, reported)
         for current in ALIKE
         for others in OTHERS
