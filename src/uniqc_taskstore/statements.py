@@ -42,7 +42,7 @@ from .model import (
     coerce_status,
     legacy_task_name,
 )
-from .schema import task_shards, tasks
+from .schema import task_shards, task_tags, tasks
 from .timestamps import normalize_timestamp, repair_times
 
 _TERMINAL = sorted(s.value for s in TERMINAL_STATUSES)
@@ -274,6 +274,16 @@ def shard_statuses_present(task_ids: Sequence[str]) -> Select[Any]:
         for s in TaskStatus
     ]
     return select(tasks.c.task_id, tasks.c.status, *probes).where(tasks.c.task_id.in_(task_ids))
+
+
+def task_write_state(task_ids: Sequence[str]) -> Select[Any]:
+    """:func:`shard_statuses_present` plus whether each task has any tag and any shard:
+    what ``save`` needs to know, read in one statement after its upsert locked the rows."""
+    has_tags = exists().where(task_tags.c.task_id == tasks.c.task_id)
+    has_shards = exists().where(task_shards.c.uniqc_task_id == tasks.c.task_id)
+    return shard_statuses_present(task_ids).add_columns(
+        has_tags.label("has_tags"), has_shards.label("has_shards")
+    )
 
 
 def shards_near(task_id: str, indexes: Sequence[int], start: int, end: int) -> Select[Any]:

@@ -9,7 +9,8 @@ statuses each task has, read with one ``EXISTS`` probe per status on the index
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -43,6 +44,11 @@ def refresh_task_statuses(
             settled[task_id] = new
             if stamp or new != current:
                 changed.setdefault(new, []).append(task_id)
+    _set_statuses(conn, changed, now)
+    return settled
+
+
+def _set_statuses(conn: Connection, changed: Mapping[TaskStatus, list[str]], now: str) -> None:
     for status, ids in changed.items():
         for batch in sql.in_batches(ids):
             conn.execute(
@@ -50,7 +56,60 @@ def refresh_task_statuses(
                 .where(tasks.c.task_id.in_(batch))
                 .values(status=status.value, update_time=now)
             )
-    return settled
+
+
+@dataclass(frozen=True)
+class WriteState:
+    """A task as ``save`` finds it right after its upsert (row locked): its status,
+    which shard statuses it has, and whether it has any tag or shard at all."""
+
+    status: TaskStatus
+    present: frozenset[TaskStatus]
+    has_tags: bool
+    has_shards: bool
+
+
+def read_write_state(conn: Connection, task_ids: Iterable[str]) -> dict[str, WriteState]:
+    """:class:`WriteState` of each task, one statement per 500 tasks."""
+    found: dict[str, WriteState] = {}
+    for batch in sql.in_batches(sorted(set(task_ids))):
+        for row in conn.execute(sql.task_write_state(batch)).mappings():
+            found[row["task_id"]] = WriteState(
+                coerce_status(row["status"]),
+                frozenset(status for status in TaskStatus if row[status.value]),
+                bool(row["has_tags"]),
+                bool(row["has_shards"]),
+            )
+    return found
+
+
+def settle_saved(
+    conn: Connection,
+    state: Mapping[str, WriteState],
+    incoming: Mapping[str, Collection[TaskStatus]],
+    now: str,
+    *,
+    new_jobs: Collection[str] = (),
+) -> dict[str, TaskStatus]:
+    """Statuses after ``save`` wrote these tasks (``state`` read after their upsert)
+    and the ``incoming`` shard statuses. A task whose shards the write did not change,
+    or which had none before (its shards are now exactly the incoming ones), is settled
+    from what is known; only one that had shards and got more is probed again (see
+    :func:`refresh_task_statuses`). Changed statuses are stamped ``now``."""
+    settled: dict[str, TaskStatus] = {}
+    changed: dict[TaskStatus, list[str]] = {}
+    probe: list[str] = []
+    for task_id, known in state.items():
+        if known.has_shards and task_id in incoming:
+            probe.append(task_id)
+            continue
+        present = known.present | frozenset(incoming.get(task_id, ()))
+        new = task_status_after_write(known.status, present, new_job=task_id in new_jobs)
+        settled[task_id] = new
+        if new != known.status:
+            changed.setdefault(new, []).append(task_id)
+    _set_statuses(conn, changed, now)
+    return settled | refresh_task_statuses(conn, probe, now, new_jobs=new_jobs)
 
 
 def settle_after_shard_update(conn: Connection, task_id: str, now: str) -> TaskStatus:

@@ -68,7 +68,12 @@ from .model import (
 from .queries import CountField
 from .schema import archived_task_shards, archived_tasks, task_shards, tasks
 from .shard_writes import write_shards
-from .status_refresh import refresh_task_statuses, settle_after_shard_update
+from .status_refresh import (
+    read_write_state,
+    refresh_task_statuses,
+    settle_after_shard_update,
+    settle_saved,
+)
 from .timestamps import utc_now
 
 DEFAULT_CACHE_DIR = Path.home() / ".uniqc" / "cache"
@@ -261,14 +266,21 @@ class TaskStore:
         task_rows = [sql.task_row(task) | {"update_time": now} for task in tasks_]
         shard_rows = [sql.shard_row(shard) | {"update_time": now} for shard in shard_list]
 
-        touched = ids | {shard.uniqc_task_id for shard in shard_list}
+        incoming: dict[str, list[TaskStatus]] = {}
+        for shard in shard_list:
+            incoming.setdefault(shard.uniqc_task_id, []).append(shard.status)
 
         def work(conn: Connection) -> dict[str, TaskStatus]:
-            if task_rows:
-                conn.execute(sql.upsert_tasks(self._db.backend), task_rows)
-                tags.replace_tags(conn, {task.task_id: task.tags for task in tasks_})
-            new_jobs = write_shards(conn, self._db.backend, shard_list, shard_rows)
-            return refresh_task_statuses(conn, touched, now, new_jobs=new_jobs)
+            if not task_rows:
+                return {}
+            conn.execute(sql.upsert_tasks(self._db.backend), task_rows)
+            # Read after the upsert, which locked the rows: nothing changes them now.
+            state = read_write_state(conn, ids)
+            tagged = {task.task_id: task.tags for task in tasks_}
+            tags.replace_tags(conn, tagged, {i for i, known in state.items() if known.has_tags})
+            with_shards = {i for i, known in state.items() if known.has_shards}
+            new_jobs = write_shards(conn, self._db.backend, shard_list, shard_rows, with_shards)
+            return settle_saved(conn, state, incoming, now, new_jobs=new_jobs)
 
         settled = self._db.write(work)
         for task, row in zip(tasks_, task_rows, strict=True):
