@@ -320,6 +320,34 @@ def archive_statements(task_ids: str | Sequence[str], archived_at: str) -> list[
     ]
 
 
+def archive_contents(task_id: str) -> Select[Any]:
+    """Which rows archiving this (locked) task has to move: whether it has shards and
+    tags, and whether the archive already holds rows under its id (any of the three
+    archive tables)."""
+    ids = [task_id]
+    probes: list[Any] = [
+        *(exists().where(_owned_by(table, ids)).label(f"live_{table.name}") for table in LIVE),
+        or_(*(exists().where(_owned_by(table, ids)) for table in ARCHIVED)).label("archived"),
+    ]
+    return select(*probes)
+
+
+def archive_one_statements(task_id: str, archived_at: str, contents: Any) -> list[Any]:
+    """:func:`archive_statements` for one task, without the statements that would
+    find nothing (``contents``: the row of :func:`archive_contents`)."""
+    ids = [task_id]
+    moved = [
+        (live, archived)
+        for live, archived in zip(LIVE, ARCHIVED, strict=True)
+        if live is LIVE.tasks or contents[f"live_{live.name}"]
+    ]
+    return [
+        *(delete_archived_statements(ids) if contents["archived"] else []),
+        *(_copy(live, archived, _owned_by(live, ids), archived_at) for live, archived in moved),
+        *(delete(live).where(_owned_by(live, ids)) for live, _ in reversed(moved)),
+    ]
+
+
 def restore_statements(task_ids: str | Sequence[str]) -> list[Any]:
     """Copy archived tasks with their shards and tags back to the live tables and drop
     the archive copies."""

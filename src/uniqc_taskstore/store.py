@@ -625,7 +625,9 @@ class TaskStore:
             ).first()
             if found is None:
                 return False
-            for stmt in sql.archive_statements(task_id, utc_now()):
+            # Read after the lock (every writer of the task's rows takes it): current.
+            contents = conn.execute(sql.archive_contents(task_id)).mappings().one()
+            for stmt in sql.archive_one_statements(task_id, utc_now(), contents):
                 conn.execute(stmt)
             return True
 
