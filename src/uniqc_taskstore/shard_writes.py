@@ -84,7 +84,8 @@ def _lock_parents(conn: Connection, parents: Sequence[str]) -> set[str]:
     found: dict[str, bool] = {}
     for batch in sql.in_batches(parents):
         found.update(
-            (row.task_id, bool(row.has_shards)) for row in conn.execute(sql.lock_parents(batch))
+            (row.task_id, bool(row.has_shards))
+            for row in conn.execute(sql.lock_parents(), {"task_ids": list(batch)})
         )
     missing = [p for p in parents if p not in found]
     if missing:

@@ -36,7 +36,7 @@ def refresh_task_statuses(
     settled: dict[str, TaskStatus] = {}
     changed: dict[TaskStatus, list[str]] = {}
     for batch in sql.in_batches(sorted(set(task_ids))):
-        for row in conn.execute(sql.shard_statuses_present(batch)).mappings():
+        for row in conn.execute(sql.shard_statuses_present(), {"task_ids": list(batch)}).mappings():
             task_id = row["task_id"]
             current = coerce_status(row["status"])
             present = [status for status in TaskStatus if row[status.value]]
@@ -51,11 +51,8 @@ def refresh_task_statuses(
 def _set_statuses(conn: Connection, changed: Mapping[TaskStatus, list[str]], now: str) -> None:
     for status, ids in changed.items():
         for batch in sql.in_batches(ids):
-            conn.execute(
-                update(tasks)
-                .where(tasks.c.task_id.in_(batch))
-                .values(status=status.value, update_time=now)
-            )
+            params = {"task_ids": list(batch), "new_status": status.value, "now": now}
+            conn.execute(sql.set_task_status(), params)
 
 
 @dataclass(frozen=True)
@@ -73,7 +70,7 @@ def read_write_state(conn: Connection, task_ids: Iterable[str]) -> dict[str, Wri
     """:class:`WriteState` of each task, one statement per 500 tasks."""
     found: dict[str, WriteState] = {}
     for batch in sql.in_batches(sorted(set(task_ids))):
-        for row in conn.execute(sql.task_write_state(batch)).mappings():
+        for row in conn.execute(sql.task_write_state(), {"task_ids": list(batch)}).mappings():
             found[row["task_id"]] = WriteState(
                 coerce_status(row["status"]),
                 frozenset(status for status in TaskStatus if row[status.value]),

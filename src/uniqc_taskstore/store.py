@@ -10,7 +10,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Unpack, overload
 
-from sqlalchemy import Connection, Engine, delete, select, update
+from sqlalchemy import Connection, Engine, delete, select
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import IntegrityError
 
@@ -547,28 +547,29 @@ class TaskStore:
         validate_optional_text(error_message, "error_message")
         validate_id(uniqc_task_id, "uniqc_task_id")
         validate_count(shard_index, "shard_index")
-        key = _shard_key(uniqc_task_id, shard_index)
         prepared = prepare_json(result, "result")
+        key = {"key_task": uniqc_task_id, "key_index": shard_index}
+        report = sql.update_shard_report(
+            result=prepared is not None,
+            error=error_message is not None,
+            # A non-final report does not replace a stored final status (stale poll).
+            guarded=not new_status.is_terminal,
+        )
 
         def work(conn: Connection) -> ShardUpdate:
             # The parent's lock first: every shard writer takes it, so the statements
             # after it see every other shard's latest status (no lost aggregate).
-            parent = conn.execute(
-                select(tasks.c.status).where(tasks.c.task_id == uniqc_task_id).with_for_update()
-            ).first()
+            parent = conn.execute(sql.lock_task_status(), {"task_id": uniqc_task_id}).first()
             if parent is None:
                 raise ShardNotFoundError(f"no shard {shard_index} of task {uniqc_task_id!r}")
             now = utc_now()
-            changes: dict[str, Any] = {"status": new_status.value, "update_time": now}
+            values = key | {"new_status": new_status.value, "now": now}
             if prepared is not None:
-                changes["result_json"] = prepared
+                values["new_result"] = prepared
             if error_message is not None:
-                changes["error_message"] = error_message
-            # A non-final report does not replace a stored final status (stale poll).
-            guard = [] if new_status.is_terminal else [~_finished(task_shards.c.status)]
-            written = conn.execute(update(task_shards).where(*key, *guard).values(changes))
-            if written.rowcount != 1:
-                current = conn.execute(select(task_shards.c.status).where(*key)).scalar()
+                values["new_error"] = error_message
+            if conn.execute(report, values).rowcount != 1:
+                current = conn.execute(sql.shard_status(), key).scalar()
                 if current is None:
                     raise ShardNotFoundError(f"no shard {shard_index} of task {uniqc_task_id!r}")
                 return ShardUpdate(False, coerce_status(current), coerce_status(parent.status))
@@ -835,14 +836,6 @@ def _live_twin(task_id: str) -> TaskStateError:
     return TaskStateError(
         f"task {task_id!r} exists both live and archived; delete or archive the live one first"
     )
-
-
-def _shard_key(uniqc_task_id: str, shard_index: int) -> tuple[Any, Any]:
-    return (task_shards.c.uniqc_task_id == uniqc_task_id, task_shards.c.shard_index == shard_index)
-
-
-def _finished(status: Any) -> Any:
-    return status.in_(sorted(s.value for s in TERMINAL_STATUSES))
 
 
 def _deleted(conn: Connection, *statements: Any) -> bool:
