@@ -64,3 +64,41 @@ def _expected(
         (n, task_status_after_write(current, others | {reported}))
         for n, (current, others, reported) in enumerate(cases)
     ]
+
+
+def test_save_shards_settles_every_combination_as_the_rule_says(
+    store: TaskStore, raw_database: RawDatabase
+) -> None:
+    """A new shard is a new platform job: the same rule with ``new_job`` (a finished
+    task reopens), here through one ``save_shards`` over every case at once."""
+    cases = [
+        (current, others, reported)
+        for current in ALIKE
+        for others in OTHERS
+        for reported in STATUSES
+    ]
+    saved, shards = [], []
+    for n, (_, others, _) in enumerate(cases):
+        task_id = f"case-{n}"
+        saved.append(TaskInfo(task_id, "originq:WK_C180"))
+        for i, status in enumerate(sorted(others)):
+            shards.append(
+                TaskShard(task_id, i, f"job-{n}-{i}", "originq:WK_C180", 1, i, status=status)
+            )
+    store.save_many(saved, shards)
+    with raw_database.engine.begin() as conn:
+        for current in ALIKE:
+            ids = [f"case-{n}" for n, case in enumerate(cases) if case[0] is current]
+            conn.execute(update(tasks).where(tasks.c.task_id.in_(ids)).values(status=current))
+    store.save_shards(
+        [
+            TaskShard(f"case-{n}", 9, f"new-{n}", "originq:WK_C180", 1, 9, status=reported)
+            for n, (_, _, reported) in enumerate(cases)
+        ]
+    )
+    stored = {task.task_id: task.status for task in store.list(limit=-1)}
+    expected = {
+        f"case-{n}": task_status_after_write(current, others | {reported}, new_job=True)
+        for n, (current, others, reported) in enumerate(cases)
+    }
+    assert stored == expected

@@ -32,10 +32,24 @@ def refresh_task_statuses(
     """Set each task's status from its shards (see :func:`task_status_after_write`;
     ``new_jobs`` are the tasks the write gave a new platform job); return the
     statuses. A task whose status changes is stamped ``update_time=now``; with
-    ``stamp`` every one is (its shards were just written). Missing ids are skipped."""
-    settled: dict[str, TaskStatus] = {}
+    ``stamp`` every one is (its shards were just written). Missing ids are skipped.
+
+    With ``stamp``, where an ``UPDATE`` can return rows (SQLite, PostgreSQL), that is
+    one statement per 500 tasks (:func:`_settle_statement`); else the probes are read
+    and the changed rows updated."""
+    ids = sorted(set(task_ids))
+    if stamp and conn.dialect.update_returning:
+        settled: dict[str, TaskStatus] = {}
+        for new_job in (False, True):
+            group = [i for i in ids if (i in new_jobs) is new_job]
+            for batch in sql.in_batches(group):
+                params = {"task_ids": list(batch), "now": now}
+                for task_id, status in conn.execute(_settle_statement(new_job), params):
+                    settled[task_id] = coerce_status(status)
+        return settled
+    settled = {}
     changed: dict[TaskStatus, list[str]] = {}
-    for batch in sql.in_batches(sorted(set(task_ids))):
+    for batch in sql.in_batches(ids):
         for row in conn.execute(sql.shard_statuses_present(), {"task_ids": list(batch)}).mappings():
             task_id = row["task_id"]
             current = coerce_status(row["status"])
@@ -112,20 +126,16 @@ def settle_saved(
 def settle_after_shard_update(conn: Connection, task_id: str, now: str) -> TaskStatus:
     """After one stored shard of ``task_id`` took a reported status (same platform job:
     no new job), set the task's status by :func:`task_status_after_write` and stamp
-    it; return the status. Where an ``UPDATE`` can return rows (SQLite, PostgreSQL)
-    that is one statement, the rule written in SQL over the same ``EXISTS`` probes;
-    elsewhere (MariaDB) the probes are read and the row updated, two statements."""
-    if conn.dialect.update_returning:
-        stored = conn.execute(_settle_statement(), {"settled_task": task_id, "now": now})
-        return coerce_status(stored.scalar_one())
+    it; return the status (see :func:`refresh_task_statuses`)."""
     return refresh_task_statuses(conn, [task_id], now, stamp=True)[task_id]
 
 
 @cache
-def _settle_statement() -> Any:
-    """``UPDATE tasks SET status = <task_status_after_write(current, shard statuses)>``
-    for one task, ``RETURNING`` the status: the same rule as the Python one, case by
-    case (tests/test_status_rule_sql.py checks every combination against it)."""
+def _settle_statement(new_job: bool) -> Any:
+    """``UPDATE tasks SET status = <task_status_after_write(current, shard statuses,
+    new_job)>, update_time = :now`` for the ``task_ids`` tasks, ``RETURNING`` each id
+    and status: the Python rule written in SQL over the same ``EXISTS`` probes, case
+    by case (tests/test_status_rule_sql.py checks every combination against it)."""
     has = {
         status: exists().where(
             task_shards.c.uniqc_task_id == tasks.c.task_id,
@@ -144,14 +154,13 @@ def _settle_statement() -> Any:
         else_=literal(TaskStatus.CANCELLED.value),
     )
     finished = tasks.c.status.in_([literal(s.value) for s in sorted(TERMINAL_STATUSES)])
-    status = case(
-        (~or_(*has.values()), tasks.c.status),  # no shards (in a status we know): kept
-        (and_(finished, unfinished), tasks.c.status),  # finished is not reopened
-        else_=aggregate,
-    )
+    keep = [~or_(*has.values())]  # no shards (in a status we know): kept
+    if not new_job:
+        keep.append(and_(finished, unfinished))  # finished is not reopened
+    status = case(*((condition, tasks.c.status) for condition in keep), else_=aggregate)
     return (
         update(tasks)
-        .where(tasks.c.task_id == bindparam("settled_task"))
+        .where(tasks.c.task_id.in_(bindparam("task_ids", expanding=True)))
         .values(status=status, update_time=bindparam("now"))
-        .returning(tasks.c.status)
+        .returning(tasks.c.task_id, tasks.c.status)
     )
