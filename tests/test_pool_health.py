@@ -4,6 +4,7 @@ connection, though it skips the ROLLBACK after our COMMIT."""
 
 from __future__ import annotations
 
+import select
 import time
 from typing import Any
 
@@ -18,17 +19,33 @@ def _server(store: TaskStore, backend_kind: str) -> None:
         pytest.skip("server pools only")
 
 
-def _pooled_sessions(store: TaskStore) -> list[int]:
-    """The server session ids of the connections idle in the store's pool (read from
-    the drivers, without a round trip)."""
+def _pooled(store: TaskStore) -> list[Any]:
+    """The driver connections idle in the store's pool."""
     records = list(store._db.engine.pool._pool.queue)  # type: ignore[attr-defined]
-    ids = []
-    for record in records:
-        driver = record.dbapi_connection
-        pid = getattr(getattr(driver, "info", None), "backend_pid", None)
-        ids.append(int(pid) if pid is not None else int(driver.thread_id()))
-    assert ids, "the store holds no pooled connection"
-    return ids
+    assert records, "the store holds no pooled connection"
+    return [record.dbapi_connection for record in records]
+
+
+def _session(driver: Any) -> int:
+    """A driver connection's server session id (read without a round trip)."""
+    pid = getattr(getattr(driver, "info", None), "backend_pid", None)
+    return int(pid) if pid is not None else int(driver.thread_id())
+
+
+def _socket(driver: Any) -> int:
+    sock = getattr(driver, "_sock", None)
+    return int(sock.fileno()) if sock is not None else int(driver.fileno())
+
+
+def _wait_until_closed_by_server(drivers: list[Any]) -> None:
+    """Until the server's closing has reached every one of these sockets."""
+    for driver in drivers:
+        readable: list[Any] = []
+        for _ in range(500):
+            readable, _, _ = select.select([_socket(driver)], [], [], 0.01)
+            if readable:
+                break
+        assert readable, "the server's closing never reached the client"
 
 
 def _kill_sessions(url: str, kind: str, sessions: list[int]) -> None:
@@ -49,7 +66,6 @@ def _kill_sessions(url: str, kind: str, sessions: list[int]) -> None:
                 if not conn.execute(text(alive)).first():
                     break
                 time.sleep(0.01)
-        time.sleep(0.05)  # the closing reaches the client's sockets
     finally:
         engine.dispose()
 
@@ -60,7 +76,9 @@ def test_connection_killed_by_server_is_replaced_before_use(
 ) -> None:
     _server(store, backend_kind)
     store.save(TaskInfo("t1", "originq:WK_C180"))
-    _kill_sessions(store_location["url"], backend_kind, _pooled_sessions(store))
+    drivers = _pooled(store)
+    _kill_sessions(store_location["url"], backend_kind, [_session(d) for d in drivers])
+    _wait_until_closed_by_server(drivers)
     if op == "get":
         got = store.get("t1")
         assert got is not None
