@@ -75,6 +75,7 @@ def test_connection_killed_by_server_is_replaced_before_use(
     store: TaskStore, backend_kind: str, store_location: dict[str, Any], op: str
 ) -> None:
     _server(store, backend_kind)
+    store._db.engine.dispose()  # from here the pool holds only this test's connections
     store.save(TaskInfo("t1", "originq:WK_C180"))
     drivers = _pooled(store)
     _kill_sessions(store_location["url"], backend_kind, [_session(d) for d in drivers])
@@ -92,6 +93,7 @@ def test_connection_idle_past_the_limit_is_pinged(
     store: TaskStore, backend_kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _server(store, backend_kind)
+    store._db.engine.dispose()  # one fresh connection, used just now by each call
     store.save(TaskInfo("t1", "originq:WK_C180"))
     backend = store._db.backend
     pings: list[int] = []
