@@ -780,7 +780,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print_ratio_table(f"Operations ({args.ops:,} calls each; load {os.getloadavg()[0]:.2f})", ops)
     if rt is not None:
         result["round_trips"] = rt.by_op
-        print("\nRound trips per call (pre-ping + statements + BEGIN/COMMIT sent)\n")
+        print("\nRound trips per call (health ping if due + statements + BEGIN/COMMIT + reset)\n")
         for name, count in rt.by_op.items():
             print(f"- {name}: {count}")
     print(f"\nScaling: median ms per read, {small:,} vs {size:,} tasks\n")
