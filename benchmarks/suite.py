@@ -384,7 +384,7 @@ def median_ms(call: Callable[[], Any], reps: int) -> float:
 @dataclass
 class RoundTrips:
     """Round trips of the store's calls: statements, psycopg's implicit BEGIN, COMMIT,
-    and the pool's pre-ping of each checked-out connection."""
+    the pool's health ping of a checked-out connection and its reset ROLLBACK."""
 
     count: int = 0
     by_op: dict[str, int] = field(default_factory=dict)
@@ -411,21 +411,33 @@ class RoundTrips:
 
         backend = store._db.backend
         lone_select = backend.lone_select
+        ping = getattr(backend, "ping", None)
 
         def counted_select(*args: Any) -> list[Any]:
             # Point reads run on the driver connection, outside SQLAlchemy's events.
             self.count += 1
             return lone_select(*args)
 
+        def counted_ping(*args: Any) -> bool:
+            # The health check of a connection idle too long (servers; see server.py).
+            assert ping is not None
+            self.count += 1
+            return bool(ping(*args))
+
         def on_reset(_dbapi_conn: Any, _record: Any, state: Any) -> None:
-            # The pool rolls back a connection whose transaction nobody ended; PyMySQL
-            # sends that ROLLBACK, psycopg and sqlite3 skip it when nothing is open.
-            if backend.name == "mysql" and not state.transaction_was_reset:
+            # The pool rolls back a connection returned to it; on MariaDB not after a
+            # commit of ours (our reset); psycopg and sqlite3 skip it when nothing is open.
+            if backend.name != "mysql" or state.transaction_was_reset:
+                return
+            in_transaction = getattr(backend, "in_transaction", None)
+            if in_transaction is None or in_transaction(_record.info):
                 self.count += 1
 
         setattr(backend, "lone_select", counted_select)  # noqa: B010
+        if ping is not None:
+            setattr(backend, "ping", counted_ping)  # noqa: B010
         event.listen(engine, "checkout", on_checkout)
-        event.listen(engine, "reset", on_reset)
+        event.listen(engine, "reset", on_reset, insert=True)  # before our reset runs
         event.listen(engine, "before_cursor_execute", on_execute)
         event.listen(engine, "begin", on_begin)
         event.listen(engine, "commit", on_end)
@@ -768,7 +780,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print_ratio_table(f"Operations ({args.ops:,} calls each; load {os.getloadavg()[0]:.2f})", ops)
     if rt is not None:
         result["round_trips"] = rt.by_op
-        print("\nRound trips per call (pre-ping + statements + BEGIN/COMMIT sent)\n")
+        print("\nRound trips per call (health ping if due + statements + BEGIN/COMMIT + reset)\n")
         for name, count in rt.by_op.items():
             print(f"- {name}: {count}")
     print(f"\nScaling: median ms per read, {small:,} vs {size:,} tasks\n")

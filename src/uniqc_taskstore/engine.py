@@ -151,7 +151,8 @@ class Database:
         self, work: Callable[[Connection], T], *, write: bool, single: bool = False
     ) -> T:
         engine = self.engine
-        single_options = self.backend.single_statement_options if single else None
+        backend = self.backend
+        single_options = backend.single_statement_options if single else None
 
         def attempt() -> T:
             with engine.connect() as conn:
@@ -160,7 +161,9 @@ class Database:
                 elif single_options:
                     conn.execution_options(**single_options)
                 with conn.begin():
-                    return work(conn)
+                    result = work(conn)
+                backend.after_commit(conn)
+                return result
 
         try:
             if self._serial is not None:

@@ -27,6 +27,7 @@ def write_shards(
     backend: Backend,
     shards: Sequence[TaskShard],
     rows: Sequence[dict[str, Any]],
+    with_shards: set[str] | None = None,
 ) -> set[str]:
     """Upsert validated ``shards`` (as ``rows``) under their locked parents; return the
     ids of the tasks the write gave a new platform job (a shard at a new index, or a
@@ -35,13 +36,15 @@ def write_shards(
     Raises :class:`TaskNotFoundError` for a missing parent and
     :class:`ShardLayoutError` (after all parents are found) for two shards of one
     index in the write or a shard sharing a circuit with another; nothing is written
-    then."""
+    then. ``with_shards``: the parents, known to exist and locked by the caller, that
+    have shards (then they are not read again)."""
     if not shards:
         return set()
-    with_shards = _lock_parents(conn, sorted({shard.uniqc_task_id for shard in shards}))
+    if with_shards is None:
+        with_shards = _lock_parents(conn, sorted({shard.uniqc_task_id for shard in shards}))
     by_task = _by_task(shards)
     new_jobs = set(by_task) - with_shards
-    for task_id in sorted(with_shards):
+    for task_id in sorted(with_shards & set(by_task)):
         if _check_against_stored(conn, task_id, by_task[task_id]):
             new_jobs.add(task_id)
     try:
@@ -81,7 +84,8 @@ def _lock_parents(conn: Connection, parents: Sequence[str]) -> set[str]:
     found: dict[str, bool] = {}
     for batch in sql.in_batches(parents):
         found.update(
-            (row.task_id, bool(row.has_shards)) for row in conn.execute(sql.lock_parents(batch))
+            (row.task_id, bool(row.has_shards))
+            for row in conn.execute(sql.lock_parents(), {"task_ids": list(batch)})
         )
     missing = [p for p in parents if p not in found]
     if missing:

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Select,
     Table,
     and_,
+    bindparam,
     case,
     delete,
     exists,
@@ -25,6 +26,7 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
+    update,
 )
 
 from .backends import Backend
@@ -42,7 +44,7 @@ from .model import (
     coerce_status,
     legacy_task_name,
 )
-from .schema import task_shards, tasks
+from .schema import task_shards, task_tags, tasks
 from .timestamps import normalize_timestamp, repair_times
 
 _TERMINAL = sorted(s.value for s in TERMINAL_STATUSES)
@@ -252,18 +254,28 @@ def in_batches(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
         yield items[start : start + ID_BATCH]
 
 
-def lock_parents(task_ids: Sequence[str]) -> Select[Any]:
-    """Lock these tasks (``FOR UPDATE``), each with whether it has any shard yet."""
+# The write path's fixed statements are built once (each call of a builder like
+# ``select(...).where(...)`` costs more Python than SQLite spends running it) and take
+# their ids as an expanding ``task_ids`` parameter: ``{"task_ids": [...]}``.
+
+_TASK_IDS: Any = bindparam("task_ids", expanding=True)
+
+
+@cache
+def lock_parents() -> Select[Any]:
+    """Lock the ``task_ids`` tasks (``FOR UPDATE``), each with whether it has any shard."""
     has_shards = exists().where(task_shards.c.uniqc_task_id == tasks.c.task_id)
     return (
         select(tasks.c.task_id, has_shards.label("has_shards"))
-        .where(tasks.c.task_id.in_(task_ids))
+        .where(tasks.c.task_id.in_(_TASK_IDS))
         .with_for_update()
     )
 
 
-def shard_statuses_present(task_ids: Sequence[str]) -> Select[Any]:
-    """Each task's status and, per shard status, whether any of its shards has it.
+@cache
+def shard_statuses_present() -> Select[Any]:
+    """Each of the ``task_ids`` tasks' status and, per shard status, whether any of its
+    shards has it.
 
     One ``EXISTS`` probe per status on the index (task, status): the cost is the same
     for a task with 3 shards or 100,000."""
@@ -273,7 +285,61 @@ def shard_statuses_present(task_ids: Sequence[str]) -> Select[Any]:
         .label(s.value)
         for s in TaskStatus
     ]
-    return select(tasks.c.task_id, tasks.c.status, *probes).where(tasks.c.task_id.in_(task_ids))
+    return select(tasks.c.task_id, tasks.c.status, *probes).where(tasks.c.task_id.in_(_TASK_IDS))
+
+
+@cache
+def task_write_state() -> Select[Any]:
+    """:func:`shard_statuses_present` plus whether each task has any tag and any shard:
+    what ``save`` needs to know, read in one statement after its upsert locked the rows."""
+    has_tags = exists().where(task_tags.c.task_id == tasks.c.task_id)
+    has_shards = exists().where(task_shards.c.uniqc_task_id == tasks.c.task_id)
+    return shard_statuses_present().add_columns(
+        has_tags.label("has_tags"), has_shards.label("has_shards")
+    )
+
+
+@cache
+def set_task_status() -> Any:
+    """Set the ``task_ids`` tasks' status to ``new_status``, stamped ``now``."""
+    return (
+        update(tasks)
+        .where(tasks.c.task_id.in_(_TASK_IDS))
+        .values(status=bindparam("new_status"), update_time=bindparam("now"))
+    )
+
+
+@cache
+def lock_task_status() -> Select[Any]:
+    """The ``task_id`` task's status, its row locked (``FOR UPDATE``)."""
+    return select(tasks.c.status).where(tasks.c.task_id == bindparam("task_id")).with_for_update()
+
+
+@cache
+def shard_status() -> Select[Any]:
+    """The status of shard ``key_index`` of task ``key_task``."""
+    return select(task_shards.c.status).where(*_shard_key())
+
+
+@cache
+def update_shard_report(*, result: bool, error: bool, guarded: bool) -> Any:
+    """Write a poll's ``new_status`` (and ``new_result`` / ``new_error``) and ``now``
+    into shard (``key_task``, ``key_index``); ``guarded``: not over a stored final
+    status (a stale report)."""
+    values: dict[str, Any] = {"status": bindparam("new_status"), "update_time": bindparam("now")}
+    if result:
+        values["result_json"] = bindparam("new_result", type_=task_shards.c.result_json.type)
+    if error:
+        values["error_message"] = bindparam("new_error")
+    guard = [~_is_terminal(task_shards.c.status)] if guarded else []
+    return update(task_shards).where(*_shard_key(), *guard).values(values)
+
+
+def _shard_key() -> tuple[ColumnElement[bool], ColumnElement[bool]]:
+    return (
+        task_shards.c.uniqc_task_id == bindparam("key_task"),
+        task_shards.c.shard_index == bindparam("key_index"),
+    )
 
 
 def shards_near(task_id: str, indexes: Sequence[int], start: int, end: int) -> Select[Any]:
@@ -307,6 +373,34 @@ def archive_statements(task_ids: str | Sequence[str], archived_at: str) -> list[
             for live, archived in zip(LIVE, ARCHIVED, strict=True)
         ),
         *(delete(table).where(_owned_by(table, ids)) for table in reversed(LIVE)),
+    ]
+
+
+def archive_contents(task_id: str) -> Select[Any]:
+    """Which rows archiving this (locked) task has to move: whether it has shards and
+    tags, and whether the archive already holds rows under its id (any of the three
+    archive tables)."""
+    ids = [task_id]
+    probes: list[Any] = [
+        *(exists().where(_owned_by(table, ids)).label(f"live_{table.name}") for table in LIVE),
+        or_(*(exists().where(_owned_by(table, ids)) for table in ARCHIVED)).label("archived"),
+    ]
+    return select(*probes)
+
+
+def archive_one_statements(task_id: str, archived_at: str, contents: Any) -> list[Any]:
+    """:func:`archive_statements` for one task, without the statements that would
+    find nothing (``contents``: the row of :func:`archive_contents`)."""
+    ids = [task_id]
+    moved = [
+        (live, archived)
+        for live, archived in zip(LIVE, ARCHIVED, strict=True)
+        if live is LIVE.tasks or contents[f"live_{live.name}"]
+    ]
+    return [
+        *(delete_archived_statements(ids) if contents["archived"] else []),
+        *(_copy(live, archived, _owned_by(live, ids), archived_at) for live, archived in moved),
+        *(delete(live).where(_owned_by(live, ids)) for live, _ in reversed(moved)),
     ]
 
 

@@ -9,13 +9,16 @@ statuses each task has, read with one ``EXISTS`` probe per status on the index
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
 
-from sqlalchemy import Connection, update
+from sqlalchemy import Connection, and_, bindparam, case, exists, literal, or_, update
 
 from . import statements as sql
-from .model import TaskStatus, coerce_status, task_status_after_write
-from .schema import tasks
+from .model import TERMINAL_STATUSES, TaskStatus, coerce_status, task_status_after_write
+from .schema import task_shards, tasks
 
 
 def refresh_task_statuses(
@@ -29,11 +32,25 @@ def refresh_task_statuses(
     """Set each task's status from its shards (see :func:`task_status_after_write`;
     ``new_jobs`` are the tasks the write gave a new platform job); return the
     statuses. A task whose status changes is stamped ``update_time=now``; with
-    ``stamp`` every one is (its shards were just written). Missing ids are skipped."""
-    settled: dict[str, TaskStatus] = {}
+    ``stamp`` every one is (its shards were just written). Missing ids are skipped.
+
+    With ``stamp``, where an ``UPDATE`` can return rows (SQLite, PostgreSQL), that is
+    one statement per 500 tasks (:func:`_settle_statement`); else the probes are read
+    and the changed rows updated."""
+    ids = sorted(set(task_ids))
+    if stamp and conn.dialect.update_returning:
+        settled: dict[str, TaskStatus] = {}
+        for new_job in (False, True):
+            group = [i for i in ids if (i in new_jobs) is new_job]
+            for batch in sql.in_batches(group):
+                params = {"task_ids": list(batch), "now": now}
+                for task_id, status in conn.execute(_settle_statement(new_job), params):
+                    settled[task_id] = coerce_status(status)
+        return settled
+    settled = {}
     changed: dict[TaskStatus, list[str]] = {}
-    for batch in sql.in_batches(sorted(set(task_ids))):
-        for row in conn.execute(sql.shard_statuses_present(batch)).mappings():
+    for batch in sql.in_batches(ids):
+        for row in conn.execute(sql.shard_statuses_present(), {"task_ids": list(batch)}).mappings():
             task_id = row["task_id"]
             current = coerce_status(row["status"])
             present = [status for status in TaskStatus if row[status.value]]
@@ -41,11 +58,109 @@ def refresh_task_statuses(
             settled[task_id] = new
             if stamp or new != current:
                 changed.setdefault(new, []).append(task_id)
+    _set_statuses(conn, changed, now)
+    return settled
+
+
+def _set_statuses(conn: Connection, changed: Mapping[TaskStatus, list[str]], now: str) -> None:
     for status, ids in changed.items():
         for batch in sql.in_batches(ids):
-            conn.execute(
-                update(tasks)
-                .where(tasks.c.task_id.in_(batch))
-                .values(status=status.value, update_time=now)
+            params = {"task_ids": list(batch), "new_status": status.value, "now": now}
+            conn.execute(sql.set_task_status(), params)
+
+
+@dataclass(frozen=True)
+class WriteState:
+    """A task as ``save`` finds it right after its upsert (row locked): its status,
+    which shard statuses it has, and whether it has any tag or shard at all."""
+
+    status: TaskStatus
+    present: frozenset[TaskStatus]
+    has_tags: bool
+    has_shards: bool
+
+
+def read_write_state(conn: Connection, task_ids: Iterable[str]) -> dict[str, WriteState]:
+    """:class:`WriteState` of each task, one statement per 500 tasks."""
+    found: dict[str, WriteState] = {}
+    for batch in sql.in_batches(sorted(set(task_ids))):
+        for row in conn.execute(sql.task_write_state(), {"task_ids": list(batch)}).mappings():
+            found[row["task_id"]] = WriteState(
+                coerce_status(row["status"]),
+                frozenset(status for status in TaskStatus if row[status.value]),
+                bool(row["has_tags"]),
+                bool(row["has_shards"]),
             )
-    return settled
+    return found
+
+
+def settle_saved(
+    conn: Connection,
+    state: Mapping[str, WriteState],
+    incoming: Mapping[str, Collection[TaskStatus]],
+    now: str,
+    *,
+    new_jobs: Collection[str] = (),
+) -> dict[str, TaskStatus]:
+    """Statuses after ``save`` wrote these tasks (``state`` read after their upsert)
+    and the ``incoming`` shard statuses. A task whose shards the write did not change,
+    or which had none before (its shards are now exactly the incoming ones), is settled
+    from what is known; only one that had shards and got more is probed again (see
+    :func:`refresh_task_statuses`). Changed statuses are stamped ``now``."""
+    settled: dict[str, TaskStatus] = {}
+    changed: dict[TaskStatus, list[str]] = {}
+    probe: list[str] = []
+    for task_id, known in state.items():
+        if known.has_shards and task_id in incoming:
+            probe.append(task_id)
+            continue
+        present = known.present | frozenset(incoming.get(task_id, ()))
+        new = task_status_after_write(known.status, present, new_job=task_id in new_jobs)
+        settled[task_id] = new
+        if new != known.status:
+            changed.setdefault(new, []).append(task_id)
+    _set_statuses(conn, changed, now)
+    return settled | refresh_task_statuses(conn, probe, now, new_jobs=new_jobs)
+
+
+def settle_after_shard_update(conn: Connection, task_id: str, now: str) -> TaskStatus:
+    """After one stored shard of ``task_id`` took a reported status (same platform job:
+    no new job), set the task's status by :func:`task_status_after_write` and stamp
+    it; return the status (see :func:`refresh_task_statuses`)."""
+    return refresh_task_statuses(conn, [task_id], now, stamp=True)[task_id]
+
+
+@cache
+def _settle_statement(new_job: bool) -> Any:
+    """``UPDATE tasks SET status = <task_status_after_write(current, shard statuses,
+    new_job)>, update_time = :now`` for the ``task_ids`` tasks, ``RETURNING`` each id
+    and status: the Python rule written in SQL over the same ``EXISTS`` probes, case
+    by case (tests/test_status_rule_sql.py checks every combination against it)."""
+    has = {
+        status: exists().where(
+            task_shards.c.uniqc_task_id == tasks.c.task_id,
+            task_shards.c.status == literal(status.value),
+        )
+        for status in TaskStatus
+    }
+    unfinished = or_(*(has[s] for s in TaskStatus if not s.is_terminal))
+    aggregate = case(
+        (unfinished, literal(TaskStatus.RUNNING.value)),
+        (
+            and_(has[TaskStatus.SUCCESS], ~has[TaskStatus.FAILED], ~has[TaskStatus.CANCELLED]),
+            literal(TaskStatus.SUCCESS.value),
+        ),
+        (has[TaskStatus.FAILED], literal(TaskStatus.FAILED.value)),
+        else_=literal(TaskStatus.CANCELLED.value),
+    )
+    finished = tasks.c.status.in_([literal(s.value) for s in sorted(TERMINAL_STATUSES)])
+    keep = [~or_(*has.values())]  # no shards (in a status we know): kept
+    if not new_job:
+        keep.append(and_(finished, unfinished))  # finished is not reopened
+    status = case(*((condition, tasks.c.status) for condition in keep), else_=aggregate)
+    return (
+        update(tasks)
+        .where(tasks.c.task_id.in_(bindparam("task_ids", expanding=True)))
+        .values(status=status, update_time=bindparam("now"))
+        .returning(tasks.c.task_id, tasks.c.status)
+    )

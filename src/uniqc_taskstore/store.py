@@ -10,7 +10,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Unpack, overload
 
-from sqlalchemy import Connection, Engine, delete, select, update
+from sqlalchemy import Connection, Engine, delete, select
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import IntegrityError
 
@@ -68,7 +68,12 @@ from .model import (
 from .queries import CountField
 from .schema import archived_task_shards, archived_tasks, task_shards, tasks
 from .shard_writes import write_shards
-from .status_refresh import refresh_task_statuses
+from .status_refresh import (
+    read_write_state,
+    refresh_task_statuses,
+    settle_after_shard_update,
+    settle_saved,
+)
 from .timestamps import utc_now
 
 DEFAULT_CACHE_DIR = Path.home() / ".uniqc" / "cache"
@@ -261,14 +266,21 @@ class TaskStore:
         task_rows = [sql.task_row(task) | {"update_time": now} for task in tasks_]
         shard_rows = [sql.shard_row(shard) | {"update_time": now} for shard in shard_list]
 
-        touched = ids | {shard.uniqc_task_id for shard in shard_list}
+        incoming: dict[str, list[TaskStatus]] = {}
+        for shard in shard_list:
+            incoming.setdefault(shard.uniqc_task_id, []).append(shard.status)
 
         def work(conn: Connection) -> dict[str, TaskStatus]:
-            if task_rows:
-                conn.execute(sql.upsert_tasks(self._db.backend), task_rows)
-                tags.replace_tags(conn, {task.task_id: task.tags for task in tasks_})
-            new_jobs = write_shards(conn, self._db.backend, shard_list, shard_rows)
-            return refresh_task_statuses(conn, touched, now, new_jobs=new_jobs)
+            if not task_rows:
+                return {}
+            conn.execute(sql.upsert_tasks(self._db.backend), task_rows)
+            # Read after the upsert, which locked the rows: nothing changes them now.
+            state = read_write_state(conn, ids)
+            tagged = {task.task_id: task.tags for task in tasks_}
+            tags.replace_tags(conn, tagged, {i for i, known in state.items() if known.has_tags})
+            with_shards = {i for i, known in state.items() if known.has_shards}
+            new_jobs = write_shards(conn, self._db.backend, shard_list, shard_rows, with_shards)
+            return settle_saved(conn, state, incoming, now, new_jobs=new_jobs)
 
         settled = self._db.write(work)
         for task, row in zip(tasks_, task_rows, strict=True):
@@ -535,28 +547,34 @@ class TaskStore:
         validate_optional_text(error_message, "error_message")
         validate_id(uniqc_task_id, "uniqc_task_id")
         validate_count(shard_index, "shard_index")
-        key = _shard_key(uniqc_task_id, shard_index)
         prepared = prepare_json(result, "result")
+        key = {"key_task": uniqc_task_id, "key_index": shard_index}
+        report = sql.update_shard_report(
+            result=prepared is not None,
+            error=error_message is not None,
+            # A non-final report does not replace a stored final status (stale poll).
+            guarded=not new_status.is_terminal,
+        )
 
         def work(conn: Connection) -> ShardUpdate:
-            parent = conn.execute(
-                select(tasks.c.status).where(tasks.c.task_id == uniqc_task_id).with_for_update()
-            ).first()
-            current = conn.execute(select(task_shards.c.status).where(*key)).scalar()
-            if parent is None or current is None:
+            # The parent's lock first: every shard writer takes it, so the statements
+            # after it see every other shard's latest status (no lost aggregate).
+            parent = conn.execute(sql.lock_task_status(), {"task_id": uniqc_task_id}).first()
+            if parent is None:
                 raise ShardNotFoundError(f"no shard {shard_index} of task {uniqc_task_id!r}")
-            current = coerce_status(current)
-            if current.is_terminal and not new_status.is_terminal:
-                return ShardUpdate(False, current, coerce_status(parent.status))
             now = utc_now()
-            changes: dict[str, Any] = {"status": new_status.value, "update_time": now}
+            values = key | {"new_status": new_status.value, "now": now}
             if prepared is not None:
-                changes["result_json"] = prepared
+                values["new_result"] = prepared
             if error_message is not None:
-                changes["error_message"] = error_message
-            conn.execute(update(task_shards).where(*key).values(changes))
-            settled = refresh_task_statuses(conn, [uniqc_task_id], now, stamp=True)
-            return ShardUpdate(True, new_status, settled[uniqc_task_id])
+                values["new_error"] = error_message
+            if conn.execute(report, values).rowcount != 1:
+                current = conn.execute(sql.shard_status(), key).scalar()
+                if current is None:
+                    raise ShardNotFoundError(f"no shard {shard_index} of task {uniqc_task_id!r}")
+                return ShardUpdate(False, coerce_status(current), coerce_status(parent.status))
+            settled = settle_after_shard_update(conn, uniqc_task_id, now)
+            return ShardUpdate(True, new_status, settled)
 
         return self._db.write(work)
 
@@ -608,7 +626,9 @@ class TaskStore:
             ).first()
             if found is None:
                 return False
-            for stmt in sql.archive_statements(task_id, utc_now()):
+            # Read after the lock (every writer of the task's rows takes it): current.
+            contents = conn.execute(sql.archive_contents(task_id)).mappings().one()
+            for stmt in sql.archive_one_statements(task_id, utc_now(), contents):
                 conn.execute(stmt)
             return True
 
@@ -816,10 +836,6 @@ def _live_twin(task_id: str) -> TaskStateError:
     return TaskStateError(
         f"task {task_id!r} exists both live and archived; delete or archive the live one first"
     )
-
-
-def _shard_key(uniqc_task_id: str, shard_index: int) -> tuple[Any, Any]:
-    return (task_shards.c.uniqc_task_id == uniqc_task_id, task_shards.c.shard_index == shard_index)
 
 
 def _deleted(conn: Connection, *statements: Any) -> bool:

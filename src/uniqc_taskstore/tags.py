@@ -7,7 +7,7 @@ read for a whole page of tasks in one query.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from sqlalchemy import Connection, Table, delete, insert, select, update
 
@@ -34,9 +34,14 @@ def tags_of(conn: Connection, tags: Table, task_ids: Sequence[str]) -> dict[str,
     return found
 
 
-def replace_tags(conn: Connection, tagged: Mapping[str, Mapping[str, str]]) -> None:
-    """Make each live task's stored tags exactly ``tagged[task_id]``."""
-    ids = list(tagged)
+def replace_tags(
+    conn: Connection,
+    tagged: Mapping[str, Mapping[str, str]],
+    stored: Collection[str] | None = None,
+) -> None:
+    """Make each live task's stored tags exactly ``tagged[task_id]``. ``stored``, when
+    known, are the tasks that have tags now (the others need no ``DELETE``)."""
+    ids = list(tagged) if stored is None else [task_id for task_id in tagged if task_id in stored]
     for start in range(0, len(ids), BATCH_IDS):
         batch = ids[start : start + BATCH_IDS]
         conn.execute(delete(LIVE.tags).where(LIVE.tags.c.task_id.in_(batch)))

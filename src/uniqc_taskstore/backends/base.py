@@ -130,6 +130,10 @@ class Backend(ABC):
             event.listen(engine, name, function)
         return listeners
 
+    def after_commit(self, conn: Connection) -> None:
+        """Called after a transaction of ours on ``conn`` committed, just before the
+        connection goes back to the pool (MariaDB: its reset can skip the ROLLBACK)."""
+
     def inspection_connection(self, engine: Engine) -> AbstractContextManager[Connection]:
         """A connection for looking at a database that may not be ours yet: nothing
         done through it, or by closing it, may change the database."""
@@ -148,7 +152,8 @@ class Backend(ABC):
         """Run one SELECT on a pooled driver connection outside any transaction of
         ours and return its rows (:meth:`Database.select`). SQLite's connections are in
         autocommit (we send BEGIN ourselves), and MariaDB's statement ends with the
-        pool's reset, so here the SELECT is simply run."""
+        pool's reset (which rolls back only an open transaction), so here the SELECT
+        is simply run."""
         cursor = dbapi_conn.cursor()
         try:
             cursor.execute(sql, args)

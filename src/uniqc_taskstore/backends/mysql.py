@@ -24,13 +24,14 @@ from sqlalchemy import Connection, Engine, Table, column, create_engine, event, 
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState
 
 from .base import Assignments, Listener
 from .server import MIGRATION_LOCK_NAME, ServerBackend
 
 # ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT
 _RETRYABLE_ERRORS = {1213, 1205}
+_ENDED = "uniqc_taskstore_transaction_ended"
 
 _processlist = table(
     "PROCESSLIST", column("ID"), column("USER"), column("HOST"), schema="information_schema"
@@ -41,6 +42,8 @@ class MysqlBackend(ServerBackend):
     """MariaDB or MySQL through PyMySQL, utf8mb4 throughout."""
 
     name = "mysql"
+    _resets_on_return = False
+    """Whether the engine is ours, with :meth:`_end_open_transaction` as its reset."""
 
     def __init__(self, url: str | URL) -> None:
         super().__init__(url)
@@ -57,8 +60,17 @@ class MysqlBackend(ServerBackend):
                 "read_timeout": self.connect_timeout,
             }
         engine = create_engine(
-            self.url, connect_args=connect_args, pool_recycle=3600, **self.engine_options()
+            self.url,
+            connect_args=connect_args,
+            pool_recycle=3600,
+            # The pool's ROLLBACK of every returned connection is a round trip even
+            # after our COMMIT (PyMySQL sends it regardless): _end_open_transaction
+            # skips it after a commit of ours.
+            pool_reset_on_return=None,
+            **self.engine_options(),
         )
+        event.listen(engine, "reset", self._end_open_transaction)
+        self._resets_on_return = True
         if connect_args:
 
             @event.listens_for(engine, "connect")
@@ -79,7 +91,34 @@ class MysqlBackend(ServerBackend):
             finally:
                 cursor.close()
 
-        return [("connect", _on_connect)]
+        return [*super().connection_listeners(), ("connect", _on_connect)]
+
+    def _end_open_transaction(
+        self, dbapi_conn: Any, record: ConnectionPoolEntry, state: PoolResetState
+    ) -> None:
+        """The pool's reset of a returned connection: a ROLLBACK, unless our transaction
+        on it just committed (:meth:`after_commit`). MariaDB's own status flag cannot
+        tell: a read-only transaction (which still holds its tables' metadata locks)
+        does not set it."""
+        ended = record.info.pop(_ENDED, False)
+        if state.terminate_only or not state.asyncio_safe or ended:
+            return
+        dbapi_conn.rollback()
+
+    def after_commit(self, conn: Connection) -> None:
+        if self._resets_on_return:
+            conn.connection.info[_ENDED] = True
+
+    def in_transaction(self, record_info: dict[Any, Any]) -> bool:
+        """Whether the pool's reset will send a ROLLBACK for this connection."""
+        return not (self._resets_on_return and record_info.get(_ENDED, False))
+
+    def socket_of(self, dbapi_conn: Any) -> int | None:
+        sock = getattr(dbapi_conn, "_sock", None)
+        try:
+            return None if sock is None else int(sock.fileno())
+        except Exception:
+            return None
 
     def acquire_migration_lock(self, conn: Connection) -> None:
         name = _lock_name(conn)

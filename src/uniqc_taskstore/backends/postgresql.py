@@ -97,7 +97,7 @@ class PostgresBackend(ServerBackend):
                 cursor.close()
             dbapi_conn.commit()
 
-        return [("connect", _on_connect)]
+        return [*super().connection_listeners(), ("connect", _on_connect)]
 
     def after_open(self, engine: Engine) -> None:
         if self.schema is not None:
@@ -163,6 +163,16 @@ class PostgresBackend(ServerBackend):
     def upsert(self, table: Table, key: Sequence[str], set_: Assignments) -> Any:
         stmt = postgresql.insert(table)
         return stmt.on_conflict_do_update(index_elements=list(key), set_=dict(set_(stmt.excluded)))
+
+    def ping(self, do_ping: Any, dbapi_conn: Any) -> bool:
+        """In autocommit, so the ``SELECT 1`` leaves no transaction open."""
+        if self.url.get_driver_name() != "psycopg":
+            return super().ping(do_ping, dbapi_conn)
+        dbapi_conn.autocommit = True
+        try:
+            return super().ping(do_ping, dbapi_conn)
+        finally:
+            dbapi_conn.autocommit = False
 
     def lone_select(self, dbapi_conn: Any, sql: str, args: Any) -> list[Any]:
         """In autocommit, so psycopg sends no BEGIN before the SELECT (and the pool's

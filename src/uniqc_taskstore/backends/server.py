@@ -10,17 +10,27 @@ after ``connect_timeout`` seconds (default :data:`CONNECT_TIMEOUT_SECONDS`, or
 :data:`POOL_SIZE` connections and opens up to :data:`POOL_MAX_OVERFLOW` more under
 load; a thread that finds them all busy waits :data:`POOL_TIMEOUT_SECONDS`, then
 gets :class:`DatabaseBusyError`. Pass ``engine=`` for other pool settings.
+
+Health checks cost no round trip on a busy connection: a pooled connection is pinged
+(``SELECT 1``) before it is handed out only when it sat idle longer than
+:data:`IDLE_PING_SECONDS` or when its socket has something to read (a server that
+closed it, restarted or killed the session, sends that before closing). A dead one
+is replaced by a fresh connection, as ``pool_pre_ping`` would, without that ping's
+round trip on every call.
 """
 
 from __future__ import annotations
 
+import select as io_select
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, inspect, select, update
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 from ..errors import DatabaseBusyError, DatabaseConnectionError, DatabaseError
 from ..schema import metadata, schema_stamp
@@ -39,6 +49,9 @@ POOL_MAX_OVERFLOW = 15
 """Connections each process opens beyond :data:`POOL_SIZE` while threads need them."""
 POOL_TIMEOUT_SECONDS = 30
 """How long a thread waits for a free connection before :class:`DatabaseBusyError`."""
+IDLE_PING_SECONDS = 30.0
+"""A pooled connection idle longer than this is pinged before it is handed out."""
+_RETURNED_AT = "uniqc_taskstore_returned_at"
 
 
 class ServerBackend(Backend):
@@ -71,13 +84,53 @@ class ServerBackend(Backend):
             "pool_size": POOL_SIZE,
             "max_overflow": POOL_MAX_OVERFLOW,
             "pool_timeout": POOL_TIMEOUT_SECONDS,
-            "pool_pre_ping": True,
+            # Instead of pool_pre_ping's round trip on every checkout: see the module.
+            "pool_pre_ping": False,
             "isolation_level": "READ COMMITTED",
         }
+
+    idle_ping_seconds: float = IDLE_PING_SECONDS
 
     def configure_engine(self, engine: Engine) -> list[Listener]:
         guard_after_fork(engine)
         return super().configure_engine(engine)
+
+    def connection_listeners(self) -> list[Listener]:
+        dialect_ping: list[Any] = []
+
+        def _returned(_dbapi_conn: Any, record: ConnectionPoolEntry) -> None:
+            record.info[_RETURNED_AT] = time.monotonic()
+
+        def _check_health(
+            dbapi_conn: Any, record: ConnectionPoolEntry, proxy: PoolProxiedConnection
+        ) -> None:
+            returned = record.info.get(_RETURNED_AT)
+            if returned is None:  # a new connection: just made, nothing to check
+                return
+            idle = time.monotonic() - returned
+            if idle <= self.idle_ping_seconds and not _has_input(self.socket_of(dbapi_conn)):
+                return
+            if not dialect_ping:
+                dialect_ping.append(proxy._pool._dialect.do_ping)
+            try:
+                alive = self.ping(dialect_ping[0], dbapi_conn)
+            except Exception as exc:  # the driver's own error for a dead connection
+                raise DisconnectionError(f"pooled connection failed its ping: {exc!r}") from exc
+            if not alive:
+                raise DisconnectionError("pooled connection failed its ping")
+
+        return [("checkin", _returned), ("checkout", _check_health)]
+
+    def ping(self, do_ping: Any, dbapi_conn: Any) -> bool:
+        """One ``SELECT 1`` on a pooled connection (a round trip); True if it answered."""
+        return bool(do_ping(dbapi_conn))
+
+    def socket_of(self, dbapi_conn: Any) -> int | None:
+        """The file descriptor of a driver connection's socket, if known."""
+        try:
+            return int(dbapi_conn.fileno())
+        except Exception:
+            return None
 
     def translate(self, error: DBAPIError) -> Exception | None:
         orig = error.orig if error.orig is not None else error
@@ -147,3 +200,15 @@ class ServerBackend(Backend):
     def release_migration_lock(self, conn: Connection) -> None:
         """Give the migration lock back."""
         raise NotImplementedError
+
+
+def _has_input(fd: int | None) -> bool:
+    """Whether an idle connection's socket has data or end-of-file waiting (the server
+    closed it or said why it will); True when that cannot be told, so it is pinged."""
+    if fd is None or fd < 0:
+        return True
+    try:
+        readable, _, _ = io_select.select([fd], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
