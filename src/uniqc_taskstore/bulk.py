@@ -16,7 +16,7 @@ from . import statements as sql
 from .engine import Database
 from .filters import ARCHIVED, LIVE
 from .model import BulkResult, validate_flag, validate_names
-from .tags import BATCH_IDS
+from .statements import in_batches
 from .timestamps import utc_now
 
 _Outcome = tuple[list[str], list[str], list[tuple[str, str]]]
@@ -99,8 +99,7 @@ def _in_batches(
     db: Database, ids: list[str], work: Callable[[Connection, Sequence[str]], _Outcome]
 ) -> BulkResult:
     result = BulkResult()
-    for start in range(0, len(ids), BATCH_IDS):
-        batch = ids[start : start + BATCH_IDS]
+    for batch in in_batches(ids):
         done, missing, refused = db.write(partial(_call, work, batch))
         result.done.extend(done)
         result.missing.extend(missing)

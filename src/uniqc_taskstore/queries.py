@@ -29,7 +29,7 @@ from .model import (
     validate_page,
 )
 from .schema import task_shards
-from .tags import BATCH_IDS, tags_of
+from .tags import tags_of
 
 CountField = Literal["status", "backend", "platform"]
 COUNT_FIELDS: tuple[str, ...] = ("status", "backend", "platform")
@@ -304,10 +304,10 @@ def shards_of(
     """The shards of these tasks in index order, by task id."""
     found: dict[str, list[TaskShard]] = {}
     table = side.shards
-    for start in range(0, len(task_ids), BATCH_IDS):
+    for batch in sql.in_batches(task_ids):
         rows = conn.execute(
             select(table)
-            .where(table.c.uniqc_task_id.in_(task_ids[start : start + BATCH_IDS]))
+            .where(table.c.uniqc_task_id.in_(batch))
             .order_by(table.c.uniqc_task_id, table.c.shard_index)
         ).mappings()
         for row in rows:

@@ -21,7 +21,7 @@ from .engine import Database
 from .errors import InvalidInputError
 from .filters import ARCHIVED, LIVE, TaskFilter, TaskTables, filter_clauses
 from .model import RetentionResult, TaskStatus, validate_flag, validate_statuses
-from .tags import BATCH_IDS
+from .statements import ID_BATCH
 from .timestamps import EARLIEST, LATEST, format_timestamp, utc_now
 
 AGE_COLUMNS = ("update_time", "submit_time")
@@ -110,7 +110,7 @@ def _in_batches(
         return RetentionResult(len(ids), True, ids)
 
     def batch(conn: Connection) -> int:
-        ids = list(conn.execute(matching.limit(BATCH_IDS).with_for_update()).scalars())
+        ids = list(conn.execute(matching.limit(ID_BATCH).with_for_update()).scalars())
         if ids:
             act(conn, ids)
         return len(ids)
@@ -119,5 +119,5 @@ def _in_batches(
     while True:
         done = db.write(batch)
         total += done
-        if done < BATCH_IDS:
+        if done < ID_BATCH:
             return RetentionResult(total)

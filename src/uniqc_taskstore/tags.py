@@ -13,17 +13,14 @@ from sqlalchemy import Connection, Table, delete, insert, select, update
 
 from .errors import TaskNotFoundError
 from .filters import LIVE, TaskTables
+from .statements import in_batches
 from .timestamps import utc_now
-
-BATCH_IDS = 500
-"""Ids per ``IN (...)`` list: well under every driver's bound-parameter limit."""
 
 
 def tags_of(conn: Connection, tags: Table, task_ids: Sequence[str]) -> dict[str, dict[str, str]]:
     """Every tag of these tasks, by task id (tasks without tags are absent)."""
     found: dict[str, dict[str, str]] = {}
-    for start in range(0, len(task_ids), BATCH_IDS):
-        batch = task_ids[start : start + BATCH_IDS]
+    for batch in in_batches(task_ids):
         rows = conn.execute(
             select(tags.c.task_id, tags.c["key"], tags.c["value"])
             .where(tags.c.task_id.in_(batch))
@@ -42,8 +39,7 @@ def replace_tags(
     """Make each live task's stored tags exactly ``tagged[task_id]``. ``stored``, when
     known, are the tasks that have tags now (the others need no ``DELETE``)."""
     ids = list(tagged) if stored is None else [task_id for task_id in tagged if task_id in stored]
-    for start in range(0, len(ids), BATCH_IDS):
-        batch = ids[start : start + BATCH_IDS]
+    for batch in in_batches(ids):
         conn.execute(delete(LIVE.tags).where(LIVE.tags.c.task_id.in_(batch)))
     rows = [
         {"task_id": task_id, "key": key, "value": value}
