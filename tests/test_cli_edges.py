@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from legacy_files import build_legacy_file
+from pty_output import read_until_closed
 from uniqc_taskstore import (
     CURRENT_SCHEMA_VERSION,
     TaskInfo,
@@ -392,14 +393,7 @@ def on_a_terminal(argv: list[str], *, answer: bytes | None = None) -> tuple[int,
                 assert ready, f"no question asked: {seen!r}"
                 seen += os.read(controller, 4096)
             os.write(controller, answer)
-        while True:
-            try:
-                chunk = os.read(controller, 4096)
-            except OSError:  # EIO: the child closed its end
-                break
-            if not chunk:
-                break
-            seen += chunk
+        seen += read_until_closed(controller)
         code = child.wait(timeout=60)
     finally:
         if child.poll() is None:

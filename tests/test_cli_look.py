@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from pty_output import read_until_closed
 from uniqc_taskstore import TaskInfo, TaskShard, TaskStatus, TaskStore, generate_uniqc_task_id
 from uniqc_taskstore.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, main
 from uniqc_taskstore.cli.filter_options import parse_duration, parse_moment
@@ -550,14 +551,7 @@ def test_watch_on_a_terminal_updates_a_table_until_all_have_finished(tmp_path: P
                 assert ready, f"no table shown: {seen!r}"
                 seen += os.read(controller, 4096).decode(errors="replace")
             store.update_shard(task_id, 0, status=TaskStatus.SUCCESS)
-            while True:
-                try:
-                    chunk = os.read(controller, 4096)
-                except OSError:  # EIO: the child closed its end
-                    break
-                if not chunk:
-                    break
-                seen += chunk.decode(errors="replace")
+            seen += read_until_closed(controller).decode(errors="replace")
             assert child.wait(timeout=60) == EXIT_OK
         finally:
             if child.poll() is None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from pty_output import read_until_closed
 from uniqc_taskstore import TaskInfo, TaskShard, TaskStatus, TaskStore, generate_uniqc_task_id
 from uniqc_taskstore.cli import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, main
 
@@ -360,14 +361,7 @@ def test_delete_on_a_terminal_asks_first(tmp_path: Path, answer: str, deleted: b
             assert ready, f"no question asked: {seen!r}"
             seen += os.read(controller, 4096)
         os.write(controller, answer.encode() + b"\n")
-        while True:
-            try:
-                chunk = os.read(controller, 4096)
-            except OSError:  # EIO: the child closed its end
-                break
-            if not chunk:
-                break
-            seen += chunk
+        seen += read_until_closed(controller)
         code = child.wait(timeout=60)
     finally:
         if child.poll() is None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from pty_output import read_until_closed
 from uniqc_taskstore import TaskInfo, TaskShard, TaskStatus, TaskStore, generate_uniqc_task_id
 from uniqc_taskstore.transfer import count_rows
 
@@ -128,15 +129,7 @@ def test_table_on_a_terminal_shows_whole_ids_however_narrow(tmp_path: Path, colu
         env={**os.environ, "TERM": "xterm", "COLUMNS": str(columns)},
     )
     os.close(terminal)
-    seen = b""
-    while True:
-        try:
-            chunk = os.read(controller, 4096)
-        except OSError:  # EIO: the child closed its end
-            break
-        if not chunk:
-            break
-        seen += chunk
+    seen = read_until_closed(controller)
     os.close(controller)
     assert child.wait(timeout=60) == 0
     rows = _ANSI.sub("", seen.decode()).splitlines()
