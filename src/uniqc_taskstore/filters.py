@@ -22,7 +22,7 @@ from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from typing import Any, Literal, NamedTuple, TypedDict, cast
 
-from sqlalchemy import ColumnElement, Table, and_, exists, literal, or_, select
+from sqlalchemy import ColumnElement, FromClause, Table, and_, exists, literal, or_, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
@@ -195,14 +195,17 @@ def aware_timestamp(value: object, field: str) -> str:
 # -- WHERE -------------------------------------------------------------------------------
 
 
-def filter_clauses(f: TaskFilter, side: TaskTables = LIVE) -> list[ColumnElement[bool]]:
-    """The WHERE clauses (joined by AND) selecting ``f``'s tasks from ``side.tasks``."""
+def filter_clauses(
+    f: TaskFilter, side: TaskTables = LIVE, *, skip_tag: str | None = None
+) -> list[ColumnElement[bool]]:
+    """The WHERE clauses (joined by AND) selecting ``f``'s tasks from ``side.tasks``
+    (without the tag ``skip_tag``, which :func:`task_source` matches by a join)."""
     t = side.tasks
     clauses: list[ColumnElement[bool]] = []
     if f.statuses is not None:
         clauses.append(t.c.status.in_([s.value for s in f.statuses]))
     if f.backend is not None:
-        clauses.append(backend_matches(t.c.backend, f.backend))
+        clauses.append(backend_matches(t, f.backend))
     bounds = (
         ("submit_time", f.submitted_after, f.submitted_before),
         ("update_time", f.updated_after, f.updated_before),
@@ -213,6 +216,8 @@ def filter_clauses(f: TaskFilter, side: TaskTables = LIVE) -> list[ColumnElement
         if before is not None:
             clauses.append(t.c[column] < before)
     for key, value in f.tag_pairs.items():
+        if key == skip_tag:
+            continue
         # IN (uncorrelated) rather than EXISTS, so the (key, value, task_id) index
         # finds the tagged ids first instead of probing once per task.
         match = [side.tags.c["key"] == key]
@@ -236,14 +241,54 @@ def filter_clauses(f: TaskFilter, side: TaskTables = LIVE) -> list[ColumnElement
     return clauses
 
 
-def backend_matches(column: Any, backend: str) -> ColumnElement[bool]:
+def backend_matches(table: Table, backend: str) -> ColumnElement[bool]:
     """``backend`` itself or any of its devices: ``originq`` matches ``originq:WK_C180``.
 
-    A range over code-point order (``';'`` follows ``':'``) rather than LIKE, which
-    ignores case on SQLite, so that the backend index serves it."""
+    A platform (no ``:``) is the ``platform`` column, so that ``(platform,
+    submit_time, task_id)`` serves the filter and the sort (v10). A device label
+    (``ibm:dev1``, which also matches ``ibm:dev1:*``) is the label or a range of
+    ``backend`` in code-point order (``';'`` follows ``':'``) rather than LIKE, which
+    ignores case on SQLite; ``(backend, submit_time, task_id)`` finds them."""
+    if ":" not in backend:
+        return table.c.platform == literal(backend, IdText())
+    column = table.c.backend
     return or_(
         column == literal(backend, IdText()),
         and_(column >= literal(backend + ":", IdText()), column < literal(backend + ";", IdText())),
+    )
+
+
+class TaskSource(NamedTuple):
+    """Where a filtered, sorted read of tasks comes from: the FROM, the WHERE, and the
+    table whose sort column and ``task_id`` order the rows (and carry the keyset)."""
+
+    from_: FromClause
+    where: list[ColumnElement[bool]]
+    order: FromClause
+
+
+def task_source(f: TaskFilter, sort: Sort, side: TaskTables = LIVE) -> TaskSource:
+    """The tasks of ``f`` for a read in ``sort`` order.
+
+    With a ``key: value`` tag and the submit-time sort, the read starts from that tag's
+    rows, which carry their task's ``submit_time`` (v10): ``(key, value, submit_time,
+    task_id)`` yields them in sort order and each task is then one primary-key lookup,
+    so a page reads ``limit`` entries and sorts nothing. Otherwise: ``side.tasks`` and
+    :func:`filter_clauses`."""
+    t = side.tasks
+    pair = next(((k, v) for k, v in f.tag_pairs.items() if v is not None), None)
+    if pair is None or sort.order_by != "submit_time":
+        return TaskSource(t, filter_clauses(f, side), t)
+    key, value = pair
+    tag = side.tags.alias("uniqc_sort_tag")
+    return TaskSource(
+        tag.join(t, t.c.task_id == tag.c.task_id),
+        [
+            tag.c["key"] == literal(key, IdText()),
+            tag.c["value"] == literal(value, IdText()),
+            *filter_clauses(f, side, skip_tag=key),
+        ],
+        tag,
     )
 
 
@@ -290,12 +335,12 @@ class Sort:
         if not isinstance(self.descending, bool):
             raise InvalidInputError("descending", self.descending, "must be True or False")
 
-    def order_clauses(self, table: Table) -> list[Any]:
+    def order_clauses(self, table: FromClause) -> list[Any]:
         """ORDER BY for this sort."""
         columns = (table.c[self.order_by], table.c.task_id)
         return [c.desc() if self.descending else c.asc() for c in columns]
 
-    def after(self, table: Table, value: str, task_id: str) -> ColumnElement[bool]:
+    def after(self, table: FromClause, value: str, task_id: str) -> ColumnElement[bool]:
         """Rows that come after the row ``(value, task_id)`` in this order (keyset)."""
         # The leading bound (column <= value) repeats what the OR implies, so that every
         # database seeks the (filter, sort column, task_id) index to the position instead

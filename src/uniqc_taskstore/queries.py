@@ -16,7 +16,15 @@ from sqlalchemy import Connection, RowMapping, Select, Table, and_, bindparam, f
 from . import statements as sql
 from .engine import Database
 from .errors import CorruptRowError, InvalidInputError
-from .filters import Sort, TaskFilter, TaskTables, decode_cursor, encode_cursor, filter_clauses
+from .filters import (
+    Sort,
+    TaskFilter,
+    TaskTables,
+    decode_cursor,
+    encode_cursor,
+    filter_clauses,
+    task_source,
+)
 from .model import (
     TaskInfo,
     TaskPage,
@@ -49,10 +57,16 @@ def select_tasks(
 ) -> Select[Any]:
     """The filter's tasks in ``sort`` order, optionally only those after ``position``."""
     table = side.tasks
+    source = task_source(f, sort, side)
     columns = [c for c in table.columns if include_results or c.name != "result_json"]
-    stmt = select(*columns).where(*filter_clauses(f, side)).order_by(*sort.order_clauses(table))
+    stmt = (
+        select(*columns)
+        .select_from(source.from_)
+        .where(*source.where)
+        .order_by(*sort.order_clauses(source.order))
+    )
     if position is not None:
-        stmt = stmt.where(sort.after(table, *position))
+        stmt = stmt.where(sort.after(source.order, *position))
     if limit is not None:
         stmt = stmt.limit(limit)
     if offset:
@@ -343,6 +357,7 @@ def summaries(
         "error_message",
     )
     extra = [t.c.archived_at] if "archived_at" in t.c else []
+    source = task_source(f, sort, side)
     stmt = (
         select(
             *(t.c[n] for n in names),
@@ -350,8 +365,9 @@ def summaries(
             t.c.result_json.is_not(None).label("has_result"),
             shard_count.label("shard_count"),
         )
-        .where(*filter_clauses(f, side))
-        .order_by(*sort.order_clauses(t))
+        .select_from(source.from_)
+        .where(*source.where)
+        .order_by(*sort.order_clauses(source.order))
     )
     if limit is not None:
         stmt = stmt.limit(limit)
@@ -386,7 +402,7 @@ def count_by(conn: Connection, side: TaskTables, field: str, f: TaskFilter) -> d
     if field not in COUNT_FIELDS:
         raise InvalidInputError("field", field, f"must be one of {', '.join(COUNT_FIELDS)}")
     t = side.tasks
-    column = t.c.status if field == "status" else t.c.backend
+    column = {"status": t.c.status, "backend": t.c.backend, "platform": t.c.platform}[field]
     stmt = (
         select(column, func.count())
         .where(*filter_clauses(f, side))
@@ -395,8 +411,5 @@ def count_by(conn: Connection, side: TaskTables, field: str, f: TaskFilter) -> d
     )
     counts: dict[str, int] = {}
     for key, n in conn.execute(stmt):
-        # Platforms are folded from the (few) distinct backends here, which keeps the
-        # statement the same on every database.
-        label = key.split(":", 1)[0] if field == "platform" else key
-        counts[label] = counts.get(label, 0) + int(n)
+        counts[key] = int(n)
     return counts
