@@ -546,6 +546,7 @@ def reads(store: TaskStore, size: int, reps: int) -> dict[str, float]:
     filters: dict[str, dict[str, Any]] = {
         "status": {"status": "success"},
         "backend": {"backend": "ibm"},
+        "device": {"backend": "ibm:dev1"},
         "tag": {"tags": {"team": "t3"}},
         "time range": {"submitted_after": lo, "submitted_before": hi},
     }

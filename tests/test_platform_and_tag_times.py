@@ -182,6 +182,20 @@ def test_platform_and_tag_pages_read_their_index_without_sorting(
             assert "TEMP B-TREE" not in plan, plan
 
 
+def test_a_device_page_merges_two_ordered_index_reads(tmp_path: Path) -> None:
+    # ``ibm:dev1`` is the label or a sub-label: one ordered read each, not one sort of
+    # every task of the device (MULTI-INDEX OR, then a sort).
+    with TaskStore(tmp_path) as store:
+        store.save(TaskInfo("uqt_" + "1" * 32, "ibm:dev1"))
+        for position in (None, (T0, "uqt_" + "1" * 32)):
+            stmt = select_tasks(
+                LIVE, TaskFilter(backend="ibm:dev1"), Sort(), limit=50, position=position
+            )
+            plan = _plan(store, stmt)
+            assert "SEARCH tasks USING INDEX tasks_backend_submit_idx (backend=?" in plan, plan
+            assert "MULTI-INDEX OR" not in plan, plan
+
+
 def test_a_legacy_submit_time_text_is_copied_to_tags_as_stored(tmp_path: Path) -> None:
     with TaskStore(tmp_path) as store:
         store.save(TaskInfo("a", "dummy", tags={"team": "x"}))

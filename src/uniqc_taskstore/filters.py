@@ -241,7 +241,7 @@ def filter_clauses(
     return clauses
 
 
-def backend_matches(table: Table, backend: str) -> ColumnElement[bool]:
+def backend_matches(table: FromClause, backend: str) -> ColumnElement[bool]:
     """``backend`` itself or any of its devices: ``originq`` matches ``originq:WK_C180``.
 
     A platform (no ``:``) is the ``platform`` column, so that ``(platform,
@@ -249,13 +249,21 @@ def backend_matches(table: Table, backend: str) -> ColumnElement[bool]:
     (``ibm:dev1``, which also matches ``ibm:dev1:*``) is the label or a range of
     ``backend`` in code-point order (``';'`` follows ``':'``) rather than LIKE, which
     ignores case on SQLite; ``(backend, submit_time, task_id)`` finds them."""
+    return or_(*backend_branches(table, backend))
+
+
+def backend_branches(table: FromClause, backend: str) -> list[ColumnElement[bool]]:
+    """:func:`backend_matches` as alternatives each of which one index serves in sort
+    order: the platform; or the device label itself, and its sub-labels (a range, in
+    practice empty). A page of a device reads each alternative's index in order and
+    merges the two (``queries.select_tasks``) rather than sorting the device's tasks."""
     if ":" not in backend:
-        return table.c.platform == literal(backend, IdText())
+        return [table.c.platform == literal(backend, IdText())]
     column = table.c.backend
-    return or_(
+    return [
         column == literal(backend, IdText()),
         and_(column >= literal(backend + ":", IdText()), column < literal(backend + ";", IdText())),
-    )
+    ]
 
 
 class TaskSource(NamedTuple):

@@ -8,10 +8,23 @@ archived tables alike. Tags are read for a whole page in one extra query.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from functools import cache
 from typing import Any, Literal
 
-from sqlalchemy import Connection, RowMapping, Select, Table, and_, bindparam, func, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    RowMapping,
+    Select,
+    Table,
+    and_,
+    bindparam,
+    func,
+    or_,
+    select,
+    union_all,
+)
 
 from . import statements as sql
 from .engine import Database
@@ -20,6 +33,7 @@ from .filters import (
     Sort,
     TaskFilter,
     TaskTables,
+    backend_branches,
     decode_cursor,
     encode_cursor,
     filter_clauses,
@@ -55,24 +69,52 @@ def select_tasks(
     include_results: bool = True,
     position: Position | None = None,
 ) -> Select[Any]:
-    """The filter's tasks in ``sort`` order, optionally only those after ``position``."""
+    """The filter's tasks in ``sort`` order, optionally only those after ``position``.
+
+    A page of a device label (``ibm:dev1``, which also matches ``ibm:dev1:*``) is the
+    ``UNION ALL`` of one ordered, limited read per alternative (the label, its
+    sub-labels), merged: each is a range of ``(backend, submit_time, task_id)`` in
+    sort order, where the ``OR`` of both would sort all the device's tasks."""
     table = side.tasks
-    source = task_source(f, sort, side)
     columns = [c for c in table.columns if include_results or c.name != "result_json"]
-    stmt = (
-        select(*columns)
-        .select_from(source.from_)
-        .where(*source.where)
-        .order_by(*sort.order_clauses(source.order))
-    )
-    if position is not None:
-        stmt = stmt.where(sort.after(source.order, *position))
+    if limit is None or f.backend is None or ":" not in f.backend:
+        stmt = _ordered(side, f, sort, columns, position)
+    else:
+        rest = replace(f, backend=None)
+        parts = [
+            _ordered(side, rest, sort, columns, position, branch)
+            .limit(limit + (offset or 0))
+            .subquery()
+            for branch in backend_branches(table, f.backend)
+        ]
+        merged = union_all(*(select(part) for part in parts)).subquery("uniqc_device")
+        stmt = select(merged).order_by(*sort.order_clauses(merged))
     if limit is not None:
         stmt = stmt.limit(limit)
     if offset:
         stmt = stmt.offset(offset)
         if limit is None:
             stmt = stmt.limit(2**62)  # MySQL has no OFFSET without LIMIT
+    return stmt
+
+
+def _ordered(
+    side: TaskTables,
+    f: TaskFilter,
+    sort: Sort,
+    columns: Sequence[Any],
+    position: Position | None,
+    *extra: ColumnElement[bool],
+) -> Select[Any]:
+    source = task_source(f, sort, side)
+    stmt = (
+        select(*columns)
+        .select_from(source.from_)
+        .where(*source.where, *extra)
+        .order_by(*sort.order_clauses(source.order))
+    )
+    if position is not None:
+        stmt = stmt.where(sort.after(source.order, *position))
     return stmt
 
 
