@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Column, Engine, Integer, MetaData, Table, inspect, insert, select, text
+from sqlalchemy import Column, Engine, Integer, MetaData, Table, insert, inspect, select, text
 
 from uniqc_taskstore import TaskInfo, TaskShard, TaskStore
 from uniqc_taskstore.backends import backend_for_url
@@ -20,6 +20,7 @@ from uniqc_taskstore.backends.sqlite import SqliteBackend
 from uniqc_taskstore.column_types import IdText, JsonDocument, StatusText, Timestamp
 from uniqc_taskstore.exchange import export_tasks, import_tasks
 from uniqc_taskstore.filters import LIVE, Sort, TaskFilter
+from uniqc_taskstore.maintenance import Location, diagnose
 from uniqc_taskstore.migrator import MIGRATIONS, migrate
 from uniqc_taskstore.queries import select_tasks
 from uniqc_taskstore.schema import archived_task_tags, archived_tasks, task_tags, tasks
@@ -128,9 +129,7 @@ def test_platform_and_tag_pages_match_the_filters_at_every_cursor(store: TaskSto
             t.task_id
             for t in everything
             if (
-                f.backend is None
-                or t.backend == f.backend
-                or t.backend.startswith(f.backend + ":")
+                f.backend is None or t.backend == f.backend or t.backend.startswith(f.backend + ":")
             )
             and all(k in t.tags and v in (None, t.tags[k]) for k, v in f.tag_pairs.items())
         ]
@@ -213,10 +212,15 @@ def test_a_legacy_submit_time_text_is_copied_to_tags_as_stored(tmp_path: Path) -
     stored = raw.execute("SELECT DISTINCT submit_time FROM task_tags").fetchall()
     raw.close()
     assert stored == [("sometime yesterday",)]
+    # A copy stores the repaired time on the task: its tags carry that one.
+    with TaskStore(tmp_path) as store, TaskStore(tmp_path / "copy") as other:
+        copy_tasks(store, other)
+        assert len(copies(other)[1]) == 3
+        assert_copies_true(other)
+        assert other.list_page(tags={"team": "y"}).tasks[0].task_id == "a"
 
 
 # -- a version 9 store opens as version 10 ------------------------------------------------------
-
 
 _MYSQL: dict[str, Any] = {
     "mysql_engine": "InnoDB",
@@ -332,9 +336,7 @@ def test_a_version_9_store_opens_with_platforms_and_tag_times_filled(
         }
         assert [t.task_id for t in store.list(backend="ibm")] == ["a"]
         assert [t.task_id for t in store.list(tags={"team": "x"})] == ["b", "a"]
-        assert [t.task_id for t in store.list_archived(backend="ibm", tags={"team": "x"})] == [
-            "d"
-        ]
+        assert [t.task_id for t in store.list_archived(backend="ibm", tags={"team": "x"})] == ["d"]
         indexes = {
             table: {i["name"] for i in inspect(store._db.engine).get_indexes(table)}
             for table in ("tasks", "archived_tasks", "task_tags", "archived_task_tags")
@@ -364,7 +366,6 @@ def test_the_platform_rule_in_sql_is_the_python_rule(store: TaskStore) -> None:
 
 
 def test_doctor_finds_platforms_and_tag_times_another_program_left_stale(tmp_path: Path) -> None:
-    from uniqc_taskstore.maintenance import Location, diagnose  # noqa: PLC0415
 
     with TaskStore(tmp_path) as store:
         store.save(TaskInfo("a", "ibm:dev1", tags={"team": "x"}))
