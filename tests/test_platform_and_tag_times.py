@@ -366,7 +366,6 @@ def test_the_platform_rule_in_sql_is_the_python_rule(store: TaskStore) -> None:
 
 
 def test_doctor_finds_platforms_and_tag_times_another_program_left_stale(tmp_path: Path) -> None:
-
     with TaskStore(tmp_path) as store:
         store.save(TaskInfo("a", "ibm:dev1", tags={"team": "x"}))
         store.save(TaskInfo("b", "ibm:dev1", tags={"team": "x"}))
