@@ -22,7 +22,17 @@ from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from typing import Any, Literal, NamedTuple, TypedDict, cast
 
-from sqlalchemy import ColumnElement, FromClause, Table, and_, exists, literal, or_, select
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    FromClause,
+    Table,
+    and_,
+    exists,
+    literal,
+    or_,
+    select,
+)
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
@@ -258,10 +268,10 @@ def backend_branches(table: FromClause, backend: str) -> list[ColumnElement[bool
     practice empty). A page of a device reads each alternative's index in order and
     merges the two (``queries.select_tasks``) rather than sorting the device's tasks."""
     if ":" not in backend:
-        return [table.c.platform == literal(backend, IdText())]
+        return [exactly(table.c.platform, literal(backend, IdText()))]
     column = table.c.backend
     return [
-        column == literal(backend, IdText()),
+        exactly(column, literal(backend, IdText())),
         and_(column >= literal(backend + ":", IdText()), column < literal(backend + ";", IdText())),
     ]
 
@@ -304,6 +314,35 @@ def _escape_like(term: str) -> str:
     for special in (_ESCAPE, "%", "_"):
         term = term.replace(special, _ESCAPE + special)
     return term
+
+
+class exactly(FunctionElement[bool]):
+    """``column = value``, for a filter whose index continues with the sort key.
+
+    On MariaDB it is written as the range ``column >= value AND column <= value``: given
+    ``=``, MariaDB reads the index by ``ref`` on that column alone, from the newest entry
+    down to a keyset page's position (a page 1,000 deep read 50,000 entries), instead of
+    seeking to ``(value, submit_time)``; given the range, it seeks (checked with
+    ``ANALYZE`` on 300,000 tasks). SQLite and PostgreSQL get ``=``, which SQLite needs
+    to see that the index is in sort order."""
+
+    name = "uniqc_exactly"
+    type = Boolean()
+    inherit_cache = True
+    _is_implicitly_boolean = True  # a comparison: no ``= 1`` where booleans are integers
+
+
+@compiles(exactly)
+def _exactly(element: exactly, compiler: SQLCompiler, **kw: Any) -> str:
+    column, value = (compiler.process(c, **kw) for c in element.clauses)
+    return f"{column} = {value}"
+
+
+@compiles(exactly, "mysql")
+@compiles(exactly, "mariadb")
+def _exactly_mysql(element: exactly, compiler: SQLCompiler, **kw: Any) -> str:
+    column, value = (compiler.process(c, **kw) for c in element.clauses)
+    return f"({column} >= {value} AND {column} <= {value})"
 
 
 class folded(FunctionElement[str]):
