@@ -6,10 +6,12 @@ here, with :func:`filter_clauses`, for live and archived tasks alike. Sorts and
 their opaque page cursors live here too (:class:`Sort`, :func:`encode_cursor`).
 
 Which index serves what (see ``schema.py``): ``status`` the status index,
-``backend`` the backend index (a range, ``backend >= 'x:' AND backend < 'x;'``),
-``name`` the name index, ``tags`` the (key, value, task_id) tag index, time
-ranges and sorts the submit-time / (update_time, task_id) indexes. ``search``
-is a substring match and scans.
+``backend`` the platform index for a platform (``platform = 'x'``) or the backend
+index for a device (the label, and its sub-labels as a range ``backend >= 'x:y:' AND
+backend < 'x:y;'``), ``name`` the name index, ``tags`` the (key, value, submit_time,
+task_id) tag index (in sort order, :func:`task_source`), time ranges and sorts the
+submit-time / (update_time, task_id) indexes. ``search`` is a substring match and
+scans.
 """
 
 from __future__ import annotations
@@ -228,8 +230,8 @@ def filter_clauses(
     for key, value in f.tag_pairs.items():
         if key == skip_tag:
             continue
-        # IN (uncorrelated) rather than EXISTS, so the (key, value, task_id) index
-        # finds the tagged ids first instead of probing once per task.
+        # IN (uncorrelated) rather than EXISTS, so the (key, value, submit_time,
+        # task_id) index finds the tagged ids first instead of probing once per task.
         match = [side.tags.c["key"] == key]
         if value is not None:
             match.append(side.tags.c["value"] == value)

@@ -225,7 +225,8 @@ def _shard_by_platform_id(with_backend: bool) -> Select[Any]:
     s = task_shards
     stmt = select(s).where(s.c.platform_task_id == bindparam("platform_task_id"))
     if with_backend:
-        # The same range as filters.backend_matches, with parameters for its bounds.
+        # filters.backend_matches's rule on the shard's backend (shards have no
+        # platform column), with parameters for its bounds.
         stmt = stmt.where(
             or_(
                 s.c.backend == bindparam("backend"),

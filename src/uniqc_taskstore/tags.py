@@ -61,7 +61,7 @@ def _insert_tags(conn: Connection, tagged: Sequence[tuple[str, object, Mapping[s
     """Insert ``(task_id, stored submit_time, tags)``. A stored time that is not
     canonical text (a legacy value the store repairs when it reads the task) cannot go
     through the column's bind processing unchanged, so it is copied in SQL instead."""
-    odd = [task_id for task_id, when, _ in tagged if not _canonical(when)]
+    odd = {task_id for task_id, when, _ in tagged if not _canonical(when)}
     rows = [
         {"task_id": task_id, "key": key, "value": value, "submit_time": when}
         for task_id, when, pairs in tagged
@@ -75,7 +75,7 @@ def _insert_tags(conn: Connection, tagged: Sequence[tuple[str, object, Mapping[s
             if row["task_id"] in odd:
                 row["submit_time"] = None
     conn.execute(insert(tags), rows)
-    for batch in in_batches(odd):
+    for batch in in_batches(sorted(odd)):
         stored = select(tasks.c.submit_time).where(tasks.c.task_id == tags.c.task_id)
         conn.execute(
             update(tags)
