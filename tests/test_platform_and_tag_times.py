@@ -391,3 +391,16 @@ def test_doctor_finds_platforms_and_tag_times_another_program_left_stale(tmp_pat
             assert task is not None
             store.save(task)
     assert finding().status == "ok"
+
+
+def test_mariadb_gets_the_platform_and_label_as_a_closed_range() -> None:
+    # MariaDB reads an index by ``ref`` on ``column = value`` alone and walks down to a
+    # keyset page's position; the closed range makes it seek (see filters.exactly).
+    from sqlalchemy.dialects import mysql, sqlite
+
+    for backend, column in (("ibm", "platform"), ("ibm:dev1", "backend")):
+        stmt = select_tasks(LIVE, TaskFilter(backend=backend), Sort(), limit=50, position=(T0, "t"))
+        on_mariadb = str(stmt.compile(dialect=mysql.dialect()))
+        assert f"tasks.{column} >= %s AND tasks.{column} <= %s" in on_mariadb
+        assert f"tasks.{column} = %s" not in on_mariadb
+        assert f"tasks.{column} = ?" in str(stmt.compile(dialect=sqlite.dialect()))
