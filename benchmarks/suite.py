@@ -77,6 +77,7 @@ def rows_for(
             {
                 "task_id": task_id(n),
                 "backend": backend_of(n),
+                "platform": backend_of(n).split(":", 1)[0],
                 "status": status,
                 "shots": 1000,
                 "submit_time": when,
@@ -105,7 +106,9 @@ def rows_for(
             }
             for i in range(shards_per_task)
         )
-        tag_rows.append({"task_id": task_id(n), "key": "team", "value": f"t{n % 10}"})
+        tag_rows.append(
+            {"task_id": task_id(n), "key": "team", "value": f"t{n % 10}", "submit_time": when}
+        )
     return task_rows, shard_rows, tag_rows
 
 
@@ -249,11 +252,14 @@ class Floor:
         return self._sql(f"{head} ON CONFLICT ({key}) DO UPDATE SET {sets}")
 
     def save(self, n: int) -> None:
-        cols = ["task_id", "backend", "status", "shots", "submit_time", "update_time"]
-        cols += ["metadata_json"]
-        stmt = self._upsert("tasks", "task_id", cols, ["status", "update_time", "metadata_json"])
+        cols = ["task_id", "backend", "platform", "status", "shots", "submit_time"]
+        cols += ["update_time", "metadata_json"]
+        kept = ["platform", "status", "update_time", "metadata_json"]
+        stmt = self._upsert("tasks", "task_id", cols, kept)
         now = self._t(format_timestamp(datetime.now(UTC)))
-        values = (task_id(n), backend_of(n), "pending", 1000, now, now, json.dumps({"n": n}))
+        platform = backend_of(n).split(":", 1)[0]
+        values = (task_id(n), backend_of(n), platform, "pending", 1000, now, now)
+        values += (json.dumps({"n": n}),)
         untag = self._sql("DELETE FROM task_tags WHERE task_id = ?")
 
         def work(c: Any) -> None:
@@ -540,6 +546,7 @@ def reads(store: TaskStore, size: int, reps: int) -> dict[str, float]:
     filters: dict[str, dict[str, Any]] = {
         "status": {"status": "success"},
         "backend": {"backend": "ibm"},
+        "device": {"backend": "ibm:dev1"},
         "tag": {"tags": {"team": "t3"}},
         "time range": {"submitted_after": lo, "submitted_before": hi},
     }

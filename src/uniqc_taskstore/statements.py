@@ -60,6 +60,7 @@ def task_row(task: TaskInfo) -> dict[str, Any]:
     return {
         "task_id": task.task_id,
         "backend": task.backend,
+        "platform": platform_of(task.backend),
         "status": task.status.value,
         "shots": task.shots,
         "submit_time": normalize_timestamp(task.submit_time, "submit_time"),
@@ -69,6 +70,12 @@ def task_row(task: TaskInfo) -> dict[str, Any]:
         "error_message": task.error_message,
         "name": task.name if task.name is not None else legacy_task_name(task.metadata),
     }
+
+
+def platform_of(backend: str) -> str:
+    """The platform of a backend label: up to its first ``:``, or all of it (the
+    ``platform`` column; migration v10 fills old rows by the same rule in SQL)."""
+    return backend.split(":", 1)[0]
 
 
 def shard_row(shard: TaskShard) -> dict[str, Any]:
@@ -203,7 +210,7 @@ def upsert_tasks(backend: Backend) -> Any:
 
     def assignments(incoming: Incoming) -> list[tuple[str, ColumnElement[Any]]]:
         stale = _stale(tasks, incoming)
-        plain = ("backend", "shots", "update_time", "metadata_json", "name")
+        plain = ("backend", "platform", "shots", "update_time", "metadata_json", "name")
         return [
             *((name, incoming[name]) for name in plain),
             *((name, _keep_if(stale, tasks, incoming, name)) for name in _KEEP_WHEN_STALE),
@@ -290,12 +297,13 @@ def shard_statuses_present() -> Select[Any]:
 
 @cache
 def task_write_state() -> Select[Any]:
-    """:func:`shard_statuses_present` plus whether each task has any tag and any shard:
-    what ``save`` needs to know, read in one statement after its upsert locked the rows."""
+    """:func:`shard_statuses_present` plus whether each task has any tag and any shard,
+    and its stored submit time (its tags' copy): what ``save`` needs to know, read in
+    one statement after its upsert locked the rows."""
     has_tags = exists().where(task_tags.c.task_id == tasks.c.task_id)
     has_shards = exists().where(task_shards.c.uniqc_task_id == tasks.c.task_id)
     return shard_statuses_present().add_columns(
-        has_tags.label("has_tags"), has_shards.label("has_shards")
+        has_tags.label("has_tags"), has_shards.label("has_shards"), tasks.c.submit_time
     )
 
 

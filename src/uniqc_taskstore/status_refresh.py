@@ -78,6 +78,8 @@ class WriteState:
     present: frozenset[TaskStatus]
     has_tags: bool
     has_shards: bool
+    submit_time: object = None
+    """As stored (the upsert keeps the first): what its tags carry."""
 
 
 def read_write_state(conn: Connection, task_ids: Iterable[str]) -> dict[str, WriteState]:
@@ -90,6 +92,7 @@ def read_write_state(conn: Connection, task_ids: Iterable[str]) -> dict[str, Wri
                 frozenset(status for status in TaskStatus if row[status.value]),
                 bool(row["has_tags"]),
                 bool(row["has_shards"]),
+                row["submit_time"],
             )
     return found
 

@@ -277,7 +277,12 @@ class TaskStore:
             # Read after the upsert, which locked the rows: nothing changes them now.
             state = read_write_state(conn, ids)
             tagged = {task.task_id: task.tags for task in tasks_}
-            tags.replace_tags(conn, tagged, {i for i, known in state.items() if known.has_tags})
+            tags.replace_tags(
+                conn,
+                tagged,
+                {i for i, known in state.items() if known.has_tags},
+                {i: known.submit_time for i, known in state.items()},
+            )
             with_shards = {i for i, known in state.items() if known.has_shards}
             new_jobs = write_shards(conn, self._db.backend, shard_list, shard_rows, with_shards)
             return settle_saved(conn, state, incoming, now, new_jobs=new_jobs)

@@ -152,8 +152,10 @@ def _read_batch(
             select(shard_table).where(shard_table.c.uniqc_task_id.in_(ids))
         ).mappings()
     ]
+    # A tag carries its task's submit_time as the destination will store it (repaired).
+    times = {row["task_id"]: row["submit_time"] for row in batch}
     tag_rows = [
-        dict(row)
+        dict(row) | {"submit_time": times[row["task_id"]]}
         for row in conn.execute(select(tag_table).where(tag_table.c.task_id.in_(ids))).mappings()
     ]
     return batch, shards, tag_rows
