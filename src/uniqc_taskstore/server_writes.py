@@ -1,0 +1,318 @@
+"""The hot writes on a server in two round trips: ``update_shard``, ``save`` of one
+task (with its shards) and ``archive``.
+
+Each runs the statements the generic path runs, in the same order and under the same
+locks, but sends them in two batches (:class:`~uniqc_taskstore.backends.base.DriverBatch`:
+a psycopg pipeline, or one PyMySQL query of several statements), waiting for the
+server only where the next statements depend on an answer:
+
+1. ``BEGIN`` and the statement that locks the task's row (``SELECT ... FOR UPDATE``,
+   or the task's upsert), with what has to be known before writing;
+2. every write, the status settled in SQL (:func:`settled_status`), the state read
+   back, and ``COMMIT``.
+
+Why the lock gets a batch of its own, although the server would run the statements in
+order anyway: what follows depends on it (no task: nothing is written), and a
+statement that runs while the task's row is not ours would settle its status from a
+view taken before another writer's commit. Within the second batch every statement
+starts after the lock was granted, so under READ COMMITTED each sees every shard
+committed before it, as on the generic path.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Mapping, Sequence
+from functools import cache
+from typing import Any, NamedTuple
+
+from sqlalchemy import Table, bindparam, delete, exists, insert, select, update
+from sqlalchemy.engine import Dialect
+
+from . import statements as sql
+from .backends.base import DriverBatch, Step
+from .engine import Database
+from .errors import ShardNotFoundError
+from .filters import ARCHIVED, LIVE
+from .model import ShardUpdate, TaskInfo, TaskShard, TaskStatus, coerce_status
+from .schema import task_shards, tasks
+from .shard_writes import _by_task, _refuse_overlap
+from .status_refresh import settled_status
+from .timestamps import utc_now
+
+
+def update_shard(
+    db: Database,
+    uniqc_task_id: str,
+    shard_index: int,
+    new_status: TaskStatus,
+    result: Any,
+    error_message: str | None,
+) -> ShardUpdate:
+    """:meth:`TaskStore.update_shard` (arguments checked, ``result`` prepared)."""
+    key = {"key_task": uniqc_task_id, "key_index": shard_index}
+    report = sql.update_shard_report(
+        result=result is not None,
+        error=error_message is not None,
+        guarded=not new_status.is_terminal,  # a stale poll leaves a final status
+    )
+    run = _Runner(db.engine.dialect)
+
+    def work(batch: DriverBatch) -> ShardUpdate:
+        (parent,) = batch.send([run(sql.lock_task_status(), {"task_id": uniqc_task_id})])
+        if not parent.rows:
+            batch.send([], commit=True)  # nothing written: ends like a rollback, but keeps
+            # psycopg's prepared statements (a ROLLBACK has it deallocate them all)
+            raise ShardNotFoundError(f"no shard {shard_index} of task {uniqc_task_id!r}")
+        values = key | {"new_status": new_status.value, "now": utc_now()}
+        if result is not None:
+            values["new_result"] = result
+        if error_message is not None:
+            values["new_error"] = error_message
+        written, _, after = batch.send(
+            [run(report, values), run(_settle_reported(), values), run(_after_report(), key)],
+            commit=True,
+        )
+        task_status, shard_status = after.rows[0]
+        if shard_status is None:
+            raise ShardNotFoundError(f"no shard {shard_index} of task {uniqc_task_id!r}")
+        if written.rowcount != 1:
+            return ShardUpdate(False, coerce_status(shard_status), coerce_status(task_status))
+        return ShardUpdate(True, new_status, coerce_status(task_status))
+
+    return db.batch_write(work)
+
+
+def save(
+    db: Database,
+    task: TaskInfo,
+    task_row: Mapping[str, Any],
+    shards: Sequence[TaskShard],
+    shard_rows: Sequence[Mapping[str, Any]],
+) -> TaskStatus:
+    """:meth:`TaskStore.save` of one task (checked, as rows); return its status."""
+    task_id = task.task_id
+    by_task = _by_task(shards)  # duplicate indexes, overlaps among themselves
+    run = _Runner(db.engine.dialect)
+    upsert = sql.upsert_tasks(db.backend)
+
+    def work(batch: DriverBatch) -> TaskStatus:
+        # The upsert locks the row: everything read after it is current.
+        first = [run(upsert, [task_row]), run(sql.task_write_state(), {"task_ids": [task_id]})]
+        if shards:
+            first.append(run.once(_near(task_id, shards)))
+        _, state, *near = batch.send(first)
+        has_tags, has_shards = (bool(flag) for flag in state.rows[0][-2:])
+        new_job = bool(shards) and not has_shards
+        if shards and has_shards:
+            stored = [_Stored(*row) for row in near[0].rows]
+            kept = [row for row in stored if row.shard_index not in _indexes(shards)]
+            _refuse_overlap(task_id, by_task[task_id], kept)
+            jobs = {row.shard_index: row.platform_task_id for row in stored}
+            new_job = any(jobs.get(s.shard_index) != s.platform_task_id for s in shards)
+        second = []
+        if has_tags:
+            second.append(run(_delete_tags(), {"task_id": task_id}))
+        if task.tags:
+            rows = [{"task_id": task_id, "key": k, "value": v} for k, v in task.tags.items()]
+            second.append(run(insert(LIVE.tags), rows))
+        if shards:
+            second.append(run(sql.upsert_shards(db.backend), list(shard_rows)))
+        second += [
+            run(_settle_saved(new_job), {"task_id": task_id}),
+            run(_status(), {"task_id": task_id}),
+        ]
+        *_, status = batch.send(second, commit=True)
+        return coerce_status(status.rows[0][0])
+
+    return db.batch_write(work)
+
+
+def archive(db: Database, task_id: str) -> bool:
+    """:meth:`TaskStore.archive`: True if the task was live and is now archived."""
+    run = _Runner(db.engine.dialect)
+
+    def work(batch: DriverBatch) -> bool:
+        (found,) = batch.send([run(_lock_task(), {"task_id": task_id})])
+        if not found.rows:
+            batch.send([], commit=True)  # nothing written (see update_shard)
+            return False
+        params = {"task_id": task_id, "archived_at": utc_now()}
+        batch.send([run(stmt, params) for stmt in _archive_one()], commit=True)
+        return True
+
+    return db.batch_write(work)
+
+
+# -- statements: built once, from the schema's tables ----------------------------------
+
+
+@cache
+def _settle_reported() -> Any:
+    """Settle the ``key_task`` task's status (:func:`settled_status`, no new job) and
+    stamp it ``now``, if shard ``key_index`` took the report (it holds ``new_status``:
+    under the task's lock only this call can have put it there since the lock, and a
+    stale report left a final status that differs from the non-final one reported)."""
+    took = exists().where(
+        task_shards.c.uniqc_task_id == bindparam("key_task"),
+        task_shards.c.shard_index == bindparam("key_index"),
+        task_shards.c.status == bindparam("new_status"),
+    )
+    return (
+        update(tasks)
+        .where(tasks.c.task_id == bindparam("key_task"), took)
+        .values(status=settled_status(False), update_time=bindparam("now"))
+    )
+
+
+@cache
+def _after_report() -> Any:
+    """The ``key_task`` task's status and its shard ``key_index``'s (None if absent)."""
+    shard = select(task_shards.c.status).where(
+        task_shards.c.uniqc_task_id == bindparam("key_task"),
+        task_shards.c.shard_index == bindparam("key_index"),
+    )
+    return select(tasks.c.status, shard.scalar_subquery()).where(
+        tasks.c.task_id == bindparam("key_task")
+    )
+
+
+@cache
+def _settle_saved(new_job: bool) -> Any:
+    """Settle the just-saved ``task_id`` task's status (its ``update_time`` is already
+    this save's)."""
+    return (
+        update(tasks)
+        .where(tasks.c.task_id == bindparam("task_id"))
+        .values(status=settled_status(new_job))
+    )
+
+
+@cache
+def _status() -> Any:
+    return select(tasks.c.status).where(tasks.c.task_id == bindparam("task_id"))
+
+
+@cache
+def _delete_tags() -> Any:
+    return delete(LIVE.tags).where(LIVE.tags.c.task_id == bindparam("task_id"))
+
+
+def _near(task_id: str, shards: Sequence[TaskShard]) -> Any:
+    indexes = sorted(_indexes(shards))
+    start = min(shard.sub_index_offset for shard in shards)
+    end = max(shard.sub_index_offset + shard.circuit_count for shard in shards)
+    return sql.shards_near(task_id, indexes, start, end)
+
+
+class _Stored(NamedTuple):
+    """A row of :func:`statements.shards_near`."""
+
+    shard_index: int
+    platform_task_id: str
+    sub_index_offset: int
+    circuit_count: int
+
+
+def _indexes(shards: Sequence[TaskShard]) -> set[int]:
+    return {shard.shard_index for shard in shards}
+
+
+@cache
+def _lock_task() -> Any:
+    return select(tasks.c.task_id).where(tasks.c.task_id == bindparam("task_id")).with_for_update()
+
+
+@cache
+def _archive_one() -> list[Any]:
+    """Archive the (locked) ``task_id`` task stamped ``archived_at``: drop an older
+    archived copy, copy the task, its shards and tags (every column the archive table
+    shares with the live one), delete them from the live tables, children first."""
+    return [
+        *(
+            delete(table).where(_owner(table) == bindparam("task_id"))
+            for table in reversed(ARCHIVED)
+        ),
+        *(_copy(live, archived) for live, archived in zip(LIVE, ARCHIVED, strict=True)),
+        *(delete(table).where(_owner(table) == bindparam("task_id")) for table in reversed(LIVE)),
+    ]
+
+
+def _owner(table: Table) -> Any:
+    return table.c.uniqc_task_id if "uniqc_task_id" in table.c else table.c.task_id
+
+
+def _copy(live: Table, archived: Table) -> Any:
+    names = [c.name for c in archived.columns if c.name != "archived_at"]
+    columns: list[Any] = [live.c[name] for name in names]
+    if "archived_at" in archived.c:
+        names.append("archived_at")
+        columns.append(bindparam("archived_at", type_=archived.c.archived_at.type))
+    rows = select(*columns).where(_owner(live) == bindparam("task_id"))
+    return insert(archived).from_select(names, rows)
+
+
+# -- compiled once per dialect, bound per call -------------------------------------------
+
+
+_COMPILED: weakref.WeakKeyDictionary[Dialect, dict[Any, _Compiled]] = weakref.WeakKeyDictionary()
+"""Per engine's dialect (compiling depends on the server's version), per statement."""
+
+
+class _Runner:
+    """Turns a statement and its parameters into a :class:`Step`: compiled once per
+    statement and dialect (the statements above are built once), the parameters
+    converted by the column types as SQLAlchemy would convert them."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self._dialect = dialect
+        self._compiled = _COMPILED.setdefault(dialect, {})
+
+    def __call__(self, stmt: Any, params: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> Step:
+        compiled = self._compiled.get(stmt)
+        if compiled is None:
+            compiled = self._compiled[stmt] = _Compiled(stmt, self._dialect)
+        return compiled.step(params)
+
+    def once(self, stmt: Any) -> Step:
+        """A statement built for this call, with its values in it: compiled, not kept."""
+        return _Compiled(stmt, self._dialect).step({})
+
+
+class _Compiled:
+    def __init__(self, stmt: Any, dialect: Dialect) -> None:
+        self._compiled = stmt.compile(dialect=dialect)
+        self._positional = self._compiled.positional
+        self._expanding = bool(self._compiled.post_compile_params)
+        self._sql = self._compiled.string
+        self._defaults = dict(self._compiled.construct_params(_check=False))
+        self._order = list(self._compiled.positiontup or ())
+        self._binds = {
+            name: bind.type._cached_bind_processor(dialect)
+            for bind, name in self._compiled.bind_names.items()
+        }
+
+    def step(self, params: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> Step:
+        if isinstance(params, Mapping):
+            return Step(*self.bind(params))
+        bound = [self.bind(row) for row in params]
+        return Step(bound[0][0], [args for _, args in bound], many=True)
+
+    def bind(self, params: Mapping[str, Any]) -> tuple[str, Any]:
+        if self._expanding:
+            state = self._compiled.construct_expanded_state(dict(params))
+            processors = state.processors
+            values = {
+                name: processors[name](value) if processors.get(name) else value
+                for name, value in state.parameters.items()
+            }
+            if self._positional:
+                return state.statement, tuple(values[n] for n in state.positiontup or ())
+            return state.statement, values
+        values = self._defaults | {k: v for k, v in params.items() if k in self._defaults}
+        for name, process in self._binds.items():
+            if process is not None and name in values:
+                values[name] = process(values[name])
+        if self._positional:
+            return self._sql, tuple(values[n] for n in self._order)
+        return self._sql, values
