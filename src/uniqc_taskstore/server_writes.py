@@ -34,7 +34,14 @@ from .backends.base import DriverBatch, Step
 from .engine import Database
 from .errors import ShardNotFoundError
 from .filters import ARCHIVED, LIVE
-from .model import ShardUpdate, TaskInfo, TaskShard, TaskStatus, coerce_status
+from .model import (
+    ShardUpdate,
+    TaskInfo,
+    TaskShard,
+    TaskStatus,
+    coerce_status,
+    task_status_after_write,
+)
 from .schema import task_shards, tasks
 from .shard_writes import _by_task, _refuse_overlap
 from .status_refresh import settled_status
@@ -102,7 +109,10 @@ def save(
         if shards:
             first.append(run.once(_near(task_id, shards)))
         _, state, *near = batch.send(first)
-        has_tags, has_shards = (bool(flag) for flag in state.rows[0][-2:])
+        # task_id, status, one probe per shard status, has_tags, has_shards
+        _, stored_status, *probes, has_tags, has_shards = state.rows[0]
+        current = coerce_status(stored_status)
+        present = {status for status, found in zip(TaskStatus, probes, strict=True) if found}
         new_job = bool(shards) and not has_shards
         if shards and has_shards:
             stored = [_Stored(*row) for row in near[0].rows]
@@ -115,15 +125,22 @@ def save(
             second.append(run(_delete_tags(), {"task_id": task_id}))
         if task.tags:
             rows = [{"task_id": task_id, "key": k, "value": v} for k, v in task.tags.items()]
-            second.append(run(insert(LIVE.tags), rows))
+            second.append(run(_insert_tags(), rows))
         if shards:
             second.append(run(sql.upsert_shards(db.backend), list(shard_rows)))
-        second += [
-            run(_settle_saved(new_job), {"task_id": task_id}),
-            run(_status(), {"task_id": task_id}),
-        ]
-        *_, status = batch.send(second, commit=True)
-        return coerce_status(status.rows[0][0])
+        if shards and has_shards:
+            # Stored shards and new ones: the statuses are known only after the upsert.
+            key = {"task_id": task_id}
+            second += [run(_settle_saved(new_job), key), run(_status(), key)]
+            return coerce_status(batch.send(second, commit=True)[-1].rows[0][0])
+        # Its shards are the stored ones or exactly the new ones: known already (the
+        # row's update_time is this save's, from the upsert).
+        incoming = {shard.status for shard in shards}
+        settled = task_status_after_write(current, present | incoming, new_job=new_job)
+        if settled != current:
+            second.append(run(_set_status(), {"task_id": task_id, "new_status": settled.value}))
+        batch.send(second, commit=True)
+        return settled
 
     return db.batch_write(work)
 
@@ -191,6 +208,20 @@ def _settle_saved(new_job: bool) -> Any:
 @cache
 def _status() -> Any:
     return select(tasks.c.status).where(tasks.c.task_id == bindparam("task_id"))
+
+
+@cache
+def _set_status() -> Any:
+    return (
+        update(tasks)
+        .where(tasks.c.task_id == bindparam("task_id"))
+        .values(status=bindparam("new_status"))
+    )
+
+
+@cache
+def _insert_tags() -> Any:
+    return insert(LIVE.tags)
 
 
 @cache
