@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from benchmarks.wire import RoundTripProxy, round_trip_proxy
+from sqlalchemy import create_engine
 
 from uniqc_taskstore import ShardNotFoundError, TaskInfo, TaskShard, TaskStatus, TaskStore
 
@@ -88,3 +89,29 @@ def test_archiving_a_task_takes_at_most_three_round_trips(
     assert _round_trips(proxy, lambda: store.archive("task-3")) <= MOST
     assert store.get_archived("task-3") is not None
     assert _round_trips(proxy, lambda: store.archive("task-3")) <= MOST  # not live: False
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_the_batched_writes_work_on_a_callers_engine_too(
+    kind: str, fresh_database_url: Callable[[str], str]
+) -> None:
+    """A caller's engine has none of our connection settings (on MariaDB no multiple
+    statements per query, autocommit here): the same calls, the same results."""
+    engine = create_engine(fresh_database_url(kind), isolation_level="AUTOCOMMIT")
+    try:
+        with TaskStore(engine=engine) as store:
+            store.save(_task(4, tags={"team": "c"}), [_shard(4, 0), _shard(4, 1)])
+            assert store.update_shard("task-4", 0, status="success").task_status == (
+                TaskStatus.RUNNING
+            )
+            done = store.update_shard("task-4", 1, status="failed")
+            assert (done.applied, done.task_status) == (True, TaskStatus.FAILED)
+            assert store.update_shard("task-4", 1, status="running").applied is False
+            assert store.archive("task-4") is True
+            archived = store.get_archived("task-4")
+            assert archived is not None
+            assert archived.tags == {"team": "c"}
+            assert store.get("task-4") is None
+            assert store.archive("task-4") is False
+    finally:
+        engine.dispose()

@@ -231,6 +231,15 @@ def test_update_shard_turning_final_status_back_is_not_applied(store: TaskStore)
     assert store.get_shards(task.task_id) == before
 
 
+def test_stale_poll_leaves_the_task_row_untouched(store: TaskStore) -> None:
+    task = saved_with_shards(store, 2)
+    store.update_shard(task.task_id, 0, status="success")
+    settled = store.get(task.task_id)
+    outcome = store.update_shard(task.task_id, 0, status="running")
+    assert (outcome.applied, outcome.task_status) == (False, TaskStatus.RUNNING)
+    assert store.get(task.task_id) == settled  # not re-stamped, not re-settled
+
+
 AGGREGATES = [
     (["success", "success", "success"], TaskStatus.SUCCESS),
     (["success", "failed", "success"], TaskStatus.FAILED),

@@ -68,8 +68,9 @@ def update_shard(
     def work(batch: DriverBatch) -> ShardUpdate:
         (parent,) = batch.send([run(sql.lock_task_status(), {"task_id": uniqc_task_id})])
         if not parent.rows:
-            batch.send([], commit=True)  # nothing written: ends like a rollback, but keeps
-            # psycopg's prepared statements (a ROLLBACK has it deallocate them all)
+            # Nothing was written: a COMMIT ends it like a ROLLBACK would, and keeps
+            # psycopg's prepared statements (after a ROLLBACK it deallocates them all).
+            batch.send([], commit=True)
             raise ShardNotFoundError(f"no shard {shard_index} of task {uniqc_task_id!r}")
         values = key | {"new_status": new_status.value, "now": utc_now()}
         if result is not None:

@@ -200,8 +200,7 @@ class _MultiStatement(DriverBatch):
     """A transaction sent as PyMySQL text: each :meth:`send` joins its statements (and
     ``COMMIT``), each with its parameters escaped by PyMySQL exactly as its
     ``execute`` would, into one query: one round trip, answered with one result per
-    statement. InnoDB begins the transaction with the first statement. On a
-    connection opened without ``CLIENT.MULTI_STATEMENTS`` (a caller's engine) the
+    statement. On a connection opened without ``CLIENT.MULTI_STATEMENTS`` (a caller's engine) the
     statements go one by one: the same transaction, more round trips."""
 
     def __init__(self, conn: Any) -> None:
@@ -209,34 +208,44 @@ class _MultiStatement(DriverBatch):
 
         self._conn = conn
         self._together = bool(conn.client_flag & CLIENT.MULTI_STATEMENTS)
+        self._begun = False
 
     def send(self, steps: Sequence[Step], *, commit: bool = False) -> list[Outcome]:
+        head = [] if self._begun else _BEGIN
+        self._begun = True
         with self._conn.cursor() as cursor:
-            texts = [_texts(cursor, step) for step in steps] + ([["COMMIT"]] if commit else [])
+            # Each statement's text, with the step it belongs to (None: ours).
+            texts: list[tuple[int | None, str]] = [(None, text) for text in head]
+            texts += [(i, text) for i, step in enumerate(steps) for text in _texts(cursor, step)]
+            texts += [(None, "COMMIT")] if commit else []
             results: list[Outcome] = []
             if self._together:
-                cursor.execute(";\n".join(text for group in texts for text in group))
+                cursor.execute(";\n".join(text for _, text in texts))
                 results.append(_outcome(cursor))
                 while cursor.nextset():
                     results.append(_outcome(cursor))
             else:
-                for group in texts:
-                    for text in group:
-                        cursor.execute(text)
-                        results.append(_outcome(cursor))
+                for _, text in texts:
+                    cursor.execute(text)
+                    results.append(_outcome(cursor))
         if commit:
             self.finished = True
-        outcomes = []
-        for group in texts[: len(steps)]:
-            mine, results = results[: len(group)], results[len(group) :]
-            rows = [row for outcome in mine for row in outcome.rows]
-            outcomes.append(Outcome(rows, sum(outcome.rowcount for outcome in mine)))
+        outcomes = [Outcome([], 0) for _ in steps]
+        for (owner, _), result in zip(texts, results, strict=True):
+            if owner is not None:  # an executemany split into several statements: summed
+                mine = outcomes[owner]
+                outcomes[owner] = Outcome(mine.rows + result.rows, mine.rowcount + result.rowcount)
         return outcomes
 
     def end(self) -> None:
         if not self.finished:
             self._conn.rollback()
             self.finished = True
+
+
+_BEGIN = ("SET TRANSACTION ISOLATION LEVEL READ COMMITTED", "START TRANSACTION")
+"""The first batch's head: the transaction explicit and READ COMMITTED whatever the
+session says (a caller's engine may run in autocommit or another isolation level)."""
 
 
 def _texts(cursor: Any, step: Step) -> list[str]:

@@ -242,6 +242,7 @@ class _Pipeline(DriverBatch):
     def __init__(self, conn: Any) -> None:
         self._conn = conn
         self._begun = False
+        self._autocommit = conn.autocommit  # a caller's engine may keep it on
         conn.autocommit = True
 
     def send(self, steps: Sequence[Step], *, commit: bool = False) -> list[Outcome]:
@@ -276,4 +277,4 @@ class _Pipeline(DriverBatch):
         if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             conn.execute("ROLLBACK")
         self.finished = True
-        conn.autocommit = False
+        conn.autocommit = self._autocommit
