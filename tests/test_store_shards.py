@@ -416,6 +416,20 @@ def test_thousand_shards_saved_in_one_call_read_back_complete(store: TaskStore) 
     assert found == shards[999]
 
 
+def test_a_thousand_shards_saved_over_stored_ones_are_checked_against_them(
+    store: TaskStore,
+) -> None:
+    task = make_task(backend="dummy")
+    shards = [shard(task, i) for i in range(1000)]
+    store.save(task, shards)
+    store.save(task, shards)  # the same layout again
+    clash = shard(task, 1000)  # circuit 999, which stored shard 999 (not written) covers
+    clash.sub_index_offset = 999
+    with pytest.raises(ShardLayoutError):
+        store.save(task, [*shards[:999], clash])
+    assert store.get_shards(task.task_id) == shards
+
+
 # -- layouts written by older versions -------------------------------------------------
 
 

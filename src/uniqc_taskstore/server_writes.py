@@ -26,7 +26,18 @@ from collections.abc import Mapping, Sequence
 from functools import cache
 from typing import Any, NamedTuple
 
-from sqlalchemy import Table, bindparam, delete, exists, insert, select, update
+from sqlalchemy import (
+    BigInteger,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.engine import Dialect
 
 from . import statements as sql
@@ -108,7 +119,7 @@ def save(
         # The upsert locks the row: everything read after it is current.
         first = [run(upsert, [task_row]), run(sql.task_write_state(), {"task_ids": [task_id]})]
         if shards:
-            first.append(run.once(_near(task_id, shards)))
+            first.append(_near(run, task_id, shards))
         _, state, *near = batch.send(first)
         # task_id, status, one probe per shard status, has_tags, has_shards
         _, stored_status, *probes, has_tags, has_shards = state.rows[0]
@@ -230,11 +241,46 @@ def _delete_tags() -> Any:
     return delete(LIVE.tags).where(LIVE.tags.c.task_id == bindparam("task_id"))
 
 
-def _near(task_id: str, shards: Sequence[TaskShard]) -> Any:
+def _near(run: _Runner, task_id: str, shards: Sequence[TaskShard]) -> Step:
+    """The stored shards the write may collide with: :func:`statements.shards_near`,
+    with its values bound (built and compiled once)."""
     indexes = sorted(_indexes(shards))
     start = min(shard.sub_index_offset for shard in shards)
     end = max(shard.sub_index_offset + shard.circuit_count for shard in shards)
-    return sql.shards_near(task_id, indexes, start, end)
+    if len(indexes) <= sql.ID_BATCH:
+        return run(
+            _near_stored(by_range=False),
+            {"task_id": task_id, "indexes": indexes, "start": start, "end": end},
+        )
+    return run(
+        _near_stored(by_range=True),
+        {"task_id": task_id, "low": indexes[0], "high": indexes[-1], "start": start, "end": end},
+    )
+
+
+@cache
+def _near_stored(*, by_range: bool) -> Any:
+    """:func:`statements.shards_near` with bound values: the shards of ``task_id`` at
+    the ``indexes`` (``by_range``: from ``low`` to ``high``) or covering a circuit in
+    [``start``, ``end``). Written without offset + count, which can pass a 32-bit
+    integer on PostgreSQL; ``end`` may pass it, and is then compared as a bigint."""
+    index = task_shards.c.shard_index
+    at_index = (
+        index.between(bindparam("low"), bindparam("high"))
+        if by_range
+        else index.in_(bindparam("indexes", expanding=True))
+    )
+    covering = and_(
+        task_shards.c.circuit_count
+        > bindparam("start", type_=BigInteger) - task_shards.c.sub_index_offset,
+        task_shards.c.sub_index_offset < bindparam("end", type_=BigInteger),
+    )
+    return select(
+        index,
+        task_shards.c.platform_task_id,
+        task_shards.c.sub_index_offset,
+        task_shards.c.circuit_count,
+    ).where(task_shards.c.uniqc_task_id == bindparam("task_id"), or_(at_index, covering))
 
 
 class _Stored(NamedTuple):
@@ -305,10 +351,6 @@ class _Runner:
         if compiled is None:
             compiled = self._compiled[stmt] = _Compiled(stmt, self._dialect)
         return compiled.step(params)
-
-    def once(self, stmt: Any) -> Step:
-        """A statement built for this call, with its values in it: compiled, not kept."""
-        return _Compiled(stmt, self._dialect).step({})
 
 
 class _Compiled:
