@@ -22,12 +22,13 @@ committed before it, as on the generic path.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
     BigInteger,
+    Select,
     Table,
     and_,
     bindparam,
@@ -41,9 +42,9 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 
 from . import statements as sql
-from .backends.base import DriverBatch, Step
+from .backends.base import DriverBatch, Outcome, Step
 from .engine import Database
-from .errors import ShardNotFoundError
+from .errors import ShardNotFoundError, TaskNotFoundError
 from .filters import ARCHIVED, LIVE
 from .model import (
     ShardUpdate,
@@ -125,13 +126,7 @@ def save(
         _, stored_status, *probes, has_tags, has_shards = state.rows[0]
         current = coerce_status(stored_status)
         present = {status for status, found in zip(TaskStatus, probes, strict=True) if found}
-        new_job = bool(shards) and not has_shards
-        if shards and has_shards:
-            stored = [_Stored(*row) for row in near[0].rows]
-            kept = [row for row in stored if row.shard_index not in _indexes(shards)]
-            _refuse_overlap(task_id, by_task[task_id], kept)
-            jobs = {row.shard_index: row.platform_task_id for row in stored}
-            new_job = any(jobs.get(s.shard_index) != s.platform_task_id for s in shards)
+        new_job = bool(shards) and _new_job(task_id, shards, by_task, has_shards, near[0])
         second = []
         if has_tags:
             second.append(run(_delete_tags(), {"task_id": task_id}))
@@ -142,8 +137,8 @@ def save(
             second.append(run(sql.upsert_shards(db.backend), list(shard_rows)))
         if shards and has_shards:
             # Stored shards and new ones: the statuses are known only after the upsert.
-            key = {"task_id": task_id}
-            second += [run(_settle_saved(new_job), key), run(_status(), key)]
+            key = {"task_id": task_id, "now": task_row["update_time"]}
+            second += [run(_settle(new_job), key), run(_status(), key)]
             return coerce_status(batch.send(second, commit=True)[-1].rows[0][0])
         # Its shards are the stored ones or exactly the new ones: known already (the
         # row's update_time is this save's, from the upsert).
@@ -155,6 +150,57 @@ def save(
         return settled
 
     return db.batch_write(work)
+
+
+def save_shards(
+    db: Database,
+    task_id: str,
+    shards: Sequence[TaskShard],
+    rows: Sequence[Mapping[str, Any]],
+    now: str,
+) -> None:
+    """:meth:`TaskStore.save_shards` of shards of one task (checked, as ``rows``
+    stamped ``now``)."""
+    run = _Runner(db.engine.dialect)
+
+    def work(batch: DriverBatch) -> None:
+        lock = run(sql.lock_parents(), {"task_ids": [task_id]})
+        parent, near = batch.send([lock, _near(run, task_id, shards)])
+        if not parent.rows:
+            batch.send([], commit=True)  # nothing written (see update_shard)
+            raise TaskNotFoundError(
+                f"no task {task_id!r} for its shard; save the task first "
+                "(or together: save(task, shards=[...]))"
+            )
+        by_task = _by_task(shards)  # after the parent is found, as on the generic path
+        new_job = _new_job(task_id, shards, by_task, bool(parent.rows[0][1]), near)
+        settle = {"task_id": task_id, "now": now}
+        batch.send(
+            [run(sql.upsert_shards(db.backend), list(rows)), run(_settle(new_job), settle)],
+            commit=True,
+        )
+
+    db.batch_write(work)
+
+
+def _new_job(
+    task_id: str,
+    shards: Sequence[TaskShard],
+    by_task: Mapping[str, Sequence[TaskShard]],
+    has_shards: bool,
+    near: Outcome,
+) -> bool:
+    """Whether writing ``shards`` gives the task a new platform job (a first shard, a
+    new index or a resubmission); raises :class:`ShardLayoutError` if one shares a
+    circuit with a stored shard it does not replace (``near``: the rows of
+    :func:`_near`)."""
+    if not has_shards:
+        return True
+    stored = [_Stored(*row) for row in near.rows]
+    kept = [row for row in stored if row.shard_index not in _indexes(shards)]
+    _refuse_overlap(task_id, by_task[task_id], kept)
+    jobs = {row.shard_index: row.platform_task_id for row in stored}
+    return any(jobs.get(shard.shard_index) != shard.platform_task_id for shard in shards)
 
 
 def archive(db: Database, task_id: str) -> bool:
@@ -207,13 +253,13 @@ def _after_report() -> Any:
 
 
 @cache
-def _settle_saved(new_job: bool) -> Any:
-    """Settle the just-saved ``task_id`` task's status (its ``update_time`` is already
-    this save's)."""
+def _settle(new_job: bool) -> Any:
+    """Settle the ``task_id`` task's status (:func:`settled_status`) after its shards
+    were written, stamped ``now``."""
     return (
         update(tasks)
         .where(tasks.c.task_id == bindparam("task_id"))
-        .values(status=settled_status(new_job))
+        .values(status=settled_status(new_job), update_time=bindparam("now"))
     )
 
 
@@ -365,10 +411,11 @@ class _Compiled:
             name: bind.type._cached_bind_processor(dialect)
             for bind, name in self._compiled.bind_names.items()
         }
+        self._convert = _row_converter(stmt, dialect)
 
     def step(self, params: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> Step:
         if isinstance(params, Mapping):
-            return Step(*self.bind(params))
+            return Step(*self.bind(params), convert=self._convert)
         bound = [self.bind(row) for row in params]
         return Step(bound[0][0], [args for _, args in bound], many=True)
 
@@ -390,3 +437,23 @@ class _Compiled:
         if self._positional:
             return self._sql, tuple(values[n] for n in self._order)
         return self._sql, values
+
+
+def _row_converter(
+    stmt: Any, dialect: Dialect
+) -> Callable[[Sequence[Any]], tuple[Any, ...]] | None:
+    """The result processing of a SELECT's columns (MariaDB's ids arrive as bytes,
+    its booleans as integers), or None where there is nothing to convert."""
+    if not isinstance(stmt, Select):
+        return None
+    processors = [c.type._cached_result_processor(dialect, None) for c in stmt.selected_columns]
+    if not any(processors):
+        return None
+
+    def convert(row: Sequence[Any]) -> tuple[Any, ...]:
+        return tuple(
+            value if process is None else process(value)
+            for process, value in zip(processors, row, strict=True)
+        )
+
+    return convert

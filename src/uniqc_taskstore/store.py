@@ -528,7 +528,11 @@ class TaskStore:
             parents = {shard.uniqc_task_id for shard in shards}
             refresh_task_statuses(conn, parents, now, new_jobs=new_jobs, stamp=True)
 
-        self._db.write(work)
+        one_task = {shard.uniqc_task_id for shard in shards}
+        if len(one_task) == 1 and self._db.backend.batched_writes():
+            server_writes.save_shards(self._db, one_task.pop(), shards, rows, now)
+        else:
+            self._db.write(work)
         for shard in shards:
             shard.update_time = now
 

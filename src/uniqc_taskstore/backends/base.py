@@ -95,11 +95,19 @@ def _env_number(name: str, kind: type[float] | type[int], default: float, minimu
 @dataclass(frozen=True)
 class Step:
     """One statement of a batch, as the driver takes it: SQL text in the driver's
-    parameter style and its parameters (a list of parameter sets when ``many``)."""
+    parameter style and its parameters (a list of parameter sets when ``many``);
+    ``convert`` turns each row the driver returns into the caller's (the column
+    types' result processing)."""
 
     sql: str
     params: Any
     many: bool = False
+    convert: Callable[[Sequence[Any]], Any] | None = None
+
+    def outcome(self, rows: Sequence[Any], rowcount: int) -> Outcome:
+        """What this statement returned, its rows converted."""
+        convert = self.convert
+        return Outcome([convert(row) for row in rows] if convert else list(rows), rowcount)
 
 
 @dataclass(frozen=True)

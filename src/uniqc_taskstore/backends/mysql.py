@@ -230,12 +230,16 @@ class _MultiStatement(DriverBatch):
                     results.append(_outcome(cursor))
         if commit:
             self.finished = True
-        outcomes = [Outcome([], 0) for _ in steps]
+        rows: list[list[Any]] = [[] for _ in steps]
+        counts = [0 for _ in steps]
         for (owner, _), result in zip(texts, results, strict=True):
             if owner is not None:  # an executemany split into several statements: summed
-                mine = outcomes[owner]
-                outcomes[owner] = Outcome(mine.rows + result.rows, mine.rowcount + result.rowcount)
-        return outcomes
+                rows[owner] += result.rows
+                counts[owner] += result.rowcount
+        return [
+            step.outcome(found, count)
+            for step, found, count in zip(steps, rows, counts, strict=True)
+        ]
 
     def end(self) -> None:
         if not self.finished:

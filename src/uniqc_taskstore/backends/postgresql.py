@@ -264,9 +264,9 @@ class _Pipeline(DriverBatch):
         if commit:
             self.finished = True
         outcomes = []
-        for cursor in cursors:
+        for step, cursor in zip(steps, cursors, strict=True):
             rows = cursor.fetchall() if cursor.description is not None else []
-            outcomes.append(Outcome(rows, cursor.rowcount))
+            outcomes.append(step.outcome(rows, cursor.rowcount))
             cursor.close()
         return outcomes
 
