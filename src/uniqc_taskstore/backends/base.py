@@ -3,7 +3,9 @@
 The repository (:mod:`uniqc_taskstore.store`) is written once against the
 tables; a :class:`Backend` supplies only how to connect, how to upsert, where
 the application id and schema version live, how migrations are serialised
-across processes, and which driver errors mean "busy, try again".
+across processes, which driver errors mean "busy, try again", and, on servers,
+how to send several statements of a transaction in one round trip
+(:class:`DriverBatch`, used by :mod:`uniqc_taskstore.server_writes`).
 """
 
 from __future__ import annotations
