@@ -1,5 +1,5 @@
 """The hot writes on a server in two round trips: ``update_shard``, ``save`` of one
-task (with its shards) and ``archive``.
+task (with its shards), ``save_shards`` of one task's shards and ``archive``.
 
 Each runs the statements the generic path runs, in the same order and under the same
 locks, but sends them in two batches (:class:`~uniqc_taskstore.backends.base.DriverBatch`:
@@ -17,6 +17,12 @@ statement that runs while the task's row is not ours would settle its status fro
 view taken before another writer's commit. Within the second batch every statement
 starts after the lock was granted, so under READ COMMITTED each sees every shard
 committed before it, as on the generic path.
+
+The store calls these where :meth:`Backend.batched_writes` is true (PostgreSQL with
+psycopg, MariaDB/MySQL with PyMySQL); every other write, and SQLite, take the generic
+path. Statements are built once from the schema's tables and compiled once per
+dialect; parameters and result rows go through the column types as SQLAlchemy would
+convert them.
 """
 
 from __future__ import annotations

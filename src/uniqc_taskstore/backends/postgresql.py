@@ -65,6 +65,7 @@ class PostgresBackend(ServerBackend):
     def __init__(self, url: str | URL, *, schema: str | None = None) -> None:
         super().__init__(url)
         self.schema = schema
+        self._pipelines: bool | None = None
 
     def describe(self) -> str:
         where = super().describe()
@@ -187,11 +188,14 @@ class PostgresBackend(ServerBackend):
 
     def batched_writes(self) -> bool:
         """With psycopg 3 and a libpq that has pipeline mode (14 or later)."""
-        if self.url.get_driver_name() != "psycopg":
-            return False
-        import psycopg
+        if self._pipelines is None:
+            supported = False
+            if self.url.get_driver_name() == "psycopg":
+                import psycopg
 
-        return bool(psycopg.Pipeline.is_supported())
+                supported = bool(psycopg.Pipeline.is_supported())
+            self._pipelines = supported
+        return self._pipelines
 
     def driver_batch(self, dbapi_conn: Any) -> DriverBatch:
         return _Pipeline(dbapi_conn)
