@@ -83,11 +83,13 @@ def row_locked(url: str, task_id: str) -> Iterator[None]:
 
 
 def count_attempts(store: TaskStore) -> list[str]:
-    """Every driver error on the store's engine, appended as it happens: one per
-    attempt that found the database locked."""
-    failures: list[str] = []
-    event.listen(store._db.engine, "handle_error", lambda context: failures.append(repr(context)))
-    return failures
+    """Every connection the store's pool hands out, appended as it happens: each attempt
+    takes one, whether it runs through SQLAlchemy's execution or on the driver
+    connection (the batched server writes, which SQLAlchemy's ``handle_error`` event
+    does not see)."""
+    checkouts: list[str] = []
+    event.listen(store._db.engine, "checkout", lambda *args: checkouts.append(repr(args[0])))
+    return checkouts
 
 
 def test_held_lock_raises_retryable_busy_error_writing_nothing(

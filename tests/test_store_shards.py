@@ -231,6 +231,15 @@ def test_update_shard_turning_final_status_back_is_not_applied(store: TaskStore)
     assert store.get_shards(task.task_id) == before
 
 
+def test_stale_poll_leaves_the_task_row_untouched(store: TaskStore) -> None:
+    task = saved_with_shards(store, 2)
+    store.update_shard(task.task_id, 0, status="success")
+    settled = store.get(task.task_id)
+    outcome = store.update_shard(task.task_id, 0, status="running")
+    assert (outcome.applied, outcome.task_status) == (False, TaskStatus.RUNNING)
+    assert store.get(task.task_id) == settled  # not re-stamped, not re-settled
+
+
 AGGREGATES = [
     (["success", "success", "success"], TaskStatus.SUCCESS),
     (["success", "failed", "success"], TaskStatus.FAILED),
@@ -405,6 +414,20 @@ def test_thousand_shards_saved_in_one_call_read_back_complete(store: TaskStore) 
     assert store.get_shards(task.task_id) == shards
     found = store.get_shard_by_platform_id(f"{task.task_id}-job-999")
     assert found == shards[999]
+
+
+def test_a_thousand_shards_saved_over_stored_ones_are_checked_against_them(
+    store: TaskStore,
+) -> None:
+    task = make_task(backend="dummy")
+    shards = [shard(task, i) for i in range(1000)]
+    store.save(task, shards)
+    store.save(task, shards)  # the same layout again
+    clash = shard(task, 1000)  # circuit 999, which stored shard 999 (not written) covers
+    clash.sub_index_offset = 999
+    with pytest.raises(ShardLayoutError):
+        store.save(task, [*shards[:999], clash])
+    assert store.get_shards(task.task_id) == shards
 
 
 # -- layouts written by older versions -------------------------------------------------

@@ -21,7 +21,7 @@ from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from .backends import Backend, backend_for_url
-from .backends.base import BUSY_ATTEMPTS_ENV, BUSY_TIMEOUT_ENV, BusyPolicy, Listener
+from .backends.base import BUSY_ATTEMPTS_ENV, BUSY_TIMEOUT_ENV, BusyPolicy, DriverBatch, Listener
 from .backends.sqlite import WRITE_OPTION
 from .errors import DatabaseBusyError, DatabaseError, TaskStoreError
 from .migrator import MIGRATIONS, Migration, MigrationReport, migrate
@@ -135,6 +135,48 @@ class Database:
             if self._serial is not None:
                 with self._serial:
                     return _with_busy_retry(backend, self.busy, attempt)
+            return _with_busy_retry(backend, self.busy, attempt)
+        except DBAPIError as exc:
+            raise self._translate(exc) from exc
+        except PoolTimeoutError:
+            raise DatabaseBusyError(f"{backend.describe()}: {_POOL_BUSY}") from None
+
+    def batch_write(self, work: Callable[[DriverBatch], T]) -> T:
+        """Run ``work`` in a write transaction sent in batches on a pooled driver
+        connection (:meth:`Backend.driver_batch`: one round trip per batch), with the
+        same busy retries and error translation as :meth:`write`. Only for backends
+        whose :meth:`Backend.batched_writes` is true."""
+        engine = self.engine
+        backend = self.backend
+        dialect = engine.dialect
+        dbapi_error: type[Exception] = dialect.loaded_dbapi.Error
+
+        def attempt() -> T:
+            raw = engine.raw_connection()
+            try:
+                batch = backend.driver_batch(raw.dbapi_connection)
+                try:
+                    result = work(batch)
+                except BaseException:
+                    try:
+                        batch.end()
+                    except Exception:  # the first error says why; this connection goes
+                        raw.invalidate()
+                    raise
+                batch.end()
+                backend.after_finished_batch(raw.info)
+                return result
+            except dbapi_error as exc:
+                gone = dialect.is_disconnect(exc, raw.dbapi_connection, None)  # type: ignore[arg-type]
+                if gone:
+                    raw.invalidate(exc)
+                raise DBAPIError.instance(
+                    _BATCH, None, exc, dbapi_error, connection_invalidated=gone, dialect=dialect
+                ) from exc
+            finally:
+                raw.close()
+
+        try:
             return _with_busy_retry(backend, self.busy, attempt)
         except DBAPIError as exc:
             raise self._translate(exc) from exc
@@ -266,6 +308,9 @@ class _Prepared:
             for row in found
         ]
 
+
+_BATCH = "(a batch of write statements)"
+"""What a driver error raised by :meth:`Database.batch_write` names as its statement."""
 
 _POOL_BUSY = (
     "every connection in this process's pool stayed in use (other threads waiting on "

@@ -137,8 +137,21 @@ def settle_after_shard_update(conn: Connection, task_id: str, now: str) -> TaskS
 def _settle_statement(new_job: bool) -> Any:
     """``UPDATE tasks SET status = <task_status_after_write(current, shard statuses,
     new_job)>, update_time = :now`` for the ``task_ids`` tasks, ``RETURNING`` each id
-    and status: the Python rule written in SQL over the same ``EXISTS`` probes, case
-    by case (tests/test_status_rule_sql.py checks every combination against it)."""
+    and status (see :func:`settled_status`; tests/test_status_rule_sql.py checks every
+    combination against the Python rule)."""
+    return (
+        update(tasks)
+        .where(tasks.c.task_id.in_(bindparam("task_ids", expanding=True)))
+        .values(status=settled_status(new_job), update_time=bindparam("now"))
+        .returning(tasks.c.task_id, tasks.c.status)
+    )
+
+
+@cache
+def settled_status(new_job: bool) -> Any:
+    """A ``tasks`` row's status by :func:`task_status_after_write` (current status,
+    its shards' statuses, ``new_job``), as a SQL expression over the row: the Python
+    rule written in SQL over the same ``EXISTS`` probes, case by case."""
     has = {
         status: exists().where(
             task_shards.c.uniqc_task_id == tasks.c.task_id,
@@ -160,10 +173,4 @@ def _settle_statement(new_job: bool) -> Any:
     keep = [~or_(*has.values())]  # no shards (in a status we know): kept
     if not new_job:
         keep.append(and_(finished, unfinished))  # finished is not reopened
-    status = case(*((condition, tasks.c.status) for condition in keep), else_=aggregate)
-    return (
-        update(tasks)
-        .where(tasks.c.task_id.in_(bindparam("task_ids", expanding=True)))
-        .values(status=status, update_time=bindparam("now"))
-        .returning(tasks.c.task_id, tasks.c.status)
-    )
+    return case(*((condition, tasks.c.status) for condition in keep), else_=aggregate)

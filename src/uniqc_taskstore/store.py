@@ -14,7 +14,7 @@ from sqlalchemy import Connection, Engine, delete, select
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import IntegrityError
 
-from . import bulk, edits, queries, retention, sizes, tags
+from . import bulk, edits, queries, retention, server_writes, sizes, tags
 from . import statements as sql
 from .backends import backend_for_url
 from .backends.base import Backend
@@ -287,7 +287,15 @@ class TaskStore:
             new_jobs = write_shards(conn, self._db.backend, shard_list, shard_rows, with_shards)
             return settle_saved(conn, state, incoming, now, new_jobs=new_jobs)
 
-        settled = self._db.write(work)
+        if len(tasks_) == 1 and self._db.backend.batched_writes():
+            only = tasks_[0]
+            settled = {
+                only.task_id: server_writes.save(
+                    self._db, only, task_rows[0], shard_list, shard_rows
+                )
+            }
+        else:
+            settled = self._db.write(work)
         for task, row in zip(tasks_, task_rows, strict=True):
             task.update_time = now
             task.name = row["name"]
@@ -525,7 +533,11 @@ class TaskStore:
             parents = {shard.uniqc_task_id for shard in shards}
             refresh_task_statuses(conn, parents, now, new_jobs=new_jobs, stamp=True)
 
-        self._db.write(work)
+        one_task = {shard.uniqc_task_id for shard in shards}
+        if len(one_task) == 1 and self._db.backend.batched_writes():
+            server_writes.save_shards(self._db, one_task.pop(), shards, rows, now)
+        else:
+            self._db.write(work)
         for shard in shards:
             shard.update_time = now
 
@@ -560,6 +572,11 @@ class TaskStore:
             # A non-final report does not replace a stored final status (stale poll).
             guarded=not new_status.is_terminal,
         )
+
+        if self._db.backend.batched_writes():
+            return server_writes.update_shard(
+                self._db, uniqc_task_id, shard_index, new_status, prepared, error_message
+            )
 
         def work(conn: Connection) -> ShardUpdate:
             # The parent's lock first: every shard writer takes it, so the statements
@@ -624,6 +641,8 @@ class TaskStore:
         ``archived_at``; False if no such task. A later :meth:`update_shard` for it
         raises :class:`ShardNotFoundError`; :meth:`restore` brings it back."""
         validate_key(task_id, "task_id")
+        if self._db.backend.batched_writes():
+            return server_writes.archive(self._db, task_id)
 
         def work(conn: Connection) -> bool:
             found = conn.execute(
