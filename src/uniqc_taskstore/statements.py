@@ -35,7 +35,6 @@ from .errors import CorruptRowError, InvalidInputError
 from .filters import ARCHIVED, LIVE
 from .jsoncodec import prepare_json
 from .model import (
-    MAX_COUNT,
     TERMINAL_STATUSES,
     TaskInfo,
     TaskShard,
@@ -342,24 +341,33 @@ def _shard_key() -> tuple[ColumnElement[bool], ColumnElement[bool]]:
     )
 
 
-def shards_near(task_id: str, indexes: Sequence[int], start: int, end: int) -> Select[Any]:
-    """The stored shards of a task a write may collide with: those at the written
-    ``indexes`` and those covering any circuit in ``[start, end)``."""
-    if len(indexes) <= ID_BATCH:
-        at_index = task_shards.c.shard_index.in_(indexes)
+@cache
+def shards_near(*, many_indexes: bool, bounded: bool) -> Select[Any]:
+    """The stored shards of the ``task_ids`` tasks that a write of shards at the same
+    indexes over the same circuits may collide with: those at the written ``indexes``
+    (``many_indexes``: from ``index_low`` to ``index_high``, for more than
+    :data:`ID_BATCH` of them) and those covering any circuit from ``start`` up to
+    ``end`` (``bounded``; without it, every circuit from ``start`` on)."""
+    index = task_shards.c.shard_index
+    if many_indexes:
+        at_index = index.between(bindparam("index_low"), bindparam("index_high"))
     else:
-        at_index = task_shards.c.shard_index.between(min(indexes), max(indexes))
-    # Written without offset + count, which can pass a 32-bit integer on PostgreSQL.
+        at_index = index.in_(bindparam("indexes", expanding=True))
+    # Written without offset + count, which can pass a 32-bit integer on PostgreSQL; an
+    # end past the largest count (``bounded`` False) would not bind there either.
     covering = and_(
-        task_shards.c.circuit_count > literal(start) - task_shards.c.sub_index_offset,
-        *([task_shards.c.sub_index_offset < end] if end <= MAX_COUNT else []),
+        task_shards.c.circuit_count
+        > bindparam("start", type_=task_shards.c.sub_index_offset.type)
+        - task_shards.c.sub_index_offset,
+        *([task_shards.c.sub_index_offset < bindparam("end")] if bounded else []),
     )
     return select(
+        task_shards.c.uniqc_task_id,
         task_shards.c.shard_index,
         task_shards.c.platform_task_id,
         task_shards.c.sub_index_offset,
         task_shards.c.circuit_count,
-    ).where(task_shards.c.uniqc_task_id == task_id, or_(at_index, covering))
+    ).where(task_shards.c.uniqc_task_id.in_(_TASK_IDS), or_(at_index, covering))
 
 
 def archive_statements(task_ids: str | Sequence[str], archived_at: str) -> list[Any]:

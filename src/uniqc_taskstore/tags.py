@@ -8,9 +8,11 @@ read for a whole page of tasks in one query.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from functools import cache
 
-from sqlalchemy import Connection, Table, delete, insert, select, update
+from sqlalchemy import Connection, Delete, Insert, Table, bindparam, delete, insert, select, update
 
+from .engine import Statements
 from .errors import TaskNotFoundError
 from .filters import LIVE, TaskTables
 from .statements import in_batches
@@ -32,7 +34,7 @@ def tags_of(conn: Connection, tags: Table, task_ids: Sequence[str]) -> dict[str,
 
 
 def replace_tags(
-    conn: Connection,
+    run: Statements,
     tagged: Mapping[str, Mapping[str, str]],
     stored: Collection[str] | None = None,
 ) -> None:
@@ -40,14 +42,24 @@ def replace_tags(
     known, are the tasks that have tags now (the others need no ``DELETE``)."""
     ids = list(tagged) if stored is None else [task_id for task_id in tagged if task_id in stored]
     for batch in in_batches(ids):
-        conn.execute(delete(LIVE.tags).where(LIVE.tags.c.task_id.in_(batch)))
+        run.run(_delete_live_tags(), {"task_ids": list(batch)})
     rows = [
         {"task_id": task_id, "key": key, "value": value}
         for task_id, pairs in tagged.items()
         for key, value in pairs.items()
     ]
-    if rows:
-        conn.execute(insert(LIVE.tags), rows)
+    run.run_many(_insert_live_tags(), rows)
+
+
+@cache
+def _delete_live_tags() -> Delete:
+    """Delete every live tag of the ``task_ids`` tasks."""
+    return delete(LIVE.tags).where(LIVE.tags.c.task_id.in_(bindparam("task_ids", expanding=True)))
+
+
+@cache
+def _insert_live_tags() -> Insert:
+    return insert(LIVE.tags)
 
 
 def set_tags(conn: Connection, task_id: str, checked: dict[str, str]) -> dict[str, str]:
