@@ -163,11 +163,12 @@ class Database:
         if not self.backend.writes_on_driver or _statements_watched(engine):
             return self.write(lambda conn: work(_ConnectionStatements(conn)))
         backend = self.backend
+        dialect = engine.dialect
 
         def attempt() -> T:
             raw = engine.raw_connection()
             try:
-                statements = _DriverStatements(self, raw.driver_connection)
+                statements = _DriverStatements(self.prepared, raw.driver_connection, dialect)
                 try:
                     statements.run_text(backend.begin_write_sql)
                     result = work(statements)
@@ -317,23 +318,27 @@ class _DriverStatements(Statements):
     """On a driver connection, each statement compiled once per database (see
     :class:`_Prepared`); one cursor for the whole transaction."""
 
-    def __init__(self, database: Database, dbapi_connection: Any) -> None:
-        self._database = database
+    def __init__(
+        self,
+        prepared: Callable[[Executable, Mapping[str, Any]], _Prepared],
+        dbapi_connection: Any,
+        dialect: Dialect,
+    ) -> None:
+        self._prepared = prepared
+        self._dialect = dialect
         self._cursor = dbapi_connection.cursor()
-        self.returning = bool(database.engine.dialect.update_returning)
+        self.returning = bool(dialect.update_returning)
 
     def run_text(self, text: str) -> None:
         """A statement of the backend's own (``BEGIN IMMEDIATE``, ``COMMIT``)."""
-        dialect = self._database.engine.dialect
+        error = self._dialect.loaded_dbapi.Error
         try:
             self._cursor.execute(text)
-        except dialect.loaded_dbapi.Error as exc:
-            raise DBAPIError.instance(
-                text, (), exc, dialect.loaded_dbapi.Error, dialect=dialect
-            ) from exc
+        except error as exc:
+            raise DBAPIError.instance(text, (), exc, error, dialect=self._dialect) from exc
 
     def rows(self, stmt: Executable, params: Mapping[str, Any]) -> list[dict[str, Any]]:
-        prepared = self._database.prepared(stmt, params)
+        prepared = self._prepared(stmt, params)
         text, args = prepared.statement(params)
         try:
             self._cursor.execute(text, args)
@@ -343,7 +348,7 @@ class _DriverStatements(Statements):
         return prepared.rows(found)
 
     def run(self, stmt: Executable, params: Mapping[str, Any]) -> int:
-        prepared = self._database.prepared(stmt, params)
+        prepared = self._prepared(stmt, params)
         text, args = prepared.statement(params)
         try:
             self._cursor.execute(text, args)
@@ -354,7 +359,7 @@ class _DriverStatements(Statements):
     def run_many(self, stmt: Executable, rows: Sequence[Mapping[str, Any]]) -> None:
         if not rows:
             return
-        prepared = self._database.prepared(stmt, rows[0])
+        prepared = self._prepared(stmt, rows[0])
         text, args = prepared.statements(rows)
         try:
             self._cursor.executemany(text, args)
