@@ -14,6 +14,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
+from operator import itemgetter
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import Connection, Engine, Executable, Select, event
@@ -161,14 +162,17 @@ class Database:
         or interrupt statements): they see every statement."""
         engine = self.engine
         if not self.backend.writes_on_driver or _statements_watched(engine):
-            return self.write(lambda conn: work(_ConnectionStatements(conn)))
+            exclusive = self.backend.write_lock_at_begin
+            return self.write(lambda conn: work(_ConnectionStatements(conn, exclusive)))
         backend = self.backend
         dialect = engine.dialect
 
         def attempt() -> T:
             raw = engine.raw_connection()
             try:
-                statements = _DriverStatements(self.prepared, raw.driver_connection, dialect)
+                statements = _DriverStatements(
+                    self.prepared, raw.driver_connection, dialect, backend.write_lock_at_begin
+                )
                 try:
                     statements.run_text(backend.begin_write_sql)
                     result = work(statements)
@@ -299,6 +303,9 @@ class Statements(ABC):
 
     returning: bool
     """Whether an ``UPDATE … RETURNING`` can return its rows here."""
+    exclusive: bool
+    """Whether the transaction holds the database's write lock from its start (SQLite's
+    ``BEGIN IMMEDIATE``): then no other writer runs meanwhile, and row locks add nothing."""
 
     @abstractmethod
     def rows(self, stmt: Executable, params: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -323,11 +330,13 @@ class _DriverStatements(Statements):
         prepared: Callable[[Executable, Mapping[str, Any]], _Prepared],
         dbapi_connection: Any,
         dialect: Dialect,
+        exclusive: bool,
     ) -> None:
         self._prepared = prepared
         self._dialect = dialect
         self._cursor = dbapi_connection.cursor()
         self.returning = bool(dialect.update_returning)
+        self.exclusive = exclusive
 
     def run_text(self, text: str) -> None:
         """A statement of the backend's own (``BEGIN IMMEDIATE``, ``COMMIT``)."""
@@ -373,9 +382,10 @@ class _DriverStatements(Statements):
 class _ConnectionStatements(Statements):
     """Through a SQLAlchemy connection (servers: its events, pool pings and resets)."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, exclusive: bool) -> None:
         self._conn = conn
         self.returning = bool(conn.dialect.update_returning)
+        self.exclusive = exclusive
 
     def rows(self, stmt: Executable, params: Mapping[str, Any]) -> list[dict[str, Any]]:
         return [dict(row) for row in self._conn.execute(stmt, dict(params)).mappings()]
@@ -446,9 +456,23 @@ class _Prepared:
     def statements(self, rows: Sequence[Mapping[str, Any]]) -> tuple[str, list[Any]]:
         """The SQL text and one argument set per row, for an executemany."""
         text, names, positions = self._form(())
-        if self._positional:
+        if not self._positional:
+            return text, [dict(zip(names, _values(positions, row), strict=True)) for row in rows]
+        if any(name is None or index >= 0 for name, index, _, _ in positions):
             return text, [tuple(_values(positions, row)) for row in rows]
-        return text, [dict(zip(names, _values(positions, row), strict=True)) for row in rows]
+        # Every value is a column of the row (an INSERT): taken in one C call per row,
+        # then only the columns whose type converts values are converted.
+        take = itemgetter(*names) if len(names) != 1 else lambda row: (row[names[0]],)
+        convert = [(i, process) for i, (_, _, process, _) in enumerate(positions) if process]
+        if not convert:
+            return text, [take(row) for row in rows]
+        args = []
+        for row in rows:
+            values = list(take(row))
+            for i, process in convert:
+                values[i] = process(values[i])
+            args.append(values)
+        return text, args
 
     def rows(self, found: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
         pairs = list(zip(self.keys, self.results, strict=True))

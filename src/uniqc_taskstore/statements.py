@@ -54,15 +54,18 @@ _KEEP_WHEN_STALE = ("result_json", "error_message")
 # -- rows <-> dataclasses ---------------------------------------------------------------
 
 
-def task_row(task: TaskInfo) -> dict[str, Any]:
-    """The ``tasks`` row of a validated task."""
+def task_row(task: TaskInfo, stamp: str | None = None) -> dict[str, Any]:
+    """The ``tasks`` row of a validated task; ``stamp``: the ``update_time`` to write
+    instead of the task's own (which must still be a timestamp)."""
+    submit_time = normalize_timestamp(task.submit_time, "submit_time")
+    update_time = normalize_timestamp(task.update_time, "update_time")
     return {
         "task_id": task.task_id,
         "backend": task.backend,
         "status": task.status.value,
         "shots": task.shots,
-        "submit_time": normalize_timestamp(task.submit_time, "submit_time"),
-        "update_time": normalize_timestamp(task.update_time, "update_time"),
+        "submit_time": submit_time,
+        "update_time": update_time if stamp is None else stamp,
         "result_json": prepare_json(task.result, "result"),
         "metadata_json": prepare_json(task.metadata, "metadata"),
         "error_message": task.error_message,
@@ -70,8 +73,10 @@ def task_row(task: TaskInfo) -> dict[str, Any]:
     }
 
 
-def shard_row(shard: TaskShard) -> dict[str, Any]:
-    """The ``task_shards`` row of a validated shard."""
+def shard_row(shard: TaskShard, stamp: str | None = None) -> dict[str, Any]:
+    """The ``task_shards`` row of a validated shard; ``stamp`` as for :func:`task_row`."""
+    submit_time = normalize_timestamp(shard.submit_time, "submit_time")
+    update_time = normalize_timestamp(shard.update_time, "update_time")
     return {
         "uniqc_task_id": shard.uniqc_task_id,
         "shard_index": shard.shard_index,
@@ -82,8 +87,8 @@ def shard_row(shard: TaskShard) -> dict[str, Any]:
         "status": shard.status.value,
         "result_json": prepare_json(shard.result, "result"),
         "error_message": shard.error_message,
-        "submit_time": normalize_timestamp(shard.submit_time, "submit_time"),
-        "update_time": normalize_timestamp(shard.update_time, "update_time"),
+        "submit_time": submit_time,
+        "update_time": update_time if stamp is None else stamp,
     }
 
 

@@ -124,11 +124,12 @@ def settle_saved(
     return settled | refresh_task_statuses(run, probe, now, new_jobs=new_jobs)
 
 
-def settle_after_shard_update(run: Statements, task_id: str, now: str) -> TaskStatus:
+def settle_after_shard_update(run: Statements, task_id: str, now: str) -> TaskStatus | None:
     """After one stored shard of ``task_id`` took a reported status (same platform job:
     no new job), set the task's status by :func:`task_status_after_write` and stamp
-    it; return the status (see :func:`refresh_task_statuses`)."""
-    return refresh_task_statuses(run, [task_id], now, stamp=True)[task_id]
+    it; return the status, or None if there is no such task (see
+    :func:`refresh_task_statuses`)."""
+    return refresh_task_statuses(run, [task_id], now, stamp=True).get(task_id)
 
 
 @cache

@@ -264,8 +264,8 @@ class TaskStore:
                     "shard does not belong to a task being saved",
                 )
         now = utc_now()
-        task_rows = [sql.task_row(task) | {"update_time": now} for task in tasks_]
-        shard_rows = [sql.shard_row(shard) | {"update_time": now} for shard in shard_list]
+        task_rows = [sql.task_row(task, now) for task in tasks_]
+        shard_rows = [sql.shard_row(shard, now) for shard in shard_list]
 
         incoming: dict[str, list[TaskStatus]] = {}
         for shard in shard_list:
@@ -514,7 +514,7 @@ class TaskStore:
         for shard in shards:
             validate_shard(shard)
         now = utc_now()
-        rows = [sql.shard_row(shard) | {"update_time": now} for shard in shards]
+        rows = [sql.shard_row(shard, now) for shard in shards]
 
         def work(run: Statements) -> None:
             new_jobs = write_shards(run, self._db.backend, shards, rows)
@@ -558,11 +558,15 @@ class TaskStore:
         )
 
         def work(run: Statements) -> ShardUpdate:
-            # The parent's lock first: every shard writer takes it, so the statements
-            # after it see every other shard's latest status (no lost aggregate).
-            parents = run.rows(sql.lock_task_status(), {"task_id": uniqc_task_id})
-            if not parents:
-                raise ShardNotFoundError(f"no shard {shard_index} of task {uniqc_task_id!r}")
+            missing = ShardNotFoundError(f"no shard {shard_index} of task {uniqc_task_id!r}")
+            parent = None
+            if not run.exclusive:
+                # The parent's lock first: every shard writer takes it, so the statements
+                # after it see every other shard's latest status (no lost aggregate).
+                # (A transaction that holds the database's write lock needs none.)
+                parent = _one_status(run.rows(sql.lock_task_status(), {"task_id": uniqc_task_id}))
+                if parent is None:
+                    raise missing
             now = utc_now()
             values = key | {"new_status": new_status.value, "now": now}
             if prepared is not None:
@@ -570,12 +574,17 @@ class TaskStore:
             if error_message is not None:
                 values["new_error"] = error_message
             if run.run(report, values) != 1:
-                current = run.rows(sql.shard_status(), key)
-                if not current:
-                    raise ShardNotFoundError(f"no shard {shard_index} of task {uniqc_task_id!r}")
-                stored = coerce_status(current[0]["status"])
-                return ShardUpdate(False, stored, coerce_status(parents[0]["status"]))
+                current = _one_status(run.rows(sql.shard_status(), key))
+                if parent is None:
+                    parent = _one_status(
+                        run.rows(sql.lock_task_status(), {"task_id": uniqc_task_id})
+                    )
+                if current is None or parent is None:
+                    raise missing
+                return ShardUpdate(False, current, parent)
             settled = settle_after_shard_update(run, uniqc_task_id, now)
+            if settled is None:  # a shard without its task (files from older versions)
+                raise missing  # rolls the shard's update back
             return ShardUpdate(True, new_status, settled)
 
         return self._db.write_statements(work)
@@ -838,6 +847,11 @@ def _live_twin(task_id: str) -> TaskStateError:
     return TaskStateError(
         f"task {task_id!r} exists both live and archived; delete or archive the live one first"
     )
+
+
+def _one_status(rows: builtins.list[dict[str, Any]]) -> TaskStatus | None:
+    """The ``status`` of the one row read, or None if there was none."""
+    return coerce_status(rows[0]["status"]) if rows else None
 
 
 def _deleted(conn: Connection, *statements: Any) -> bool:

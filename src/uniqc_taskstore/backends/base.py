@@ -110,6 +110,9 @@ class Backend(ABC):
     (:meth:`Database.write_statements`). Not on servers: their drivers begin
     implicitly, and the pool's pings and resets are SQLAlchemy events there."""
     begin_write_sql: ClassVar[str] = "BEGIN"
+    write_lock_at_begin: ClassVar[bool] = False
+    """Whether a write transaction holds the whole database's write lock from its
+    ``BEGIN`` (SQLite), so that row locks (``FOR UPDATE``) add nothing."""
 
     @abstractmethod
     def describe(self) -> str:
