@@ -445,11 +445,16 @@ class _Prepared:
         columns: list[Any] = list(getattr(stmt, "exported_columns", ()))
         self.keys = [str(c.key) for c in columns]
         self.results = [c.type._cached_result_processor(dialect, None) for c in columns]
+        self._converted = [
+            (i, process) for i, process in enumerate(self.results) if process is not None
+        ]
+        self._many: tuple[Callable[[Mapping[str, Any]], Any], list[tuple[int, Any]]] | None = None
         self.dbapi_error: type[Exception] = dialect.loaded_dbapi.Error
 
     def statement(self, params: Mapping[str, Any]) -> tuple[str, Any]:
         """The SQL text and driver arguments for one execution with ``params``."""
-        text, names, positions = self._form(tuple(len(params[n]) for n in self._expanding))
+        sizes = tuple(len(params[n]) for n in self._expanding) if self._expanding else ()
+        text, names, positions = self._form(sizes)
         values = _values(positions, params)
         return text, (tuple(values) if self._positional else dict(zip(names, values, strict=True)))
 
@@ -458,12 +463,16 @@ class _Prepared:
         text, names, positions = self._form(())
         if not self._positional:
             return text, [dict(zip(names, _values(positions, row), strict=True)) for row in rows]
-        if any(name is None or index >= 0 for name, index, _, _ in positions):
-            return text, [tuple(_values(positions, row)) for row in rows]
-        # Every value is a column of the row (an INSERT): taken in one C call per row,
-        # then only the columns whose type converts values are converted.
-        take = itemgetter(*names) if len(names) != 1 else lambda row: (row[names[0]],)
-        convert = [(i, process) for i, (_, _, process, _) in enumerate(positions) if process]
+        if self._many is None:
+            if any(name is None or index >= 0 for name, index, _, _ in positions):
+                return text, [tuple(_values(positions, row)) for row in rows]
+            # Every value is a column of the row (an INSERT): taken in one C call per
+            # row, then only the columns whose type converts values are converted.
+            self._many = (
+                itemgetter(*names) if len(names) != 1 else lambda row: (row[names[0]],),
+                [(i, process) for i, (_, _, process, _) in enumerate(positions) if process],
+            )
+        take, convert = self._many
         if not convert:
             return text, [take(row) for row in rows]
         args = []
@@ -475,14 +484,16 @@ class _Prepared:
         return text, args
 
     def rows(self, found: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
-        pairs = list(zip(self.keys, self.results, strict=True))
-        return [
-            {
-                key: value if process is None else process(value)
-                for (key, process), value in zip(pairs, row, strict=True)
-            }
-            for row in found
-        ]
+        keys, converted = self.keys, self._converted
+        if not converted:
+            return [dict(zip(keys, row, strict=True)) for row in found]
+        rows = []
+        for row in found:
+            values = list(row)
+            for i, process in converted:
+                values[i] = process(values[i])
+            rows.append(dict(zip(keys, values, strict=True)))
+        return rows
 
     def wrap(self, exc: Exception, text: str, args: Any) -> Exception:
         """A driver error as SQLAlchemy would have raised it (e.g. ``IntegrityError``)."""

@@ -39,6 +39,8 @@ def refresh_task_statuses(
     one statement per 500 tasks (:func:`_settle_statement`); else the probes are read
     and the changed rows updated."""
     ids = sorted(set(task_ids))
+    if not ids:
+        return {}
     if stamp and run.returning:
         settled: dict[str, TaskStatus] = {}
         for new_job in (False, True):
@@ -54,13 +56,17 @@ def refresh_task_statuses(
         for row in run.rows(sql.shard_statuses_present(), {"task_ids": list(batch)}):
             task_id = row["task_id"]
             current = coerce_status(row["status"])
-            present = [status for status in TaskStatus if row[status.value]]
+            present = [status for status, column in _PROBES if row[column]]
             new = task_status_after_write(current, present, new_job=task_id in new_jobs)
             settled[task_id] = new
             if stamp or new != current:
                 changed.setdefault(new, []).append(task_id)
     _set_statuses(run, changed, now)
     return settled
+
+
+_PROBES = [(status, status.value) for status in TaskStatus]
+"""Each shard status and the column probing for it (:func:`sql.shard_statuses_present`)."""
 
 
 def _set_statuses(run: Statements, changed: Mapping[TaskStatus, list[str]], now: str) -> None:
@@ -88,7 +94,7 @@ def read_write_state(run: Statements, task_ids: Iterable[str]) -> dict[str, Writ
         for row in run.rows(sql.task_write_state(), {"task_ids": list(batch)}):
             found[row["task_id"]] = WriteState(
                 coerce_status(row["status"]),
-                frozenset(status for status in TaskStatus if row[status.value]),
+                frozenset(status for status, column in _PROBES if row[column]),
                 bool(row["has_tags"]),
                 bool(row["has_shards"]),
             )
