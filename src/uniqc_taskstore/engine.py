@@ -409,6 +409,8 @@ class _Slot:
         self.index = index
 
 
+_UNSET = object()
+
 _Position = tuple[str | None, int, Any, Any]
 """Where one parameter of a statement's text comes from: (parameter name, item of its
 list or -1, bind processor, the processed constant when the name is None)."""
@@ -475,11 +477,17 @@ class _Prepared:
         take, convert = self._many
         if not convert:
             return text, [take(row) for row in rows]
+        # Rows of one write share values (its timestamp, a None result): a column's
+        # value that is the same object as the row before's is not converted again.
+        last: list[list[Any]] = [[i, process, _UNSET, None] for i, process in convert]
         args = []
         for row in rows:
             values = list(take(row))
-            for i, process in convert:
-                values[i] = process(values[i])
+            for seen in last:
+                value = values[seen[0]]
+                if value is not seen[2]:
+                    seen[2], seen[3] = value, seen[1](value)
+                values[seen[0]] = seen[3]
             args.append(values)
         return text, args
 
