@@ -557,6 +557,9 @@ class TaskStore:
             guarded=not new_status.is_terminal,
         )
 
+        def _one_status(rows: builtins.list[dict[str, Any]]) -> TaskStatus | None:
+            return coerce_status(rows[0]["status"]) if rows else None
+
         def work(run: Statements) -> ShardUpdate:
             missing = ShardNotFoundError(f"no shard {shard_index} of task {uniqc_task_id!r}")
             parent = None
@@ -847,11 +850,6 @@ def _live_twin(task_id: str) -> TaskStateError:
     return TaskStateError(
         f"task {task_id!r} exists both live and archived; delete or archive the live one first"
     )
-
-
-def _one_status(rows: builtins.list[dict[str, Any]]) -> TaskStatus | None:
-    """The ``status`` of the one row read, or None if there was none."""
-    return coerce_status(rows[0]["status"]) if rows else None
 
 
 def _deleted(conn: Connection, *statements: Any) -> bool:
