@@ -23,6 +23,7 @@ from uniqc_taskstore import (
     DatabaseBusyError,
     InvalidInputError,
     TaskInfo,
+    TaskShard,
     TaskStore,
     generate_uniqc_task_id,
 )
@@ -117,6 +118,32 @@ def test_held_lock_raises_retryable_busy_error_writing_nothing(
     stored = store.get(task.task_id)
     assert stored is not None
     assert stored.shots == 200
+
+
+def test_every_write_path_retries_a_held_lock_on_a_fresh_attempt(
+    busy_store: tuple[TaskStore, str],
+) -> None:
+    """Each attempt checks a connection out of the pool anew (nothing on the engine
+    watches statements here, so SQLite's writes run on the driver connection)."""
+    store, url = busy_store
+    task = make_task()
+    store.save(task, [TaskShard(task.task_id, 0, "job-0", task.backend)])
+    checkouts: list[str] = []
+    event.listen(store._db.engine, "checkout", lambda *_: checkouts.append("checkout"))
+    writes: list[Callable[[], object]] = [
+        lambda: store.save(TaskInfo(task.task_id, task.backend, shots=7)),
+        lambda: store.save_shard(TaskShard(task.task_id, 1, "job-1", task.backend, 1, 1)),
+        lambda: store.update_shard(task.task_id, 0, status="running"),
+    ]
+    with row_locked(url, task.task_id):
+        for write in writes:
+            checkouts.clear()
+            with pytest.raises(DatabaseBusyError):
+                write()
+            assert len(checkouts) == ATTEMPTS
+    for write in writes:
+        write()
+    assert [s.shard_index for s in store.get_shards(task.task_id)] == [0, 1]
 
 
 def test_lock_held_while_switching_to_wal_is_busy_and_changes_nothing(

@@ -63,6 +63,7 @@ from .model import (
 from .schema import task_shards, tasks
 from .shard_writes import _by_task, _refuse_overlap
 from .status_refresh import settled_status
+from .tags import insert_live_tags
 from .timestamps import utc_now
 
 
@@ -128,8 +129,8 @@ def save(
         if shards:
             first.append(_near(run, task_id, shards))
         _, state, *near = batch.send(first)
-        # task_id, status, one probe per shard status, has_tags, has_shards, submit_time
-        _, stored_status, *probes, has_tags, has_shards, _ = state.rows[0]
+        # task_id, status, one probe per shard status, has_tags, has_shards
+        _, stored_status, *probes, has_tags, has_shards = state.rows[0]
         current = coerce_status(stored_status)
         present = {status for status, found in zip(TaskStatus, probes, strict=True) if found}
         new_job = bool(shards) and _new_job(task_id, shards, by_task, has_shards, near[0])
@@ -138,7 +139,7 @@ def save(
             second.append(run(_delete_tags(), {"task_id": task_id}))
         if task.tags:
             rows = [{"task_id": task_id, "key": k, "value": v} for k, v in task.tags.items()]
-            second.append(run(_insert_tags(), rows))
+            second.append(run(insert_live_tags(), rows))
         if shards:
             second.append(run(sql.upsert_shards(db.backend), list(shard_rows)))
         if shards and has_shards:
@@ -281,20 +282,6 @@ def _set_status() -> Any:
         .where(tasks.c.task_id == bindparam("task_id"))
         .values(status=bindparam("new_status"))
     )
-
-
-@cache
-def _insert_tags() -> Any:
-    """One tag of ``task_id``, with the task's stored submit time (its tags' copy)
-    taken in SQL: the stored text as it is, legacy forms included."""
-    tags_, tasks_ = LIVE.tags, LIVE.tasks
-    values = select(
-        bindparam("task_id", type_=tags_.c.task_id.type),
-        bindparam("key", type_=tags_.c.key.type),
-        bindparam("value", type_=tags_.c.value.type),
-        tasks_.c.submit_time,
-    ).where(tasks_.c.task_id == bindparam("task_id"))
-    return insert(tags_).from_select(["task_id", "key", "value", "submit_time"], values)
 
 
 @cache

@@ -154,6 +154,15 @@ class Backend(ABC):
     and switching autocommit on and off would cost two round trips."""
     """Lock waits and attempts; :class:`~uniqc_taskstore.engine.Database` sets it from
     the environment before the engine is made."""
+    writes_on_driver: ClassVar[bool] = False
+    """Whether the hot write paths may run on the driver connection, in a transaction
+    begun with :attr:`begin_write_sql` and ended by ``COMMIT``
+    (:meth:`Database.write_statements`). Not on servers: their drivers begin
+    implicitly, and the pool's pings and resets are SQLAlchemy events there."""
+    begin_write_sql: ClassVar[str] = "BEGIN"
+    write_lock_at_begin: ClassVar[bool] = False
+    """Whether a write transaction holds the whole database's write lock from its
+    ``BEGIN`` (SQLite), so that row locks (``FOR UPDATE``) add nothing."""
 
     @abstractmethod
     def describe(self) -> str:
