@@ -243,10 +243,11 @@ class Database:
 
     def prepared(self, stmt: Executable, params: Mapping[str, Any] | None = None) -> _Prepared:
         """``stmt`` compiled for this database, once (see :class:`_Prepared`). An
-        ``INSERT`` or ``UPDATE`` is compiled, as SQLAlchemy does, for the columns named
-        by ``params`` (a row): a column a row leaves out keeps its server default."""
+        ``INSERT`` is compiled, as SQLAlchemy does, for the columns named by ``params``
+        (a row): a column a row leaves out keeps its server default. Other statements
+        name their values with bound parameters of their own."""
         key: Any = stmt
-        if params is not None and getattr(stmt, "is_dml", False):
+        if params is not None and getattr(stmt, "is_insert", False):
             key = (stmt, tuple(params))
         prepared = self._prepared.get(key)
         if prepared is None:
@@ -544,6 +545,21 @@ class _Prepared:
                 values[i] = process(values[i])
             rows.append(dict(zip(keys, values, strict=True)))
         return rows
+
+    def tuple_converter(self) -> Callable[[Sequence[Any]], tuple[Any, ...]] | None:
+        """What turns one returned row into a tuple of converted values (positions as
+        selected), or None where the column types convert nothing."""
+        converted = self._converted
+        if not converted:
+            return None
+
+        def convert(row: Sequence[Any]) -> tuple[Any, ...]:
+            values = list(row)
+            for i, process in converted:
+                values[i] = process(values[i])
+            return tuple(values)
+
+        return convert
 
     def wrap(self, exc: Exception, text: str, args: Any) -> Exception:
         """A driver error as SQLAlchemy would have raised it (e.g. ``IntegrityError``)."""

@@ -27,14 +27,12 @@ convert them.
 
 from __future__ import annotations
 
-import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from functools import cache
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
     BigInteger,
-    Select,
     Table,
     and_,
     bindparam,
@@ -45,7 +43,6 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import Dialect
 
 from . import statements as sql
 from .backends.base import DriverBatch, Outcome, Step
@@ -82,7 +79,7 @@ def update_shard(
         error=error_message is not None,
         guarded=not new_status.is_terminal,  # a stale poll leaves a final status
     )
-    run = _Runner(db.engine.dialect)
+    run = _Runner(db)
 
     def work(batch: DriverBatch) -> ShardUpdate:
         (parent,) = batch.send([run(sql.lock_task_status(), {"task_id": uniqc_task_id})])
@@ -120,7 +117,7 @@ def save(
     """:meth:`TaskStore.save` of one task (checked, as rows); return its status."""
     task_id = task.task_id
     by_task = _by_task(shards)  # duplicate indexes, overlaps among themselves
-    run = _Runner(db.engine.dialect)
+    run = _Runner(db)
     upsert = sql.upsert_tasks(db.backend)
 
     def work(batch: DriverBatch) -> TaskStatus:
@@ -168,7 +165,7 @@ def save_shards(
 ) -> None:
     """:meth:`TaskStore.save_shards` of shards of one task (checked, as ``rows``
     stamped ``now``)."""
-    run = _Runner(db.engine.dialect)
+    run = _Runner(db)
 
     def work(batch: DriverBatch) -> None:
         lock = run(sql.lock_parents(), {"task_ids": [task_id]})
@@ -212,7 +209,7 @@ def _new_job(
 
 def archive(db: Database, task_id: str) -> bool:
     """:meth:`TaskStore.archive`: True if the task was live and is now archived."""
-    run = _Runner(db.engine.dialect)
+    run = _Runner(db)
 
     def work(batch: DriverBatch) -> bool:
         (found,) = batch.send([run(_lock_task(), {"task_id": task_id})])
@@ -381,81 +378,20 @@ def _copy(live: Table, archived: Table) -> Any:
 # -- compiled once per dialect, bound per call -------------------------------------------
 
 
-_COMPILED: weakref.WeakKeyDictionary[Dialect, dict[Any, _Compiled]] = weakref.WeakKeyDictionary()
-"""Per engine's dialect (compiling depends on the server's version), per statement."""
-
-
 class _Runner:
     """Turns a statement and its parameters into a :class:`Step`: compiled once per
-    statement and dialect (the statements above are built once), the parameters
-    converted by the column types as SQLAlchemy would convert them."""
+    database (:meth:`Database.prepared`; the statements above are built once), the
+    parameters and returned rows converted by the column types as SQLAlchemy would."""
 
-    def __init__(self, dialect: Dialect) -> None:
-        self._dialect = dialect
-        self._compiled = _COMPILED.setdefault(dialect, {})
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
     def __call__(self, stmt: Any, params: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> Step:
-        compiled = self._compiled.get(stmt)
-        if compiled is None:
-            compiled = self._compiled[stmt] = _Compiled(stmt, self._dialect)
-        return compiled.step(params)
-
-
-class _Compiled:
-    def __init__(self, stmt: Any, dialect: Dialect) -> None:
-        self._compiled = stmt.compile(dialect=dialect)
-        self._positional = self._compiled.positional
-        self._expanding = bool(self._compiled.post_compile_params)
-        self._sql = self._compiled.string
-        self._defaults = dict(self._compiled.construct_params(_check=False))
-        self._order = list(self._compiled.positiontup or ())
-        self._binds = {
-            name: bind.type._cached_bind_processor(dialect)
-            for bind, name in self._compiled.bind_names.items()
-        }
-        self._convert = _row_converter(stmt, dialect)
-
-    def step(self, params: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> Step:
         if isinstance(params, Mapping):
-            return Step(*self.bind(params), convert=self._convert)
-        bound = [self.bind(row) for row in params]
-        return Step(bound[0][0], [args for _, args in bound], many=True)
-
-    def bind(self, params: Mapping[str, Any]) -> tuple[str, Any]:
-        if self._expanding:
-            state = self._compiled.construct_expanded_state(dict(params))
-            processors = state.processors
-            values = {
-                name: processors[name](value) if processors.get(name) else value
-                for name, value in state.parameters.items()
-            }
-            if self._positional:
-                return state.statement, tuple(values[n] for n in state.positiontup or ())
-            return state.statement, values
-        values = self._defaults | {k: v for k, v in params.items() if k in self._defaults}
-        for name, process in self._binds.items():
-            if process is not None and name in values:
-                values[name] = process(values[name])
-        if self._positional:
-            return self._sql, tuple(values[n] for n in self._order)
-        return self._sql, values
-
-
-def _row_converter(
-    stmt: Any, dialect: Dialect
-) -> Callable[[Sequence[Any]], tuple[Any, ...]] | None:
-    """The result processing of a SELECT's columns (MariaDB's ids arrive as bytes,
-    its booleans as integers), or None where there is nothing to convert."""
-    if not isinstance(stmt, Select):
-        return None
-    processors = [c.type._cached_result_processor(dialect, None) for c in stmt.selected_columns]
-    if not any(processors):
-        return None
-
-    def convert(row: Sequence[Any]) -> tuple[Any, ...]:
-        return tuple(
-            value if process is None else process(value)
-            for process, value in zip(processors, row, strict=True)
-        )
-
-    return convert
+            prepared = self._db.prepared(stmt, params)
+            text, args = prepared.statement(params)
+            return Step(text, args, convert=prepared.tuple_converter())
+        rows = list(params)
+        prepared = self._db.prepared(stmt, rows[0])
+        text, many = prepared.statements(rows)
+        return Step(text, many, many=True)
