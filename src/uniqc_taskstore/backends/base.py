@@ -169,6 +169,26 @@ class Backend(ABC):
         if rows:
             conn.execute(insert(table), list(rows))
 
+    def bulk_insert_bound(
+        self, conn: Connection, table: Table, rows: Sequence[Sequence[Any]]
+    ) -> None:
+        """:meth:`bulk_insert` for rows already as the driver takes them: a value for
+        every column of ``table``, in the table's order, each through its column type's
+        bind processing. Here: the compiled ``INSERT`` as one executemany on the driver,
+        without SQLAlchemy's per-row parameter processing."""
+        if not rows:
+            return
+        compiled = insert(table).compile(dialect=conn.dialect)
+        names = [column.key for column in table.columns]
+        if compiled.positional:
+            order = [names.index(name) for name in compiled.positiontup or ()]
+            if order != list(range(len(names))):
+                rows = [tuple(row[i] for i in order) for row in rows]
+            conn.exec_driver_sql(str(compiled), list(rows))
+        else:
+            named = [dict(zip(names, row, strict=True)) for row in rows]
+            conn.exec_driver_sql(str(compiled), named)
+
     @abstractmethod
     def migration_connection(self, engine: Engine) -> AbstractContextManager[Connection]:
         """A connection holding the database-wide migration lock while open."""

@@ -214,5 +214,27 @@ class PostgresBackend(ServerBackend):
                     ]
                 )
 
+    def bulk_insert_bound(
+        self, conn: Connection, table: Table, rows: Sequence[Sequence[Any]]
+    ) -> None:
+        """``COPY ... FROM STDIN`` of rows already bound (psycopg 3; other drivers get
+        the executemany). A driver error is raised as SQLAlchemy's, so busy retries and
+        error messages work as for any statement."""
+        raw = conn.connection.driver_connection
+        if not rows or self.url.get_driver_name() != "psycopg" or raw is None:
+            super().bulk_insert_bound(conn, table, rows)
+            return
+        dialect = conn.dialect
+        quote = dialect.identifier_preparer
+        names = ", ".join(quote.quote(column.name) for column in table.columns)
+        statement = f"COPY {quote.format_table(table)} ({names}) FROM STDIN"
+        error: type[Exception] = dialect.loaded_dbapi.Error
+        try:
+            with raw.cursor() as cursor, cursor.copy(statement) as copy:
+                for row in rows:
+                    copy.write_row(row)
+        except error as exc:
+            raise DBAPIError.instance(statement, None, exc, error, dialect=dialect) from exc
+
     def is_busy(self, error: DBAPIError) -> bool:
         return getattr(error.orig, "sqlstate", None) in _RETRYABLE_SQLSTATES
