@@ -288,14 +288,17 @@ def test_a_copy_that_finds_everything_there_reads_only_keys(
     copy_tasks(source, destination, batch_size=4)
     statements: list[str] = []
 
-    def seen(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
-        statements.append(statement)
+    def trace(dbapi_conn: Any, _record: Any) -> None:  # SQLite's own log of statements
+        dbapi_conn.set_trace_callback(statements.append)
 
-    event.listen(source._db.engine, "before_cursor_execute", seen)
+    engine = source._db.engine
+    event.listen(engine, "connect", trace)
+    engine.dispose()  # pooled connections are opened again, traced
     try:
         again = copy_tasks(source, destination, batch_size=4)
     finally:
-        event.remove(source._db.engine, "before_cursor_execute", seen)
+        event.remove(engine, "connect", trace)
+        engine.dispose()
     assert again.copied == TableCounts()
     reads = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
     assert reads

@@ -36,6 +36,7 @@ from typing import Any, TypeVar, cast
 
 from sqlalchemy import Connection, Select, Table, bindparam, func, select
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
 
 from .column_types import IdText, JsonDocument, Timestamp
 from .errors import CorruptRowError, InvalidInputError, TaskStoreError
@@ -193,7 +194,7 @@ class _SideCopy:
         self.source, self.destination, self.tables = source._db, destination._db, tables
         from_dialect, to_dialect = self.source.engine.dialect, self.destination.engine.dialect
         self.converters = [_Converter(table, from_dialect, to_dialect) for table in tables]
-        self.reads = _SourceReads(tables, from_dialect, batch_size, self.converters[0].read_id)
+        self.reads = _SourceReads(tables, from_dialect, batch_size, self.converters[0].read_ids)
         self.present = _DestinationKeys(tables, to_dialect)
 
     def batches(self) -> Iterator[_Batch]:
@@ -215,9 +216,12 @@ class _SideCopy:
             task_convert, shard_convert, tag_convert = self.converters
             # The whole key range was read: keep what the destination lacked (shards by
             # their own keys, so one added to the source since the key read goes too).
-            tasks_ = [(task_convert.read_id(row[0]), row) for row in rows.tasks]
-            shards = [((shard_convert.read_id(row[0]), row[1]), row) for row in rows.shards]
-            tags = [(tag_convert.read_id(row[0]), row) for row in rows.tags]
+            tasks_ = list(zip(task_convert.read_ids(rows.tasks), rows.tasks, strict=True))
+            parents = shard_convert.read_ids(rows.shards)
+            shards = [
+                ((parent, row[1]), row) for parent, row in zip(parents, rows.shards, strict=True)
+            ]
+            tags = list(zip(tag_convert.read_ids(rows.tags), rows.tags, strict=True))
             yield _Batch(
                 keys,
                 (
@@ -367,7 +371,11 @@ class _SourceReads:
     only the ones the destination lacks are converted."""
 
     def __init__(
-        self, tables: _Tables, dialect: Dialect, batch_size: int, read_id: Callable[[Any], str]
+        self,
+        tables: _Tables,
+        dialect: Dialect,
+        batch_size: int,
+        read_ids: Callable[[Sequence[Sequence[Any]]], list[str]],
     ) -> None:
         task_table, shard_table, tag_table = tables
         task_id, parent_id = task_table.c.task_id, shard_table.c.uniqc_task_id
@@ -385,7 +393,7 @@ class _SourceReads:
         self._tasks = in_range(task_id, *task_table.columns)
         self._shards = in_range(parent_id, *shard_table.columns)
         self._tags = in_range(tag_table.c.task_id, *tag_table.columns)
-        self._read_id = read_id
+        self._read_ids = read_ids
 
     def keys(self, conn: Connection, *, after: Any) -> _Keys:
         """The next batch's task ids (after ``after``, a raw id) and its shards' keys."""
@@ -396,15 +404,13 @@ class _SourceReads:
         if not found:
             return _Keys([], [], None, None)
         first, last = found[0][0], found[-1][0]
-        ids = [self._read_id(row[0]) for row in found]
+        ids = self._read_ids(found)
         batch = set(ids)
+        shards = self._shard_keys.run(conn, first=first, last=last)
         shard_keys = [
-            key
-            for key in (
-                (self._read_id(row[0]), row[1])
-                for row in self._shard_keys.run(conn, first=first, last=last)
-            )
-            if key[0] in batch
+            (parent, row[1])
+            for parent, row in zip(self._read_ids(shards), shards, strict=True)
+            if parent in batch
         ]
         return _Keys(ids, shard_keys, first, last)
 
@@ -419,20 +425,31 @@ class _SourceReads:
 
 
 class _DriverSelect:
-    """One SELECT compiled once, run with its parameters given as the driver takes
-    them (ids as the driver returned them); its rows are returned as the driver gives
-    them, without per-row type processing."""
+    """One SELECT compiled once and run on the driver's own cursor, with its parameters
+    given as the driver takes them (ids as the driver returned them); its rows come
+    back as the driver gives them, without SQLAlchemy's per-row work. A driver error
+    is raised as SQLAlchemy's, so busy retries and messages work as for any statement."""
 
     def __init__(self, stmt: Select[Any], dialect: Dialect) -> None:
         compiled = stmt.compile(dialect=dialect)
         self.sql = str(compiled)
         self.defaults: dict[str, Any] = dict(compiled.construct_params(_check=False))
         self.order = list(compiled.positiontup or ()) if compiled.positional else None
+        self.error: type[Exception] = dialect.loaded_dbapi.Error
 
     def run(self, conn: Connection, **params: Any) -> list[Sequence[Any]]:
         values = self.defaults | params
         args = values if self.order is None else tuple(values[name] for name in self.order)
-        return list(conn.exec_driver_sql(self.sql, args).all())
+        cursor = conn.connection.cursor()
+        try:
+            cursor.execute(self.sql, args)
+            return list(cursor.fetchall())
+        except self.error as exc:
+            raise DBAPIError.instance(
+                self.sql, args, exc, self.error, dialect=conn.dialect
+            ) from exc
+        finally:
+            cursor.close()
 
 
 # -- rows as the destination's driver takes them -----------------------------------------
@@ -466,9 +483,15 @@ class _Converter:
         groups: dict[type, int] = {}
         self.groups = [groups.setdefault(type(c.type), len(groups)) for c in table.columns]
 
-    def read_id(self, raw: Any) -> str:
-        """The first column (the task id) of a stored row as ``get()`` reads it;
+    def read_ids(self, rows: Sequence[Sequence[Any]]) -> list[str]:
+        """The first column (the task id) of each stored row as ``get()`` reads it;
         raises :class:`CorruptRowError` for one that cannot be read."""
+        ids = [row[0] for row in rows]
+        if all(type(raw) is str for raw in ids):
+            return ids
+        return [self._read_id(raw) for raw in ids]
+
+    def _read_id(self, raw: Any) -> str:
         process = self.results[0]
         value = raw if process is None or type(raw) is str else process(raw)
         if isinstance(value, Unreadable):
