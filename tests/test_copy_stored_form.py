@@ -11,6 +11,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,11 @@ def plain_copy(source: TaskStore, destination: TaskStore) -> None:
 
         rows = source._db.read(read)
         if rows:
-            destination._db.write(lambda conn, t=table, r=rows: conn.execute(insert(t), r))
+            destination._db.write(partial(_insert, table=table, rows=rows))
+
+
+def _insert(conn: Connection, *, table: Any, rows: list[dict[str, Any]]) -> None:
+    conn.execute(insert(table), rows)
 
 
 def stored(store: TaskStore) -> dict[str, list[tuple[Any, ...]]]:
@@ -303,3 +308,20 @@ def test_a_copy_that_finds_everything_there_reads_only_keys(
     reads = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
     assert reads
     assert not [s for s in reads if "result_json" in s or "metadata_json" in s]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_batch_too_big_for_one_statement_is_copied_whole(
+    kind: str, open_store: Callable[[str, str], TaskStore]
+) -> None:
+    source, destination = open_store("sqlite", "source"), open_store(kind, "destination")
+    message = ("quote ' backslash \\ tab \t μ " * 12_000)[:300_000]  # 5 of them pass 1 MB
+    tasks = [
+        TaskInfo(f"uqt_{k:032x}", "dummy", TaskStatus.FAILED, error_message=f"{k}{message}")
+        for k in range(5)
+    ]
+    source.save_many(tasks)
+    report = copy_tasks(source, destination)
+    assert report.copied.tasks == 5
+    for task in tasks:
+        assert destination.get(task.task_id) == source.get(task.task_id)

@@ -6,9 +6,10 @@ destination already holds is left alone, so running the copy again copies
 nothing twice, and a copy that was interrupted is finished by running it again.
 
 A batch starts with keys only: the source's next task ids and their shards' keys,
-checked against the destination in a few ``IN`` lists. Only the rows the
-destination lacks are then read in full, so a re-run that finds everything copied
-reads one key range per table and writes nothing.
+checked against the destination by one read of the batch's key range per table.
+Only the rows the destination lacks are then read in full, so a re-run that finds
+everything copied reads keys only and writes nothing. The next batch is read and
+converted in a worker thread while the current one is written.
 
 Rows are read through the driver as stored and written with each column type's
 bind processing, as an ``INSERT`` of the values ``get()`` reads would write them.

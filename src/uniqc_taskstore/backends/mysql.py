@@ -175,10 +175,10 @@ class MysqlBackend(ServerBackend):
             except TypeError:  # a value that cannot key the dict
                 columns.append([escape(value) for value in values])
         tuples = ["(" + ",".join(row) + ")" for row in zip(*columns, strict=True)]
-        limit = raw.cursor().max_stmt_length - len(prefix)
         error: type[Exception] = conn.dialect.loaded_dbapi.Error
         start, size = 0, 0
         with raw.cursor() as cursor:
+            limit = cursor.max_stmt_length - len(prefix)
             for end, text in enumerate(tuples, start=1):
                 size += len(text) + 1
                 if size >= limit or end == len(tuples):
