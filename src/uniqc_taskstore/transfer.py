@@ -37,8 +37,8 @@ from typing import Any, TypeVar, cast
 
 from sqlalchemy import Connection, Select, Table, bindparam, func, select
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import DBAPIError
 
+from .backends.base import driver_errors
 from .column_types import IdText, JsonDocument, Timestamp
 from .errors import CorruptRowError, InvalidInputError, TaskStoreError
 from .jsoncodec import MAX_DEPTH, TAG, JsonReady, decode_json, dump_jsonable, to_jsonable
@@ -436,19 +436,15 @@ class _DriverSelect:
         self.sql = str(compiled)
         self.defaults: dict[str, Any] = dict(compiled.construct_params(_check=False))
         self.order = list(compiled.positiontup or ()) if compiled.positional else None
-        self.error: type[Exception] = dialect.loaded_dbapi.Error
 
     def run(self, conn: Connection, **params: Any) -> list[Sequence[Any]]:
         values = self.defaults | params
         args = values if self.order is None else tuple(values[name] for name in self.order)
         cursor = conn.connection.cursor()
         try:
-            cursor.execute(self.sql, args)
-            return list(cursor.fetchall())
-        except self.error as exc:
-            raise DBAPIError.instance(
-                self.sql, args, exc, self.error, dialect=conn.dialect
-            ) from exc
+            with driver_errors(conn.dialect, self.sql, args):
+                cursor.execute(self.sql, args)
+                return list(cursor.fetchall())
         finally:
             cursor.close()
 

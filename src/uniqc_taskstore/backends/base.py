@@ -11,13 +11,14 @@ from __future__ import annotations
 import math
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from sqlalchemy import Connection, Engine, Table, delete, event, insert, inspect
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ColumnElement
 from sqlalchemy.sql.base import ReadOnlyColumnCollection
@@ -238,6 +239,18 @@ class Backend(ABC):
     def reclaim_space(self, engine: Engine) -> None:
         """After :meth:`clear_tables` committed: give the freed space back where that can
         be done without disturbing other connections; best effort, never raises."""
+
+
+@contextmanager
+def driver_errors(dialect: Dialect, statement: str, params: Any = None) -> Iterator[None]:
+    """Raise a driver error from work done on the driver's own connection as
+    SQLAlchemy's :class:`DBAPIError`, as if the statement had run through SQLAlchemy:
+    busy retries and error translation then treat it like any other."""
+    error: type[Exception] = dialect.loaded_dbapi.Error
+    try:
+        yield
+    except error as exc:
+        raise DBAPIError.instance(statement, params, exc, error, dialect=dialect) from exc
 
 
 def foreign_tables(conn: Connection) -> set[str]:

@@ -26,7 +26,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState
 
-from .base import Assignments, Listener
+from .base import Assignments, Listener, driver_errors
 from .server import MIGRATION_LOCK_NAME, ServerBackend
 
 # ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT
@@ -175,20 +175,13 @@ class MysqlBackend(ServerBackend):
             except TypeError:  # a value that cannot key the dict
                 columns.append([escape(value) for value in values])
         tuples = ["(" + ",".join(row) + ")" for row in zip(*columns, strict=True)]
-        error: type[Exception] = conn.dialect.loaded_dbapi.Error
         start, size = 0, 0
-        with raw.cursor() as cursor:
+        with driver_errors(conn.dialect, prefix), raw.cursor() as cursor:
             limit = cursor.max_stmt_length - len(prefix)
             for end, text in enumerate(tuples, start=1):
                 size += len(text) + 1
                 if size >= limit or end == len(tuples):
-                    statement = prefix + ",".join(tuples[start:end])
-                    try:
-                        cursor.execute(statement)
-                    except error as exc:
-                        raise DBAPIError.instance(
-                            prefix, None, exc, error, dialect=conn.dialect
-                        ) from exc
+                    cursor.execute(prefix + ",".join(tuples[start:end]))
                     start, size = end, 0
 
     def is_busy(self, error: DBAPIError) -> bool:

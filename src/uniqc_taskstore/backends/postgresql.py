@@ -28,7 +28,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.schema import CreateSchema
 
-from .base import Assignments, Listener
+from .base import Assignments, Listener, driver_errors
 from .server import MIGRATION_LOCK_NAME, ServerBackend
 
 # serialization_failure, deadlock_detected, lock_not_available
@@ -228,13 +228,13 @@ class PostgresBackend(ServerBackend):
         quote = dialect.identifier_preparer
         names = ", ".join(quote.quote(column.name) for column in table.columns)
         statement = f"COPY {quote.format_table(table)} ({names}) FROM STDIN"
-        error: type[Exception] = dialect.loaded_dbapi.Error
-        try:
-            with raw.cursor() as cursor, cursor.copy(statement) as copy:
-                for row in rows:
-                    copy.write_row(row)
-        except error as exc:
-            raise DBAPIError.instance(statement, None, exc, error, dialect=dialect) from exc
+        with (
+            driver_errors(dialect, statement),
+            raw.cursor() as cursor,
+            cursor.copy(statement) as copy,
+        ):
+            for row in rows:
+                copy.write_row(row)
 
     def is_busy(self, error: DBAPIError) -> bool:
         return getattr(error.orig, "sqlstate", None) in _RETRYABLE_SQLSTATES
