@@ -217,12 +217,17 @@ class _SideCopy:
             task_convert, shard_convert, tag_convert = self.converters
             # The whole key range was read: keep what the destination lacked (shards by
             # their own keys, so one added to the source since the key read goes too).
-            tasks_ = list(zip(task_convert.read_ids(rows.tasks), rows.tasks, strict=True))
-            parents = shard_convert.read_ids(rows.shards)
+            ids = task_convert.read_ids(rows.tasks, task_convert.id_at)
+            tasks_ = list(zip(ids, rows.tasks, strict=True))
+            parents = shard_convert.read_ids(rows.shards, shard_convert.id_at)
+            index_at = shard_convert.names.index("shard_index")
             shards = [
-                ((parent, row[1]), row) for parent, row in zip(parents, rows.shards, strict=True)
+                ((parent, row[index_at]), row)
+                for parent, row in zip(parents, rows.shards, strict=True)
             ]
-            tags = list(zip(tag_convert.read_ids(rows.tags), rows.tags, strict=True))
+            tags = list(
+                zip(tag_convert.read_ids(rows.tags, tag_convert.id_at), rows.tags, strict=True)
+            )
             yield _Batch(
                 keys,
                 (
@@ -470,6 +475,9 @@ class _Converter:
     def __init__(self, table: Table, source: Dialect, destination: Dialect) -> None:
         self.table = table
         self.names = [column.name for column in table.columns]
+        self.id_at = self.names.index(
+            "uniqc_task_id" if "uniqc_task_id" in self.names else "task_id"
+        )
         self.results = [c.type._cached_result_processor(source, None) for c in table.columns]
         self.binds = [c.type._cached_bind_processor(destination) for c in table.columns]
         self.kinds = [
@@ -480,19 +488,19 @@ class _Converter:
         groups: dict[type, int] = {}
         self.groups = [groups.setdefault(type(c.type), len(groups)) for c in table.columns]
 
-    def read_ids(self, rows: Sequence[Sequence[Any]]) -> list[str]:
-        """The first column (the task id) of each stored row as ``get()`` reads it;
+    def read_ids(self, rows: Sequence[Sequence[Any]], at: int = 0) -> list[str]:
+        """The task id (column ``at`` of each stored row) as ``get()`` reads it;
         raises :class:`CorruptRowError` for one that cannot be read."""
-        ids = [row[0] for row in rows]
+        ids = [row[at] for row in rows]
         if all(type(raw) is str for raw in ids):
             return ids
         return [self._read_id(raw) for raw in ids]
 
     def _read_id(self, raw: Any) -> str:
-        process = self.results[0]
+        process = self.results[self.id_at]
         value = raw if process is None or type(raw) is str else process(raw)
         if isinstance(value, Unreadable):
-            raise CorruptRowError(self.table.name, raw, self.names[0], value.reason)
+            raise CorruptRowError(self.table.name, raw, self.names[self.id_at], value.reason)
         return cast(str, value)
 
     def rows(self, found: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
