@@ -35,12 +35,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from uniqc_taskstore import CURRENT_SCHEMA_VERSION, TaskInfo, TaskShard, TaskStatus, TaskStore
 from uniqc_taskstore.schema import task_shards, task_tags, tasks
 from uniqc_taskstore.timestamps import format_timestamp
+
+from .wire import RoundTripProxy, round_trip_proxy
 
 BASE = datetime(2025, 1, 1, tzinfo=UTC)
 STATUSES = [s.value for s in TaskStatus]
@@ -77,6 +79,7 @@ def rows_for(
             {
                 "task_id": task_id(n),
                 "backend": backend_of(n),
+                "platform": backend_of(n).split(":", 1)[0],
                 "status": status,
                 "shots": 1000,
                 "submit_time": when,
@@ -105,7 +108,9 @@ def rows_for(
             }
             for i in range(shards_per_task)
         )
-        tag_rows.append({"task_id": task_id(n), "key": "team", "value": f"t{n % 10}"})
+        tag_rows.append(
+            {"task_id": task_id(n), "key": "team", "value": f"t{n % 10}", "submit_time": when}
+        )
     return task_rows, shard_rows, tag_rows
 
 
@@ -249,11 +254,14 @@ class Floor:
         return self._sql(f"{head} ON CONFLICT ({key}) DO UPDATE SET {sets}")
 
     def save(self, n: int) -> None:
-        cols = ["task_id", "backend", "status", "shots", "submit_time", "update_time"]
-        cols += ["metadata_json"]
-        stmt = self._upsert("tasks", "task_id", cols, ["status", "update_time", "metadata_json"])
+        cols = ["task_id", "backend", "platform", "status", "shots", "submit_time"]
+        cols += ["update_time", "metadata_json"]
+        kept = ["platform", "status", "update_time", "metadata_json"]
+        stmt = self._upsert("tasks", "task_id", cols, kept)
         now = self._t(format_timestamp(datetime.now(UTC)))
-        values = (task_id(n), backend_of(n), "pending", 1000, now, now, json.dumps({"n": n}))
+        platform = backend_of(n).split(":", 1)[0]
+        values = (task_id(n), backend_of(n), platform, "pending", 1000, now, now)
+        values += (json.dumps({"n": n}),)
         untag = self._sql("DELETE FROM task_tags WHERE task_id = ?")
 
         def work(c: Any) -> None:
@@ -383,69 +391,32 @@ def median_ms(call: Callable[[], Any], reps: int) -> float:
 
 @dataclass
 class RoundTrips:
-    """Round trips of the store's calls: statements, psycopg's implicit BEGIN, COMMIT,
-    the pool's health ping of a checked-out connection and its reset ROLLBACK."""
+    """Round trips of the store's calls, counted on the wire by a proxy between a store
+    and its server (``benchmarks/wire.py``): statements, ``BEGIN``, ``COMMIT``, the
+    pool's health ping and its reset ``ROLLBACK``, and a batch sent without waiting
+    (a psycopg pipeline, a MariaDB multi-statement query) as one."""
 
-    count: int = 0
     by_op: dict[str, int] = field(default_factory=dict)
+    proxy: RoundTripProxy | None = None
 
-    def attach(self, store: TaskStore) -> None:
-        engine = store._db.engine
-        implicit_begin = store._db.backend.name == "postgresql"
-
-        def on_execute(*_: Any) -> None:
-            self.count += 1
-
-        def on_begin(conn: Any) -> None:
-            autocommit = conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
-            if implicit_begin and not autocommit:
-                self.count += 1
-
-        def on_end(conn: Any) -> None:
-            if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
-                self.count += 1
-
-        def on_checkout(*_: Any) -> None:
-            if getattr(engine.pool, "_pre_ping", False):
-                self.count += 1  # the pool pings a connection before handing it out
-
-        backend = store._db.backend
-        lone_select = backend.lone_select
-        ping = getattr(backend, "ping", None)
-
-        def counted_select(*args: Any) -> list[Any]:
-            # Point reads run on the driver connection, outside SQLAlchemy's events.
-            self.count += 1
-            return lone_select(*args)
-
-        def counted_ping(*args: Any) -> bool:
-            # The health check of a connection idle too long (servers; see server.py).
-            assert ping is not None
-            self.count += 1
-            return bool(ping(*args))
-
-        def on_reset(_dbapi_conn: Any, _record: Any, state: Any) -> None:
-            # The pool rolls back a connection returned to it; on MariaDB not after a
-            # commit of ours (our reset); psycopg and sqlite3 skip it when nothing is open.
-            if backend.name != "mysql" or state.transaction_was_reset:
-                return
-            in_transaction = getattr(backend, "in_transaction", None)
-            if in_transaction is None or in_transaction(_record.info):
-                self.count += 1
-
-        setattr(backend, "lone_select", counted_select)  # noqa: B010
-        if ping is not None:
-            setattr(backend, "ping", counted_ping)  # noqa: B010
-        event.listen(engine, "checkout", on_checkout)
-        event.listen(engine, "reset", on_reset, insert=True)  # before our reset runs
-        event.listen(engine, "before_cursor_execute", on_execute)
-        event.listen(engine, "begin", on_begin)
-        event.listen(engine, "commit", on_end)
+    @contextmanager
+    def through_proxy(self, store: TaskStore) -> Iterator[TaskStore]:
+        """A store on ``store``'s database, reached through a counting proxy."""
+        url = store._db.backend.url.render_as_string(hide_password=False)  # type: ignore[attr-defined]
+        with round_trip_proxy(url) as proxy:
+            self.proxy = proxy
+            counted = TaskStore(url=proxy.url(url))
+            try:
+                yield counted
+            finally:
+                counted.close()
+                self.proxy = None
 
     def measure(self, name: str, call: Callable[[], Any]) -> None:
-        before = self.count
+        assert self.proxy is not None
+        before = self.proxy.count
         call()
-        self.by_op[name] = self.count - before
+        self.by_op[name] = self.proxy.count - before
 
 
 def ops_table(place: Place, ops: int, rt: RoundTrips | None) -> list[dict[str, Any]]:
@@ -502,25 +473,31 @@ def ops_table(place: Place, ops: int, rt: RoundTrips | None) -> list[dict[str, A
             }
         )
         if rt is not None:
-            rt.attach(store)
-            n = ops + 1
-            store.save(TaskInfo(task_id(n), backend_of(n)))
-            rt.measure("save", lambda: store.save(TaskInfo(task_id(n), backend_of(n))))
-            rt.measure(
-                "save(task, shards)",
-                lambda: store.save(TaskInfo(task_id(n), backend_of(n)), [shard(n, 0), shard(n, 1)]),
-            )
-            rt.measure("save_shard", lambda: store.save_shard(shard(n, 2)))
-            rt.measure("update_shard", lambda: store.update_shard(task_id(n), 0, status="running"))
-            rt.measure("get", lambda: store.get(task_id(n)))
-            rt.measure("get_shards", lambda: store.get_shards(task_id(n)))
-            rt.measure("shard by platform id", lambda: store.get_shard_by_platform_id("job-1-0"))
-            rt.measure("list_page", lambda: store.list_page(limit=50))
-            rt.measure("count", lambda: store.count())
-            done = TaskInfo(task_id(n + 1), backend_of(n), status=TaskStatus.SUCCESS)
-            store.save(done, [shard(n + 1, 0)])
-            store.update_shard(done.task_id, 0, status="success")
-            rt.measure("archive", lambda: store.archive(done.task_id))
+            with rt.through_proxy(store) as counted:
+                n = ops + 1
+                counted.save(TaskInfo(task_id(n), backend_of(n)))
+                rt.measure("save", lambda: counted.save(TaskInfo(task_id(n), backend_of(n))))
+                rt.measure(
+                    "save(task, shards)",
+                    lambda: counted.save(
+                        TaskInfo(task_id(n), backend_of(n)), [shard(n, 0), shard(n, 1)]
+                    ),
+                )
+                rt.measure("save_shard", lambda: counted.save_shard(shard(n, 2)))
+                rt.measure(
+                    "update_shard", lambda: counted.update_shard(task_id(n), 0, status="running")
+                )
+                rt.measure("get", lambda: counted.get(task_id(n)))
+                rt.measure("get_shards", lambda: counted.get_shards(task_id(n)))
+                rt.measure(
+                    "shard by platform id", lambda: counted.get_shard_by_platform_id("job-1-0")
+                )
+                rt.measure("list_page", lambda: counted.list_page(limit=50))
+                rt.measure("count", lambda: counted.count())
+                done = TaskInfo(task_id(n + 1), backend_of(n), status=TaskStatus.SUCCESS)
+                counted.save(done, [shard(n + 1, 0)])
+                counted.update_shard(done.task_id, 0, status="success")
+                rt.measure("archive", lambda: counted.archive(done.task_id))
         floor.close()
     return rows
 
@@ -540,6 +517,7 @@ def reads(store: TaskStore, size: int, reps: int) -> dict[str, float]:
     filters: dict[str, dict[str, Any]] = {
         "status": {"status": "success"},
         "backend": {"backend": "ibm"},
+        "device": {"backend": "ibm:dev1"},
         "tag": {"tags": {"team": "t3"}},
         "time range": {"submitted_after": lo, "submitted_before": hi},
     }

@@ -23,6 +23,7 @@ from uniqc_taskstore import (
     DatabaseBusyError,
     InvalidInputError,
     TaskInfo,
+    TaskShard,
     TaskStore,
     generate_uniqc_task_id,
 )
@@ -83,11 +84,13 @@ def row_locked(url: str, task_id: str) -> Iterator[None]:
 
 
 def count_attempts(store: TaskStore) -> list[str]:
-    """Every driver error on the store's engine, appended as it happens: one per
-    attempt that found the database locked."""
-    failures: list[str] = []
-    event.listen(store._db.engine, "handle_error", lambda context: failures.append(repr(context)))
-    return failures
+    """Every connection the store's pool hands out, appended as it happens: each attempt
+    takes one, whether it runs through SQLAlchemy's execution or on the driver
+    connection (the batched server writes, which SQLAlchemy's ``handle_error`` event
+    does not see)."""
+    checkouts: list[str] = []
+    event.listen(store._db.engine, "checkout", lambda *args: checkouts.append(repr(args[0])))
+    return checkouts
 
 
 def test_held_lock_raises_retryable_busy_error_writing_nothing(
@@ -115,6 +118,32 @@ def test_held_lock_raises_retryable_busy_error_writing_nothing(
     stored = store.get(task.task_id)
     assert stored is not None
     assert stored.shots == 200
+
+
+def test_every_write_path_retries_a_held_lock_on_a_fresh_attempt(
+    busy_store: tuple[TaskStore, str],
+) -> None:
+    """Each attempt checks a connection out of the pool anew (nothing on the engine
+    watches statements here, so SQLite's writes run on the driver connection)."""
+    store, url = busy_store
+    task = make_task()
+    store.save(task, [TaskShard(task.task_id, 0, "job-0", task.backend)])
+    checkouts: list[str] = []
+    event.listen(store._db.engine, "checkout", lambda *_: checkouts.append("checkout"))
+    writes: list[Callable[[], object]] = [
+        lambda: store.save(TaskInfo(task.task_id, task.backend, shots=7)),
+        lambda: store.save_shard(TaskShard(task.task_id, 1, "job-1", task.backend, 1, 1)),
+        lambda: store.update_shard(task.task_id, 0, status="running"),
+    ]
+    with row_locked(url, task.task_id):
+        for write in writes:
+            checkouts.clear()
+            with pytest.raises(DatabaseBusyError):
+                write()
+            assert len(checkouts) == ATTEMPTS
+    for write in writes:
+        write()
+    assert [s.shard_index for s in store.get_shards(task.task_id)] == [0, 1]
 
 
 def test_lock_held_while_switching_to_wal_is_busy_and_changes_nothing(

@@ -59,12 +59,17 @@ def open_store(
 def plain_copy(source: TaskStore, destination: TaskStore) -> None:
     """The reference: every row read by SQLAlchemy as ``get()`` reads it, inserted by a
     plain ``INSERT`` (the column types' bind processing), parents first."""
+    times: dict[str, Any] = {}
     for table in (*LIVE_TABLES, *ARCHIVE_TABLES):
 
         def read(conn: Connection, table: Any = table) -> list[dict[str, Any]]:
             return [readable_row(table.name, row) for row in conn.execute(select(table)).mappings()]
 
         rows = source._db.read(read)
+        if table.name.endswith("tasks"):  # a tag carries its task's (repaired) submit_time
+            times = {row["task_id"]: row["submit_time"] for row in rows}
+        elif table.name.endswith("tags"):
+            rows = [row | {"submit_time": times[row["task_id"]]} for row in rows]
         if rows:
             destination._db.write(partial(_insert, table=table, rows=rows))
 
@@ -180,6 +185,10 @@ def add_legacy_rows(store: TaskStore) -> None:
                 " result_json, metadata_json, name) VALUES (?, 'dummy', 'success', 5, ?, ?, ?, ?,"
                 " 'legacy')",
                 (task_id, when, LEGACY_TIMES[0], text, '{"k": 1}' if k % 2 else "{}"),
+            )
+            conn.execute(
+                "INSERT INTO task_tags (task_id, key, value, submit_time) VALUES (?, 'k', ?, ?)",
+                (task_id, text, when),
             )
             conn.execute(
                 "INSERT INTO task_shards (uniqc_task_id, shard_index, platform_task_id, backend,"

@@ -1,7 +1,8 @@
-"""``update_shard`` settles the task's status in SQL where the database can return
-rows from an UPDATE (SQLite, PostgreSQL) and in Python elsewhere (MariaDB). Both must
-be :func:`task_status_after_write`: checked here for every stored task status, every
-set of other shards' statuses and every reported status."""
+"""``update_shard`` settles the task's status in SQL (``status_refresh.settled_status``:
+with ``UPDATE ... RETURNING`` on SQLite, in the batched server write on PostgreSQL and
+MariaDB), other writes on MariaDB's generic path in Python. Both must be
+:func:`task_status_after_write`: checked here for every stored task status, every set
+of other shards' statuses and every reported status."""
 
 from __future__ import annotations
 

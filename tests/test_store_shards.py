@@ -231,6 +231,15 @@ def test_update_shard_turning_final_status_back_is_not_applied(store: TaskStore)
     assert store.get_shards(task.task_id) == before
 
 
+def test_stale_poll_leaves_the_task_row_untouched(store: TaskStore) -> None:
+    task = saved_with_shards(store, 2)
+    store.update_shard(task.task_id, 0, status="success")
+    settled = store.get(task.task_id)
+    outcome = store.update_shard(task.task_id, 0, status="running")
+    assert (outcome.applied, outcome.task_status) == (False, TaskStatus.RUNNING)
+    assert store.get(task.task_id) == settled  # not re-stamped, not re-settled
+
+
 AGGREGATES = [
     (["success", "success", "success"], TaskStatus.SUCCESS),
     (["success", "failed", "success"], TaskStatus.FAILED),
@@ -407,6 +416,20 @@ def test_thousand_shards_saved_in_one_call_read_back_complete(store: TaskStore) 
     assert found == shards[999]
 
 
+def test_a_thousand_shards_saved_over_stored_ones_are_checked_against_them(
+    store: TaskStore,
+) -> None:
+    task = make_task(backend="dummy")
+    shards = [shard(task, i) for i in range(1000)]
+    store.save(task, shards)
+    store.save(task, shards)  # the same layout again
+    clash = shard(task, 1000)  # circuit 999, which stored shard 999 (not written) covers
+    clash.sub_index_offset = 999
+    with pytest.raises(ShardLayoutError):
+        store.save(task, [*shards[:999], clash])
+    assert store.get_shards(task.task_id) == shards
+
+
 # -- layouts written by older versions -------------------------------------------------
 
 
@@ -489,3 +512,57 @@ def test_shard_at_the_largest_offset_and_count_is_checked_without_overflow(
         store.save_shard(shard(task, 1, sub_index_offset=big, circuit_count=big))
     store.save_shard(shard(task, 1, sub_index_offset=big - 1))
     assert len(store.get_shards(task.task_id)) == 2
+
+
+# -- many tasks in one write -----------------------------------------------------------
+
+
+def test_layout_check_over_many_like_tasks_refuses_only_the_one_that_overlaps(
+    store: TaskStore,
+) -> None:
+    """1,200 tasks (more than one batch of ids) with stored shards get a shard each at
+    the same index and circuit: checked against each task's own stored shards."""
+    tasks = [make_task() for _ in range(1200)]
+    wide = tasks[777]
+    store.save_many(tasks, [shard(t, 0, circuit_count=3 if t is wide else 1) for t in tasks])
+    with pytest.raises(ShardLayoutError) as raised:
+        store.save_shards([shard(t, 1) for t in tasks])
+    assert wide.task_id in str(raised.value)
+    assert "stored shard 0" in str(raised.value)
+    assert all(len(store.get_shards(t.task_id)) == 1 for t in tasks[770:780])
+
+    store.save_shards([shard(t, 1, sub_index_offset=3) for t in tasks])
+    assert [len(store.get_shards(t.task_id)) for t in tasks] == [2] * len(tasks)
+
+
+def test_new_jobs_in_a_write_over_many_tasks_reopen_only_their_tasks(store: TaskStore) -> None:
+    """A finished task reopens for a new index or a new platform job at a stored one, not
+    for a report of the same job; told apart per task across batches of ids."""
+    tasks = [make_task(status=TaskStatus.SUCCESS) for _ in range(1100)]
+    store.save_many(tasks, [shard(t, 0, status=TaskStatus.SUCCESS) for t in tasks])
+    again = [shard(t, 0, status=TaskStatus.RUNNING) for t in tasks]  # same job: stale
+    again[5] = shard(tasks[5], 0, platform_task_id="resubmitted", status=TaskStatus.RUNNING)
+    again.append(shard(tasks[900], 1, status=TaskStatus.RUNNING))  # a new index
+    store.save_shards(again)
+    reopened = {t.task_id for t in tasks if status_of(store, t.task_id) is TaskStatus.RUNNING}
+    assert reopened == {tasks[5].task_id, tasks[900].task_id}
+
+
+def test_update_of_a_shard_whose_task_is_gone_raises_and_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    """A shard left without its task (files written without foreign keys) is not found,
+    and the report is not written to it."""
+    with TaskStore(cache_dir=tmp_path) as store:
+        task = make_task()
+        store.save(task, [shard(task, 0)])
+        orphan = task.task_id
+        raw = create_engine(f"sqlite:///{tmp_path / 'tasks.sqlite'}")
+        with raw.begin() as conn:  # the file's foreign keys are off here, as in old files
+            conn.execute(text("DELETE FROM tasks WHERE task_id = :t"), {"t": orphan})
+        raw.dispose()
+        with pytest.raises(ShardNotFoundError):
+            store.update_shard(orphan, 0, status="success")
+        with pytest.raises(ShardNotFoundError):
+            store.update_shard(orphan, 0, status="running")
+        assert [s.status for s in store.get_shards(orphan)] == [TaskStatus.PENDING]

@@ -252,6 +252,16 @@ def test_stale_save_shard_of_the_same_job_does_not_reopen_a_finished_task(
     assert status_of(store, task.task_id) == SUCCESS
 
 
+def test_cancelled_task_saved_again_with_its_same_jobs_stays_cancelled(store: TaskStore) -> None:
+    task = make_task()
+    store.save(task, shards_with(task, [RUNNING, RUNNING]))
+    task.status = CANCELLED
+    store.save(task)
+    store.save(task, shards_with(task, [RUNNING, PENDING]))  # the same jobs: no new one
+    assert status_of(store, task.task_id) == CANCELLED
+    assert task.status == CANCELLED
+
+
 def test_new_shard_added_to_a_finished_task_reopens_it(store: TaskStore) -> None:
     # The first job finished before the adapter saved the second: the task must not
     # look finished while the second job runs.

@@ -40,6 +40,11 @@ class IdText(TypeDecorator[str]):
             return dialect.type_descriptor(mysql.VARBINARY(4 * 255))
         return dialect.type_descriptor(Text())
 
+    def bind_processor(self, dialect: Dialect) -> Any:
+        if dialect.name not in _MYSQL:
+            return None  # bound as it is: no call per value on the write paths
+        return super().bind_processor(dialect)
+
     def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
         if dialect.name in _MYSQL and isinstance(value, str):
             return value.encode("utf-8")

@@ -12,16 +12,20 @@ import os
 import random
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from operator import itemgetter
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import Connection, Engine, Select, event
+from sqlalchemy import Connection, Engine, Executable, Select, event
 from sqlalchemy.engine import URL, Dialect
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from .backends import Backend, backend_for_url
-from .backends.base import BUSY_ATTEMPTS_ENV, BUSY_TIMEOUT_ENV, BusyPolicy, Listener
+from .backends.base import BUSY_ATTEMPTS_ENV, BUSY_TIMEOUT_ENV, BusyPolicy, DriverBatch, Listener
 from .backends.sqlite import WRITE_OPTION
 from .errors import DatabaseBusyError, DatabaseError, TaskStoreError
 from .migrator import MIGRATIONS, Migration, MigrationReport, migrate
@@ -53,7 +57,7 @@ class Database:
         self.users = 0
         self.last_migration: MigrationReport | None = None
         self._caller_listeners: list[Listener] = []
-        self._prepared: dict[Select[Any], _Prepared] = {}
+        self._prepared: dict[Any, _Prepared] = {}
         if engine is not None:
             self._caller_listeners = backend.configure_engine(engine)
             engine.dispose()  # connections pooled before now lack our settings
@@ -111,22 +115,18 @@ class Database:
         each call runs it on a pooled driver connection, outside SQLAlchemy's per-call
         execution machinery and outside any transaction (:meth:`read_one`), with the
         same busy retries and error translation as every other call."""
-        prepared = self._prepared.get(stmt)
-        if prepared is None:
-            prepared = self._prepared[stmt] = _Prepared(stmt, self.engine.dialect)
+        prepared = self.prepared(stmt)
         engine = self.engine
         backend = self.backend
 
         def attempt() -> list[dict[str, Any]]:
-            args = prepared.arguments(params)
+            text, args = prepared.statement(params)
             raw = engine.raw_connection()
             try:
                 try:
-                    found = backend.lone_select(raw.dbapi_connection, prepared.sql, args)
+                    found = backend.lone_select(raw.dbapi_connection, text, args)
                 except prepared.dbapi_error as exc:
-                    raise DBAPIError.instance(
-                        prepared.sql, args, exc, prepared.dbapi_error, dialect=engine.dialect
-                    ) from exc
+                    raise prepared.wrap(exc, text, args) from exc
             finally:
                 raw.close()
             return prepared.rows(found)
@@ -141,11 +141,120 @@ class Database:
         except PoolTimeoutError:
             raise DatabaseBusyError(f"{backend.describe()}: {_POOL_BUSY}") from None
 
+    def batch_write(self, work: Callable[[DriverBatch], T]) -> T:
+        """Run ``work`` in a write transaction sent in batches on a pooled driver
+        connection (:meth:`Backend.driver_batch`: one round trip per batch), with the
+        same busy retries and error translation as :meth:`write`. Only for backends
+        whose :meth:`Backend.batched_writes` is true."""
+        engine = self.engine
+        backend = self.backend
+        dialect = engine.dialect
+        dbapi_error: type[Exception] = dialect.loaded_dbapi.Error
+
+        def attempt() -> T:
+            raw = engine.raw_connection()
+            try:
+                batch = backend.driver_batch(raw.dbapi_connection)
+                try:
+                    result = work(batch)
+                except BaseException:
+                    try:
+                        batch.end()
+                    except Exception:  # the first error says why; this connection goes
+                        raw.invalidate()
+                    raise
+                batch.end()
+                backend.after_finished_batch(raw.info)
+                return result
+            except dbapi_error as exc:
+                gone = dialect.is_disconnect(exc, raw.dbapi_connection, None)  # type: ignore[arg-type]
+                if gone:
+                    raw.invalidate(exc)
+                raise DBAPIError.instance(
+                    _BATCH, None, exc, dbapi_error, connection_invalidated=gone, dialect=dialect
+                ) from exc
+            finally:
+                raw.close()
+
+        try:
+            return _with_busy_retry(backend, self.busy, attempt)
+        except DBAPIError as exc:
+            raise self._translate(exc) from exc
+        except PoolTimeoutError:
+            raise DatabaseBusyError(f"{backend.describe()}: {_POOL_BUSY}") from None
+
     def write(self, work: Callable[[Connection], T]) -> T:
         """Run ``work`` in a write transaction: on SQLite it holds the write lock from
         BEGIN; on servers, rows read ``FOR UPDATE`` stay locked until commit. Retried
         whole when the database is busy."""
         return self._transaction(work, write=True)
+
+    def write_statements(self, work: Callable[[Statements], T]) -> T:
+        """:meth:`write` for the hot write paths (``save``, shard writes), whose
+        statements are built once (module-level or cached builders): ``work`` runs them
+        through a :class:`Statements`.
+
+        Where the backend allows it (:attr:`Backend.writes_on_driver`: SQLite), each
+        statement is compiled once for this database and run on a pooled driver
+        connection inside our own ``BEGIN IMMEDIATE … COMMIT``, outside SQLAlchemy's
+        per-statement machinery, which costs more than SQLite spends running it. The
+        busy retries and error translation are :meth:`write`'s. Elsewhere ``work``
+        runs inside :meth:`write` through the SQLAlchemy connection, as it does while
+        anything listens to the engine's statement events (tracing, tests that watch
+        or interrupt statements): they see every statement."""
+        engine = self.engine
+        if not self.backend.writes_on_driver or _statements_watched(engine):
+            exclusive = self.backend.write_lock_at_begin
+            return self.write(lambda conn: work(_ConnectionStatements(conn, exclusive)))
+        backend = self.backend
+        dialect = engine.dialect
+
+        def attempt() -> T:
+            raw = engine.raw_connection()
+            try:
+                statements = _DriverStatements(
+                    self.prepared, raw.driver_connection, dialect, backend.write_lock_at_begin
+                )
+                try:
+                    statements.run_text(backend.begin_write_sql)
+                    result = work(statements)
+                    statements.run_text("COMMIT")
+                except BaseException:
+                    try:
+                        raw.driver_connection.rollback()  # type: ignore[union-attr]
+                    except Exception:  # the connection is broken: never reuse it
+                        raw.invalidate()
+                    raise
+                finally:
+                    statements.close()
+            finally:
+                raw.close()
+            return result
+
+        try:
+            if self._serial is not None:
+                with self._serial:
+                    return _with_busy_retry(backend, self.busy, attempt)
+            return _with_busy_retry(backend, self.busy, attempt)
+        except DBAPIError as exc:
+            raise self._translate(exc) from exc
+        except PoolTimeoutError:
+            raise DatabaseBusyError(f"{backend.describe()}: {_POOL_BUSY}") from None
+
+    def prepared(self, stmt: Executable, params: Mapping[str, Any] | None = None) -> _Prepared:
+        """``stmt`` compiled for this database, once (see :class:`_Prepared`). An
+        ``INSERT`` or ``UPDATE`` is compiled, as SQLAlchemy does, for the columns named
+        by ``params`` (a row): a column a row leaves out keeps its server default."""
+        key: Any = stmt
+        if params is not None and getattr(stmt, "is_dml", False):
+            key = (stmt, tuple(params))
+        prepared = self._prepared.get(key)
+        if prepared is None:
+            if len(self._prepared) >= _PREPARED_KEPT:
+                self._prepared.clear()  # only if a caller passed statements built per call
+            columns = list(key[1]) if isinstance(key, tuple) else None
+            prepared = self._prepared[key] = _Prepared(stmt, self.engine.dialect, columns)
+        return prepared
 
     def _transaction(
         self, work: Callable[[Connection], T], *, write: bool, single: bool = False
@@ -229,43 +338,277 @@ class Database:
         return DatabaseError(f"{self.backend.describe()}: {exc.orig!r}")
 
 
-class _Prepared:
-    """One SELECT compiled for one dialect: its SQL text, how to bind its parameters
-    (column types' bind processing, positional or named) and how to convert its
-    result columns (the types' result processing), done once."""
+class Statements(ABC):
+    """Runs statements built once (module-level or cached builders) in the current
+    write transaction of :meth:`Database.write_statements`. Driver errors come out as
+    SQLAlchemy's :class:`DBAPIError` subclasses (e.g. ``IntegrityError``) either way."""
 
-    def __init__(self, stmt: Select[Any], dialect: Dialect) -> None:
-        compiled = stmt.compile(dialect=dialect)
-        self.sql = str(compiled)
-        self.defaults: dict[str, Any] = dict(compiled.construct_params(_check=False))
-        self.order = list(compiled.positiontup or ()) if compiled.positional else None
-        self.binds = {
-            name: bind.type._cached_bind_processor(dialect)
-            for bind, name in compiled.bind_names.items()
+    returning: bool
+    """Whether an ``UPDATE … RETURNING`` can return its rows here."""
+    exclusive: bool
+    """Whether the transaction holds the database's write lock from its start (SQLite's
+    ``BEGIN IMMEDIATE``): then no other writer runs meanwhile, and row locks add nothing."""
+
+    @abstractmethod
+    def rows(self, stmt: Executable, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The rows a SELECT (or a statement with RETURNING) gives, by column key, values
+        converted by the column types."""
+
+    @abstractmethod
+    def run(self, stmt: Executable, params: Mapping[str, Any]) -> int:
+        """Execute a statement that returns no rows; how many rows it matched."""
+
+    @abstractmethod
+    def run_many(self, stmt: Executable, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Execute a statement once per parameter set in ``rows`` (executemany)."""
+
+
+class _DriverStatements(Statements):
+    """On a driver connection, each statement compiled once per database (see
+    :class:`_Prepared`); one cursor for the whole transaction."""
+
+    def __init__(
+        self,
+        prepared: Callable[[Executable, Mapping[str, Any]], _Prepared],
+        dbapi_connection: Any,
+        dialect: Dialect,
+        exclusive: bool,
+    ) -> None:
+        self._prepared = prepared
+        self._dialect = dialect
+        self._cursor = dbapi_connection.cursor()
+        self.returning = bool(dialect.update_returning)
+        self.exclusive = exclusive
+
+    def run_text(self, text: str) -> None:
+        """A statement of the backend's own (``BEGIN IMMEDIATE``, ``COMMIT``)."""
+        error = self._dialect.loaded_dbapi.Error
+        try:
+            self._cursor.execute(text)
+        except error as exc:
+            raise DBAPIError.instance(text, (), exc, error, dialect=self._dialect) from exc
+
+    def rows(self, stmt: Executable, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        prepared = self._prepared(stmt, params)
+        text, args = prepared.statement(params)
+        try:
+            self._cursor.execute(text, args)
+            found = self._cursor.fetchall()
+        except prepared.dbapi_error as exc:
+            raise prepared.wrap(exc, text, args) from exc
+        return prepared.rows(found)
+
+    def run(self, stmt: Executable, params: Mapping[str, Any]) -> int:
+        prepared = self._prepared(stmt, params)
+        text, args = prepared.statement(params)
+        try:
+            self._cursor.execute(text, args)
+        except prepared.dbapi_error as exc:
+            raise prepared.wrap(exc, text, args) from exc
+        return int(self._cursor.rowcount)
+
+    def run_many(self, stmt: Executable, rows: Sequence[Mapping[str, Any]]) -> None:
+        if not rows:
+            return
+        prepared = self._prepared(stmt, rows[0])
+        text, args = prepared.statements(rows)
+        try:
+            self._cursor.executemany(text, args)
+        except prepared.dbapi_error as exc:
+            raise prepared.wrap(exc, text, args[0]) from exc
+
+    def close(self) -> None:
+        self._cursor.close()
+
+
+class _ConnectionStatements(Statements):
+    """Through a SQLAlchemy connection (servers: its events, pool pings and resets)."""
+
+    def __init__(self, conn: Connection, exclusive: bool) -> None:
+        self._conn = conn
+        self.returning = bool(conn.dialect.update_returning)
+        self.exclusive = exclusive
+
+    def rows(self, stmt: Executable, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        return [dict(row) for row in self._conn.execute(stmt, dict(params)).mappings()]
+
+    def run(self, stmt: Executable, params: Mapping[str, Any]) -> int:
+        return int(self._conn.execute(stmt, dict(params)).rowcount)
+
+    def run_many(self, stmt: Executable, rows: Sequence[Mapping[str, Any]]) -> None:
+        if rows:
+            self._conn.execute(stmt, [dict(row) for row in rows])
+
+
+class _Slot:
+    """Stands for item ``index`` of the expanding parameter ``name`` while a statement's
+    text is worked out for one size of its list."""
+
+    __slots__ = ("index", "name")
+
+    def __init__(self, name: str, index: int) -> None:
+        self.name = name
+        self.index = index
+
+
+_UNSET = object()
+
+_Position = tuple[str | None, int, Any, Any]
+"""Where one parameter of a statement's text comes from: (parameter name, item of its
+list or -1, bind processor, the processed constant when the name is None)."""
+
+
+class _Prepared:
+    """One statement compiled for one dialect: its SQL text (for each size of each
+    expanding ``IN`` list it takes), how to bind its parameters (the column types'
+    bind processing, positional or named; constants processed once) and how to convert
+    the columns it returns (the types' result processing), all worked out once."""
+
+    _FORMS_KEPT = 1024
+
+    def __init__(
+        self, stmt: Executable, dialect: Dialect, column_keys: list[str] | None = None
+    ) -> None:
+        element = cast(ClauseElement, stmt)
+        compiled = cast(SQLCompiler, element.compile(dialect=dialect, column_keys=column_keys))
+        self._compiled = compiled
+        self._dialect = dialect
+        self._positional = bool(compiled.positional)
+        binds = compiled.bind_names
+        self._expanding = tuple(name for bind, name in binds.items() if bind.expanding)
+        self._required = {name for bind, name in binds.items() if bind.required}
+        self._processors = {
+            name: bind.type._cached_bind_processor(dialect) for bind, name in binds.items()
         }
-        self.keys = [str(c.key) for c in stmt.selected_columns]
-        self.results = [
-            c.type._cached_result_processor(dialect, None) for c in stmt.selected_columns
+        self._constants = {
+            name: _processed(self._processors[name], value)
+            for name, value in compiled.construct_params(_check=False).items()
+            if name not in self._required
+        }
+        self._forms: dict[tuple[int, ...], tuple[str, list[str], list[_Position]]] = {}
+        columns: list[Any] = list(getattr(stmt, "exported_columns", ()))
+        self.keys = [str(c.key) for c in columns]
+        self.results = [c.type._cached_result_processor(dialect, None) for c in columns]
+        self._converted = [
+            (i, process) for i, process in enumerate(self.results) if process is not None
         ]
+        self._many: tuple[Callable[[Mapping[str, Any]], Any], list[tuple[int, Any]]] | None = None
         self.dbapi_error: type[Exception] = dialect.loaded_dbapi.Error
 
-    def arguments(self, params: Mapping[str, Any]) -> Any:
-        values = self.defaults | dict(params)
-        for name, process in self.binds.items():
-            if process is not None:
-                values[name] = process(values[name])
-        return values if self.order is None else tuple(values[n] for n in self.order)
+    def statement(self, params: Mapping[str, Any]) -> tuple[str, Any]:
+        """The SQL text and driver arguments for one execution with ``params``."""
+        sizes = tuple(len(params[n]) for n in self._expanding) if self._expanding else ()
+        text, names, positions = self._form(sizes)
+        values = _values(positions, params)
+        return text, (tuple(values) if self._positional else dict(zip(names, values, strict=True)))
+
+    def statements(self, rows: Sequence[Mapping[str, Any]]) -> tuple[str, list[Any]]:
+        """The SQL text and one argument set per row, for an executemany."""
+        text, names, positions = self._form(())
+        if not self._positional:
+            return text, [dict(zip(names, _values(positions, row), strict=True)) for row in rows]
+        if self._many is None:
+            if any(name is None or index >= 0 for name, index, _, _ in positions):
+                return text, [tuple(_values(positions, row)) for row in rows]
+            # Every value is a column of the row (an INSERT): taken in one C call per
+            # row, then only the columns whose type converts values are converted.
+            self._many = (
+                itemgetter(*names) if len(names) != 1 else lambda row: (row[names[0]],),
+                [(i, process) for i, (_, _, process, _) in enumerate(positions) if process],
+            )
+        take, convert = self._many
+        if not convert:
+            return text, [take(row) for row in rows]
+        # Rows of one write share values (its timestamp, a None result): a column's
+        # value that is the same object as the row before's is not converted again.
+        last: list[list[Any]] = [[i, process, _UNSET, None] for i, process in convert]
+        args = []
+        for row in rows:
+            values = list(take(row))
+            for seen in last:
+                value = values[seen[0]]
+                if value is not seen[2]:
+                    seen[2], seen[3] = value, seen[1](value)
+                values[seen[0]] = seen[3]
+            args.append(values)
+        return text, args
 
     def rows(self, found: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
-        pairs = list(zip(self.keys, self.results, strict=True))
-        return [
-            {
-                key: value if process is None else process(value)
-                for (key, process), value in zip(pairs, row, strict=True)
-            }
-            for row in found
-        ]
+        keys, converted = self.keys, self._converted
+        if not converted:
+            return [dict(zip(keys, row, strict=True)) for row in found]
+        rows = []
+        for row in found:
+            values = list(row)
+            for i, process in converted:
+                values[i] = process(values[i])
+            rows.append(dict(zip(keys, values, strict=True)))
+        return rows
 
+    def wrap(self, exc: Exception, text: str, args: Any) -> Exception:
+        """A driver error as SQLAlchemy would have raised it (e.g. ``IntegrityError``)."""
+        return DBAPIError.instance(text, args, exc, self.dbapi_error, dialect=self._dialect)
+
+    def _form(self, sizes: tuple[int, ...]) -> tuple[str, list[str], list[_Position]]:
+        form = self._forms.get(sizes)
+        if form is not None:
+            return form
+        params: dict[str, Any] = dict.fromkeys(self._required)
+        for name, size in zip(self._expanding, sizes, strict=True):
+            params[name] = [_Slot(name, index) for index in range(size)]
+        state = self._compiled.construct_expanded_state(params)
+        names = list(state.positiontup or ()) if self._positional else list(state.parameters)
+        positions: list[_Position] = []
+        for name in names:
+            value = state.parameters[name]
+            if isinstance(value, _Slot):
+                positions.append((value.name, value.index, state.processors.get(name), None))
+            elif name in self._required:
+                positions.append((name, -1, self._processors[name], None))
+            else:
+                positions.append((None, -1, None, self._constants[name]))
+        if len(self._forms) >= self._FORMS_KEPT:
+            self._forms.clear()
+        form = self._forms[sizes] = (state.statement, names, positions)
+        return form
+
+
+def _processed(process: Any, value: Any) -> Any:
+    return value if process is None else process(value)
+
+
+def _values(positions: list[_Position], params: Mapping[str, Any]) -> list[Any]:
+    values = []
+    for name, index, process, constant in positions:
+        if name is None:
+            values.append(constant)
+            continue
+        value = params[name] if index < 0 else params[name][index]
+        values.append(value if process is None else process(value))
+    return values
+
+
+def _statements_watched(engine: Engine) -> bool:
+    """Whether a listener is registered for an event of SQLAlchemy's statement execution."""
+    dispatch = engine.dispatch
+    return bool(
+        any(getattr(dispatch, name) for name in _STATEMENT_EVENTS)
+        or engine.dialect.dispatch.handle_error
+    )
+
+
+_STATEMENT_EVENTS = (
+    "before_execute",
+    "after_execute",
+    "before_cursor_execute",
+    "after_cursor_execute",
+)
+
+_PREPARED_KEPT = 512
+"""Statements kept compiled per database: far more than the fixed ones there are."""
+
+_BATCH = "(a batch of write statements)"
+"""What a driver error raised by :meth:`Database.batch_write` names as its statement."""
 
 _POOL_BUSY = (
     "every connection in this process's pool stayed in use (other threads waiting on "

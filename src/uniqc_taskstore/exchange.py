@@ -389,10 +389,12 @@ def _rows(entries: list[_Entry]) -> _Rows:
     for entry in entries:
         task = entry.task
         stamp = {"archived_at": task.archived_at} if task.archived_at is not None else {}
-        task_rows.append(sql.task_row(task) | stamp)
+        row = sql.task_row(task) | stamp
+        task_rows.append(row)
         shard_rows.extend(sql.shard_row(shard) | stamp for shard in entry.shards)
+        # Only tasks the store does not hold are inserted: their submit_time is this one.
         tag_rows.extend(
-            {"task_id": task.task_id, "key": key, "value": value}
+            {"task_id": task.task_id, "key": key, "value": value, "submit_time": row["submit_time"]}
             for key, value in task.tags.items()
         )
     return task_rows, shard_rows, tag_rows

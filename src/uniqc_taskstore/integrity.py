@@ -13,10 +13,17 @@ from collections.abc import Callable, Iterator, Mapping
 from functools import partial
 from typing import Any
 
-from sqlalchemy import Connection, Table, select
+from sqlalchemy import ColumnElement, Connection, Table, case, func, or_, select
 
 from .errors import CorruptRowError
-from .schema import archived_task_shards, archived_tasks, task_shards, tasks
+from .schema import (
+    archived_task_shards,
+    archived_task_tags,
+    archived_tasks,
+    task_shards,
+    task_tags,
+    tasks,
+)
 from .statements import shard_from_row, task_from_row
 from .store import TaskStore
 
@@ -55,3 +62,38 @@ def _scan(
         except CorruptRowError as exc:
             found.append(exc)
     return found
+
+
+def stale_copies(conn: Connection) -> dict[str, int]:
+    """Rows whose v10 copies do not match their source, by table: a task whose
+    ``platform`` is not its backend's, a tag whose ``submit_time`` is not its task's.
+    Every writer of this library keeps them; another program writing the tables may
+    not, and then platform and tag filters miss those tasks."""
+    found: dict[str, int] = {}
+    for table in (tasks, archived_tasks):
+        wrong = or_(
+            table.c.platform.is_(None), table.c.platform != platform_sql(conn, table.c.backend)
+        )
+        found[table.name] = conn.execute(
+            select(func.count()).select_from(table).where(wrong)
+        ).scalar_one()
+    for tags, owner in ((task_tags, tasks), (archived_task_tags, archived_tasks)):
+        wrong = or_(tags.c.submit_time.is_(None), tags.c.submit_time != owner.c.submit_time)
+        found[tags.name] = conn.execute(
+            select(func.count())
+            .select_from(tags.join(owner, owner.c.task_id == tags.c.task_id))
+            .where(wrong)
+        ).scalar_one()
+    return {name: int(n) for name, n in found.items() if n}
+
+
+def platform_sql(conn: Connection, backend: ColumnElement[str]) -> ColumnElement[str]:
+    """``backend.split(":", 1)[0]`` in this database's SQL (migration v10 keeps its own
+    copy of the rule, as migrations do)."""
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        return func.split_part(backend, ":", 1)
+    if dialect in ("mysql", "mariadb"):
+        return func.substring_index(backend, ":", 1)
+    colon = func.instr(backend, ":")
+    return case((colon > 0, func.substr(backend, 1, colon - 1)), else_=backend)

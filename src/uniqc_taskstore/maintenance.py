@@ -42,7 +42,7 @@ from .errors import (
     StoreNotFoundError,
     TaskStoreError,
 )
-from .integrity import corrupt_rows_on
+from .integrity import corrupt_rows_on, stale_copies
 from .migrator import CURRENT_SCHEMA_VERSION, MigrationReport, MigrationStep, pending_steps
 from .store import CACHE_DIR_ENV, URL_ENV, TaskStore, _database_path
 from .timestamps import utc_now
@@ -89,7 +89,28 @@ def readable_rows(conn: Connection, suffix: str) -> list[Check]:
     return checks
 
 
-ROW_CHECKS: list[RowCheck] = [readable_rows]
+def index_copies(conn: Connection, suffix: str) -> list[Check]:
+    """Each task's ``platform`` is its backend's and each tag's ``submit_time`` its
+    task's (the copies platform and tag pages are read by; schema v10)."""
+    del suffix
+    stale = stale_copies(conn)
+    if not stale:
+        return [
+            Check("filter columns", "ok", "every platform and tag submit time matches its task")
+        ]
+    counts = ", ".join(f"{n} in {table}" for table, n in stale.items())
+    return [
+        Check(
+            "filter columns",
+            "warn",
+            f"rows whose platform or tag submit_time does not match their task ({counts}): "
+            "written by another program; platform and tag filters miss these tasks",
+            "save each such task again through the store (save rewrites both copies)",
+        )
+    ]
+
+
+ROW_CHECKS: list[RowCheck] = [readable_rows, index_copies]
 """Checks of the stored rows themselves, run by :func:`diagnose` (not with
 ``full=False``) on a read-only connection once the file, stamp, schema version and
 integrity are all ok. Append to it to join ``uniqc-tasks doctor``."""

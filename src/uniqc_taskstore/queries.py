@@ -8,15 +8,37 @@ archived tables alike. Tags are read for a whole page in one extra query.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from functools import cache
 from typing import Any, Literal
 
-from sqlalchemy import Connection, RowMapping, Select, Table, and_, bindparam, func, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    RowMapping,
+    Select,
+    Table,
+    and_,
+    bindparam,
+    func,
+    or_,
+    select,
+    union_all,
+)
 
 from . import statements as sql
 from .engine import Database
 from .errors import CorruptRowError, InvalidInputError
-from .filters import Sort, TaskFilter, TaskTables, decode_cursor, encode_cursor, filter_clauses
+from .filters import (
+    Sort,
+    TaskFilter,
+    TaskTables,
+    backend_branches,
+    decode_cursor,
+    encode_cursor,
+    filter_clauses,
+    task_source,
+)
 from .model import (
     TaskInfo,
     TaskPage,
@@ -47,18 +69,52 @@ def select_tasks(
     include_results: bool = True,
     position: Position | None = None,
 ) -> Select[Any]:
-    """The filter's tasks in ``sort`` order, optionally only those after ``position``."""
+    """The filter's tasks in ``sort`` order, optionally only those after ``position``.
+
+    A page of a device label (``ibm:dev1``, which also matches ``ibm:dev1:*``) is the
+    ``UNION ALL`` of one ordered, limited read per alternative (the label, its
+    sub-labels), merged: each is a range of ``(backend, submit_time, task_id)`` in
+    sort order, where the ``OR`` of both would sort all the device's tasks."""
     table = side.tasks
     columns = [c for c in table.columns if include_results or c.name != "result_json"]
-    stmt = select(*columns).where(*filter_clauses(f, side)).order_by(*sort.order_clauses(table))
-    if position is not None:
-        stmt = stmt.where(sort.after(table, *position))
+    if limit is None or f.backend is None or ":" not in f.backend:
+        stmt = _ordered(side, f, sort, columns, position)
+    else:
+        rest = replace(f, backend=None)
+        parts = [
+            _ordered(side, rest, sort, columns, position, branch)
+            .limit(limit + (offset or 0))
+            .subquery()
+            for branch in backend_branches(table, f.backend)
+        ]
+        merged = union_all(*(select(part) for part in parts)).subquery("uniqc_device")
+        stmt = select(merged).order_by(*sort.order_clauses(merged))
     if limit is not None:
         stmt = stmt.limit(limit)
     if offset:
         stmt = stmt.offset(offset)
         if limit is None:
             stmt = stmt.limit(2**62)  # MySQL has no OFFSET without LIMIT
+    return stmt
+
+
+def _ordered(
+    side: TaskTables,
+    f: TaskFilter,
+    sort: Sort,
+    columns: Sequence[Any],
+    position: Position | None,
+    *extra: ColumnElement[bool],
+) -> Select[Any]:
+    source = task_source(f, sort, side)
+    stmt = (
+        select(*columns)
+        .select_from(source.from_)
+        .where(*source.where, *extra)
+        .order_by(*sort.order_clauses(source.order))
+    )
+    if position is not None:
+        stmt = stmt.where(sort.after(source.order, *position))
     return stmt
 
 
@@ -169,7 +225,8 @@ def _shard_by_platform_id(with_backend: bool) -> Select[Any]:
     s = task_shards
     stmt = select(s).where(s.c.platform_task_id == bindparam("platform_task_id"))
     if with_backend:
-        # The same range as filters.backend_matches, with parameters for its bounds.
+        # filters.backend_matches's rule on the shard's backend (shards have no
+        # platform column), with parameters for its bounds.
         stmt = stmt.where(
             or_(
                 s.c.backend == bindparam("backend"),
@@ -343,6 +400,7 @@ def summaries(
         "error_message",
     )
     extra = [t.c.archived_at] if "archived_at" in t.c else []
+    source = task_source(f, sort, side)
     stmt = (
         select(
             *(t.c[n] for n in names),
@@ -350,8 +408,9 @@ def summaries(
             t.c.result_json.is_not(None).label("has_result"),
             shard_count.label("shard_count"),
         )
-        .where(*filter_clauses(f, side))
-        .order_by(*sort.order_clauses(t))
+        .select_from(source.from_)
+        .where(*source.where)
+        .order_by(*sort.order_clauses(source.order))
     )
     if limit is not None:
         stmt = stmt.limit(limit)
@@ -386,7 +445,7 @@ def count_by(conn: Connection, side: TaskTables, field: str, f: TaskFilter) -> d
     if field not in COUNT_FIELDS:
         raise InvalidInputError("field", field, f"must be one of {', '.join(COUNT_FIELDS)}")
     t = side.tasks
-    column = t.c.status if field == "status" else t.c.backend
+    column = {"status": t.c.status, "backend": t.c.backend, "platform": t.c.platform}[field]
     stmt = (
         select(column, func.count())
         .where(*filter_clauses(f, side))
@@ -395,8 +454,5 @@ def count_by(conn: Connection, side: TaskTables, field: str, f: TaskFilter) -> d
     )
     counts: dict[str, int] = {}
     for key, n in conn.execute(stmt):
-        # Platforms are folded from the (few) distinct backends here, which keeps the
-        # statement the same on every database.
-        label = key.split(":", 1)[0] if field == "platform" else key
-        counts[label] = counts.get(label, 0) + int(n)
+        counts[key] = int(n)
     return counts

@@ -46,6 +46,9 @@ def _task_columns() -> list[Column[Any]]:
         Column("metadata_json", JsonDocument, nullable=False, server_default=text("'{}'")),
         Column("error_message", MessageText),
         Column("name", IdText),
+        # The backend up to its first ':' (all of it without one), kept by every write
+        # of ``backend``: a platform filter is then one index range in submit order (v10).
+        Column("platform", IdText),
     ]
 
 
@@ -54,6 +57,9 @@ def _tag_columns() -> list[Any]:
         Column("task_id", IdText, nullable=False),
         Column("key", IdText, nullable=False),
         Column("value", IdText, nullable=False),
+        # The task's submit_time, which never changes once stored: a tag page is a range
+        # of (key, value, submit_time, task_id) in sort order, no sort step (v10).
+        Column("submit_time", Timestamp),
         PrimaryKeyConstraint("task_id", "key"),
     ]
 
@@ -78,6 +84,7 @@ tasks = Table("tasks", metadata, *_task_columns(), **_MYSQL_TABLE)
 # Each filter's column, then the sort key: a page is a range read with no sort (v9).
 Index("tasks_status_submit_idx", tasks.c.status, tasks.c.submit_time, tasks.c.task_id)
 Index("tasks_backend_submit_idx", tasks.c.backend, tasks.c.submit_time, tasks.c.task_id)
+Index("tasks_platform_submit_idx", tasks.c.platform, tasks.c.submit_time, tasks.c.task_id)
 Index("tasks_submit_task_idx", tasks.c.submit_time, tasks.c.task_id)
 Index("tasks_update_time_idx", tasks.c.update_time, tasks.c.task_id)
 Index("tasks_name_idx", tasks.c.name)
@@ -98,6 +105,12 @@ Index(
 Index(
     "archived_backend_submit_idx",
     archived_tasks.c.backend,
+    archived_tasks.c.submit_time,
+    archived_tasks.c.task_id,
+)
+Index(
+    "archived_platform_submit_idx",
+    archived_tasks.c.platform,
     archived_tasks.c.submit_time,
     archived_tasks.c.task_id,
 )
@@ -149,13 +162,20 @@ task_tags = Table(
     **_MYSQL_TABLE,
 )
 """One row per tag of a live task, so that a tag filter is an index probe."""
-Index("task_tags_key_value_idx", task_tags.c.key, task_tags.c.value, task_tags.c.task_id)
+Index(
+    "task_tags_key_value_submit_idx",
+    task_tags.c.key,
+    task_tags.c.value,
+    task_tags.c.submit_time,
+    task_tags.c.task_id,
+)
 
 archived_task_tags = Table("archived_task_tags", metadata, *_tag_columns(), **_MYSQL_TABLE)
 Index(
-    "archived_task_tags_key_value_idx",
+    "archived_task_tags_key_value_submit_idx",
     archived_task_tags.c.key,
     archived_task_tags.c.value,
+    archived_task_tags.c.submit_time,
     archived_task_tags.c.task_id,
 )
 

@@ -9,21 +9,21 @@ not block a write to a third; assembling that task's results reports them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Collection, Sequence
+from typing import Any, NamedTuple
 
-from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
 from . import statements as sql
 from .backends import Backend
+from .engine import Statements
 from .errors import ShardLayoutError, TaskNotFoundError
-from .model import TaskShard
+from .model import MAX_COUNT, TaskShard
 from .sharding import check_layout
 
 
 def write_shards(
-    conn: Connection,
+    run: Statements,
     backend: Backend,
     shards: Sequence[TaskShard],
     rows: Sequence[dict[str, Any]],
@@ -41,14 +41,12 @@ def write_shards(
     if not shards:
         return set()
     if with_shards is None:
-        with_shards = _lock_parents(conn, sorted({shard.uniqc_task_id for shard in shards}))
+        with_shards = _lock_parents(run, sorted({shard.uniqc_task_id for shard in shards}))
     by_task = _by_task(shards)
     new_jobs = set(by_task) - with_shards
-    for task_id in sorted(with_shards & set(by_task)):
-        if _check_against_stored(conn, task_id, by_task[task_id]):
-            new_jobs.add(task_id)
+    new_jobs |= _check_against_stored(run, by_task, sorted(with_shards & set(by_task)))
     try:
-        conn.execute(sql.upsert_shards(backend), list(rows))
+        run.run_many(sql.upsert_shards(backend), rows)
     except IntegrityError as exc:  # a parent deleted by a concurrent writer
         raise TaskNotFoundError(f"a shard's task disappeared while saving: {exc.orig}") from exc
     return new_jobs
@@ -78,15 +76,13 @@ def _by_task(shards: Sequence[TaskShard]) -> dict[str, list[TaskShard]]:
     return by_task
 
 
-def _lock_parents(conn: Connection, parents: Sequence[str]) -> set[str]:
+def _lock_parents(run: Statements, parents: Sequence[str]) -> set[str]:
     """Lock the parents; return those that already have shards. Raises
     :class:`TaskNotFoundError` if one is missing."""
     found: dict[str, bool] = {}
     for batch in sql.in_batches(parents):
-        found.update(
-            (row.task_id, bool(row.has_shards))
-            for row in conn.execute(sql.lock_parents(), {"task_ids": list(batch)})
-        )
+        for row in run.rows(sql.lock_parents(), {"task_ids": list(batch)}):
+            found[row["task_id"]] = bool(row["has_shards"])
     missing = [p for p in parents if p not in found]
     if missing:
         raise TaskNotFoundError(
@@ -96,18 +92,64 @@ def _lock_parents(conn: Connection, parents: Sequence[str]) -> set[str]:
     return {task_id for task_id, has_shards in found.items() if has_shards}
 
 
-def _check_against_stored(conn: Connection, task_id: str, incoming: Sequence[TaskShard]) -> bool:
-    """Raise :class:`ShardLayoutError` if an incoming shard shares a circuit with a
-    stored shard it does not replace; return whether one is a new platform job (a new
-    index, or a resubmission at a stored one)."""
-    by_index = {shard.shard_index: shard for shard in incoming}
-    start = min(shard.sub_index_offset for shard in incoming)
-    end = max(shard.sub_index_offset + shard.circuit_count for shard in incoming)
-    near = conn.execute(sql.shards_near(task_id, sorted(by_index), start, end)).all()
-    stored_jobs = {row.shard_index: row.platform_task_id for row in near}
-    kept = [row for row in near if row.shard_index not in by_index]
-    _refuse_overlap(task_id, incoming, kept)
-    return any(stored_jobs.get(shard.shard_index) != shard.platform_task_id for shard in incoming)
+class _Stored(NamedTuple):
+    """A stored shard near the written ones."""
+
+    shard_index: int
+    platform_task_id: str
+    sub_index_offset: int
+    circuit_count: int
+
+
+def _check_against_stored(
+    run: Statements, by_task: dict[str, list[TaskShard]], task_ids: Collection[str]
+) -> set[str]:
+    """Raise :class:`ShardLayoutError` if an incoming shard of these tasks (which have
+    stored shards) shares a circuit with a stored shard it does not replace; return the
+    tasks for which one is a new platform job (a new index, or a resubmission at a
+    stored one).
+
+    Only the stored shards a write could collide with are read: those at its indexes
+    and those covering its circuits. Tasks written at the same indexes over the same
+    circuits (a batch of like tasks) are read together, 500 per statement."""
+    windows: dict[tuple[tuple[int, ...], int, int], list[str]] = {}
+    for task_id in task_ids:
+        incoming = by_task[task_id]
+        indexes = tuple(sorted(shard.shard_index for shard in incoming))
+        start = min(shard.sub_index_offset for shard in incoming)
+        end = max(shard.sub_index_offset + shard.circuit_count for shard in incoming)
+        windows.setdefault((indexes, start, end), []).append(task_id)
+    near: dict[str, list[_Stored]] = {task_id: [] for task_id in task_ids}
+    for (indexes, start, end), ids in windows.items():
+        many, bounded = len(indexes) > sql.ID_BATCH, end <= MAX_COUNT
+        params: dict[str, Any] = {"start": start}
+        if bounded:
+            params["end"] = end
+        if many:
+            params |= {"index_low": indexes[0], "index_high": indexes[-1]}
+        else:
+            params["indexes"] = list(indexes)
+        stmt = sql.shards_near(many_indexes=many, bounded=bounded)
+        for batch in sql.in_batches(ids):
+            for row in run.rows(stmt, params | {"task_ids": list(batch)}):
+                near[row["uniqc_task_id"]].append(
+                    _Stored(
+                        row["shard_index"],
+                        row["platform_task_id"],
+                        row["sub_index_offset"],
+                        row["circuit_count"],
+                    )
+                )
+    new_jobs: set[str] = set()
+    for task_id in task_ids:
+        incoming, stored = by_task[task_id], near[task_id]
+        written = {shard.shard_index for shard in incoming}
+        kept = [row for row in stored if row.shard_index not in written]
+        _refuse_overlap(task_id, incoming, kept)
+        stored_jobs = {row.shard_index: row.platform_task_id for row in stored}
+        if any(stored_jobs.get(s.shard_index) != s.platform_task_id for s in incoming):
+            new_jobs.add(task_id)
+    return new_jobs
 
 
 def _refuse_overlap(task_id: str, incoming: Sequence[TaskShard], stored: Sequence[Any]) -> None:

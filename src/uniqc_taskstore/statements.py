@@ -35,7 +35,6 @@ from .errors import CorruptRowError, InvalidInputError
 from .filters import ARCHIVED, LIVE
 from .jsoncodec import prepare_json
 from .model import (
-    MAX_COUNT,
     TERMINAL_STATUSES,
     TaskInfo,
     TaskShard,
@@ -55,15 +54,19 @@ _KEEP_WHEN_STALE = ("result_json", "error_message")
 # -- rows <-> dataclasses ---------------------------------------------------------------
 
 
-def task_row(task: TaskInfo) -> dict[str, Any]:
-    """The ``tasks`` row of a validated task."""
+def task_row(task: TaskInfo, stamp: str | None = None) -> dict[str, Any]:
+    """The ``tasks`` row of a validated task; ``stamp``: the ``update_time`` to write
+    instead of the task's own (which must still be a timestamp)."""
+    submit_time = normalize_timestamp(task.submit_time, "submit_time")
+    update_time = normalize_timestamp(task.update_time, "update_time")
     return {
         "task_id": task.task_id,
         "backend": task.backend,
+        "platform": platform_of(task.backend),
         "status": task.status.value,
         "shots": task.shots,
-        "submit_time": normalize_timestamp(task.submit_time, "submit_time"),
-        "update_time": normalize_timestamp(task.update_time, "update_time"),
+        "submit_time": submit_time,
+        "update_time": update_time if stamp is None else stamp,
         "result_json": prepare_json(task.result, "result"),
         "metadata_json": prepare_json(task.metadata, "metadata"),
         "error_message": task.error_message,
@@ -71,8 +74,16 @@ def task_row(task: TaskInfo) -> dict[str, Any]:
     }
 
 
-def shard_row(shard: TaskShard) -> dict[str, Any]:
-    """The ``task_shards`` row of a validated shard."""
+def platform_of(backend: str) -> str:
+    """The platform of a backend label: up to its first ``:``, or all of it (the
+    ``platform`` column; migration v10 fills old rows by the same rule in SQL)."""
+    return backend.split(":", 1)[0]
+
+
+def shard_row(shard: TaskShard, stamp: str | None = None) -> dict[str, Any]:
+    """The ``task_shards`` row of a validated shard; ``stamp`` as for :func:`task_row`."""
+    submit_time = normalize_timestamp(shard.submit_time, "submit_time")
+    update_time = normalize_timestamp(shard.update_time, "update_time")
     return {
         "uniqc_task_id": shard.uniqc_task_id,
         "shard_index": shard.shard_index,
@@ -83,8 +94,8 @@ def shard_row(shard: TaskShard) -> dict[str, Any]:
         "status": shard.status.value,
         "result_json": prepare_json(shard.result, "result"),
         "error_message": shard.error_message,
-        "submit_time": normalize_timestamp(shard.submit_time, "submit_time"),
-        "update_time": normalize_timestamp(shard.update_time, "update_time"),
+        "submit_time": submit_time,
+        "update_time": update_time if stamp is None else stamp,
     }
 
 
@@ -203,7 +214,7 @@ def upsert_tasks(backend: Backend) -> Any:
 
     def assignments(incoming: Incoming) -> list[tuple[str, ColumnElement[Any]]]:
         stale = _stale(tasks, incoming)
-        plain = ("backend", "shots", "update_time", "metadata_json", "name")
+        plain = ("backend", "platform", "shots", "update_time", "metadata_json", "name")
         return [
             *((name, incoming[name]) for name in plain),
             *((name, _keep_if(stale, tasks, incoming, name)) for name in _KEEP_WHEN_STALE),
@@ -342,24 +353,33 @@ def _shard_key() -> tuple[ColumnElement[bool], ColumnElement[bool]]:
     )
 
 
-def shards_near(task_id: str, indexes: Sequence[int], start: int, end: int) -> Select[Any]:
-    """The stored shards of a task a write may collide with: those at the written
-    ``indexes`` and those covering any circuit in ``[start, end)``."""
-    if len(indexes) <= ID_BATCH:
-        at_index = task_shards.c.shard_index.in_(indexes)
+@cache
+def shards_near(*, many_indexes: bool, bounded: bool) -> Select[Any]:
+    """The stored shards of the ``task_ids`` tasks that a write of shards at the same
+    indexes over the same circuits may collide with: those at the written ``indexes``
+    (``many_indexes``: from ``index_low`` to ``index_high``, for more than
+    :data:`ID_BATCH` of them) and those covering any circuit from ``start`` up to
+    ``end`` (``bounded``; without it, every circuit from ``start`` on)."""
+    index = task_shards.c.shard_index
+    if many_indexes:
+        at_index = index.between(bindparam("index_low"), bindparam("index_high"))
     else:
-        at_index = task_shards.c.shard_index.between(min(indexes), max(indexes))
-    # Written without offset + count, which can pass a 32-bit integer on PostgreSQL.
+        at_index = index.in_(bindparam("indexes", expanding=True))
+    # Written without offset + count, which can pass a 32-bit integer on PostgreSQL; an
+    # end past the largest count (``bounded`` False) would not bind there either.
     covering = and_(
-        task_shards.c.circuit_count > literal(start) - task_shards.c.sub_index_offset,
-        *([task_shards.c.sub_index_offset < end] if end <= MAX_COUNT else []),
+        task_shards.c.circuit_count
+        > bindparam("start", type_=task_shards.c.sub_index_offset.type)
+        - task_shards.c.sub_index_offset,
+        *([task_shards.c.sub_index_offset < bindparam("end")] if bounded else []),
     )
     return select(
+        task_shards.c.uniqc_task_id,
         task_shards.c.shard_index,
         task_shards.c.platform_task_id,
         task_shards.c.sub_index_offset,
         task_shards.c.circuit_count,
-    ).where(task_shards.c.uniqc_task_id == task_id, or_(at_index, covering))
+    ).where(task_shards.c.uniqc_task_id.in_(_TASK_IDS), or_(at_index, covering))
 
 
 def archive_statements(task_ids: str | Sequence[str], archived_at: str) -> list[Any]:

@@ -14,15 +14,16 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, case, exists, literal, or_, update
+from sqlalchemy import and_, bindparam, case, exists, literal, or_, update
 
 from . import statements as sql
+from .engine import Statements
 from .model import TERMINAL_STATUSES, TaskStatus, coerce_status, task_status_after_write
 from .schema import task_shards, tasks
 
 
 def refresh_task_statuses(
-    conn: Connection,
+    run: Statements,
     task_ids: Iterable[str],
     now: str,
     *,
@@ -38,35 +39,41 @@ def refresh_task_statuses(
     one statement per 500 tasks (:func:`_settle_statement`); else the probes are read
     and the changed rows updated."""
     ids = sorted(set(task_ids))
-    if stamp and conn.dialect.update_returning:
+    if not ids:
+        return {}
+    if stamp and run.returning:
         settled: dict[str, TaskStatus] = {}
         for new_job in (False, True):
             group = [i for i in ids if (i in new_jobs) is new_job]
             for batch in sql.in_batches(group):
                 params = {"task_ids": list(batch), "now": now}
-                for task_id, status in conn.execute(_settle_statement(new_job), params):
-                    settled[task_id] = coerce_status(status)
+                for row in run.rows(_settle_statement(new_job), params):
+                    settled[row["task_id"]] = coerce_status(row["status"])
         return settled
     settled = {}
     changed: dict[TaskStatus, list[str]] = {}
     for batch in sql.in_batches(ids):
-        for row in conn.execute(sql.shard_statuses_present(), {"task_ids": list(batch)}).mappings():
+        for row in run.rows(sql.shard_statuses_present(), {"task_ids": list(batch)}):
             task_id = row["task_id"]
             current = coerce_status(row["status"])
-            present = [status for status in TaskStatus if row[status.value]]
+            present = [status for status, column in _PROBES if row[column]]
             new = task_status_after_write(current, present, new_job=task_id in new_jobs)
             settled[task_id] = new
             if stamp or new != current:
                 changed.setdefault(new, []).append(task_id)
-    _set_statuses(conn, changed, now)
+    _set_statuses(run, changed, now)
     return settled
 
 
-def _set_statuses(conn: Connection, changed: Mapping[TaskStatus, list[str]], now: str) -> None:
+_PROBES = [(status, status.value) for status in TaskStatus]
+"""Each shard status and the column probing for it (:func:`sql.shard_statuses_present`)."""
+
+
+def _set_statuses(run: Statements, changed: Mapping[TaskStatus, list[str]], now: str) -> None:
     for status, ids in changed.items():
         for batch in sql.in_batches(ids):
             params = {"task_ids": list(batch), "new_status": status.value, "now": now}
-            conn.execute(sql.set_task_status(), params)
+            run.run(sql.set_task_status(), params)
 
 
 @dataclass(frozen=True)
@@ -80,14 +87,14 @@ class WriteState:
     has_shards: bool
 
 
-def read_write_state(conn: Connection, task_ids: Iterable[str]) -> dict[str, WriteState]:
+def read_write_state(run: Statements, task_ids: Iterable[str]) -> dict[str, WriteState]:
     """:class:`WriteState` of each task, one statement per 500 tasks."""
     found: dict[str, WriteState] = {}
     for batch in sql.in_batches(sorted(set(task_ids))):
-        for row in conn.execute(sql.task_write_state(), {"task_ids": list(batch)}).mappings():
+        for row in run.rows(sql.task_write_state(), {"task_ids": list(batch)}):
             found[row["task_id"]] = WriteState(
                 coerce_status(row["status"]),
-                frozenset(status for status in TaskStatus if row[status.value]),
+                frozenset(status for status, column in _PROBES if row[column]),
                 bool(row["has_tags"]),
                 bool(row["has_shards"]),
             )
@@ -95,7 +102,7 @@ def read_write_state(conn: Connection, task_ids: Iterable[str]) -> dict[str, Wri
 
 
 def settle_saved(
-    conn: Connection,
+    run: Statements,
     state: Mapping[str, WriteState],
     incoming: Mapping[str, Collection[TaskStatus]],
     now: str,
@@ -119,23 +126,37 @@ def settle_saved(
         settled[task_id] = new
         if new != known.status:
             changed.setdefault(new, []).append(task_id)
-    _set_statuses(conn, changed, now)
-    return settled | refresh_task_statuses(conn, probe, now, new_jobs=new_jobs)
+    _set_statuses(run, changed, now)
+    return settled | refresh_task_statuses(run, probe, now, new_jobs=new_jobs)
 
 
-def settle_after_shard_update(conn: Connection, task_id: str, now: str) -> TaskStatus:
+def settle_after_shard_update(run: Statements, task_id: str, now: str) -> TaskStatus | None:
     """After one stored shard of ``task_id`` took a reported status (same platform job:
     no new job), set the task's status by :func:`task_status_after_write` and stamp
-    it; return the status (see :func:`refresh_task_statuses`)."""
-    return refresh_task_statuses(conn, [task_id], now, stamp=True)[task_id]
+    it; return the status, or None if there is no such task (see
+    :func:`refresh_task_statuses`)."""
+    return refresh_task_statuses(run, [task_id], now, stamp=True).get(task_id)
 
 
 @cache
 def _settle_statement(new_job: bool) -> Any:
     """``UPDATE tasks SET status = <task_status_after_write(current, shard statuses,
     new_job)>, update_time = :now`` for the ``task_ids`` tasks, ``RETURNING`` each id
-    and status: the Python rule written in SQL over the same ``EXISTS`` probes, case
-    by case (tests/test_status_rule_sql.py checks every combination against it)."""
+    and status (see :func:`settled_status`; tests/test_status_rule_sql.py checks every
+    combination against the Python rule)."""
+    return (
+        update(tasks)
+        .where(tasks.c.task_id.in_(bindparam("task_ids", expanding=True)))
+        .values(status=settled_status(new_job), update_time=bindparam("now"))
+        .returning(tasks.c.task_id, tasks.c.status)
+    )
+
+
+@cache
+def settled_status(new_job: bool) -> Any:
+    """A ``tasks`` row's status by :func:`task_status_after_write` (current status,
+    its shards' statuses, ``new_job``), as a SQL expression over the row: the Python
+    rule written in SQL over the same ``EXISTS`` probes, case by case."""
     has = {
         status: exists().where(
             task_shards.c.uniqc_task_id == tasks.c.task_id,
@@ -157,10 +178,4 @@ def _settle_statement(new_job: bool) -> Any:
     keep = [~or_(*has.values())]  # no shards (in a status we know): kept
     if not new_job:
         keep.append(and_(finished, unfinished))  # finished is not reopened
-    status = case(*((condition, tasks.c.status) for condition in keep), else_=aggregate)
-    return (
-        update(tasks)
-        .where(tasks.c.task_id.in_(bindparam("task_ids", expanding=True)))
-        .values(status=status, update_time=bindparam("now"))
-        .returning(tasks.c.task_id, tasks.c.status)
-    )
+    return case(*((condition, tasks.c.status) for condition in keep), else_=aggregate)

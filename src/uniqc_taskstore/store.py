@@ -14,7 +14,7 @@ from sqlalchemy import Connection, Engine, delete, select
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import IntegrityError
 
-from . import bulk, edits, queries, retention, sizes, tags
+from . import bulk, edits, queries, retention, server_writes, sizes, tags
 from . import statements as sql
 from .backends import backend_for_url
 from .backends.base import Backend
@@ -22,6 +22,7 @@ from .backends.fork import guard_after_fork
 from .backends.sqlite import DATABASE_FILENAME, SqliteBackend
 from .engine import (
     Database,
+    Statements,
     caller_engine_database,
     database_for_url,
     release_caller_engine_database,
@@ -263,26 +264,34 @@ class TaskStore:
                     "shard does not belong to a task being saved",
                 )
         now = utc_now()
-        task_rows = [sql.task_row(task) | {"update_time": now} for task in tasks_]
-        shard_rows = [sql.shard_row(shard) | {"update_time": now} for shard in shard_list]
+        task_rows = [sql.task_row(task, now) for task in tasks_]
+        shard_rows = [sql.shard_row(shard, now) for shard in shard_list]
 
         incoming: dict[str, list[TaskStatus]] = {}
         for shard in shard_list:
             incoming.setdefault(shard.uniqc_task_id, []).append(shard.status)
 
-        def work(conn: Connection) -> dict[str, TaskStatus]:
+        def work(run: Statements) -> dict[str, TaskStatus]:
             if not task_rows:
                 return {}
-            conn.execute(sql.upsert_tasks(self._db.backend), task_rows)
+            run.run_many(sql.upsert_tasks(self._db.backend), task_rows)
             # Read after the upsert, which locked the rows: nothing changes them now.
-            state = read_write_state(conn, ids)
+            state = read_write_state(run, ids)
             tagged = {task.task_id: task.tags for task in tasks_}
-            tags.replace_tags(conn, tagged, {i for i, known in state.items() if known.has_tags})
+            tags.replace_tags(run, tagged, {i for i, known in state.items() if known.has_tags})
             with_shards = {i for i, known in state.items() if known.has_shards}
-            new_jobs = write_shards(conn, self._db.backend, shard_list, shard_rows, with_shards)
-            return settle_saved(conn, state, incoming, now, new_jobs=new_jobs)
+            new_jobs = write_shards(run, self._db.backend, shard_list, shard_rows, with_shards)
+            return settle_saved(run, state, incoming, now, new_jobs=new_jobs)
 
-        settled = self._db.write(work)
+        if len(tasks_) == 1 and self._db.backend.batched_writes():
+            only = tasks_[0]
+            settled = {
+                only.task_id: server_writes.save(
+                    self._db, only, task_rows[0], shard_list, shard_rows
+                )
+            }
+        else:
+            settled = self._db.write_statements(work)
         for task, row in zip(tasks_, task_rows, strict=True):
             task.update_time = now
             task.name = row["name"]
@@ -513,14 +522,18 @@ class TaskStore:
         for shard in shards:
             validate_shard(shard)
         now = utc_now()
-        rows = [sql.shard_row(shard) | {"update_time": now} for shard in shards]
+        rows = [sql.shard_row(shard, now) for shard in shards]
 
-        def work(conn: Connection) -> None:
-            new_jobs = write_shards(conn, self._db.backend, shards, rows)
+        def work(run: Statements) -> None:
+            new_jobs = write_shards(run, self._db.backend, shards, rows)
             parents = {shard.uniqc_task_id for shard in shards}
-            refresh_task_statuses(conn, parents, now, new_jobs=new_jobs, stamp=True)
+            refresh_task_statuses(run, parents, now, new_jobs=new_jobs, stamp=True)
 
-        self._db.write(work)
+        one_task = {shard.uniqc_task_id for shard in shards}
+        if len(one_task) == 1 and self._db.backend.batched_writes():
+            server_writes.save_shards(self._db, one_task.pop(), shards, rows, now)
+        else:
+            self._db.write_statements(work)
         for shard in shards:
             shard.update_time = now
 
@@ -556,27 +569,45 @@ class TaskStore:
             guarded=not new_status.is_terminal,
         )
 
-        def work(conn: Connection) -> ShardUpdate:
-            # The parent's lock first: every shard writer takes it, so the statements
-            # after it see every other shard's latest status (no lost aggregate).
-            parent = conn.execute(sql.lock_task_status(), {"task_id": uniqc_task_id}).first()
-            if parent is None:
-                raise ShardNotFoundError(f"no shard {shard_index} of task {uniqc_task_id!r}")
+        if self._db.backend.batched_writes():
+            return server_writes.update_shard(
+                self._db, uniqc_task_id, shard_index, new_status, prepared, error_message
+            )
+
+        def _one_status(rows: builtins.list[dict[str, Any]]) -> TaskStatus | None:
+            return coerce_status(rows[0]["status"]) if rows else None
+
+        def work(run: Statements) -> ShardUpdate:
+            missing = ShardNotFoundError(f"no shard {shard_index} of task {uniqc_task_id!r}")
+            parent = None
+            if not run.exclusive:
+                # The parent's lock first: every shard writer takes it, so the statements
+                # after it see every other shard's latest status (no lost aggregate).
+                # (A transaction that holds the database's write lock needs none.)
+                parent = _one_status(run.rows(sql.lock_task_status(), {"task_id": uniqc_task_id}))
+                if parent is None:
+                    raise missing
             now = utc_now()
             values = key | {"new_status": new_status.value, "now": now}
             if prepared is not None:
                 values["new_result"] = prepared
             if error_message is not None:
                 values["new_error"] = error_message
-            if conn.execute(report, values).rowcount != 1:
-                current = conn.execute(sql.shard_status(), key).scalar()
-                if current is None:
-                    raise ShardNotFoundError(f"no shard {shard_index} of task {uniqc_task_id!r}")
-                return ShardUpdate(False, coerce_status(current), coerce_status(parent.status))
-            settled = settle_after_shard_update(conn, uniqc_task_id, now)
+            if run.run(report, values) != 1:
+                current = _one_status(run.rows(sql.shard_status(), key))
+                if parent is None:
+                    parent = _one_status(
+                        run.rows(sql.lock_task_status(), {"task_id": uniqc_task_id})
+                    )
+                if current is None or parent is None:
+                    raise missing
+                return ShardUpdate(False, current, parent)
+            settled = settle_after_shard_update(run, uniqc_task_id, now)
+            if settled is None:  # a shard without its task (files from older versions)
+                raise missing  # rolls the shard's update back
             return ShardUpdate(True, new_status, settled)
 
-        return self._db.write(work)
+        return self._db.write_statements(work)
 
     def get_shards(self, uniqc_task_id: str) -> builtins.list[TaskShard]:
         """The task's shards in index order (empty if none)."""
@@ -619,6 +650,8 @@ class TaskStore:
         ``archived_at``; False if no such task. A later :meth:`update_shard` for it
         raises :class:`ShardNotFoundError`; :meth:`restore` brings it back."""
         validate_key(task_id, "task_id")
+        if self._db.backend.batched_writes():
+            return server_writes.archive(self._db, task_id)
 
         def work(conn: Connection) -> bool:
             found = conn.execute(

@@ -2,15 +2,21 @@
 
 Written with their task by ``save`` (the object's tags replace the stored set),
 changed in place by ``set_tags`` / ``remove_tags`` under the task's row lock, and
-read for a whole page of tasks in one query.
+read for a whole page of tasks in one query. Each row carries its task's stored
+``submit_time`` (which never changes once stored; v10), so that a tag page is read
+from ``(key, value, submit_time, task_id)`` in sort order: every writer here takes it
+from the task row, never from the object being saved (whose time ``save`` ignores
+for a task already stored).
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from functools import cache
 
-from sqlalchemy import Connection, Table, delete, insert, select, update
+from sqlalchemy import Connection, Delete, Insert, Table, bindparam, delete, insert, select, update
 
+from .engine import Statements
 from .errors import TaskNotFoundError
 from .filters import LIVE, TaskTables
 from .statements import in_batches
@@ -32,22 +38,43 @@ def tags_of(conn: Connection, tags: Table, task_ids: Sequence[str]) -> dict[str,
 
 
 def replace_tags(
-    conn: Connection,
+    run: Statements,
     tagged: Mapping[str, Mapping[str, str]],
     stored: Collection[str] | None = None,
 ) -> None:
-    """Make each live task's stored tags exactly ``tagged[task_id]``. ``stored``, when
-    known, are the tasks that have tags now (the others need no ``DELETE``)."""
+    """Make each live (locked) task's stored tags exactly ``tagged[task_id]``.
+    ``stored``, when known, are the tasks that have tags now (the others need no
+    ``DELETE``)."""
     ids = list(tagged) if stored is None else [task_id for task_id in tagged if task_id in stored]
     for batch in in_batches(ids):
-        conn.execute(delete(LIVE.tags).where(LIVE.tags.c.task_id.in_(batch)))
+        run.run(_delete_live_tags(), {"task_ids": list(batch)})
     rows = [
         {"task_id": task_id, "key": key, "value": value}
         for task_id, pairs in tagged.items()
         for key, value in pairs.items()
     ]
-    if rows:
-        conn.execute(insert(LIVE.tags), rows)
+    run.run_many(insert_live_tags(), rows)
+
+
+@cache
+def _delete_live_tags() -> Delete:
+    """Delete every live tag of the ``task_ids`` tasks."""
+    return delete(LIVE.tags).where(LIVE.tags.c.task_id.in_(bindparam("task_ids", expanding=True)))
+
+
+@cache
+def insert_live_tags() -> Insert:
+    """Insert one tag (``task_id``, ``key``, ``value``) of a live task with the task's
+    stored ``submit_time`` (the tags' copy, schema v10), taken in SQL: the stored value
+    as it is, a legacy text the store repairs only when reading included."""
+    tags_, tasks_ = LIVE.tags, LIVE.tasks
+    values = select(
+        bindparam("task_id", type_=tags_.c.task_id.type),
+        bindparam("key", type_=tags_.c.key.type),
+        bindparam("value", type_=tags_.c.value.type),
+        tasks_.c.submit_time,
+    ).where(tasks_.c.task_id == bindparam("task_id"))
+    return insert(tags_).from_select(["task_id", "key", "value", "submit_time"], values)
 
 
 def set_tags(conn: Connection, task_id: str, checked: dict[str, str]) -> dict[str, str]:
@@ -59,10 +86,8 @@ def set_tags(conn: Connection, task_id: str, checked: dict[str, str]) -> dict[st
         conn.execute(
             delete(tags).where(tags.c.task_id == task_id, tags.c["key"].in_(list(checked)))
         )
-        conn.execute(
-            insert(tags),
-            [{"task_id": task_id, "key": k, "value": v} for k, v in checked.items()],
-        )
+        rows = [{"task_id": task_id, "key": key, "value": value} for key, value in checked.items()]
+        conn.execute(insert_live_tags(), rows)
         _touch(conn, task_id)
     return tags_of(conn, tags, [task_id]).get(task_id, {})
 
@@ -83,6 +108,7 @@ def remove_tags(conn: Connection, task_id: str, wanted: list[str]) -> dict[str, 
 
 
 def _lock_task(conn: Connection, side: TaskTables, task_id: str) -> None:
+    """Lock a task's row."""
     found = conn.execute(
         select(side.tasks.c.task_id).where(side.tasks.c.task_id == task_id).with_for_update()
     ).first()

@@ -21,6 +21,7 @@ repaired form.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -42,9 +43,13 @@ _FALLBACKS = {
 }
 
 
+_CANONICAL = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}\+00:00")
+"""The form :func:`format_timestamp` writes (what a date in it means is checked apart)."""
+
+
 def utc_now() -> str:
     """The current instant in the canonical text form."""
-    return format_timestamp(datetime.now(UTC))
+    return datetime.now(UTC).isoformat(timespec="microseconds")  # in UTC already
 
 
 def format_timestamp(moment: datetime) -> str:
@@ -77,7 +82,10 @@ def normalize_timestamp(value: str | datetime, field: str = "timestamp") -> str:
         return format_timestamp(value)
     if not isinstance(value, str):
         raise InvalidInputError(field, value, "expected an ISO-8601 string or a datetime")
-    return format_timestamp(_parse(value, field))
+    moment = _parse(value, field)
+    if _CANONICAL.fullmatch(value):
+        return value  # already canonical: every write path hands such text in (twice)
+    return format_timestamp(moment)
 
 
 def is_readable_timestamp(value: object) -> bool:

@@ -228,12 +228,14 @@ class _SideCopy:
             tags = list(
                 zip(tag_convert.read_ids(rows.tags, tag_convert.id_at), rows.tags, strict=True)
             )
+            new_tasks = _converted(task_convert, [(k, r) for k, r in tasks_ if k not in have])
+            new_tags = _converted(tag_convert, [(k, r) for k, r in tags if k not in have])
             yield _Batch(
                 keys,
                 (
-                    _converted(task_convert, [(k, r) for k, r in tasks_ if k not in have]),
+                    new_tasks,
                     _converted(shard_convert, [(k, r) for k, r in shards if k not in have_shards]),
-                    _converted(tag_convert, [(k, r) for k, r in tags if k not in have]),
+                    _with_task_times(tag_convert, new_tags, task_convert, new_tasks),
                 ),
             )
 
@@ -260,6 +262,20 @@ class _SideCopy:
 def _converted(converter: _Converter, keyed: list[tuple[Any, Sequence[Any]]]) -> _Keyed:
     rows = converter.rows([row for _, row in keyed])
     return [(key, row) for (key, _), row in zip(keyed, rows, strict=True)]
+
+
+def _with_task_times(
+    tag_convert: _Converter, tags: _Keyed, task_convert: _Converter, new_tasks: _Keyed
+) -> _Keyed:
+    """Tags carry their task's submit_time as the destination stores it (repaired when
+    the task's was unreadable), as a save writes them (v10)."""
+    if "submit_time" not in tag_convert.names:
+        return tags
+    at, task_at = tag_convert.names.index("submit_time"), task_convert.names.index("submit_time")
+    times = {key: row[task_at] for key, row in new_tasks}
+    return [
+        (key, (*row[:at], times[key], *row[at + 1 :]) if key in times else row) for key, row in tags
+    ]
 
 
 class _DestinationKeys:

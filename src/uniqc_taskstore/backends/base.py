@@ -3,7 +3,9 @@
 The repository (:mod:`uniqc_taskstore.store`) is written once against the
 tables; a :class:`Backend` supplies only how to connect, how to upsert, where
 the application id and schema version live, how migrations are serialised
-across processes, and which driver errors mean "busy, try again".
+across processes, which driver errors mean "busy, try again", and, on servers,
+how to send several statements of a transaction in one round trip
+(:class:`DriverBatch`, used by :mod:`uniqc_taskstore.server_writes`).
 """
 
 from __future__ import annotations
@@ -93,6 +95,54 @@ def _env_number(name: str, kind: type[float] | type[int], default: float, minimu
     return value
 
 
+@dataclass(frozen=True)
+class Step:
+    """One statement of a batch, as the driver takes it: SQL text in the driver's
+    parameter style and its parameters (a list of parameter sets when ``many``);
+    ``convert`` turns each row the driver returns into the caller's (the column
+    types' result processing)."""
+
+    sql: str
+    params: Any
+    many: bool = False
+    convert: Callable[[Sequence[Any]], Any] | None = None
+
+    def outcome(self, rows: Sequence[Any], rowcount: int) -> Outcome:
+        """What this statement returned, its rows converted."""
+        convert = self.convert
+        return Outcome([convert(row) for row in rows] if convert else list(rows), rowcount)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one statement of a batch returned: its rows and its row count."""
+
+    rows: list[Any]
+    rowcount: int
+
+
+class DriverBatch(ABC):
+    """One write transaction on a driver connection, sent in batches: the statements
+    of one :meth:`send` go to the server together and are answered together, one
+    round trip. The server still runs them one after the other, in order, each (under
+    READ COMMITTED) with a snapshot taken when it starts, so a statement after a lock
+    sees what was committed before the lock was granted."""
+
+    finished = False
+    """The transaction was committed or rolled back: nothing is left open."""
+
+    @abstractmethod
+    def send(self, steps: Sequence[Step], *, commit: bool = False) -> list[Outcome]:
+        """Run ``steps`` in the transaction (begun by the first send), then commit it
+        if ``commit``; return each step's outcome. A failing statement raises the
+        driver's error, and the statements after it do not run."""
+
+    @abstractmethod
+    def end(self) -> None:
+        """Roll back whatever is left open and hand the connection back as the pool
+        expects it. Called once, after the last send, also after a failure."""
+
+
 class Backend(ABC):
     """One kind of database: SQLite, PostgreSQL or MariaDB/MySQL."""
 
@@ -105,6 +155,15 @@ class Backend(ABC):
     and switching autocommit on and off would cost two round trips."""
     """Lock waits and attempts; :class:`~uniqc_taskstore.engine.Database` sets it from
     the environment before the engine is made."""
+    writes_on_driver: ClassVar[bool] = False
+    """Whether the hot write paths may run on the driver connection, in a transaction
+    begun with :attr:`begin_write_sql` and ended by ``COMMIT``
+    (:meth:`Database.write_statements`). Not on servers: their drivers begin
+    implicitly, and the pool's pings and resets are SQLAlchemy events there."""
+    begin_write_sql: ClassVar[str] = "BEGIN"
+    write_lock_at_begin: ClassVar[bool] = False
+    """Whether a write transaction holds the whole database's write lock from its
+    ``BEGIN`` (SQLite), so that row locks (``FOR UPDATE``) add nothing."""
 
     @abstractmethod
     def describe(self) -> str:
@@ -148,6 +207,21 @@ class Backend(ABC):
     def upsert(self, table: Table, key: Sequence[str], set_: Assignments) -> Any:
         """``INSERT`` into ``table``; on a ``key`` conflict apply ``set_`` to the existing
         row. Executed with a list of rows (executemany), so it compiles once."""
+
+    def batched_writes(self) -> bool:
+        """Whether :meth:`driver_batch` sends a batch of statements in one round trip
+        (the hot server writes then use ``server_writes``)."""
+        return False
+
+    def driver_batch(self, dbapi_conn: Any) -> DriverBatch:
+        """A :class:`DriverBatch` on a pooled driver connection (see
+        :meth:`batched_writes`)."""
+        raise NotImplementedError(f"{self.name} sends no batches")
+
+    def after_finished_batch(self, record_info: dict[Any, Any]) -> None:
+        """Called when a :class:`DriverBatch` left nothing open on a pooled connection
+        whose pool record holds ``record_info`` (MariaDB: its reset can skip the
+        ROLLBACK)."""
 
     def lone_select(self, dbapi_conn: Any, sql: str, args: Any) -> list[Any]:
         """Run one SELECT on a pooled driver connection outside any transaction of

@@ -28,7 +28,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.schema import CreateSchema
 
-from .base import Assignments, Listener, driver_errors
+from .base import Assignments, DriverBatch, Listener, Outcome, Step, driver_errors
 from .server import MIGRATION_LOCK_NAME, ServerBackend
 
 # serialization_failure, deadlock_detected, lock_not_available
@@ -65,6 +65,7 @@ class PostgresBackend(ServerBackend):
     def __init__(self, url: str | URL, *, schema: str | None = None) -> None:
         super().__init__(url)
         self.schema = schema
+        self._pipelines: bool | None = None
 
     def describe(self) -> str:
         where = super().describe()
@@ -185,6 +186,20 @@ class PostgresBackend(ServerBackend):
         finally:
             dbapi_conn.autocommit = False
 
+    def batched_writes(self) -> bool:
+        """With psycopg 3 and a libpq that has pipeline mode (14 or later)."""
+        if self._pipelines is None:
+            supported = False
+            if self.url.get_driver_name() == "psycopg":
+                import psycopg
+
+                supported = bool(psycopg.Pipeline.is_supported())
+            self._pipelines = supported
+        return self._pipelines
+
+    def driver_batch(self, dbapi_conn: Any) -> DriverBatch:
+        return _Pipeline(dbapi_conn)
+
     def bulk_insert(self, conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
         """``COPY ... FROM STDIN`` through psycopg 3 (one stream, no per-row statement);
         other drivers get the plain executemany. Values go through each column's own
@@ -238,3 +253,54 @@ class PostgresBackend(ServerBackend):
 
     def is_busy(self, error: DBAPIError) -> bool:
         return getattr(error.orig, "sqlstate", None) in _RETRYABLE_SQLSTATES
+
+
+class _Pipeline(DriverBatch):
+    """A transaction sent through psycopg's pipeline mode: each :meth:`send` queues its
+    statements (and ``BEGIN`` / ``COMMIT``) and ends with one ``Sync``, the only point
+    where the client waits. The connection runs in autocommit meanwhile, so that the
+    ``BEGIN`` is ours and travels with the first statements (psycopg's own ``BEGIN``
+    in a pipeline is answered before anything else is sent: a round trip of its own).
+    """
+
+    _BEGIN = "BEGIN ISOLATION LEVEL READ COMMITTED"
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+        self._begun = False
+        self._autocommit = conn.autocommit  # a caller's engine may keep it on
+        conn.autocommit = True
+
+    def send(self, steps: Sequence[Step], *, commit: bool = False) -> list[Outcome]:
+        conn = self._conn
+        cursors = []
+        with conn.pipeline():
+            if not self._begun:
+                conn.execute(self._BEGIN)
+                self._begun = True
+            for step in steps:
+                cursor = conn.cursor()
+                if step.many:
+                    cursor.executemany(step.sql, step.params)
+                else:
+                    cursor.execute(step.sql, step.params)
+                cursors.append(cursor)
+            if commit:
+                conn.execute("COMMIT")
+        if commit:
+            self.finished = True
+        outcomes = []
+        for step, cursor in zip(steps, cursors, strict=True):
+            rows = cursor.fetchall() if cursor.description is not None else []
+            outcomes.append(step.outcome(rows, cursor.rowcount))
+            cursor.close()
+        return outcomes
+
+    def end(self) -> None:
+        import psycopg
+
+        conn = self._conn
+        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            conn.execute("ROLLBACK")
+        self.finished = True
+        conn.autocommit = self._autocommit

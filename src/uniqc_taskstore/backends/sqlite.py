@@ -70,6 +70,9 @@ class SqliteBackend(Backend):
 
     name = "sqlite"
     single_statement_options: ClassVar[dict[str, Any]] = {SINGLE_OPTION: True}
+    writes_on_driver = True
+    begin_write_sql = "BEGIN IMMEDIATE"  # the write lock at once: see the module docstring
+    write_lock_at_begin = True
 
     def __init__(self, path: Path | None, *, env_hint: str = "UNIQC_CACHE_DIR") -> None:
         self.path = path

@@ -1,0 +1,461 @@
+"""The hot writes on a server in two round trips: ``update_shard``, ``save`` of one
+task (with its shards), ``save_shards`` of one task's shards and ``archive``.
+
+Each runs the statements the generic path runs, in the same order and under the same
+locks, but sends them in two batches (:class:`~uniqc_taskstore.backends.base.DriverBatch`:
+a psycopg pipeline, or one PyMySQL query of several statements), waiting for the
+server only where the next statements depend on an answer:
+
+1. ``BEGIN`` and the statement that locks the task's row (``SELECT ... FOR UPDATE``,
+   or the task's upsert), with what has to be known before writing;
+2. every write, the status settled in SQL (:func:`settled_status`), the state read
+   back, and ``COMMIT``.
+
+Why the lock gets a batch of its own, although the server would run the statements in
+order anyway: what follows depends on it (no task: nothing is written), and a
+statement that runs while the task's row is not ours would settle its status from a
+view taken before another writer's commit. Within the second batch every statement
+starts after the lock was granted, so under READ COMMITTED each sees every shard
+committed before it, as on the generic path.
+
+The store calls these where :meth:`Backend.batched_writes` is true (PostgreSQL with
+psycopg, MariaDB/MySQL with PyMySQL); every other write, and SQLite, take the generic
+path. Statements are built once from the schema's tables and compiled once per
+dialect; parameters and result rows go through the column types as SQLAlchemy would
+convert them.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from functools import cache
+from typing import Any, NamedTuple
+
+from sqlalchemy import (
+    BigInteger,
+    Select,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.engine import Dialect
+
+from . import statements as sql
+from .backends.base import DriverBatch, Outcome, Step
+from .engine import Database
+from .errors import ShardNotFoundError, TaskNotFoundError
+from .filters import ARCHIVED, LIVE
+from .model import (
+    ShardUpdate,
+    TaskInfo,
+    TaskShard,
+    TaskStatus,
+    coerce_status,
+    task_status_after_write,
+)
+from .schema import task_shards, tasks
+from .shard_writes import _by_task, _refuse_overlap
+from .status_refresh import settled_status
+from .tags import insert_live_tags
+from .timestamps import utc_now
+
+
+def update_shard(
+    db: Database,
+    uniqc_task_id: str,
+    shard_index: int,
+    new_status: TaskStatus,
+    result: Any,
+    error_message: str | None,
+) -> ShardUpdate:
+    """:meth:`TaskStore.update_shard` (arguments checked, ``result`` prepared)."""
+    key = {"key_task": uniqc_task_id, "key_index": shard_index}
+    report = sql.update_shard_report(
+        result=result is not None,
+        error=error_message is not None,
+        guarded=not new_status.is_terminal,  # a stale poll leaves a final status
+    )
+    run = _Runner(db.engine.dialect)
+
+    def work(batch: DriverBatch) -> ShardUpdate:
+        (parent,) = batch.send([run(sql.lock_task_status(), {"task_id": uniqc_task_id})])
+        if not parent.rows:
+            # Nothing was written: a COMMIT ends it like a ROLLBACK would, and keeps
+            # psycopg's prepared statements (after a ROLLBACK it deallocates them all).
+            batch.send([], commit=True)
+            raise ShardNotFoundError(f"no shard {shard_index} of task {uniqc_task_id!r}")
+        values = key | {"new_status": new_status.value, "now": utc_now()}
+        if result is not None:
+            values["new_result"] = result
+        if error_message is not None:
+            values["new_error"] = error_message
+        written, _, after = batch.send(
+            [run(report, values), run(_settle_reported(), values), run(_after_report(), key)],
+            commit=True,
+        )
+        task_status, shard_status = after.rows[0]
+        if shard_status is None:
+            raise ShardNotFoundError(f"no shard {shard_index} of task {uniqc_task_id!r}")
+        if written.rowcount != 1:
+            return ShardUpdate(False, coerce_status(shard_status), coerce_status(task_status))
+        return ShardUpdate(True, new_status, coerce_status(task_status))
+
+    return db.batch_write(work)
+
+
+def save(
+    db: Database,
+    task: TaskInfo,
+    task_row: Mapping[str, Any],
+    shards: Sequence[TaskShard],
+    shard_rows: Sequence[Mapping[str, Any]],
+) -> TaskStatus:
+    """:meth:`TaskStore.save` of one task (checked, as rows); return its status."""
+    task_id = task.task_id
+    by_task = _by_task(shards)  # duplicate indexes, overlaps among themselves
+    run = _Runner(db.engine.dialect)
+    upsert = sql.upsert_tasks(db.backend)
+
+    def work(batch: DriverBatch) -> TaskStatus:
+        # The upsert locks the row: everything read after it is current.
+        first = [run(upsert, [task_row]), run(sql.task_write_state(), {"task_ids": [task_id]})]
+        if shards:
+            first.append(_near(run, task_id, shards))
+        _, state, *near = batch.send(first)
+        # task_id, status, one probe per shard status, has_tags, has_shards
+        _, stored_status, *probes, has_tags, has_shards = state.rows[0]
+        current = coerce_status(stored_status)
+        present = {status for status, found in zip(TaskStatus, probes, strict=True) if found}
+        new_job = bool(shards) and _new_job(task_id, shards, by_task, has_shards, near[0])
+        second = []
+        if has_tags:
+            second.append(run(_delete_tags(), {"task_id": task_id}))
+        if task.tags:
+            rows = [{"task_id": task_id, "key": k, "value": v} for k, v in task.tags.items()]
+            second.append(run(insert_live_tags(), rows))
+        if shards:
+            second.append(run(sql.upsert_shards(db.backend), list(shard_rows)))
+        if shards and has_shards:
+            # Stored shards and new ones: the statuses are known only after the upsert.
+            key = {"task_id": task_id, "now": task_row["update_time"]}
+            second += [run(_settle(new_job), key), run(_status(), key)]
+            return coerce_status(batch.send(second, commit=True)[-1].rows[0][0])
+        # Its shards are the stored ones or exactly the new ones: known already (the
+        # row's update_time is this save's, from the upsert).
+        incoming = {shard.status for shard in shards}
+        settled = task_status_after_write(current, present | incoming, new_job=new_job)
+        if settled != current:
+            second.append(run(_set_status(), {"task_id": task_id, "new_status": settled.value}))
+        batch.send(second, commit=True)
+        return settled
+
+    return db.batch_write(work)
+
+
+def save_shards(
+    db: Database,
+    task_id: str,
+    shards: Sequence[TaskShard],
+    rows: Sequence[Mapping[str, Any]],
+    now: str,
+) -> None:
+    """:meth:`TaskStore.save_shards` of shards of one task (checked, as ``rows``
+    stamped ``now``)."""
+    run = _Runner(db.engine.dialect)
+
+    def work(batch: DriverBatch) -> None:
+        lock = run(sql.lock_parents(), {"task_ids": [task_id]})
+        parent, near = batch.send([lock, _near(run, task_id, shards)])
+        if not parent.rows:
+            batch.send([], commit=True)  # nothing written (see update_shard)
+            raise TaskNotFoundError(
+                f"no task {task_id!r} for its shard; save the task first "
+                "(or together: save(task, shards=[...]))"
+            )
+        by_task = _by_task(shards)  # after the parent is found, as on the generic path
+        new_job = _new_job(task_id, shards, by_task, bool(parent.rows[0][1]), near)
+        settle = {"task_id": task_id, "now": now}
+        batch.send(
+            [run(sql.upsert_shards(db.backend), list(rows)), run(_settle(new_job), settle)],
+            commit=True,
+        )
+
+    db.batch_write(work)
+
+
+def _new_job(
+    task_id: str,
+    shards: Sequence[TaskShard],
+    by_task: Mapping[str, Sequence[TaskShard]],
+    has_shards: bool,
+    near: Outcome,
+) -> bool:
+    """Whether writing ``shards`` gives the task a new platform job (a first shard, a
+    new index or a resubmission); raises :class:`ShardLayoutError` if one shares a
+    circuit with a stored shard it does not replace (``near``: the rows of
+    :func:`_near`)."""
+    if not has_shards:
+        return True
+    stored = [_Stored(*row) for row in near.rows]
+    kept = [row for row in stored if row.shard_index not in _indexes(shards)]
+    _refuse_overlap(task_id, by_task[task_id], kept)
+    jobs = {row.shard_index: row.platform_task_id for row in stored}
+    return any(jobs.get(shard.shard_index) != shard.platform_task_id for shard in shards)
+
+
+def archive(db: Database, task_id: str) -> bool:
+    """:meth:`TaskStore.archive`: True if the task was live and is now archived."""
+    run = _Runner(db.engine.dialect)
+
+    def work(batch: DriverBatch) -> bool:
+        (found,) = batch.send([run(_lock_task(), {"task_id": task_id})])
+        if not found.rows:
+            batch.send([], commit=True)  # nothing written (see update_shard)
+            return False
+        params = {"task_id": task_id, "archived_at": utc_now()}
+        batch.send([run(stmt, params) for stmt in _archive_one()], commit=True)
+        return True
+
+    return db.batch_write(work)
+
+
+# -- statements: built once, from the schema's tables ----------------------------------
+
+
+@cache
+def _settle_reported() -> Any:
+    """Settle the ``key_task`` task's status (:func:`settled_status`, no new job) and
+    stamp it ``now``, if shard ``key_index`` took the report (it holds ``new_status``:
+    under the task's lock only this call can have put it there since the lock, and a
+    stale report left a final status that differs from the non-final one reported)."""
+    took = exists().where(
+        task_shards.c.uniqc_task_id == bindparam("key_task"),
+        task_shards.c.shard_index == bindparam("key_index"),
+        task_shards.c.status == bindparam("new_status"),
+    )
+    return (
+        update(tasks)
+        .where(tasks.c.task_id == bindparam("key_task"), took)
+        .values(status=settled_status(False), update_time=bindparam("now"))
+    )
+
+
+@cache
+def _after_report() -> Any:
+    """The ``key_task`` task's status and its shard ``key_index``'s (None if absent)."""
+    shard = select(task_shards.c.status).where(
+        task_shards.c.uniqc_task_id == bindparam("key_task"),
+        task_shards.c.shard_index == bindparam("key_index"),
+    )
+    return select(tasks.c.status, shard.scalar_subquery()).where(
+        tasks.c.task_id == bindparam("key_task")
+    )
+
+
+@cache
+def _settle(new_job: bool) -> Any:
+    """Settle the ``task_id`` task's status (:func:`settled_status`) after its shards
+    were written, stamped ``now``."""
+    return (
+        update(tasks)
+        .where(tasks.c.task_id == bindparam("task_id"))
+        .values(status=settled_status(new_job), update_time=bindparam("now"))
+    )
+
+
+@cache
+def _status() -> Any:
+    return select(tasks.c.status).where(tasks.c.task_id == bindparam("task_id"))
+
+
+@cache
+def _set_status() -> Any:
+    return (
+        update(tasks)
+        .where(tasks.c.task_id == bindparam("task_id"))
+        .values(status=bindparam("new_status"))
+    )
+
+
+@cache
+def _delete_tags() -> Any:
+    return delete(LIVE.tags).where(LIVE.tags.c.task_id == bindparam("task_id"))
+
+
+def _near(run: _Runner, task_id: str, shards: Sequence[TaskShard]) -> Step:
+    """The stored shards the write may collide with: :func:`statements.shards_near`,
+    with its values bound (built and compiled once)."""
+    indexes = sorted(_indexes(shards))
+    start = min(shard.sub_index_offset for shard in shards)
+    end = max(shard.sub_index_offset + shard.circuit_count for shard in shards)
+    if len(indexes) <= sql.ID_BATCH:
+        return run(
+            _near_stored(by_range=False),
+            {"task_id": task_id, "indexes": indexes, "start": start, "end": end},
+        )
+    return run(
+        _near_stored(by_range=True),
+        {"task_id": task_id, "low": indexes[0], "high": indexes[-1], "start": start, "end": end},
+    )
+
+
+@cache
+def _near_stored(*, by_range: bool) -> Any:
+    """:func:`statements.shards_near` with bound values: the shards of ``task_id`` at
+    the ``indexes`` (``by_range``: from ``low`` to ``high``) or covering a circuit in
+    [``start``, ``end``). Written without offset + count, which can pass a 32-bit
+    integer on PostgreSQL; ``end`` may pass it, and is then compared as a bigint."""
+    index = task_shards.c.shard_index
+    at_index = (
+        index.between(bindparam("low"), bindparam("high"))
+        if by_range
+        else index.in_(bindparam("indexes", expanding=True))
+    )
+    covering = and_(
+        task_shards.c.circuit_count
+        > bindparam("start", type_=BigInteger) - task_shards.c.sub_index_offset,
+        task_shards.c.sub_index_offset < bindparam("end", type_=BigInteger),
+    )
+    return select(
+        index,
+        task_shards.c.platform_task_id,
+        task_shards.c.sub_index_offset,
+        task_shards.c.circuit_count,
+    ).where(task_shards.c.uniqc_task_id == bindparam("task_id"), or_(at_index, covering))
+
+
+class _Stored(NamedTuple):
+    """A row of :func:`statements.shards_near`."""
+
+    shard_index: int
+    platform_task_id: str
+    sub_index_offset: int
+    circuit_count: int
+
+
+def _indexes(shards: Sequence[TaskShard]) -> set[int]:
+    return {shard.shard_index for shard in shards}
+
+
+@cache
+def _lock_task() -> Any:
+    return select(tasks.c.task_id).where(tasks.c.task_id == bindparam("task_id")).with_for_update()
+
+
+@cache
+def _archive_one() -> list[Any]:
+    """Archive the (locked) ``task_id`` task stamped ``archived_at``: drop an older
+    archived copy, copy the task, its shards and tags (every column the archive table
+    shares with the live one), delete them from the live tables, children first."""
+    return [
+        *(
+            delete(table).where(_owner(table) == bindparam("task_id"))
+            for table in reversed(ARCHIVED)
+        ),
+        *(_copy(live, archived) for live, archived in zip(LIVE, ARCHIVED, strict=True)),
+        *(delete(table).where(_owner(table) == bindparam("task_id")) for table in reversed(LIVE)),
+    ]
+
+
+def _owner(table: Table) -> Any:
+    return table.c.uniqc_task_id if "uniqc_task_id" in table.c else table.c.task_id
+
+
+def _copy(live: Table, archived: Table) -> Any:
+    names = [c.name for c in archived.columns if c.name != "archived_at"]
+    columns: list[Any] = [live.c[name] for name in names]
+    if "archived_at" in archived.c:
+        names.append("archived_at")
+        columns.append(bindparam("archived_at", type_=archived.c.archived_at.type))
+    rows = select(*columns).where(_owner(live) == bindparam("task_id"))
+    return insert(archived).from_select(names, rows)
+
+
+# -- compiled once per dialect, bound per call -------------------------------------------
+
+
+_COMPILED: weakref.WeakKeyDictionary[Dialect, dict[Any, _Compiled]] = weakref.WeakKeyDictionary()
+"""Per engine's dialect (compiling depends on the server's version), per statement."""
+
+
+class _Runner:
+    """Turns a statement and its parameters into a :class:`Step`: compiled once per
+    statement and dialect (the statements above are built once), the parameters
+    converted by the column types as SQLAlchemy would convert them."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self._dialect = dialect
+        self._compiled = _COMPILED.setdefault(dialect, {})
+
+    def __call__(self, stmt: Any, params: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> Step:
+        compiled = self._compiled.get(stmt)
+        if compiled is None:
+            compiled = self._compiled[stmt] = _Compiled(stmt, self._dialect)
+        return compiled.step(params)
+
+
+class _Compiled:
+    def __init__(self, stmt: Any, dialect: Dialect) -> None:
+        self._compiled = stmt.compile(dialect=dialect)
+        self._positional = self._compiled.positional
+        self._expanding = bool(self._compiled.post_compile_params)
+        self._sql = self._compiled.string
+        self._defaults = dict(self._compiled.construct_params(_check=False))
+        self._order = list(self._compiled.positiontup or ())
+        self._binds = {
+            name: bind.type._cached_bind_processor(dialect)
+            for bind, name in self._compiled.bind_names.items()
+        }
+        self._convert = _row_converter(stmt, dialect)
+
+    def step(self, params: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> Step:
+        if isinstance(params, Mapping):
+            return Step(*self.bind(params), convert=self._convert)
+        bound = [self.bind(row) for row in params]
+        return Step(bound[0][0], [args for _, args in bound], many=True)
+
+    def bind(self, params: Mapping[str, Any]) -> tuple[str, Any]:
+        if self._expanding:
+            state = self._compiled.construct_expanded_state(dict(params))
+            processors = state.processors
+            values = {
+                name: processors[name](value) if processors.get(name) else value
+                for name, value in state.parameters.items()
+            }
+            if self._positional:
+                return state.statement, tuple(values[n] for n in state.positiontup or ())
+            return state.statement, values
+        values = self._defaults | {k: v for k, v in params.items() if k in self._defaults}
+        for name, process in self._binds.items():
+            if process is not None and name in values:
+                values[name] = process(values[name])
+        if self._positional:
+            return self._sql, tuple(values[n] for n in self._order)
+        return self._sql, values
+
+
+def _row_converter(
+    stmt: Any, dialect: Dialect
+) -> Callable[[Sequence[Any]], tuple[Any, ...]] | None:
+    """The result processing of a SELECT's columns (MariaDB's ids arrive as bytes,
+    its booleans as integers), or None where there is nothing to convert."""
+    if not isinstance(stmt, Select):
+        return None
+    processors = [c.type._cached_result_processor(dialect, None) for c in stmt.selected_columns]
+    if not any(processors):
+        return None
+
+    def convert(row: Sequence[Any]) -> tuple[Any, ...]:
+        return tuple(
+            value if process is None else process(value)
+            for process, value in zip(processors, row, strict=True)
+        )
+
+    return convert
