@@ -651,27 +651,75 @@ assert first.destination == first.source, (first.destination, first.source)
 print(first.seconds, second.seconds, first.copied.tasks, first.copied.shards)
 """
 
+COPY_FLOOR_CODE = """
+import sqlite3, sys, time
+from sqlalchemy.engine import make_url
+source, url = sys.argv[1], make_url(sys.argv[2])
+args = {"host": url.host, "port": url.port, "user": url.username, "password": url.password or ""}
+db = sqlite3.connect(source + "/tasks.sqlite")
+started = time.perf_counter()
+if url.get_backend_name() == "postgresql":
+    import psycopg
+    conn = psycopg.connect(dbname=url.database, **args)
+    def write(table, rows):
+        with conn.cursor() as cursor, cursor.copy(f"COPY {table} FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+else:
+    import pymysql
+    conn = pymysql.connect(database=url.database, charset="utf8mb4", **args)
+    def write(table, rows):
+        # DATETIME(6) takes the UTC text without its T and offset
+        cut = lambda v: v[:10] + " " + v[11:26] if type(v) is str and v[10:11] == "T" else v
+        values = ",".join("(" + ",".join(conn.escape(cut(v)) for v in r) + ")" for r in rows)
+        with conn.cursor() as cursor:
+            cursor.execute(f"INSERT INTO {table} VALUES " + values)
+KEYS = (("tasks", "task_id"), ("task_shards", "uniqc_task_id"), ("task_tags", "task_id"))
+last = ""
+while True:
+    ids = [r[0] for r in db.execute(
+        "SELECT task_id FROM tasks WHERE task_id > ? ORDER BY task_id LIMIT 1000", (last,))]
+    if not ids:
+        break
+    bounds = (ids[0], ids[-1])
+    for table, key in KEYS:
+        rows = db.execute(f"SELECT * FROM {table} WHERE {key} BETWEEN ? AND ?", bounds).fetchall()
+        if rows:
+            write(table, rows)
+    conn.commit()
+    last = ids[-1]
+print(time.perf_counter() - started)
+"""
+"""The floor of a copy: the same batches (1,000 tasks with their shards and tags, one
+transaction each) read with ``sqlite3`` and written by hand with the driver (psycopg
+``COPY``, PyMySQL multi-row ``INSERT``), no checks against the destination."""
+
 
 def copy_figures(place: Place, size: int) -> dict[str, Any]:
     """Copy ``size`` tasks with 3 shards each from a SQLite file into a fresh server
     database, in a child process: seconds for the first copy and a re-run (which
-    copies nothing), and the child's peak resident memory."""
+    copies nothing), and the child's peak resident memory; then the floor
+    (:data:`COPY_FLOOR_CODE`) into another fresh database, for the ratio."""
     source_dir = place.cache / f"copy-source-{size}-v{CURRENT_SCHEMA_VERSION}"
     source = TaskStore(source_dir)
     if not (source_dir / "filled").exists():
         fill(source, size, shards_per_task=3)
         (source_dir / "filled").touch()
     source.close()
-    with place.store("copy", 0) as dest:
-        url = dest._db.backend.url.render_as_string(hide_password=False)  # type: ignore[attr-defined]
-        dest.close()
-        script = COPY_CODE + HIGH_WATER
-        out = subprocess.run(
-            [sys.executable, "-c", script, str(source_dir), url],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.split()
+    outputs = []
+    for label, script in (("copy", COPY_CODE + HIGH_WATER), ("copyfloor", COPY_FLOOR_CODE)):
+        with place.store(label, 0) as dest:
+            url = dest._db.backend.url.render_as_string(hide_password=False)  # type: ignore[attr-defined]
+            dest.close()
+            outputs.append(
+                subprocess.run(
+                    [sys.executable, "-c", script, str(source_dir), url],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                ).stdout.split()
+            )
+    out, floor = outputs
     return {
         "tasks": size,
         "shards": 3 * size,
@@ -680,6 +728,8 @@ def copy_figures(place: Place, size: int) -> dict[str, Any]:
         "copied_tasks": int(out[2]),
         "copied_shards": int(out[3]),
         "peak_rss_mb": int(out[4]) / 1024,
+        "floor_s": float(floor[0]),
+        "ratio": float(floor[0]) / float(out[0]),
     }
 
 
@@ -788,7 +838,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(
             f"\ncopy of {figures['tasks']:,} tasks and {figures['shards']:,} shards from "
             f"SQLite: {figures['first_copy_s']:.1f} s (re-run: {figures['second_copy_s']:.1f} "
-            f"s), peak RSS {figures['peak_rss_mb']:.0f} MB"
+            f"s), peak RSS {figures['peak_rss_mb']:.0f} MB; floor (the driver by hand) "
+            f"{figures['floor_s']:.1f} s, floor / ours {figures['ratio']:.2f}"
         )
         args.json.write_text(json.dumps(result, indent=2, default=str) + "\n")
     print(f"\nwrote {args.json}")

@@ -13,13 +13,14 @@ from __future__ import annotations
 import math
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from sqlalchemy import Connection, Engine, Table, delete, event, insert, inspect
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ColumnElement
 from sqlalchemy.sql.base import ReadOnlyColumnCollection
@@ -243,6 +244,26 @@ class Backend(ABC):
         if rows:
             conn.execute(insert(table), list(rows))
 
+    def bulk_insert_bound(
+        self, conn: Connection, table: Table, rows: Sequence[Sequence[Any]]
+    ) -> None:
+        """:meth:`bulk_insert` for rows already as the driver takes them: a value for
+        every column of ``table``, in the table's order, each through its column type's
+        bind processing. Here: the compiled ``INSERT`` as one executemany on the driver,
+        without SQLAlchemy's per-row parameter processing."""
+        if not rows:
+            return
+        compiled = insert(table).compile(dialect=conn.dialect)
+        names = [column.key for column in table.columns]
+        if compiled.positional:
+            order = [names.index(name) for name in compiled.positiontup or ()]
+            if order != list(range(len(names))):
+                rows = [tuple(row[i] for i in order) for row in rows]
+            conn.exec_driver_sql(str(compiled), list(rows))
+        else:
+            named = [dict(zip(names, row, strict=True)) for row in rows]
+            conn.exec_driver_sql(str(compiled), named)
+
     @abstractmethod
     def migration_connection(self, engine: Engine) -> AbstractContextManager[Connection]:
         """A connection holding the database-wide migration lock while open."""
@@ -292,6 +313,18 @@ class Backend(ABC):
     def reclaim_space(self, engine: Engine) -> None:
         """After :meth:`clear_tables` committed: give the freed space back where that can
         be done without disturbing other connections; best effort, never raises."""
+
+
+@contextmanager
+def driver_errors(dialect: Dialect, statement: str, params: Any = None) -> Iterator[None]:
+    """Raise a driver error from work done on the driver's own connection as
+    SQLAlchemy's :class:`DBAPIError`, as if the statement had run through SQLAlchemy:
+    busy retries and error translation then treat it like any other."""
+    error: type[Exception] = dialect.loaded_dbapi.Error
+    try:
+        yield
+    except error as exc:
+        raise DBAPIError.instance(statement, params, exc, error, dialect=dialect) from exc
 
 
 def foreign_tables(conn: Connection) -> set[str]:

@@ -26,7 +26,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState
 
-from .base import Assignments, DriverBatch, Listener, Outcome, Step
+from .base import Assignments, DriverBatch, Listener, Outcome, Step, driver_errors
 from .server import MIGRATION_LOCK_NAME, ServerBackend
 
 # ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT
@@ -165,6 +165,38 @@ class MysqlBackend(ServerBackend):
     def upsert(self, table: Table, key: Sequence[str], set_: Assignments) -> Any:
         stmt = mysql.insert(table)
         return stmt.on_duplicate_key_update(set_(stmt.inserted))
+
+    def bulk_insert_bound(
+        self, conn: Connection, table: Table, rows: Sequence[Sequence[Any]]
+    ) -> None:
+        """Multi-row ``INSERT ... VALUES`` statements of rows already bound, each value
+        rendered by PyMySQL's own escaping as its executemany renders it, but once per
+        distinct value of a column rather than once per row; statements stay under
+        PyMySQL's own size limit. Other drivers get the executemany."""
+        raw = conn.connection.driver_connection
+        if not rows or self.url.get_driver_name() != "pymysql" or raw is None:
+            super().bulk_insert_bound(conn, table, rows)
+            return
+        quote = conn.dialect.identifier_preparer
+        names = ", ".join(quote.quote(column.name) for column in table.columns)
+        prefix = f"INSERT INTO {quote.format_table(table)} ({names}) VALUES "
+        escape = raw.escape
+        columns = []
+        for values in zip(*rows, strict=True):
+            try:
+                literals = {value: escape(value) for value in set(values)}
+                columns.append([literals[value] for value in values])
+            except TypeError:  # a value that cannot key the dict
+                columns.append([escape(value) for value in values])
+        tuples = ["(" + ",".join(row) + ")" for row in zip(*columns, strict=True)]
+        start, size = 0, 0
+        with driver_errors(conn.dialect, prefix), raw.cursor() as cursor:
+            limit = cursor.max_stmt_length - len(prefix)
+            for end, text in enumerate(tuples, start=1):
+                size += len(text) + 1
+                if size >= limit or end == len(tuples):
+                    cursor.execute(prefix + ",".join(tuples[start:end]))
+                    start, size = end, 0
 
     def is_busy(self, error: DBAPIError) -> bool:
         args: tuple[Any, ...] = getattr(error.orig, "args", ())

@@ -28,7 +28,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.schema import CreateSchema
 
-from .base import Assignments, DriverBatch, Listener, Outcome, Step
+from .base import Assignments, DriverBatch, Listener, Outcome, Step, driver_errors
 from .server import MIGRATION_LOCK_NAME, ServerBackend
 
 # serialization_failure, deadlock_detected, lock_not_available
@@ -228,6 +228,28 @@ class PostgresBackend(ServerBackend):
                         )
                     ]
                 )
+
+    def bulk_insert_bound(
+        self, conn: Connection, table: Table, rows: Sequence[Sequence[Any]]
+    ) -> None:
+        """``COPY ... FROM STDIN`` of rows already bound (psycopg 3; other drivers get
+        the executemany). A driver error is raised as SQLAlchemy's, so busy retries and
+        error messages work as for any statement."""
+        raw = conn.connection.driver_connection
+        if not rows or self.url.get_driver_name() != "psycopg" or raw is None:
+            super().bulk_insert_bound(conn, table, rows)
+            return
+        dialect = conn.dialect
+        quote = dialect.identifier_preparer
+        names = ", ".join(quote.quote(column.name) for column in table.columns)
+        statement = f"COPY {quote.format_table(table)} ({names}) FROM STDIN"
+        with (
+            driver_errors(dialect, statement),
+            raw.cursor() as cursor,
+            cursor.copy(statement) as copy,
+        ):
+            for row in rows:
+                copy.write_row(row)
 
     def is_busy(self, error: DBAPIError) -> bool:
         return getattr(error.orig, "sqlstate", None) in _RETRYABLE_SQLSTATES
