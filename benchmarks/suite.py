@@ -260,8 +260,16 @@ class Floor:
         stmt = self._upsert("tasks", "task_id", cols, kept)
         now = self._t(format_timestamp(datetime.now(UTC)))
         platform = backend_of(n).split(":", 1)[0]
-        values = (task_id(n), backend_of(n), platform, "pending", 1000, now, now)
-        values += (json.dumps({"n": n}),)
+        values = (
+            task_id(n),
+            backend_of(n),
+            platform,
+            "pending",
+            1000,
+            now,
+            now,
+            json.dumps({"n": n}),
+        )
         untag = self._sql("DELETE FROM task_tags WHERE task_id = ?")
 
         def work(c: Any) -> None:
