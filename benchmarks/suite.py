@@ -171,12 +171,14 @@ class Place:
         try:
             fill(store, size)
             # As autovacuum / InnoDB's own statistics would by the time a real store
-            # had grown this big: the planner's row estimates match the data.
-            with store._db.engine.connect() as conn:
+            # had grown this big: the planner's row estimates match the data, and on
+            # PostgreSQL the rows' hint bits and the visibility map are set (else the
+            # first read of each row after a bulk load writes its page).
+            engine = store._db.engine
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 for table in ("tasks", "task_shards", "task_tags"):
-                    verb = "ANALYZE" if self.db == "postgresql" else "ANALYZE TABLE"
+                    verb = "VACUUM ANALYZE" if self.db == "postgresql" else "ANALYZE TABLE"
                     conn.exec_driver_sql(f"{verb} {table}")
-                conn.commit()
             yield store
         finally:
             store.close()

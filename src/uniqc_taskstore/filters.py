@@ -214,7 +214,9 @@ def filter_clauses(
     (without the tag ``skip_tag``, which :func:`task_source` matches by a join)."""
     t = side.tasks
     clauses: list[ColumnElement[bool]] = []
-    if f.statuses is not None:
+    if f.statuses is not None and len(f.statuses) == 1:
+        clauses.append(exactly(t.c.status, literal(f.statuses[0].value, t.c.status.type)))
+    elif f.statuses is not None:
         clauses.append(t.c.status.in_([s.value for s in f.statuses]))
     if f.backend is not None:
         clauses.append(backend_matches(t, f.backend))
@@ -304,8 +306,8 @@ def task_source(f: TaskFilter, sort: Sort, side: TaskTables = LIVE) -> TaskSourc
     return TaskSource(
         tag.join(t, t.c.task_id == tag.c.task_id),
         [
-            tag.c["key"] == literal(key, IdText()),
-            tag.c["value"] == literal(value, IdText()),
+            exactly(tag.c["key"], literal(key, IdText())),
+            exactly(tag.c["value"], literal(value, IdText())),
             *filter_clauses(f, side, skip_tag=key),
         ],
         tag,
