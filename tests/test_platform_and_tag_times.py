@@ -406,21 +406,17 @@ def test_mariadb_gets_the_platform_and_label_as_a_closed_range() -> None:
         assert f"tasks.{column} = ?" in str(stmt.compile(dialect=sqlite.dialect()))
 
 
-def test_mariadb_gets_one_status_and_a_tag_pair_as_closed_ranges() -> None:
-    # The same for the status index and the tag index: with ``=`` (or a one-value
-    # ``IN``) MariaDB walked a status page 2,000 deep for half a second.
+def test_mariadb_gets_one_status_as_a_closed_range_and_a_tag_pair_as_equalities() -> None:
+    # With ``=`` (or a one-value ``IN``) MariaDB walked a status page 2,000 deep for
+    # half a second; the tag index, on the contrary, is read in order only given ``=``
+    # on key and value (given the ranges, MariaDB sorted every tagged task).
     from sqlalchemy.dialects import mysql, sqlite
 
-    cases = (
-        (TaskFilter(status="success"), ("tasks.status",)),
-        (TaskFilter(tags={"team": "t3"}), ("uniqc_sort_tag.`key`", "uniqc_sort_tag.value")),
-    )
-    for task_filter, columns in cases:
-        stmt = select_tasks(LIVE, task_filter, Sort(), limit=50, position=(T0, "t"))
-        on_mariadb = str(stmt.compile(dialect=mysql.dialect()))
-        on_sqlite = str(stmt.compile(dialect=sqlite.dialect()))
-        for column in columns:
-            assert f"{column} >= %s AND {column} <= %s" in on_mariadb, on_mariadb
-            assert f"{column} = %s" not in on_mariadb
-            plain = column.replace("`", '"') if "key" in column else column
-            assert f"{plain} = ?" in on_sqlite, on_sqlite
+    status = select_tasks(LIVE, TaskFilter(status="success"), Sort(), limit=50, position=(T0, "t"))
+    on_mariadb = str(status.compile(dialect=mysql.dialect()))
+    assert "tasks.status >= %s AND tasks.status <= %s" in on_mariadb
+    assert "tasks.status = ?" in str(status.compile(dialect=sqlite.dialect()))
+    tagged = select_tasks(LIVE, TaskFilter(tags={"team": "t3"}), Sort(), limit=50)
+    on_mariadb = str(tagged.compile(dialect=mysql.dialect()))
+    assert "uniqc_sort_tag.`key` = %s" in on_mariadb
+    assert "uniqc_sort_tag.value = %s" in on_mariadb

@@ -306,8 +306,8 @@ def task_source(f: TaskFilter, sort: Sort, side: TaskTables = LIVE) -> TaskSourc
     return TaskSource(
         tag.join(t, t.c.task_id == tag.c.task_id),
         [
-            exactly(tag.c["key"], literal(key, IdText())),
-            exactly(tag.c["value"], literal(value, IdText())),
+            tag.c["key"] == literal(key, IdText()),
+            tag.c["value"] == literal(value, IdText()),
             *filter_clauses(f, side, skip_tag=key),
         ],
         tag,
