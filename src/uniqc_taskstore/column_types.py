@@ -11,7 +11,7 @@ was written (``JSONB`` and MySQL's ``JSON`` reorder keys).
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import ColumnElement, DateTime, String, Text, cast, func, type_coerce
 from sqlalchemy.dialects import mysql, postgresql
@@ -32,6 +32,8 @@ class IdText(TypeDecorator[str]):
 
     impl = Text
     cache_ok = True
+    unchanged_on_sqlite: ClassVar[tuple[type, ...]] = (str, type(None))
+    """Read as they are (:meth:`process_result_value`); the SQLite read path skips it."""
 
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
         if dialect.name == "postgresql":
@@ -78,6 +80,8 @@ class JsonDocument(TypeDecorator[Any]):
 
     impl = Text
     cache_ok = True
+    unchanged_on_sqlite: ClassVar[tuple[type, ...]] = (type(None),)
+    """Read as they are (:meth:`process_result_value`); the SQLite read path skips it."""
 
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
         if dialect.name == "postgresql":
@@ -118,6 +122,8 @@ class Timestamp(TypeDecorator[str]):
 
     impl = Text
     cache_ok = True
+    unchanged_on_sqlite: ClassVar[tuple[type, ...]] = (str, type(None))
+    """Read as they are (:meth:`process_result_value`); the SQLite read path skips it."""
 
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
         if dialect.name == "postgresql":

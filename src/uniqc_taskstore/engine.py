@@ -21,6 +21,7 @@ from sqlalchemy import Connection, Engine, Executable, Select, event
 from sqlalchemy.engine import URL, Dialect
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.pool import Pool, QueuePool
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
@@ -118,17 +119,22 @@ class Database:
         prepared = self.prepared(stmt)
         engine = self.engine
         backend = self.backend
+        pool = engine.pool
+        direct = backend.plain_read_checkout and _plain_queue_pool(pool)
 
         def attempt() -> list[dict[str, Any]]:
             text, args = prepared.statement(params)
-            raw = engine.raw_connection()
-            try:
+            if direct:
+                found = _select_on_record(pool, backend, prepared, text, args)
+            else:
+                raw = engine.raw_connection()
                 try:
-                    found = backend.lone_select(raw.dbapi_connection, text, args)
-                except prepared.dbapi_error as exc:
-                    raise prepared.wrap(exc, text, args) from exc
-            finally:
-                raw.close()
+                    try:
+                        found = backend.lone_select(raw.dbapi_connection, text, args)
+                    except prepared.dbapi_error as exc:
+                        raise prepared.wrap(exc, text, args) from exc
+                finally:
+                    raw.close()
             return prepared.rows(found)
 
         try:
@@ -493,6 +499,17 @@ class _Prepared:
         self._converted = [
             (i, process) for i, process in enumerate(self.results) if process is not None
         ]
+        # Values of a Python type the column's conversion returns as it is (declared by
+        # our column types for SQLite, whose TEXT the driver hands over untouched) are
+        # not passed through it: most values, in rows as the store writes them.
+        self._kept: list[tuple[int, Any, tuple[type, ...]]] | None = None
+        if dialect.name == "sqlite":
+            kept = [
+                (i, process, _unchanged_on_read(columns[i].type, dialect))
+                for i, process in self._converted
+            ]
+            if any(unchanged for _, _, unchanged in kept):
+                self._kept = kept
         self._many: tuple[Callable[[Mapping[str, Any]], Any], list[tuple[int, Any]]] | None = None
         self.dbapi_error: type[Exception] = dialect.loaded_dbapi.Error
 
@@ -539,6 +556,15 @@ class _Prepared:
         if not converted:
             return [dict(zip(keys, row, strict=True)) for row in found]
         rows = []
+        if self._kept is not None:
+            for row in found:
+                values = list(row)
+                for i, process, unchanged in self._kept:
+                    value = values[i]
+                    if type(value) not in unchanged:
+                        values[i] = process(value)
+                rows.append(dict(zip(keys, values, strict=True)))
+            return rows
         for row in found:
             values = list(row)
             for i, process in converted:
@@ -589,6 +615,19 @@ class _Prepared:
         return form
 
 
+def _unchanged_on_read(type_: Any, dialect: Dialect) -> tuple[type, ...]:
+    """The Python types of values a column of ``type_`` reads as they are on SQLite
+    (``unchanged_on_sqlite`` of our column types), where the type stores through a
+    dialect type that converts nothing itself; else none."""
+    unchanged: tuple[type, ...] = getattr(type_, "unchanged_on_sqlite", ())
+    load = getattr(type_, "load_dialect_impl", None)
+    if not unchanged or load is None:
+        return ()
+    if load(dialect)._cached_result_processor(dialect, None) is not None:
+        return ()
+    return unchanged
+
+
 def _processed(process: Any, value: Any) -> Any:
     return value if process is None else process(value)
 
@@ -602,6 +641,45 @@ def _values(positions: list[_Position], params: Mapping[str, Any]) -> list[Any]:
         value = params[name] if index < 0 else params[name][index]
         values.append(value if process is None else process(value))
     return values
+
+
+def _plain_queue_pool(pool: Pool) -> bool:
+    """Whether ``pool`` is SQLAlchemy's QueuePool with nothing listening to its
+    checkouts, returns or resets, and no pings: taking one of its connections and
+    putting it back then needs none of the per-checkout wrapper's work
+    (:func:`_select_on_record`)."""
+    dispatch = pool.dispatch
+    return (
+        type(pool) is QueuePool
+        and not getattr(pool, "_pre_ping", True)
+        and not (dispatch.checkout or dispatch.checkin or dispatch.reset)
+    )
+
+
+def _select_on_record(
+    pool: Any, backend: Backend, prepared: _Prepared, text: str, args: Any
+) -> list[Any]:
+    """:meth:`Backend.lone_select` on a connection taken straight from a plain
+    QueuePool (:func:`_plain_queue_pool`) and put straight back: what a checkout
+    through :meth:`Engine.raw_connection` does, without the wrapper object, its
+    weak-reference finaliser and the reset on return, which is a ROLLBACK the driver
+    skips anyway when no transaction is open. A connection the SELECT somehow left
+    in a transaction is rolled back (or, failing that, discarded) as the reset would."""
+    record = pool._do_get()
+    try:
+        dbapi_connection = record.get_connection()  # reconnects one invalidated
+        try:
+            return backend.lone_select(dbapi_connection, text, args)
+        except prepared.dbapi_error as exc:
+            raise prepared.wrap(exc, text, args) from exc
+    finally:
+        connection = record.dbapi_connection
+        if connection is not None and not backend.idle_after_select(connection):
+            try:
+                connection.rollback()
+            except Exception:  # a connection that cannot roll back is not reused
+                record.invalidate()
+        pool._do_return_conn(record)
 
 
 def _statements_watched(engine: Engine) -> bool:

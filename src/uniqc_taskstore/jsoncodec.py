@@ -69,6 +69,9 @@ def dump_jsonable(tree: Any) -> str:
 
 def decode_json(text: str | bytes) -> Any:
     """The value :func:`encode_json` was given; also reads legacy ``NaN`` literals."""
+    if type(text) is str and not text.startswith("\ufeff"):
+        # What json.loads does with this text, minus building a decoder per call.
+        return _DECODER.decode(text)
     return json.loads(text, object_hook=_decode_tagged)
 
 
@@ -181,3 +184,7 @@ def _hashable(key: Any) -> _HashableKey:
     if isinstance(key, list):
         return tuple(_hashable(part) for part in key)
     return key  # type: ignore[no-any-return]
+
+
+_DECODER = json.JSONDecoder(object_hook=_decode_tagged)
+"""The decoder :func:`decode_json` shares (as json.loads shares its default one)."""

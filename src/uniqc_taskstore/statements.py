@@ -44,7 +44,7 @@ from .model import (
     legacy_task_name,
 )
 from .schema import task_shards, task_tags, tasks
-from .timestamps import normalize_timestamp, repair_times
+from .timestamps import is_canonical_timestamp, normalize_timestamp, repair_times
 
 _TERMINAL = sorted(s.value for s in TERMINAL_STATUSES)
 ID_BATCH = 500
@@ -104,6 +104,12 @@ def task_from_row(row: Mapping[Any, Any]) -> TaskInfo:
 
     Raises :class:`CorruptRowError` naming the task and column of a value that cannot
     be read; unreadable legacy timestamp text is repaired (:func:`readable_row`)."""
+    task = _sound_task(row)
+    return task if task is not None else _checked_task(row)
+
+
+def _checked_task(row: Mapping[Any, Any]) -> TaskInfo:
+    """:func:`task_from_row` for any row: each value checked, legacy times repaired."""
     table = "archived_tasks" if "archived_at" in row else "tasks"
     row = readable_row(table, row)
     key = row["task_id"]
@@ -125,6 +131,12 @@ def task_from_row(row: Mapping[Any, Any]) -> TaskInfo:
 def shard_from_row(row: Mapping[Any, Any]) -> TaskShard:
     """A shard read from ``task_shards`` or ``archived_task_shards``; raises
     :class:`CorruptRowError` as :func:`task_from_row` does."""
+    shard = _sound_shard(row)
+    return shard if shard is not None else _checked_shard(row)
+
+
+def _checked_shard(row: Mapping[Any, Any]) -> TaskShard:
+    """:func:`shard_from_row` for any row: each value checked, legacy times repaired."""
     table = "archived_task_shards" if "archived_at" in row else "task_shards"
     row = readable_row(table, row)
     key = (row["uniqc_task_id"], row["shard_index"])
@@ -140,6 +152,118 @@ def shard_from_row(row: Mapping[Any, Any]) -> TaskShard:
         error_message=_text(table, key, row, "error_message", optional=True),
         submit_time=row["submit_time"],
         update_time=row["update_time"],
+    )
+
+
+# The common case, a row as the store writes it, is recognised by exact types and
+# mapped in one pass; anything else (legacy text, a corrupt value, a subclass) takes
+# the general path (``_checked_task``, ``_checked_shard``), which gives the same result
+# for every row the fast path takes: nothing to repair, nothing unreadable, every check
+# passed.
+
+_STATUSES = {status.value: status for status in TaskStatus}
+_SHARD_COLUMNS = frozenset(task_shards.c.keys())
+_TASK_COLUMNS = frozenset(tasks.c.keys())
+_TAGGED_TASK_COLUMNS = _TASK_COLUMNS | {"uniqc_tag_key", "uniqc_tag_value"}
+
+
+def _sound_shard(row: Mapping[Any, Any]) -> TaskShard | None:
+    """The shard of a live shard row (every column) that needs no checking beyond its
+    types, or None."""
+    if len(row) != len(_SHARD_COLUMNS) or row.keys() != _SHARD_COLUMNS:
+        return None
+    task_id = row["uniqc_task_id"]
+    index = row["shard_index"]
+    platform_id = row["platform_task_id"]
+    backend = row["backend"]
+    count = row["circuit_count"]
+    offset = row["sub_index_offset"]
+    status = row["status"]
+    result = row["result_json"]
+    error = row["error_message"]
+    submit_time = row["submit_time"]
+    update_time = row["update_time"]
+    if not (
+        type(task_id) is str
+        and type(platform_id) is str
+        and type(backend) is str
+        and type(index) is int
+        and type(count) is int
+        and type(offset) is int
+        and type(status) is str
+        and status in _STATUSES
+        and (error is None or type(error) is str)
+        and not isinstance(result, Unreadable)
+        and is_canonical_timestamp(submit_time)
+        and (update_time == submit_time or is_canonical_timestamp(update_time))
+    ):
+        return None
+    return TaskShard(
+        task_id,
+        index,
+        platform_id,
+        backend,
+        count,
+        offset,
+        _STATUSES[status],
+        result,
+        error,
+        submit_time,
+        update_time,
+    )
+
+
+def _sound_task(row: Mapping[Any, Any]) -> TaskInfo | None:
+    """The task of a live task row (all its columns, and the joined tag columns of
+    :func:`~uniqc_taskstore.queries.fetch_task`) that needs no checking beyond its
+    types, or None."""
+    keys = row.keys()
+    if len(keys) == len(_TASK_COLUMNS):
+        if keys != _TASK_COLUMNS:
+            return None
+    elif keys != _TAGGED_TASK_COLUMNS or (
+        isinstance(row["uniqc_tag_key"], Unreadable)
+        or isinstance(row["uniqc_tag_value"], Unreadable)
+    ):
+        return None
+    task_id = row["task_id"]
+    backend = row["backend"]
+    status = row["status"]
+    result = row["result_json"]
+    shots = row["shots"]
+    metadata = row["metadata_json"]
+    error = row["error_message"]
+    name = row["name"]
+    platform = row["platform"]
+    submit_time = row["submit_time"]
+    update_time = row["update_time"]
+    if not (
+        type(task_id) is str
+        and type(backend) is str
+        and type(status) is str
+        and status in _STATUSES
+        and type(shots) is int
+        and (metadata is None or type(metadata) is dict)
+        and (error is None or type(error) is str)
+        and (name is None or type(name) is str)
+        and not isinstance(platform, Unreadable)
+        and not isinstance(result, Unreadable)
+        and is_canonical_timestamp(submit_time)
+        and (update_time == submit_time or is_canonical_timestamp(update_time))
+    ):
+        return None
+    return TaskInfo(
+        task_id,
+        backend,
+        _STATUSES[status],
+        result,
+        shots,
+        submit_time,
+        update_time,
+        {} if metadata is None else metadata,
+        error,
+        None,
+        name,
     )
 
 

@@ -88,6 +88,20 @@ def normalize_timestamp(value: str | datetime, field: str = "timestamp") -> str:
     return format_timestamp(moment)
 
 
+def is_canonical_timestamp(value: object) -> bool:
+    """True for None or text in the canonical form naming a real instant: a stored
+    time that :func:`repair_times` and :func:`normalize_timestamp` keep as it is."""
+    if value is None:
+        return True
+    if type(value) is not str or _CANONICAL.fullmatch(value) is None:
+        return False
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
 def is_readable_timestamp(value: object) -> bool:
     """True for a datetime or an ISO-8601 text (which :func:`normalize_timestamp` takes)."""
     if isinstance(value, datetime):

@@ -236,6 +236,18 @@ class Backend(ABC):
         finally:
             cursor.close()
 
+    @property
+    def plain_read_checkout(self) -> bool:
+        """Whether :meth:`Database.select` may take its driver connection straight from
+        a plain pool and put it straight back, without the reset on return where
+        :meth:`idle_after_select` says no transaction is open. Not on servers: their
+        pooled connections are pinged before use and reset on return."""
+        return False
+
+    def idle_after_select(self, dbapi_conn: Any) -> bool:
+        """Whether ``dbapi_conn`` has no transaction open after :meth:`lone_select`."""
+        return False
+
     def bulk_insert(self, conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
         """Insert ``rows`` (new keys only: a duplicate fails the transaction) as fast as
         the database allows, in the current transaction. Here: one executemany, which

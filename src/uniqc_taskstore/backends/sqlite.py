@@ -316,6 +316,16 @@ class SqliteBackend(Backend):
 
         return [("connect", _on_connect), ("begin", _on_begin)]
 
+    @property
+    def plain_read_checkout(self) -> bool:
+        """For a file: its connections are in autocommit (``isolation_level = None``),
+        so a lone SELECT whose rows were all fetched leaves no transaction (and no
+        lock) behind. A private in-memory database has a pool of its own kind."""
+        return self.path is not None
+
+    def idle_after_select(self, dbapi_conn: Any) -> bool:
+        return not dbapi_conn.in_transaction
+
     def migration_connection(self, engine: Engine) -> Any:
         # Each migration step runs in BEGIN IMMEDIATE and re-reads user_version, so
         # processes racing to migrate one file serialise on SQLite's own write lock.

@@ -1,0 +1,256 @@
+"""The point reads' shortcuts on SQLite: rows as the store writes them are mapped in
+one pass, and a pooled driver connection is taken and put back without SQLAlchemy's
+per-checkout wrapper. Neither may change what a read returns or leave anything open."""
+
+from __future__ import annotations
+
+import os
+import random
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+from sqlalchemy.pool.base import _ConnectionFairy
+
+from uniqc_taskstore import TaskInfo, TaskShard, TaskStore
+from uniqc_taskstore.errors import CorruptRowError
+from uniqc_taskstore.model import Unreadable
+from uniqc_taskstore.statements import (
+    _checked_shard,
+    _checked_task,
+    _sound_shard,
+    _sound_task,
+    shard_from_row,
+    task_from_row,
+)
+
+TIMES: list[Any] = [
+    "2024-05-01T10:00:00.000000+00:00",
+    "2024-05-01T10:00:00.123456+00:00",
+    "2024-13-01T10:00:00.000000+00:00",  # canonical form, no such month
+    "2024-05-01T10:00:00",  # readable, kept as stored
+    "2024-05-01T10:00:00.000000+02:00",
+    "0001-01-01T00:00:00.000000+00:00",
+    "9999-12-31T23:59:59.999999+00:00",
+    "sometime yesterday",
+    "",
+    None,
+    datetime(2024, 5, 1, tzinfo=UTC),
+    Unreadable("a BLOB where a timestamp belongs"),
+]
+TEXTS: list[Any] = ["t1", "", "uqt_" + "a" * 32, None, 7, b"t1", Unreadable("not UTF-8")]
+COUNTS: list[Any] = [0, 3, 2**31 - 1, -1, True, 1.0, "3", None, Unreadable("?")]
+STATUSES: list[Any] = ["pending", "success", "cancelled", "SUCCESS", "done", "", None, 1]
+DOCUMENTS: list[Any] = [None, {"a": 1}, [1, 2], "text", 3, {}, Unreadable("not JSON")]
+
+
+class _Str(str):
+    """A str subclass: the general path accepts it, the fast path leaves it alone."""
+
+
+def _outcome(make: Any, row: dict[str, Any]) -> Any:
+    try:
+        return ("ok", make(row))
+    except CorruptRowError as exc:
+        return ("corrupt", str(exc))
+    except Exception as exc:
+        return ("error", type(exc).__name__, str(exc))
+
+
+SOUND_SHARD = {
+    "uniqc_task_id": "t1",
+    "shard_index": 0,
+    "platform_task_id": "job",
+    "backend": "ibm:dev",
+    "circuit_count": 1,
+    "sub_index_offset": 0,
+    "status": "running",
+    "result_json": {"counts": {"00": 1}},
+    "error_message": None,
+    "submit_time": TIMES[0],
+    "update_time": TIMES[1],
+}
+SHARD_CHOICES: dict[str, list[Any]] = {
+    "uniqc_task_id": [*TEXTS, _Str("t1")],
+    "shard_index": COUNTS,
+    "platform_task_id": [*TEXTS, _Str("job")],
+    "backend": TEXTS,
+    "circuit_count": COUNTS,
+    "sub_index_offset": COUNTS,
+    "status": STATUSES,
+    "result_json": DOCUMENTS,
+    "error_message": [None, "boom", 5, _Str("x"), Unreadable("?")],
+    "submit_time": TIMES,
+    "update_time": TIMES,
+}
+SOUND_TASK = {
+    "task_id": "t1",
+    "backend": "ibm:dev",
+    "platform": "ibm",
+    "status": "success",
+    "shots": 1000,
+    "submit_time": TIMES[0],
+    "update_time": TIMES[1],
+    "result_json": [1, 2],
+    "metadata_json": {"a": 1},
+    "error_message": None,
+    "name": "bell",
+}
+TASK_CHOICES: dict[str, list[Any]] = {
+    "task_id": [*TEXTS, _Str("t1")],
+    "backend": TEXTS,
+    "platform": ["ibm", None, 3, Unreadable("?")],
+    "status": STATUSES,
+    "shots": COUNTS,
+    "submit_time": TIMES,
+    "update_time": TIMES,
+    "result_json": DOCUMENTS,
+    "metadata_json": [*DOCUMENTS, {"unreadable_timestamps": {}}],
+    "error_message": [None, "boom", 5, Unreadable("?")],
+    "name": [None, "bell", 3, Unreadable("?")],
+}
+
+
+def _mutated(rng: random.Random, sound: dict[str, Any], choices: dict[str, list[Any]]) -> Any:
+    row = dict(sound)
+    for name in rng.sample(sorted(choices), rng.choice([0, 1, 1, 2, 3])):
+        row[name] = rng.choice(choices[name])
+    return row
+
+
+def _shard_rows(rng: random.Random, n: int) -> list[dict[str, Any]]:
+    rows = [_mutated(rng, SOUND_SHARD, SHARD_CHOICES) for _ in range(n)]
+    for row in rows[::20]:
+        row["archived_at"] = rng.choice(TIMES)
+    for row in rows[1::20]:
+        row.pop("result_json")
+    return rows
+
+
+def _task_rows(rng: random.Random, n: int) -> list[dict[str, Any]]:
+    rows = []
+    for _ in range(n):
+        row = _mutated(rng, SOUND_TASK, TASK_CHOICES)
+        shape = rng.random()
+        if shape < 0.4:  # joined to a tag (get by id)
+            row["uniqc_tag_key"] = rng.choice([None, "k", "k", Unreadable("?")])
+            row["uniqc_tag_value"] = rng.choice([None, "v", "v", Unreadable("?")])
+        elif shape < 0.45:
+            row.pop("result_json")  # a summary
+        elif shape < 0.5:
+            row["archived_at"] = rng.choice(TIMES)
+        elif shape < 0.52:
+            row["uniqc_tag_key"] = "k"  # not the shape of any read
+        rows.append(row)
+    return rows
+
+
+def test_shard_rows_map_the_same_on_the_fast_path() -> None:
+    rows = _shard_rows(random.Random(11), 4000)
+    fast = 0
+    for row in rows:
+        sound = _sound_shard(dict(row))
+        if sound is not None:
+            fast += 1
+            assert sound == _checked_shard(dict(row)), row
+            assert type(sound.status) is type(_checked_shard(dict(row)).status)
+        assert _outcome(shard_from_row, dict(row)) == _outcome(_checked_shard, dict(row)), row
+    assert fast > 500  # the fast path was taken, and not for every row
+    assert fast < len(rows)
+
+
+def test_task_rows_map_the_same_on_the_fast_path() -> None:
+    rows = _task_rows(random.Random(12), 4000)
+    fast = 0
+    for row in rows:
+        sound = _sound_task(dict(row))
+        if sound is not None:
+            fast += 1
+            assert sound == _checked_task(dict(row)), row
+        assert _outcome(task_from_row, dict(row)) == _outcome(_checked_task, dict(row)), row
+    assert fast > 500
+    assert fast < len(rows)
+
+
+def _sqlite_store(tmp_path: Path) -> TaskStore:
+    store = TaskStore(cache_dir=tmp_path)
+    store.save(TaskInfo("t1", "ibm:dev", tags={"k": "v"}))
+    store.save_shard(TaskShard("t1", 0, "job-1", "ibm:dev"))
+    return store
+
+
+def test_point_reads_take_pooled_connections_without_the_wrapper(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wrapped: list[int] = []
+    checkout = _ConnectionFairy._checkout
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        wrapped.append(1)
+        return checkout(*args, **kwargs)
+
+    with _sqlite_store(tmp_path) as store:
+        pool = store._db.engine.pool
+        monkeypatch.setattr(_ConnectionFairy, "_checkout", staticmethod(counted))
+        for _ in range(20):
+            task = store.get("t1")
+            assert task is not None
+            assert task.tags == {"k": "v"}
+            assert [s.platform_task_id for s in store.get_shards("t1")] == ["job-1"]
+            assert store.get_shard_by_platform_id("job-1") is not None
+        assert wrapped == []
+        assert pool.checkedout() == 0  # type: ignore[attr-defined]  # every one put back
+        store.save(TaskInfo("t2", "ibm:dev"))  # writes still check out as before
+        assert wrapped
+
+
+def test_point_reads_are_seen_by_pool_listeners(tmp_path: Path) -> None:
+    """Whoever listens to the pool (tracing, tests) sees every checkout, as before."""
+    with _sqlite_store(tmp_path) as store:
+        pool = store._db.engine.pool
+        seen: list[str] = []
+        event.listen(pool, "checkout", lambda *_: seen.append("out"))
+        event.listen(pool, "checkin", lambda *_: seen.append("in"))
+        assert store.get("t1") is not None
+        assert store.get_shards("t1")
+        assert seen == ["out", "in", "out", "in"]
+
+
+def test_a_returned_read_connection_holds_no_snapshot_or_lock(tmp_path: Path) -> None:
+    with _sqlite_store(tmp_path) as store:
+        assert store.get("t1") is not None
+        assert store.get_shards("t1")
+        assert store.db_path is not None
+        other = sqlite3.connect(store.db_path, timeout=0, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("UPDATE tasks SET shots = 7 WHERE task_id = 't1'")
+            other.execute("COMMIT")
+            # A checkpoint that must wait for every reader: none holds a snapshot.
+            busy, _, _ = other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            assert busy == 0
+        finally:
+            other.close()
+        task = store.get("t1")
+        assert task is not None
+        assert task.shots == 7
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork only")
+def test_a_forked_child_reads_on_its_own_connections(tmp_path: Path) -> None:
+    with _sqlite_store(tmp_path) as store:
+        assert store.get("t1") is not None  # the parent's pool now holds a connection
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child reports through its exit code
+            code = 1
+            try:
+                task = store.get("t1")
+                code = 0 if task is not None and task.tags == {"k": "v"} else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert store.get("t1") is not None  # the parent's connection still works
