@@ -137,15 +137,7 @@ class Database:
                     raw.close()
             return prepared.rows(found)
 
-        try:
-            if self._serial is not None:
-                with self._serial:
-                    return _with_busy_retry(backend, self.busy, attempt)
-            return _with_busy_retry(backend, self.busy, attempt)
-        except DBAPIError as exc:
-            raise self._translate(exc) from exc
-        except PoolTimeoutError:
-            raise DatabaseBusyError(f"{backend.describe()}: {_POOL_BUSY}") from None
+        return self._attempts(attempt)
 
     def batch_write(self, work: Callable[[DriverBatch], T]) -> T:
         """Run ``work`` in a write transaction sent in batches on a pooled driver
@@ -182,12 +174,7 @@ class Database:
             finally:
                 raw.close()
 
-        try:
-            return _with_busy_retry(backend, self.busy, attempt)
-        except DBAPIError as exc:
-            raise self._translate(exc) from exc
-        except PoolTimeoutError:
-            raise DatabaseBusyError(f"{backend.describe()}: {_POOL_BUSY}") from None
+        return self._attempts(attempt)
 
     def write(self, work: Callable[[Connection], T]) -> T:
         """Run ``work`` in a write transaction: on SQLite it holds the write lock from
@@ -237,15 +224,7 @@ class Database:
                 raw.close()
             return result
 
-        try:
-            if self._serial is not None:
-                with self._serial:
-                    return _with_busy_retry(backend, self.busy, attempt)
-            return _with_busy_retry(backend, self.busy, attempt)
-        except DBAPIError as exc:
-            raise self._translate(exc) from exc
-        except PoolTimeoutError:
-            raise DatabaseBusyError(f"{backend.describe()}: {_POOL_BUSY}") from None
+        return self._attempts(attempt)
 
     def prepared(self, stmt: Executable, params: Mapping[str, Any] | None = None) -> _Prepared:
         """``stmt`` compiled for this database, once (see :class:`_Prepared`). An
@@ -282,20 +261,28 @@ class Database:
                 return result
 
         try:
-            if self._serial is not None:
-                with self._serial:
-                    return _with_busy_retry(self.backend, self.busy, attempt)
-            return _with_busy_retry(self.backend, self.busy, attempt)
-        except DBAPIError as exc:
-            raise self._translate(exc) from exc
-        except PoolTimeoutError:  # every pooled connection stayed checked out
-            raise DatabaseBusyError(f"{self.backend.describe()}: {_POOL_BUSY}") from None
+            return self._attempts(attempt)
         except StatementError as exc:
             # A value our column types refused while binding (e.g. a result JSON
             # cannot hold): surface our own error, the transaction rolled back.
             if isinstance(exc.orig, TaskStoreError):
                 raise exc.orig from None
             raise
+
+    def _attempts(self, attempt: Callable[[], T]) -> T:
+        """``attempt``, retried while the database is busy, under the in-memory
+        database's lock where there is one; driver errors become ours, and a pool that
+        stayed exhausted :class:`DatabaseBusyError`."""
+        backend = self.backend
+        try:
+            if self._serial is not None:
+                with self._serial:
+                    return _with_busy_retry(backend, self.busy, attempt)
+            return _with_busy_retry(backend, self.busy, attempt)
+        except DBAPIError as exc:
+            raise self._translate(exc) from exc
+        except PoolTimeoutError:  # every pooled connection stayed checked out
+            raise DatabaseBusyError(f"{backend.describe()}: {_POOL_BUSY}") from None
 
     def clear_all(self) -> None:
         """Empty every table in one write transaction (retried while busy: all or
