@@ -26,7 +26,14 @@ from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from .backends import Backend, backend_for_url
-from .backends.base import BUSY_ATTEMPTS_ENV, BUSY_TIMEOUT_ENV, BusyPolicy, DriverBatch, Listener
+from .backends.base import (
+    BUSY_ATTEMPTS_ENV,
+    BUSY_TIMEOUT_ENV,
+    BusyPolicy,
+    DriverBatch,
+    Listener,
+    as_dbapi_error,
+)
 from .backends.sqlite import WRITE_OPTION
 from .errors import DatabaseBusyError, DatabaseError, TaskStoreError
 from .migrator import MIGRATIONS, Migration, MigrationReport, migrate
@@ -376,11 +383,10 @@ class _DriverStatements(Statements):
 
     def run_text(self, text: str) -> None:
         """A statement of the backend's own (``BEGIN IMMEDIATE``, ``COMMIT``)."""
-        error = self._dialect.loaded_dbapi.Error
         try:
             self._cursor.execute(text)
-        except error as exc:
-            raise DBAPIError.instance(text, (), exc, error, dialect=self._dialect) from exc
+        except self._dialect.loaded_dbapi.Error as exc:
+            raise as_dbapi_error(self._dialect, exc, text, ()) from exc
 
     def rows(self, stmt: Executable, params: Mapping[str, Any]) -> list[dict[str, Any]]:
         prepared = self._prepared(stmt, params)
@@ -576,7 +582,7 @@ class _Prepared:
 
     def wrap(self, exc: Exception, text: str, args: Any) -> Exception:
         """A driver error as SQLAlchemy would have raised it (e.g. ``IntegrityError``)."""
-        return DBAPIError.instance(text, args, exc, self.dbapi_error, dialect=self._dialect)
+        return as_dbapi_error(self._dialect, exc, text, args)
 
     def _form(self, sizes: tuple[int, ...]) -> tuple[str, list[str], list[_Position]]:
         form = self._forms.get(sizes)

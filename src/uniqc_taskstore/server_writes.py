@@ -58,7 +58,7 @@ from .model import (
     task_status_after_write,
 )
 from .schema import task_shards, tasks
-from .shard_writes import _by_task, _refuse_overlap
+from .shard_writes import refuse_overlap, shards_by_task
 from .status_refresh import settled_status
 from .tags import insert_live_tags
 from .timestamps import utc_now
@@ -116,7 +116,7 @@ def save(
 ) -> TaskStatus:
     """:meth:`TaskStore.save` of one task (checked, as rows); return its status."""
     task_id = task.task_id
-    by_task = _by_task(shards)  # duplicate indexes, overlaps among themselves
+    by_task = shards_by_task(shards)  # duplicate indexes, overlaps among themselves
     run = _Runner(db)
     upsert = sql.upsert_tasks(db.backend)
 
@@ -176,7 +176,7 @@ def save_shards(
                 f"no task {task_id!r} for its shard; save the task first "
                 "(or together: save(task, shards=[...]))"
             )
-        by_task = _by_task(shards)  # after the parent is found, as on the generic path
+        by_task = shards_by_task(shards)  # after the parent is found, as on the generic path
         new_job = _new_job(task_id, shards, by_task, bool(parent.rows[0][1]), near)
         settle = {"task_id": task_id, "now": now}
         batch.send(
@@ -202,7 +202,7 @@ def _new_job(
         return True
     stored = [_Stored(*row) for row in near.rows]
     kept = [row for row in stored if row.shard_index not in _indexes(shards)]
-    _refuse_overlap(task_id, by_task[task_id], kept)
+    refuse_overlap(task_id, by_task[task_id], kept)
     jobs = {row.shard_index: row.platform_task_id for row in stored}
     return any(jobs.get(shard.shard_index) != shard.platform_task_id for shard in shards)
 

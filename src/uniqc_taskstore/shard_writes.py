@@ -42,7 +42,7 @@ def write_shards(
         return set()
     if with_shards is None:
         with_shards = _lock_parents(run, sorted({shard.uniqc_task_id for shard in shards}))
-    by_task = _by_task(shards)
+    by_task = shards_by_task(shards)
     new_jobs = set(by_task) - with_shards
     new_jobs |= _check_against_stored(run, by_task, sorted(with_shards & set(by_task)))
     try:
@@ -52,7 +52,7 @@ def write_shards(
     return new_jobs
 
 
-def _by_task(shards: Sequence[TaskShard]) -> dict[str, list[TaskShard]]:
+def shards_by_task(shards: Sequence[TaskShard]) -> dict[str, list[TaskShard]]:
     """The write's shards per task, each task's checked for duplicate indexes and
     overlaps among themselves."""
     by_task: dict[str, list[TaskShard]] = {}
@@ -145,14 +145,14 @@ def _check_against_stored(
         incoming, stored = by_task[task_id], near[task_id]
         written = {shard.shard_index for shard in incoming}
         kept = [row for row in stored if row.shard_index not in written]
-        _refuse_overlap(task_id, incoming, kept)
+        refuse_overlap(task_id, incoming, kept)
         stored_jobs = {row.shard_index: row.platform_task_id for row in stored}
         if any(stored_jobs.get(s.shard_index) != s.platform_task_id for s in incoming):
             new_jobs.add(task_id)
     return new_jobs
 
 
-def _refuse_overlap(task_id: str, incoming: Sequence[TaskShard], stored: Sequence[Any]) -> None:
+def refuse_overlap(task_id: str, incoming: Sequence[TaskShard], stored: Sequence[Any]) -> None:
     """Sweep both layouts in circuit order; only an incoming/stored pair counts."""
     items = sorted(
         [(s.sub_index_offset, s.shard_index, True, s) for s in incoming]

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy import Connection, Engine, Table, delete, event, insert, inspect
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.sql import ColumnElement
 from sqlalchemy.sql.base import ReadOnlyColumnCollection
 
@@ -332,11 +332,17 @@ def driver_errors(dialect: Dialect, statement: str, params: Any = None) -> Itera
     """Raise a driver error from work done on the driver's own connection as
     SQLAlchemy's :class:`DBAPIError`, as if the statement had run through SQLAlchemy:
     busy retries and error translation then treat it like any other."""
-    error: type[Exception] = dialect.loaded_dbapi.Error
     try:
         yield
-    except error as exc:
-        raise DBAPIError.instance(statement, params, exc, error, dialect=dialect) from exc
+    except dialect.loaded_dbapi.Error as exc:
+        raise as_dbapi_error(dialect, exc, statement, params) from exc
+
+
+def as_dbapi_error(dialect: Dialect, exc: Exception, statement: str, params: Any) -> StatementError:
+    """A driver error of ``statement`` as SQLAlchemy would have raised it (e.g.
+    ``IntegrityError``); for hot paths that catch it themselves rather than use
+    :func:`driver_errors`."""
+    return DBAPIError.instance(statement, params, exc, dialect.loaded_dbapi.Error, dialect=dialect)
 
 
 def foreign_tables(conn: Connection) -> set[str]:
