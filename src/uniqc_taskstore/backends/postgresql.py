@@ -61,6 +61,7 @@ class PostgresBackend(ServerBackend):
     # psycopg sends BEGIN before the first statement and COMMIT after: two round trips
     # a lone SELECT does not need. Autocommit is a client-side flag, set without one.
     single_statement_options: ClassVar[dict[str, Any]] = {"isolation_level": "AUTOCOMMIT"}
+    lateral_tags = True
 
     def __init__(self, url: str | URL, *, schema: str | None = None) -> None:
         super().__init__(url)
