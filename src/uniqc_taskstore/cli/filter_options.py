@@ -95,7 +95,7 @@ def _unit_seconds(text: str, number: str, unit: str) -> int:
 
 
 def _whole(value: float) -> str:
-    return f"{value:.0f}" if abs(value - round(value)) < 0.05 or value >= 10 else f"{value:.1f}"
+    return str(max(1, round(value)))
 
 
 def parse_moment(text: str, *, now: datetime | None = None) -> datetime:

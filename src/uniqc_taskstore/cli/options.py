@@ -248,8 +248,8 @@ def open_store(*, create: bool) -> TaskStore:
         if found.cache_dir is not None:
             raise StoreNotFoundError(
                 f"no task store at {os.path.join(found.cache_dir, 'tasks.sqlite')} "
-                "(--cache-dir); check the directory, or create one with `uniqc-tasks import FILE` or "
-                "`uniqc-tasks demo`"
+                "(--cache-dir); check the directory, or create one with "
+                "`uniqc-tasks import FILE` or `uniqc-tasks demo`"
             ) from None
         raise
 
