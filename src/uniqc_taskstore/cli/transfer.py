@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,6 +15,7 @@ from ..exchange import CsvRows, Format, export_tasks, import_tasks
 from ..filters import TaskFilter
 from ..transfer import copy_tasks
 from . import output
+from .files import output_file, store_files
 from .filter_options import filter_options, skip_corrupt_option
 from .options import (
     Interrupted,
@@ -133,9 +133,11 @@ def copy_command(
     'by uniqc-tasks import; JSON holds the same as {..., "tasks": [...]}. CSV is for '
     "spreadsheets: one row per task, per shard (--shards) or per circuit (--per-circuit; "
     "failed and cancelled tasks too, with their error). With a FILE ending in one of "
-    "those, --json/--jsonl/--format print the summary in that form. FILE is written as "
-    "FILE.partial and renamed when complete. Example: uniqc-tasks export --status failed "
-    "--since 7d -o failed.json",
+    "those, --json/--jsonl/--format print the summary in that form. A regular FILE is "
+    "written as FILE.partial and renamed when complete (through a symlink: the file it "
+    "points to); a pipe or device (/dev/stdout, >(gzip > x.gz)) is written straight "
+    "into. The store's own database, and any SQLite database, is refused. Example: "
+    "uniqc-tasks export --status failed --since 7d -o failed.json",
 )
 @click.option(
     "-o", "--output", "target", required=True, metavar="FILE", help="Where to write; - for stdout."
@@ -182,13 +184,13 @@ def export_command(
     skipped = output.CorruptCounter() if skip_corrupt else None
     with (
         open_store(create=False) as store,
-        _output_file(target) as stream,
+        output_file(target, store_files(store.db_path)) as out,
         output.progress("Exporting") as bar,
     ):
         try:
             report = export_tasks(
                 store,
-                stream,
+                out.stream,
                 task_filter,
                 live=not archived_only,
                 archived=archived or archived_only,
@@ -199,7 +201,10 @@ def export_command(
                 on_corrupt=skipped,
             )
         except KeyboardInterrupt:
-            where = "stdout" if target == "-" else f"{target} was not written (nothing left behind)"
+            if out.whole:
+                where = f"{target} was not written (nothing left behind)"
+            else:
+                where = "stdout" if target == "-" else f"what reached {target} is incomplete"
             raise Interrupted(
                 f"interrupted after {done[0]:,} of {done[1]:,} tasks; {where}; run the same "
                 "command again to export"
@@ -289,34 +294,6 @@ def _tracking(
             bar(finished, total)
 
     return progress
-
-
-@contextmanager
-def _output_file(target: str) -> Iterator[IO[str]]:
-    """stdout for ``-``; else ``target.partial``, renamed to ``target`` once complete
-    and removed if anything goes wrong, so ``target`` is only ever a whole export."""
-    if target == "-":
-        yield sys.stdout
-        return
-    path = Path(target).expanduser()
-    partial = path.with_name(path.name + ".partial")
-    try:
-        # Private like the store itself: results may be confidential.
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        stream = open(fd, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed below
-    except OSError as exc:
-        raise output.OutputError(f"cannot write {partial} ({exc.strerror})") from None
-    try:
-        with stream:
-            yield stream
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    try:
-        os.replace(partial, path)
-    except OSError as exc:
-        partial.unlink(missing_ok=True)
-        raise output.OutputError(f"cannot write {path} ({exc.strerror})") from None
 
 
 @contextmanager
