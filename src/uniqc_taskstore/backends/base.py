@@ -26,7 +26,7 @@ from sqlalchemy.sql import ColumnElement
 from sqlalchemy.sql.base import ReadOnlyColumnCollection
 
 from ..errors import ForeignDatabaseError, InvalidInputError
-from ..schema import metadata, schema_stamp
+from ..schema import metadata, schema_stamp, task_counts
 
 APPLICATION_ID = 0x554E4943
 """``PRAGMA application_id`` of our SQLite files: ASCII ``UNIC``."""
@@ -331,10 +331,12 @@ class Backend(ABC):
 
     def clear_tables(self, conn: Connection) -> None:
         """Delete every row of every table but the schema stamp, in the current (write)
-        transaction: other connections see all of it gone or none of it."""
+        transaction: other connections see all of it gone or none of it. The status
+        counters go last, after the triggers of the task deletes have counted down."""
         for table in reversed(metadata.sorted_tables):
-            if table is not schema_stamp:
+            if table is not schema_stamp and table is not task_counts:
                 conn.execute(delete(table))
+        conn.execute(delete(task_counts))
 
     def reclaim_space(self, engine: Engine) -> None:
         """After :meth:`clear_tables` committed: give the freed space back where that can
