@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,6 +15,7 @@ from ..exchange import CsvRows, Format, export_tasks, import_tasks
 from ..filters import TaskFilter
 from ..transfer import copy_tasks
 from . import output
+from .files import output_file, store_files
 from .filter_options import filter_options
 from .options import (
     Interrupted,
@@ -120,8 +120,10 @@ def copy_command(
     epilog="JSONL (the default, or a FILE ending in .jsonl) holds every field of every "
     "task with its shards and tags, and is read back by uniqc-tasks import. CSV (a FILE "
     "ending in .csv, or --format csv) is for spreadsheets: one row per task, per shard "
-    "(--shards) or per circuit result (--per-circuit). FILE is written as FILE.partial "
-    "and renamed when complete.",
+    "(--shards) or per circuit result (--per-circuit). A regular FILE is written as "
+    "FILE.partial and renamed when complete (through a symlink: the file it points to); a "
+    "pipe or device (/dev/stdout, >(gzip > x.gz)) is written straight into. The store's "
+    "own database, and any SQLite database, is refused.",
 )
 @click.option(
     "-o", "--output", "target", required=True, metavar="FILE", help="Where to write; - for stdout."
@@ -164,13 +166,13 @@ def export_command(
     done = [0, 0]
     with (
         open_store(create=False) as store,
-        _output_file(target) as stream,
+        output_file(target, store_files(store.db_path)) as out,
         output.progress("Exporting") as bar,
     ):
         try:
             report = export_tasks(
                 store,
-                stream,
+                out.stream,
                 task_filter,
                 live=not archived_only,
                 archived=archived or archived_only,
@@ -180,7 +182,10 @@ def export_command(
                 progress=_tracking(done, bar),
             )
         except KeyboardInterrupt:
-            where = "stdout" if target == "-" else f"{target} was not written (nothing left behind)"
+            if out.whole:
+                where = f"{target} was not written (nothing left behind)"
+            else:
+                where = "stdout" if target == "-" else f"what reached {target} is incomplete"
             raise Interrupted(
                 f"interrupted after {done[0]:,} of {done[1]:,} tasks; {where}; run the same "
                 "command again to export"
@@ -256,34 +261,6 @@ def _tracking(
             bar(finished, total)
 
     return progress
-
-
-@contextmanager
-def _output_file(target: str) -> Iterator[IO[str]]:
-    """stdout for ``-``; else ``target.partial``, renamed to ``target`` once complete
-    and removed if anything goes wrong, so ``target`` is only ever a whole export."""
-    if target == "-":
-        yield sys.stdout
-        return
-    path = Path(target).expanduser()
-    partial = path.with_name(path.name + ".partial")
-    try:
-        # Private like the store itself: results may be confidential.
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        stream = open(fd, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed below
-    except OSError as exc:
-        raise output.OutputError(f"cannot write {partial} ({exc.strerror})") from None
-    try:
-        with stream:
-            yield stream
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    try:
-        os.replace(partial, path)
-    except OSError as exc:
-        partial.unlink(missing_ok=True)
-        raise output.OutputError(f"cannot write {path} ({exc.strerror})") from None
 
 
 @contextmanager
