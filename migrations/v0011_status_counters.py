@@ -20,7 +20,7 @@ from sqlalchemy import BigInteger, Column, Connection, Integer, MetaData, Table,
 
 from uniqc_taskstore.column_types import StatusText
 
-STRIPES = 16
+STRIPES = 64
 """Counter rows per status on a server (SQLite: 1)."""
 
 _MYSQL_TABLE: dict[str, Any] = {
@@ -48,8 +48,10 @@ END""",
 ]
 
 _POSTGRESQL = [
+    # search_path FROM CURRENT: the store's schema (the migration runs in it), whatever
+    # the search_path of the session whose write fires the trigger.
     f"""CREATE OR REPLACE FUNCTION uniqc_count_tasks() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 DECLARE
     s integer := mod(pg_backend_pid(), {STRIPES});
 BEGIN

@@ -20,7 +20,7 @@ from .backends import Backend
 from .model import TaskStatus
 from .schema import task_counts, tasks
 
-STRIPES = 16
+STRIPES = 64
 """Counter rows per status a server's connections spread over (as migration v11 set)."""
 
 
