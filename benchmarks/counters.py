@@ -124,6 +124,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"{with_counters / args.rounds:,.0f} calls/s, without {without / args.rounds:,.0f} "
         f"calls/s, ratio {result['ratio']:.3f} (drop {100 * (1 - result['ratio']):.1f} %)"
     )
+    for name, figures in rates.items():
+        print(f"  {name}: " + ", ".join(f"{rate:,.0f}" for rate in figures))
     return result
 
 

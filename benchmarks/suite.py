@@ -556,6 +556,14 @@ def reads(store: TaskStore, size: int, reps: int) -> dict[str, float]:
     out["count()"] = median_ms(store.count, page_reps)
     out["count(status)"] = median_ms(lambda: store.count(status="success"), page_reps)
     out["count_by(status)"] = median_ms(lambda: store.count_by("status"), page_reps)
+    # Any other filter: index-served, one entry per counted task (issue 22, goal 3).
+    out["count(status, platform)"] = median_ms(
+        lambda: store.count(status="success", backend="ibm"), page_reps
+    )
+    out["count(tag)"] = median_ms(lambda: store.count(tags={"team": "t3"}), page_reps)
+    out["count_by(status, platform)"] = median_ms(
+        lambda: store.count_by("status", backend="ibm"), page_reps
+    )
     return out
 
 
