@@ -109,6 +109,12 @@ class DatabaseConnectionError(DatabaseError):
     within the connect timeout; nothing was written."""
 
 
+class SdkSwapError(TaskStoreError):
+    """The SDK swap cannot be made or undone here (the SDK is not installed, is a release
+    the swap was not checked with, or its site-packages cannot be written); the message
+    says what to do."""
+
+
 class BackupUnavailableError(TaskStoreError):
     """This store cannot be backed up by uniqc-taskstore (a server database, or one in
     memory); ``command`` is the native tool's command line to use instead (password

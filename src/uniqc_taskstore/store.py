@@ -405,9 +405,7 @@ class TaskStore:
         ``shard_count``, ``has_result``, ...) without reading any result or metadata."""
         limit = _check_page(limit, offset)
         f, sort, side = make_filter(filter, criteria), Sort(order_by, descending), _side(archived)
-        return self._db.read(
-            lambda conn: queries.summaries(conn, side, f, sort, limit=limit, offset=offset)
-        )
+        return queries.summaries(self._db, side, f, sort, limit=limit, offset=offset)
 
     @overload
     def iter_tasks(
@@ -855,15 +853,16 @@ class TaskStore:
         limit = _check_page(limit, offset)
         validate_flag(include_results, "include_results")
         validate_callback(on_corrupt, "on_corrupt")
-        stmt = queries.select_tasks(
+        return queries.list_tasks(
+            self._db,
             side,
             make_filter(filter, criteria),
             sort,
             limit=limit,
             offset=offset,
             include_results=include_results,
+            on_corrupt=on_corrupt,
         )
-        return self._db.read(lambda conn: queries.read_tasks(conn, side, stmt, on_corrupt))
 
     def _shards(self, table: Any, uniqc_task_id: str) -> builtins.list[TaskShard]:
         validate_key(uniqc_task_id, "uniqc_task_id")

@@ -163,6 +163,10 @@ class Backend(ABC):
     begun with :attr:`begin_write_sql` and ended by ``COMMIT``
     (:meth:`Database.write_statements`). Not on servers: their drivers begin
     implicitly, and the pool's pings and resets are SQLAlchemy events there."""
+    lateral_tags: ClassVar[bool] = False
+    """Whether a list page joins each task's tags as a ``LATERAL`` subquery (an index
+    probe per task) rather than a plain join, which PostgreSQL may answer by hashing
+    the whole tag table (``queries._page_statement``)."""
     begin_write_sql: ClassVar[str] = "BEGIN"
     write_lock_at_begin: ClassVar[bool] = False
     """Whether a write transaction holds the whole database's write lock from its

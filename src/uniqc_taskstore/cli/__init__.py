@@ -4,10 +4,9 @@ adapter.
 This module holds the entry point :func:`main`, the exit statuses and the error
 policy; the command group is in ``group`` (``cli`` and ``COMMANDS`` are also reachable
 from here), each command group in its own module (``inspect``, ``manage``,
-``transfer``, ``maintenance``, ``demo``, ``completion``, ``stores``), output
-formatting in ``output``, the store options in ``options``, the named stores in
-``config`` and the shared filter options in ``filter_options``. Nothing outside this
-package imports click or rich.
+``transfer``, ``maintenance``, ``demo``, ``completion``, ``sdk``), output
+formatting in ``output``, the store options in ``options`` and the shared filter
+options in ``filter_options``. Nothing outside this package imports click or rich.
 
 Start-up is lazy: ``--version`` loads nothing but this module, ``--help`` and
 completion of command names load click but not the commands, and a command's module

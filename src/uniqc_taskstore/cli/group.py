@@ -104,6 +104,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "results_command",
         "A task's per-circuit results in submission order (live or archived).",
     ),
+    "sdk": (
+        "sdk",
+        "sdk_group",
+        "Make the SDK (unified-quantum) of this environment use this store, or its own.",
+    ),
     "shards": ("inspect", "shards_command", "A task's platform jobs, in shard order."),
     "show": (
         "inspect",
@@ -137,7 +142,8 @@ class _Group(click.Group):
         if cmd_name in self.commands or cmd_name not in COMMANDS:
             return self.commands.get(cmd_name)
         module, attribute, _ = COMMANDS[cmd_name]
-        command: click.Command = getattr(importlib.import_module(f".{module}", __package__), attribute)
+        found = importlib.import_module(f".{module}", __package__)
+        command: click.Command = getattr(found, attribute)
         return command
 
     def resolve_command(
