@@ -7,6 +7,7 @@ archived tables alike. Tags are read for a whole page in one extra query.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from functools import cache
@@ -52,6 +53,8 @@ from .model import (
 )
 from .schema import task_shards
 from .tags import tags_of
+
+log = logging.getLogger(__name__)
 
 CountField = Literal["status", "backend", "platform"]
 COUNT_FIELDS: tuple[str, ...] = ("status", "backend", "platform")
@@ -142,6 +145,13 @@ def tasks_of_rows(
         try:
             found.append(sql.task_from_row(row))
         except CorruptRowError as exc:
+            log.warning(
+                "corrupt row: %s %r, column %s cannot be read%s",
+                exc.table,
+                exc.key,
+                exc.column,
+                "" if on_corrupt is None else "; skipped",
+            )
             if on_corrupt is None:
                 raise
             on_corrupt(exc)

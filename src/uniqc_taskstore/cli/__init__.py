@@ -21,7 +21,7 @@ from .. import __version__
 from ..errors import DatabaseBusyError, DatabaseError, StoreNotFoundError, TaskStoreError
 from . import demo, inspect, manage, transfer
 from . import maintenance as maintenance_commands
-from .options import Interrupted, common_options
+from .options import Interrupted, common_options, stop_logging
 from .output import OutputError, flush
 
 EXIT_OK = 0
@@ -118,7 +118,13 @@ for _command in (*manage.COMMANDS, *maintenance_commands.COMMANDS):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``uniqc-tasks`` console script; returns the exit status."""
-    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _run(list(sys.argv[1:] if argv is None else argv))
+    finally:
+        stop_logging()
+
+
+def _run(args: list[str]) -> int:
     try:
         result = cli.main(args, prog_name="uniqc-tasks", standalone_mode=False)
     except click.ClickException as exc:
