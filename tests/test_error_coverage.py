@@ -67,6 +67,7 @@ RAISED_BY: dict[str, str] = {
         "test_error_paths.py::test_file_locked_by_another_writer_is_busy_and_nothing_is_written"
     ),
     "CorruptRowError": ("test_hostile_rows.py::test_hostile_shard_and_archived_rows_are_found"),
+    "SdkSwapError": "test_sdk_swap.py::test_compat_enable_without_the_sdk_raises_sdk_swap_error",
     "DatabaseConnectionError": (
         "test_server_connections.py::test_silent_server_ends_in_connection_error_by_default"
     ),

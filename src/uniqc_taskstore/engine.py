@@ -13,7 +13,8 @@ import os
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from operator import itemgetter
 from typing import Any, TypeVar, cast
 
@@ -113,8 +114,32 @@ class Database:
             self._ready = True
 
     def read(self, work: Callable[[Connection], T]) -> T:
-        """Run ``work`` in a read transaction (a consistent snapshot)."""
+        """Run ``work`` in a read-only transaction whose statements all see one snapshot
+        of the database (:meth:`Backend.begin_snapshot`): a write committed meanwhile
+        is seen by all of them or by none. Retried whole while the database is busy."""
         return self._transaction(work, write=False)
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Connection]:
+        """A connection in a read-only snapshot transaction (as :meth:`read`) held open
+        for a long read made of many statements (an export, a copy's source): every
+        statement run on it sees the database as it was when the first one ran, however
+        long the read takes. Not retried, since what was read may already be written
+        out; an error raises as any call's does. On SQLite the snapshot holds back the
+        WAL checkpoint until it ends (writers are never blocked)."""
+        engine = self.engine
+        backend = self.backend
+        serial: AbstractContextManager[Any] = self._serial or nullcontext()
+        try:
+            with serial, engine.connect() as conn:
+                if backend.snapshot_options:
+                    conn.execution_options(**backend.snapshot_options)
+                with conn.begin():
+                    backend.begin_snapshot(conn)
+                    yield conn
+                backend.after_commit(conn)
+        except DBAPIError as exc:
+            raise self._translate(exc) from exc
 
     def read_one(self, work: Callable[[Connection], T]) -> T:
         """Run ``work``, which executes exactly one SELECT: a single statement is atomic,
@@ -132,27 +157,37 @@ class Database:
         execution machinery and outside any transaction (:meth:`read_one`), with the
         same busy retries and error translation as every other call."""
         prepared = self.prepared(stmt)
+        return prepared.rows(self.select_raw(prepared, params))
+
+    def select_raw(self, prepared: _Prepared, params: Mapping[str, Any]) -> list[Sequence[Any]]:
+        """:meth:`select`, the rows as the driver returns them (no column type has
+        converted anything yet): for readers that map them in one pass. While anything
+        listens to the engine's statement events (tracing, tests that watch or interrupt
+        statements) it runs through SQLAlchemy, so that they see it."""
         engine = self.engine
         backend = self.backend
         pool = engine.pool
         direct = backend.plain_read_checkout and _plain_queue_pool(pool)
+        watched = _statements_watched(engine)
 
-        def attempt() -> list[dict[str, Any]]:
+        def attempt() -> list[Sequence[Any]]:
             text, args = prepared.statement(params)
+            if watched:
+                with engine.connect() as conn:
+                    conn.execution_options(**backend.single_statement_options)
+                    return list(conn.exec_driver_sql(text, args).fetchall())
             if direct:
-                found = _select_on_record(pool, backend, prepared, text, args)
-            else:
-                raw = _checkout(engine)
+                return _select_on_record(pool, backend, prepared, text, args)
+            raw = _checkout(engine)
+            try:
                 try:
-                    try:
-                        found = backend.lone_select(raw.dbapi_connection, text, args)
-                    except prepared.dbapi_error as exc:
-                        raise prepared.wrap(exc, text, args) from exc
-                finally:
-                    raw.close()
-            return prepared.rows(found)
+                    return backend.lone_select(raw.dbapi_connection, text, args)
+                except prepared.dbapi_error as exc:
+                    raise prepared.wrap(exc, text, args) from exc
+            finally:
+                raw.close()
 
-        return self._attempts(attempt, idempotent=True, name=_name_of(stmt))
+        return self._attempts(attempt, idempotent=True, name=prepared.name)
 
     def batch_write(self, work: Callable[[DriverBatch], T], *, idempotent: bool = False) -> T:
         """Run ``work`` in a write transaction sent in batches on a pooled driver
@@ -272,6 +307,17 @@ class Database:
             prepared = self._prepared[key] = _Prepared(stmt, self.engine.dialect, columns)
         return prepared
 
+    def prepared_as(self, key: Any, build: Callable[[], Executable]) -> _Prepared:
+        """:meth:`prepared` for a statement known by ``key`` (any hashable naming what
+        it selects), built by ``build`` only the first time: for statements that would
+        otherwise be built anew for every call (a filtered page)."""
+        prepared = self._prepared.get(key)
+        if prepared is None:
+            if len(self._prepared) >= _PREPARED_KEPT:
+                self._prepared.clear()
+            prepared = self._prepared[key] = _Prepared(build(), self.engine.dialect)
+        return prepared
+
     def _transaction(
         self,
         work: Callable[[Connection], T],
@@ -284,6 +330,8 @@ class Database:
         engine = self.engine
         backend = self.backend
         single_options = backend.single_statement_options if single else None
+        snapshot = not write and not single
+        snapshot_options = backend.snapshot_options
 
         def attempt() -> T:
             with engine.connect() as conn:
@@ -291,9 +339,13 @@ class Database:
                     conn.execution_options(**{WRITE_OPTION: True})
                 elif single_options:
                     conn.execution_options(**single_options)
+                elif snapshot_options:
+                    conn.execution_options(**snapshot_options)
                 committing = False
                 try:
                     with conn.begin():
+                        if snapshot:
+                            backend.begin_snapshot(conn)
                         result = work(conn)
                         committing = True  # what remains is the COMMIT
                 except DBAPIError as exc:
@@ -523,19 +575,31 @@ class _Prepared:
         self._dialect = dialect
         self._positional = bool(compiled.positional)
         binds = compiled.bind_names
-        self._expanding = tuple(name for bind, name in binds.items() if bind.expanding)
         self._required = {name for bind, name in binds.items() if bind.required}
+        self._expanding = tuple(
+            name for bind, name in binds.items() if bind.expanding and name in self._required
+        )
         self._processors = {
             name: bind.type._cached_bind_processor(dialect) for bind, name in binds.items()
         }
+        constants = compiled.construct_params(_check=False)
+        # An IN list given with the statement (a filter's statuses): one fixed size.
+        self._constant_lists = {
+            name: constants[name]
+            for bind, name in binds.items()
+            if bind.expanding and name not in self._required
+        }
         self._constants = {
             name: _processed(self._processors[name], value)
-            for name, value in compiled.construct_params(_check=False).items()
-            if name not in self._required
+            for name, value in constants.items()
+            if name not in self._required and name not in self._constant_lists
         }
         self._forms: dict[tuple[int, ...], tuple[str, list[str], list[_Position]]] = {}
         columns: list[Any] = list(getattr(stmt, "exported_columns", ()))
         self.keys = [str(c.key) for c in columns]
+        self.types = [c.type for c in columns]
+        self.reader: Any = None
+        """What a caller maps this statement's rows with, kept with it (``pages``)."""
         self.results = [c.type._cached_result_processor(dialect, None) for c in columns]
         self._converted = [
             (i, process) for i, process in enumerate(self.results) if process is not None
@@ -553,6 +617,11 @@ class _Prepared:
                 self._kept = kept
         self._many: tuple[Callable[[Mapping[str, Any]], Any], list[tuple[int, Any]]] | None = None
         self.dbapi_error: type[Exception] = dialect.loaded_dbapi.Error
+
+    @property
+    def name(self) -> str:
+        """What the statement is, for the slow-call log (the tables a SELECT reads)."""
+        return _name_of(self._compiled.statement)
 
     def statement(self, params: Mapping[str, Any]) -> tuple[str, Any]:
         """The SQL text and driver arguments for one execution with ``params``."""
@@ -636,7 +705,7 @@ class _Prepared:
         form = self._forms.get(sizes)
         if form is not None:
             return form
-        params: dict[str, Any] = dict.fromkeys(self._required)
+        params: dict[str, Any] = dict.fromkeys(self._required) | self._constant_lists
         for name, size in zip(self._expanding, sizes, strict=True):
             params[name] = [_Slot(name, index) for index in range(size)]
         state = self._compiled.construct_expanded_state(params)
@@ -648,8 +717,10 @@ class _Prepared:
                 positions.append((value.name, value.index, state.processors.get(name), None))
             elif name in self._required:
                 positions.append((name, -1, self._processors[name], None))
-            else:
+            elif name in self._constants:
                 positions.append((None, -1, None, self._constants[name]))
+            else:  # an item of a constant IN list
+                positions.append((None, -1, None, _processed(state.processors.get(name), value)))
         if len(self._forms) >= self._FORMS_KEPT:
             self._forms.clear()
         form = self._forms[sizes] = (state.statement, names, positions)

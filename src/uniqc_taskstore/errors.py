@@ -142,6 +142,12 @@ class OutcomeUnknownError(DatabaseConnectionError):
         super().__init__(message)
 
 
+class SdkSwapError(TaskStoreError):
+    """The SDK swap cannot be made or undone here (the SDK is not installed, is a release
+    the swap was not checked with, or its site-packages cannot be written); the message
+    says what to do."""
+
+
 class BackupUnavailableError(TaskStoreError):
     """This store cannot be backed up by uniqc-taskstore (a server database, or one in
     memory); ``command`` is the native tool's command line to use instead (password

@@ -165,6 +165,15 @@ _STATUSES = {status.value: status for status in TaskStatus}
 _SHARD_COLUMNS = frozenset(task_shards.c.keys())
 _TASK_COLUMNS = frozenset(tasks.c.keys())
 _TAGGED_TASK_COLUMNS = _TASK_COLUMNS | {"uniqc_tag_key", "uniqc_tag_value"}
+_PAGE_SHAPES = frozenset(
+    {
+        _TASK_COLUMNS,
+        _TASK_COLUMNS - {"result_json"},
+        _TASK_COLUMNS | {"archived_at"},
+        _TASK_COLUMNS - {"result_json"} | {"archived_at"},
+    }
+)
+"""The columns of a task row in a page: live or archived, with or without its result."""
 
 
 def _sound_shard(row: Mapping[Any, Any]) -> TaskShard | None:
@@ -214,22 +223,24 @@ def _sound_shard(row: Mapping[Any, Any]) -> TaskShard | None:
 
 
 def _sound_task(row: Mapping[Any, Any]) -> TaskInfo | None:
-    """The task of a live task row (all its columns, and the joined tag columns of
-    :func:`~uniqc_taskstore.queries.fetch_task`) that needs no checking beyond its
-    types, or None."""
+    """The task of a task row (live or archived, with or without its result, or a live
+    one with the joined tag columns of :func:`~uniqc_taskstore.queries.fetch_task`) that
+    needs no checking beyond its types, or None."""
     keys = row.keys()
-    if len(keys) == len(_TASK_COLUMNS):
-        if keys != _TASK_COLUMNS:
+    if type(row) is not dict:
+        return None
+    if keys == _TAGGED_TASK_COLUMNS:
+        if isinstance(row["uniqc_tag_key"], Unreadable) or isinstance(
+            row["uniqc_tag_value"], Unreadable
+        ):
             return None
-    elif keys != _TAGGED_TASK_COLUMNS or (
-        isinstance(row["uniqc_tag_key"], Unreadable)
-        or isinstance(row["uniqc_tag_value"], Unreadable)
-    ):
+    elif frozenset(keys) not in _PAGE_SHAPES:
         return None
     task_id = row["task_id"]
     backend = row["backend"]
     status = row["status"]
-    result = row["result_json"]
+    result = row.get("result_json")
+    archived_at = row.get("archived_at")
     shots = row["shots"]
     metadata = row["metadata_json"]
     error = row["error_message"]
@@ -250,6 +261,7 @@ def _sound_task(row: Mapping[Any, Any]) -> TaskInfo | None:
         and not isinstance(result, Unreadable)
         and is_canonical_timestamp(submit_time)
         and (update_time == submit_time or is_canonical_timestamp(update_time))
+        and (archived_at is None or is_canonical_timestamp(archived_at))
     ):
         return None
     return TaskInfo(
@@ -262,7 +274,7 @@ def _sound_task(row: Mapping[Any, Any]) -> TaskInfo | None:
         update_time,
         {} if metadata is None else metadata,
         error,
-        None,
+        archived_at,
         name,
     )
 

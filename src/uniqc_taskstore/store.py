@@ -406,9 +406,7 @@ class TaskStore:
         ``shard_count``, ``has_result``, ...) without reading any result or metadata."""
         limit = _check_page(limit, offset)
         f, sort, side = make_filter(filter, criteria), Sort(order_by, descending), _side(archived)
-        return self._db.read(
-            lambda conn: queries.summaries(conn, side, f, sort, limit=limit, offset=offset)
-        )
+        return queries.summaries(self._db, side, f, sort, limit=limit, offset=offset)
 
     @overload
     def iter_tasks(
@@ -421,6 +419,7 @@ class TaskStore:
         descending: bool = True,
         archived: bool = False,
         batch_size: int = 500,
+        on_corrupt: OnCorrupt | None = None,
         **criteria: Unpack[FilterArgs],
     ) -> Iterator[TaskInfo]: ...
 
@@ -435,6 +434,7 @@ class TaskStore:
         descending: bool = True,
         archived: bool = False,
         batch_size: int = 500,
+        on_corrupt: OnCorrupt | None = None,
         **criteria: Unpack[FilterArgs],
     ) -> Iterator[tuple[TaskInfo, builtins.list[TaskShard]]]: ...
 
@@ -448,13 +448,15 @@ class TaskStore:
         descending: bool = True,
         archived: bool = False,
         batch_size: int = 500,
+        on_corrupt: OnCorrupt | None = None,
         **criteria: Unpack[FilterArgs],
     ) -> Iterator[Any]:
         """Every matching task in order, read ``batch_size`` at a time by keyset (each
         batch its own short read), so memory stays flat over millions of rows. With
         ``include_shards=True`` it yields ``(task, shards)`` pairs. The arguments are
         checked when it is called (:class:`InvalidInputError`, e.g. for a ``batch_size``
-        outside 1 to 2**31 - 1), not when the first task is read."""
+        outside 1 to 2**31 - 1), not when the first task is read. ``on_corrupt`` as in
+        :meth:`list`."""
         return queries.iter_tasks(
             self._db,
             _side(archived),
@@ -463,6 +465,7 @@ class TaskStore:
             include_shards=include_shards,
             include_results=include_results,
             batch_size=batch_size,
+            on_corrupt=on_corrupt,
         )
 
     def delete(self, task_id: str) -> bool:
@@ -852,15 +855,16 @@ class TaskStore:
         limit = _check_page(limit, offset)
         validate_flag(include_results, "include_results")
         validate_callback(on_corrupt, "on_corrupt")
-        stmt = queries.select_tasks(
+        return queries.list_tasks(
+            self._db,
             side,
             make_filter(filter, criteria),
             sort,
             limit=limit,
             offset=offset,
             include_results=include_results,
+            on_corrupt=on_corrupt,
         )
-        return self._db.read(lambda conn: queries.read_tasks(conn, side, stmt, on_corrupt))
 
     def _shards(self, table: Any, uniqc_task_id: str) -> builtins.list[TaskShard]:
         validate_key(uniqc_task_id, "uniqc_task_id")

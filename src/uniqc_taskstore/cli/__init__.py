@@ -3,7 +3,7 @@ adapter.
 
 This package holds the command group, its error policy and the entry point
 :func:`main`; each command group lives in its own module (``inspect``, ``manage``,
-``transfer``, ``demo``), output formatting in ``output``, the store options in
+``transfer``, ``demo``, ``sdk``), output formatting in ``output``, the store options in
 ``options`` and the shared filter options in ``filter_options``.
 Nothing outside this package imports click or rich.
 """
@@ -19,7 +19,7 @@ import click
 
 from .. import __version__
 from ..errors import DatabaseBusyError, DatabaseError, StoreNotFoundError, TaskStoreError
-from . import demo, inspect, manage, transfer
+from . import completion, demo, inspect, manage, sdk, transfer
 from . import maintenance as maintenance_commands
 from .options import Interrupted, common_options, stop_logging
 from .output import OutputError, flush
@@ -112,7 +112,9 @@ def cli() -> None:
 cli.add_command(demo.demo_command)
 for _command in (*inspect.COMMANDS, *transfer.COMMANDS):
     cli.add_command(_command)
-for _command in (*manage.COMMANDS, *maintenance_commands.COMMANDS):
+for _command in (*manage.COMMANDS, *maintenance_commands.COMMANDS, *completion.COMMANDS):
+    cli.add_command(_command)
+for _command in sdk.COMMANDS:
     cli.add_command(_command)
 
 
