@@ -9,7 +9,6 @@ for each batch in one extra query.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from functools import cache
@@ -58,8 +57,6 @@ from .model import (
 from .pages import TAG_KEY, TAG_VALUE, PageRows
 from .schema import task_shards
 from .tags import tags_of
-
-log = logging.getLogger(__name__)
 
 CountField = Literal["status", "backend", "platform"]
 COUNT_FIELDS: tuple[str, ...] = ("status", "backend", "platform")
@@ -164,13 +161,7 @@ def tasks_of_rows(
         try:
             found.append(sql.task_from_row(row))
         except CorruptRowError as exc:
-            log.warning(
-                "corrupt row: %s %r, column %s cannot be read%s",
-                exc.table,
-                exc.key,
-                exc.column,
-                "" if on_corrupt is None else "; skipped",
-            )
+            sql.log_corrupt_row(exc, skipped=on_corrupt is not None)
             if on_corrupt is None:
                 raise
             on_corrupt(exc)
