@@ -1,5 +1,9 @@
 """uniqc-taskstore: the durable store of quantum-cloud tasks and their platform jobs.
 
+The library logs through the standard :mod:`logging` module under the
+``uniqc_taskstore`` logger tree and configures nothing: a :class:`logging.NullHandler`
+on the package logger keeps it silent until the application sets up logging.
+
 The names below are imported when first used (PEP 562), so ``import uniqc_taskstore``
 and ``uniqc-tasks --version`` load neither SQLAlchemy nor any database driver until a
 store is needed."""
@@ -7,6 +11,7 @@ store is needed."""
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
@@ -15,6 +20,7 @@ if TYPE_CHECKING:
     from .backends.base import APPLICATION_ID
     from .errors import (
         BackupUnavailableError,
+        ConnectionLostError,
         CorruptDatabaseError,
         CorruptRowError,
         DatabaseBusyError,
@@ -23,10 +29,12 @@ if TYPE_CHECKING:
         ForeignDatabaseError,
         InvalidInputError,
         MigrationError,
+        OutcomeUnknownError,
         SchemaTooNewError,
         SdkSwapError,
         ShardLayoutError,
         ShardNotFoundError,
+        StatementTimeoutError,
         StoreLocationError,
         StoreNotFoundError,
         TaskNotFoundError,
@@ -59,6 +67,7 @@ if TYPE_CHECKING:
 _LAZY = {
     "APPLICATION_ID": ".backends.base",
     "BackupUnavailableError": ".errors",
+    "ConnectionLostError": ".errors",
     "CorruptDatabaseError": ".errors",
     "CorruptRowError": ".errors",
     "DatabaseBusyError": ".errors",
@@ -67,10 +76,12 @@ _LAZY = {
     "ForeignDatabaseError": ".errors",
     "InvalidInputError": ".errors",
     "MigrationError": ".errors",
+    "OutcomeUnknownError": ".errors",
     "SchemaTooNewError": ".errors",
     "SdkSwapError": ".errors",
     "ShardLayoutError": ".errors",
     "ShardNotFoundError": ".errors",
+    "StatementTimeoutError": ".errors",
     "StoreLocationError": ".errors",
     "StoreNotFoundError": ".errors",
     "TaskNotFoundError": ".errors",
@@ -103,6 +114,8 @@ _LAZY = {
 }
 """Where each public name lives."""
 
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
 
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
@@ -131,6 +144,7 @@ __all__ = [
     "UNIQC_TASK_ID_PREFIX",
     "BackupUnavailableError",
     "BulkResult",
+    "ConnectionLostError",
     "CorruptDatabaseError",
     "CorruptRowError",
     "DatabaseBusyError",
@@ -139,6 +153,7 @@ __all__ = [
     "ForeignDatabaseError",
     "InvalidInputError",
     "MigrationError",
+    "OutcomeUnknownError",
     "RetentionResult",
     "SchemaTooNewError",
     "SdkSwapError",
@@ -146,6 +161,7 @@ __all__ = [
     "ShardNotFoundError",
     "ShardPlan",
     "ShardUpdate",
+    "StatementTimeoutError",
     "StoreLocationError",
     "StoreNotFoundError",
     "TaskFilter",

@@ -47,13 +47,27 @@ def __getattr__(name: str) -> Any:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``uniqc-tasks`` console script; returns the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if args in (["--version"], ["-V"]):  # the one answer that needs no click
-        try:
-            sys.stdout.write(f"uniqc-tasks, version {__version__}\n")
-            sys.stdout.flush()
-        except BrokenPipeError:
-            _silence_stdout()
-        return EXIT_OK
+    if args in (["--version"], ["-V"]):
+        return _version()
+    from .options import stop_logging
+
+    try:
+        return _run(args)
+    finally:
+        stop_logging()
+
+
+def _version() -> int:
+    """``--version``, the one answer that needs no click."""
+    try:
+        sys.stdout.write(f"uniqc-tasks, version {__version__}\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+    return EXIT_OK
+
+
+def _run(args: list[str]) -> int:
     import click
 
     from .group import cli
