@@ -463,3 +463,15 @@ def test_summary_rows_map_as_the_column_types_do(case: tuple[_Prepared, tuple[An
     checked = _outcome(lambda r: reader.checked_summary(r, {"k": "v"}), row)
     if fast is not None:
         assert checked == ("ok", fast)
+
+
+def test_pages_with_an_offset_and_no_limit_read_the_rest(store: TaskStore) -> None:
+    """``offset`` alone reads every task after it (LIMIT 2**62, a 64-bit parameter: as a
+    32-bit one PostgreSQL refused it)."""
+    for i in range(4):
+        store.save(TaskInfo(f"t{i}", "ibm:dev", submit_time=f"2026-01-0{i + 1}T00:00:00+00:00"))
+    store.set_tags("t1", {"k": "v"})
+    assert [t.task_id for t in store.list(offset=1)] == ["t2", "t1", "t0"]
+    assert [t.tags for t in store.list(offset=2, status="pending")] == [{"k": "v"}, {}]
+    assert [s.task_id for s in store.summaries(offset=3)] == ["t0"]
+    assert [t.task_id for t in store.list(backend="ibm:dev", offset=3, limit=5)] == ["t0"]

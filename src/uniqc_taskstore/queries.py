@@ -15,9 +15,9 @@ from functools import cache
 from typing import Any, Literal
 
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
     Connection,
-    Integer,
     RowMapping,
     Select,
     Table,
@@ -459,9 +459,10 @@ def summaries(
     return reader.summaries(reader.groups(rows))
 
 
-_LIMIT = bindparam("uniqc_limit", type_=Integer())
-_OFFSET = bindparam("uniqc_offset", type_=Integer())
-_BRANCH_LIMIT = bindparam("uniqc_branch_limit", type_=Integer())
+# 64-bit: an offset without a limit reads "the rest" as LIMIT 2**62 (MAX_ROWS).
+_LIMIT = bindparam("uniqc_limit", type_=BigInteger())
+_OFFSET = bindparam("uniqc_offset", type_=BigInteger())
+_BRANCH_LIMIT = bindparam("uniqc_branch_limit", type_=BigInteger())
 
 
 def _run_page(
