@@ -177,7 +177,9 @@ class Place:
             # first read of each row after a bulk load writes its page).
             engine = store._db.engine
             with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                for table in ("tasks", "task_shards", "task_tags"):
+                # task_counts: each task the fill wrote updated a counter row (a dead row
+                # version on PostgreSQL each, until vacuumed).
+                for table in ("tasks", "task_shards", "task_tags", "task_counts"):
                     verb = "VACUUM ANALYZE" if self.db == "postgresql" else "ANALYZE TABLE"
                     conn.exec_driver_sql(f"{verb} {table}")
             yield store
