@@ -20,7 +20,7 @@ from typing import Any, TypeVar, cast
 
 from sqlalchemy import Connection, Engine, Executable, Select, event
 from sqlalchemy.engine import URL, Dialect
-from sqlalchemy.exc import DBAPIError, StatementError
+from sqlalchemy.exc import DBAPIError, IntegrityError, StatementError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.pool import Pool, QueuePool
 from sqlalchemy.sql import ClauseElement
@@ -208,11 +208,19 @@ class Database:
 
         return self._attempts(attempt)
 
-    def write(self, work: Callable[[Connection], T]) -> T:
+    def write(self, work: Callable[[Connection], T], *, rerun_on_conflict: bool = False) -> T:
         """Run ``work`` in a write transaction: on SQLite it holds the write lock from
-        BEGIN; on servers, rows read ``FOR UPDATE`` stay locked until commit. Retried
-        whole when the database is busy."""
-        return self._transaction(work, write=True)
+        BEGIN; on servers (READ COMMITTED), rows read ``FOR UPDATE`` stay locked until
+        commit. Retried whole when the database is busy.
+
+        ``rerun_on_conflict``: for a write that checks which keys are there and inserts
+        the others (restore, import, copy). On a server another writer can insert one
+        of those keys after the check (no lock covers a row that does not exist yet);
+        the insert then fails with a unique-key violation. The transaction is rolled
+        back and run again, and its check sees that row now: the call ends as if it had
+        run after the other writer, never with the violation (up to
+        :data:`_CONFLICT_RERUNS` times)."""
+        return self._transaction(work, write=True, rerun_on_conflict=rerun_on_conflict)
 
     def write_statements(self, work: Callable[[Statements], T]) -> T:
         """:meth:`write` for the hot write paths (``save``, shard writes), whose
@@ -275,7 +283,12 @@ class Database:
         return prepared
 
     def _transaction(
-        self, work: Callable[[Connection], T], *, write: bool, single: bool = False
+        self,
+        work: Callable[[Connection], T],
+        *,
+        write: bool,
+        single: bool = False,
+        rerun_on_conflict: bool = False,
     ) -> T:
         engine = self.engine
         backend = self.backend
@@ -298,8 +311,17 @@ class Database:
                 backend.after_commit(conn)
                 return result
 
+        def rerun_on_conflicts() -> T:
+            for run in range(_CONFLICT_RERUNS):
+                try:
+                    return attempt()
+                except IntegrityError as exc:
+                    if not backend.is_conflict(exc) or run == _CONFLICT_RERUNS - 1:
+                        raise
+            raise AssertionError("unreachable")
+
         try:
-            return self._attempts(attempt)
+            return self._attempts(rerun_on_conflicts if rerun_on_conflict else attempt)
         except StatementError as exc:
             # A value our column types refused while binding (e.g. a result JSON
             # cannot hold): surface our own error, the transaction rolled back.
@@ -721,6 +743,10 @@ _STATEMENT_EVENTS = (
     "before_cursor_execute",
     "after_cursor_execute",
 )
+
+_CONFLICT_RERUNS = 5
+"""Runs of a :meth:`Database.write` with ``rerun_on_conflict`` before a unique-key
+violation is raised: each rerun sees the rows of the writers it collided with."""
 
 _PREPARED_KEPT = 512
 """Statements kept compiled per database: far more than the fixed ones there are."""

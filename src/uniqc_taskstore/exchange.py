@@ -5,7 +5,8 @@ A JSONL export is a header line ``{"uniqc_export": 1, ...}``, then one line per 
 ``archived_at`` for an archived one) and of its shards, values in the store's tagged
 JSON form (:mod:`~uniqc_taskstore.jsoncodec`), so NaN, complex numbers and dicts keyed
 by integers come back as they went. Tasks are read by keyset a batch at a time and
-written as they come, so memory stays flat however many there are.
+written as they come, so memory stays flat however many there are; all of it is read
+from one snapshot (:meth:`~uniqc_taskstore.engine.Database.snapshot`).
 
 :func:`import_tasks` reads such a file back a batch at a time, each batch one
 transaction, and skips tasks the store already has (live or archived): importing the
@@ -18,18 +19,19 @@ from __future__ import annotations
 import csv
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any, Literal
 
 from sqlalchemy import Connection, insert, select
 
+from . import queries
 from . import statements as sql
 from .errors import InvalidInputError, ShardLayoutError, TaskStoreError
-from .filters import ARCHIVED, LIVE, TaskFilter, TaskTables
+from .filters import ARCHIVED, LIVE, Sort, TaskFilter, TaskTables
 from .jsoncodec import dump_jsonable, from_jsonable, to_jsonable
 from .migrator import CURRENT_SCHEMA_VERSION
-from .model import TaskInfo, TaskShard, validate_shard, validate_task
+from .model import TaskInfo, TaskShard, validate_count, validate_shard, validate_task
 from .sharding import assemble_results, check_layout
 from .store import TaskStore
 from .timestamps import normalize_timestamp, utc_now
@@ -119,47 +121,57 @@ def export_tasks(
 
     ``format="jsonl"`` is lossless and re-importable (with shards unless
     ``shards=False``); ``format="csv"`` writes one row per task, per shard or per circuit
-    result (``csv_rows``) for spreadsheets. Only reads the store."""
+    result (``csv_rows``) for spreadsheets. Only reads the store, from one snapshot:
+    the file holds the store as it was at one instant, whatever is written meanwhile."""
     if format not in ("jsonl", "csv"):
         raise InvalidInputError("format", format, "must be 'jsonl' or 'csv'")
     if csv_rows not in ("task", "shard", "circuit"):
         raise InvalidInputError("csv_rows", csv_rows, "must be 'task', 'shard' or 'circuit'")
     f = filter or TaskFilter()
-    sides = [side for side, wanted in ((False, live), (True, archived)) if wanted]
-    total = sum(store.count_archived(f) if side else store.count(f) for side in sides)
+    validate_count(batch_size, "batch_size", 1)
+    sides = [side for side, wanted in ((LIVE, live), (ARCHIVED, archived)) if wanted]
     started = time.perf_counter()
     report = ExportReport()
     with_shards = shards if format == "jsonl" else csv_rows != "task"
-    writer = (
-        _jsonl_writer(stream, store, shards) if format == "jsonl" else _csv_writer(stream, csv_rows)
-    )
-    done = 0
-    if progress is not None:
-        progress(0, total)
-    for side in sides:
-        found = store.iter_tasks(f, include_shards=True, archived=side, batch_size=batch_size)
-        for task, task_shards in found if with_shards else _no_shards(store, f, side, batch_size):
-            report.rows += writer(task, task_shards)
-            report.shards += len(task_shards)
-            if side:
-                report.archived_tasks += 1
-            else:
-                report.tasks += 1
-            done += 1
-            if progress is not None and done % batch_size == 0:
-                progress(done, total)
+    done = total = 0
+    # One snapshot for the whole file: a task restored or archived while the export
+    # runs is in exactly one of its parts, and every count and row is of one instant.
+    with store._db.snapshot() as conn:
+        total = sum(queries.count(conn, side, f) for side in sides)
+        writer = (
+            _jsonl_writer(stream, store, shards)
+            if format == "jsonl"
+            else _csv_writer(stream, csv_rows)
+        )
+        if progress is not None:
+            progress(0, total)
+        for side in sides:
+            found = queries.iter_tasks(
+                store._db,
+                side,
+                f,
+                Sort(),
+                include_shards=with_shards,
+                include_results=True,
+                batch_size=batch_size,
+                conn=conn,
+            )
+            for item in found:
+                task, task_shards = item if isinstance(item, tuple) else (item, [])
+                report.rows += writer(task, task_shards)
+                report.shards += len(task_shards)
+                if side is ARCHIVED:
+                    report.archived_tasks += 1
+                else:
+                    report.tasks += 1
+                done += 1
+                if progress is not None and done % batch_size == 0:
+                    progress(done, total)
     if progress is not None:
         progress(done, max(done, total))
     stream.flush()
     report.seconds = time.perf_counter() - started
     return report
-
-
-def _no_shards(
-    store: TaskStore, f: TaskFilter, archived: bool, batch_size: int
-) -> Iterator[tuple[TaskInfo, list[TaskShard]]]:
-    for task in store.iter_tasks(f, archived=archived, batch_size=batch_size):
-        yield task, []
 
 
 Writer = Callable[[TaskInfo, list[TaskShard]], int]
@@ -368,7 +380,9 @@ def _import_batch(store: TaskStore, batch: list[_Entry], report: ImportReport) -
             counts.extend(_insert_new(conn, side, rows[archived], present))
         return counts
 
-    counts = store._db.write(work)
+    # Another import of the same tasks may insert one after the check: the batch then
+    # runs again and skips it, as if it had run second.
+    counts = store._db.write(work, rerun_on_conflict=True)
     report.read += len(batch)
     report.skipped += len(batch) - (counts[0] + counts[3])
     report.tasks += counts[0]

@@ -312,18 +312,24 @@ def iter_tasks(
     include_shards: bool,
     include_results: bool,
     batch_size: int,
+    conn: Connection | None = None,
 ) -> Iterator[TaskInfo | tuple[TaskInfo, list[TaskShard]]]:
     """Every matching task in ``sort`` order, ``batch_size`` (1 to 2**31 - 1) at a time,
-    each batch read in its own short transaction; with ``include_shards``, ``(task,
-    shards)`` pairs. The arguments are checked now, not when the first task is read."""
+    each batch read in its own short snapshot (:meth:`Database.read`), or all of them on
+    ``conn``, a snapshot held by the caller (:meth:`Database.snapshot`); with
+    ``include_shards``, ``(task, shards)`` pairs. The arguments are checked now, not
+    when the first task is read."""
     validate_count(batch_size, "batch_size", 1)
     validate_flag(include_shards, "include_shards")
     validate_flag(include_results, "include_results")
-    return _iter_tasks(db, side, f, sort, include_shards, include_results, batch_size)
+    read: Callable[[Callable[[Connection], Any]], Any] = (
+        db.read if conn is None else (lambda work: work(conn))
+    )
+    return _iter_tasks(read, side, f, sort, include_shards, include_results, batch_size)
 
 
 def _iter_tasks(
-    db: Database,
+    read: Callable[[Callable[[Connection], Any]], Any],
     side: TaskTables,
     f: TaskFilter,
     sort: Sort,
@@ -347,7 +353,7 @@ def _iter_tasks(
             shards = shards_of(conn, side, [t.task_id for t in found]) if include_shards else {}
             return found, shards
 
-        found, shards = db.read(batch)
+        found, shards = read(batch)
         for task in found:
             yield (task, shards.get(task.task_id, [])) if include_shards else task
         if len(found) < batch_size:

@@ -306,6 +306,11 @@ class Backend(ABC):
     def is_busy(self, error: DBAPIError) -> bool:
         """True when ``error`` means another writer holds a lock: retrying may succeed."""
 
+    @abstractmethod
+    def is_conflict(self, error: DBAPIError) -> bool:
+        """True when ``error`` is a unique-key violation: a row with the key was
+        inserted (by a concurrent writer, for the writes that check first)."""
+
     def translate(self, error: DBAPIError) -> Exception | None:
         """A clearer error for a driver failure, or None to keep the driver's."""
         return None

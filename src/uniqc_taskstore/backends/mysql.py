@@ -31,6 +31,7 @@ from .server import MIGRATION_LOCK_NAME, ServerBackend
 
 # ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT
 _RETRYABLE_ERRORS = {1213, 1205}
+_DUPLICATE_KEY = 1062  # ER_DUP_ENTRY
 _ENDED = "uniqc_taskstore_transaction_ended"
 
 _processlist = table(
@@ -216,6 +217,10 @@ class MysqlBackend(ServerBackend):
     def is_busy(self, error: DBAPIError) -> bool:
         args: tuple[Any, ...] = getattr(error.orig, "args", ())
         return bool(args) and args[0] in _RETRYABLE_ERRORS
+
+    def is_conflict(self, error: DBAPIError) -> bool:
+        args: tuple[Any, ...] = getattr(error.orig, "args", ())
+        return bool(args) and args[0] == _DUPLICATE_KEY
 
 
 def _lock_name(conn: Connection) -> str:

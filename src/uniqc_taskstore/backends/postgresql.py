@@ -34,6 +34,7 @@ from .server import MIGRATION_LOCK_NAME, ServerBackend
 # serialization_failure, deadlock_detected, lock_not_available
 _RETRYABLE_SQLSTATES = {"40001", "40P01", "55P03"}
 _LOCK_NOT_AVAILABLE = "55P03"
+_UNIQUE_VIOLATION = "23505"
 
 _pg_locks = table(
     "pg_locks",
@@ -260,6 +261,9 @@ class PostgresBackend(ServerBackend):
 
     def is_busy(self, error: DBAPIError) -> bool:
         return getattr(error.orig, "sqlstate", None) in _RETRYABLE_SQLSTATES
+
+    def is_conflict(self, error: DBAPIError) -> bool:
+        return getattr(error.orig, "sqlstate", None) == _UNIQUE_VIOLATION
 
 
 class _Pipeline(DriverBatch):
