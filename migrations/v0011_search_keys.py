@@ -4,10 +4,11 @@ archived tasks and shards, so that SQLite, PostgreSQL and MariaDB answer a searc
 Each database folded case its own way (``lower()`` of ASCII only on SQLite, of the
 locale's letters on PostgreSQL, accent-insensitive collations on MariaDB); the store now
 folds in Python (``str.casefold``, :mod:`uniqc_taskstore.search`) and writes the result
-beside the originals. Old rows are filled here, in key order, a thousand at a time,
-from the stored id, backend, name and platform job id. A row whose id cannot be read is
-left without a key (search never finds it). Every step skips what
-is done: MariaDB cannot roll DDL back, so a step that stopped halfway is finished by
+beside the originals. Old rows are filled here from the stored id, backend, name and
+platform job id: their keys computed in key order, a thousand at a time, into a
+temporary table, then copied over by one ``UPDATE`` per table. A row whose id cannot be
+read is left without a key (search never finds it). Every step skips what is done:
+MariaDB cannot roll DDL back, so a step that stopped halfway is finished by
 running it again.
 """
 
@@ -23,7 +24,7 @@ from sqlalchemy import (
     MetaData,
     Table,
     and_,
-    bindparam,
+    insert,
     select,
     tuple_,
     update,
@@ -91,33 +92,45 @@ def _fill(
     make: Callable[[Any], str],
 ) -> None:
     """Write ``make(row)`` (row: the key columns, then ``sources``) into ``search_key``
-    of every row that has none, walking the table in ``key`` order."""
-    names = [column.name for column in key]
-    stmt = (
-        update(table)
-        .where(and_(*(column == bindparam(f"k_{column.name}") for column in key)))
-        .values(search_key=bindparam("k_search_key"))
+    of every row that has none. The keys are computed walking the table in ``key``
+    order and inserted into a temporary table (an executemany per batch: one multi-row
+    statement on MariaDB, a pipeline on PostgreSQL), then copied over by one ``UPDATE``
+    (an ``UPDATE`` per row would be a round trip per row on the servers)."""
+    keys = Table(
+        f"uniqc_v11_{table.name}",
+        MetaData(),
+        *(Column(c.name, c.type, primary_key=True) for c in key),
+        Column("search_key", SearchText, nullable=False),
+        prefixes=["TEMPORARY"],
+        **_MYSQL_TABLE,
     )
+    keys.drop(conn, checkfirst=True)  # one left by a failed run on this connection
+    keys.create(conn)
     after: tuple[Any, ...] | None = None
     while True:
         query = select(*key, *sources).where(table.c.search_key.is_(None))
         if after is not None:
             query = query.where(tuple_(*key) > tuple_(*after))
         rows = conn.execute(query.order_by(*key).limit(_BATCH)).all()
-        if not rows:
-            return
         readable = [row for row in rows if isinstance(row[0], str)]
         if readable:
             conn.execute(
-                stmt,
+                insert(keys),
                 [
-                    {**{f"k_{n}": row[i] for i, n in enumerate(names)}, "k_search_key": make(row)}
+                    {**{c.name: row[i] for i, c in enumerate(key)}, "search_key": make(row)}
                     for row in readable
                 ],
             )
         if len(rows) < _BATCH or not readable:
-            return
+            break
         after = tuple(readable[-1][: len(key)])
+    match = and_(*(keys.c[c.name] == c for c in key))
+    conn.execute(
+        update(table)
+        .where(table.c.search_key.is_(None))
+        .values(search_key=select(keys.c.search_key).where(match).scalar_subquery())
+    )
+    keys.drop(conn)
 
 
 def _text(value: Any) -> str:

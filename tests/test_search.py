@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Column, Integer, MetaData, Table, insert
+from sqlalchemy import Column, Integer, MetaData, Table, insert, text
 
 from uniqc_taskstore import TaskInfo, TaskShard, TaskStore
 from uniqc_taskstore.backends import backend_for_url
@@ -260,3 +260,30 @@ def test_a_version_10_store_opens_with_search_keys_filled(
             found += [t.task_id for t in store.list_archived(search=term)]
             assert sorted(found) == expected, term
             assert expected, term
+
+
+def test_the_v11_step_run_again_fills_exactly_what_a_save_writes(store: TaskStore) -> None:
+    # The step skips rows that have a key, so a step stopped halfway (MariaDB cannot
+    # roll DDL back) is finished by running it again, with the keys a save writes.
+    store.save_many(
+        [TaskInfo(f"t{i}-Ä", "Gerät:x", name=f"Straße {i}") for i in range(5)],
+        [TaskShard(f"t{i}-Ä", 0, f"JOB-É{i}", "x") for i in range(5)],
+    )
+    store.archive("t0-Ä")
+
+    def keys() -> dict[str, list[Any]]:
+        def work(conn: Any) -> dict[str, list[Any]]:
+            return {
+                name: sorted(map(tuple, conn.execute(text(f"SELECT * FROM {name}"))))
+                for name in ("tasks", "archived_tasks", "task_shards", "archived_task_shards")
+            }
+
+        return store._db.read(work)
+
+    before = keys()
+    with store._db.engine.begin() as conn:
+        for name in ("tasks", "task_shards", "archived_tasks"):
+            conn.execute(text(f"UPDATE {name} SET search_key = NULL"))
+        MIGRATIONS[10][1](conn)
+    assert keys() == before
+    assert store.count(search="STRASSE 3") == 1
