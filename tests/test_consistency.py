@@ -357,3 +357,22 @@ def test_two_copies_into_one_destination_at_once_copy_each_task_once(
     assert sorted(copied) == [(0, 0, 0), (3, 1, 4)] or sum(c[0] for c in copied) == 3
     assert (store.count(), store.count_archived()) == (3, 1)
     assert first.destination.tasks + first.destination.archived_tasks == 4
+
+
+def test_an_import_racing_a_restore_sees_the_task_on_one_side_and_skips_it(
+    store: TaskStore, tmp_path: Path
+) -> None:
+    path = _export_file(tmp_path)  # t0 archived, t1..t4 live
+    store.save(TaskInfo("t0", "dummy", metadata={"mine": True}))
+    store.archive("t0")
+    with (
+        interleaved(store, _LIVE_CHECK, lambda: store.restore("t0")) as hook,
+        path.open(encoding="utf-8") as stream,
+    ):
+        report = import_tasks(store, stream)
+    assert hook.finish() is True
+    assert (report.tasks, report.archived_tasks, report.skipped) == (4, 0, 1)
+    restored = store.get("t0")
+    assert restored is not None
+    assert restored.metadata == {"mine": True}
+    assert store.get_archived("t0") is None  # not a second, imported copy

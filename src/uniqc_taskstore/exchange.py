@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any, Literal
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, insert, select, union_all
 
 from . import queries
 from . import statements as sql
@@ -368,13 +368,15 @@ def _import_batch(store: TaskStore, batch: list[_Entry], report: ImportReport) -
 
     def work(conn: Connection) -> list[int]:
         ids = list(unique)
-        present: set[str] = set()
-        for side in (LIVE, ARCHIVED):
-            present.update(
-                conn.execute(
-                    select(side.tasks.c.task_id).where(side.tasks.c.task_id.in_(ids))
-                ).scalars()
+        # Live and archive in one statement (one snapshot, also at READ COMMITTED): a
+        # task restored or archived meanwhile is seen on one side, never on neither.
+        found = union_all(
+            *(
+                select(side.tasks.c.task_id).where(side.tasks.c.task_id.in_(ids))
+                for side in (LIVE, ARCHIVED)
             )
+        )
+        present: set[str] = set(conn.execute(found).scalars())
         counts = []
         for archived, side in ((False, LIVE), (True, ARCHIVED)):
             counts.extend(_insert_new(conn, side, rows[archived], present))
