@@ -1,13 +1,20 @@
-"""uniqc-taskstore: the durable store of quantum-cloud tasks and their platform jobs."""
+"""uniqc-taskstore: the durable store of quantum-cloud tasks and their platform jobs.
+
+The library logs through the standard :mod:`logging` module under the
+``uniqc_taskstore`` logger tree and configures nothing: a :class:`logging.NullHandler`
+on the package logger keeps it silent until the application sets up logging.
+"""
 
 from __future__ import annotations
 
+import logging
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _installed_version
 
 from .backends.base import APPLICATION_ID
 from .errors import (
     BackupUnavailableError,
+    ConnectionLostError,
     CorruptDatabaseError,
     CorruptRowError,
     DatabaseBusyError,
@@ -16,9 +23,12 @@ from .errors import (
     ForeignDatabaseError,
     InvalidInputError,
     MigrationError,
+    OutcomeUnknownError,
     SchemaTooNewError,
+    SdkSwapError,
     ShardLayoutError,
     ShardNotFoundError,
+    StatementTimeoutError,
     StoreLocationError,
     StoreNotFoundError,
     TaskNotFoundError,
@@ -48,6 +58,8 @@ from .protocol import TaskRepository
 from .sharding import ShardPlan, assemble_results, plan_shards
 from .store import DEFAULT_CACHE_DIR, TaskStore
 
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
 try:
     __version__ = _installed_version("uniqc-taskstore")
 except PackageNotFoundError:  # pragma: no cover - a source tree never installed; tests install
@@ -62,6 +74,7 @@ __all__ = [
     "UNIQC_TASK_ID_PREFIX",
     "BackupUnavailableError",
     "BulkResult",
+    "ConnectionLostError",
     "CorruptDatabaseError",
     "CorruptRowError",
     "DatabaseBusyError",
@@ -70,12 +83,15 @@ __all__ = [
     "ForeignDatabaseError",
     "InvalidInputError",
     "MigrationError",
+    "OutcomeUnknownError",
     "RetentionResult",
     "SchemaTooNewError",
+    "SdkSwapError",
     "ShardLayoutError",
     "ShardNotFoundError",
     "ShardPlan",
     "ShardUpdate",
+    "StatementTimeoutError",
     "StoreLocationError",
     "StoreNotFoundError",
     "TaskFilter",

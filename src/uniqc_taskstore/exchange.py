@@ -31,10 +31,17 @@ from .errors import InvalidInputError, ShardLayoutError, TaskStoreError
 from .filters import ARCHIVED, LIVE, Sort, TaskFilter, TaskTables
 from .jsoncodec import dump_jsonable, from_jsonable, to_jsonable
 from .migrator import CURRENT_SCHEMA_VERSION
-from .model import TaskInfo, TaskShard, validate_count, validate_shard, validate_task
+from .model import (
+    TaskInfo,
+    TaskShard,
+    validate_callback,
+    validate_count,
+    validate_shard,
+    validate_task,
+)
 from .sharding import assemble_results, check_layout
-from .store import TaskStore
-from .timestamps import normalize_timestamp, utc_now
+from .store import OnCorrupt, TaskStore
+from .timestamps import canonical_timestamp, utc_now
 
 EXPORT_FORMAT = 1
 """Version of the JSONL layout; :func:`import_tasks` refuses files of a later one."""
@@ -42,7 +49,7 @@ HEADER_KEY = "uniqc_export"
 
 Progress = Callable[[int, int | None], None]
 """Called after each batch with (tasks done, tasks in all, None when not known)."""
-Format = Literal["jsonl", "csv"]
+Format = Literal["jsonl", "json", "csv"]
 CsvRows = Literal["task", "shard", "circuit"]
 
 TASK_COLUMNS = (
@@ -71,8 +78,19 @@ SHARD_COLUMNS = (
     "error_message",
 )
 """Columns of a CSV export with one row per shard (platform job)."""
-CIRCUIT_COLUMNS = ("task_id", "name", "backend", "status", "circuit_index", "result")
-"""Columns of a CSV export with one row per circuit result (``result`` as JSON)."""
+CIRCUIT_COLUMNS = (
+    "task_id",
+    "name",
+    "backend",
+    "status",
+    "circuit_index",
+    "result",
+    "error_message",
+)
+"""Columns of a CSV export with one row per circuit result (``result`` as JSON). A
+circuit without a result has an empty ``result`` and the error of its platform job
+(else of its task); a task with no circuit known (failed before it was sharded) has
+one row with an empty ``circuit_index`` and its error."""
 
 
 @dataclass
@@ -115,33 +133,39 @@ def export_tasks(
     csv_rows: CsvRows = "task",
     batch_size: int = 500,
     progress: Progress | None = None,
+    on_corrupt: OnCorrupt | None = None,
 ) -> ExportReport:
     """Write the live (``live``) and archived (``archived``) tasks matching ``filter`` to
     ``stream``, newest first, each side in turn.
 
     ``format="jsonl"`` is lossless and re-importable (with shards unless
-    ``shards=False``); ``format="csv"`` writes one row per task, per shard or per circuit
-    result (``csv_rows``) for spreadsheets. Only reads the store, from one snapshot:
-    the file holds the store as it was at one instant, whatever is written meanwhile."""
-    if format not in ("jsonl", "csv"):
-        raise InvalidInputError("format", format, "must be 'jsonl' or 'csv'")
+    ``shards=False``); ``format="json"`` is the same header and task objects as one
+    JSON document (``{"uniqc_export": 1, ..., "tasks": [...]}``), still written as
+    read; ``format="csv"`` writes one row per task, per shard or per circuit
+    result (``csv_rows``) for spreadsheets. A row that cannot be read raises
+    :class:`CorruptRowError`, or, with ``on_corrupt``, is skipped and handed to it. Only
+    reads the store, from one snapshot: the file holds the store as it was at one
+    instant, whatever is written meanwhile."""
+    if format not in ("jsonl", "json", "csv"):
+        raise InvalidInputError("format", format, "must be 'jsonl', 'json' or 'csv'")
     if csv_rows not in ("task", "shard", "circuit"):
         raise InvalidInputError("csv_rows", csv_rows, "must be 'task', 'shard' or 'circuit'")
     f = filter or TaskFilter()
     validate_count(batch_size, "batch_size", 1)
+    validate_callback(on_corrupt, "on_corrupt")
     sides = [side for side, wanted in ((LIVE, live), (ARCHIVED, archived)) if wanted]
     started = time.perf_counter()
     report = ExportReport()
-    with_shards = shards if format == "jsonl" else csv_rows != "task"
+    with_shards = shards if format != "csv" else csv_rows != "task"
     done = total = 0
     # One snapshot for the whole file: a task restored or archived while the export
     # runs is in exactly one of its parts, and every count and row is of one instant.
     with store._db.snapshot() as conn:
         total = sum(queries.count(conn, side, f) for side in sides)
         writer = (
-            _jsonl_writer(stream, store, shards)
-            if format == "jsonl"
-            else _csv_writer(stream, csv_rows)
+            _csv_writer(stream, csv_rows)
+            if format == "csv"
+            else _jsonl_writer(stream, store, shards, whole=format == "json")
         )
         if progress is not None:
             progress(0, total)
@@ -154,6 +178,7 @@ def export_tasks(
                 include_shards=with_shards,
                 include_results=True,
                 batch_size=batch_size,
+                on_corrupt=on_corrupt,
                 conn=conn,
             )
             for item in found:
@@ -169,6 +194,8 @@ def export_tasks(
                     progress(done, total)
     if progress is not None:
         progress(done, max(done, total))
+    if format == "json":
+        stream.write("\n]}\n" if done else "]}\n")
     stream.flush()
     report.seconds = time.perf_counter() - started
     return report
@@ -177,7 +204,9 @@ def export_tasks(
 Writer = Callable[[TaskInfo, list[TaskShard]], int]
 
 
-def _jsonl_writer(stream: IO[str], store: TaskStore, shards: bool) -> Writer:
+def _jsonl_writer(stream: IO[str], store: TaskStore, shards: bool, *, whole: bool) -> Writer:
+    """One line per task (JSONL), or with ``whole`` the items of one JSON document's
+    ``tasks`` list (its closing brackets are written by :func:`export_tasks`)."""
     header = {
         HEADER_KEY: EXPORT_FORMAT,
         "schema_version": CURRENT_SCHEMA_VERSION,
@@ -185,13 +214,19 @@ def _jsonl_writer(stream: IO[str], store: TaskStore, shards: bool) -> Writer:
         "source": store.location,
         "shards": shards,
     }
-    stream.write(json.dumps(header) + "\n")
+    stream.write(json.dumps(header)[:-1] + ', "tasks": [' if whole else json.dumps(header) + "\n")
+    first = [True]
 
     def write(task: TaskInfo, task_shards: list[TaskShard]) -> int:
         line: dict[str, Any] = {"task": task.to_dict()}
         if shards:
             line["shards"] = [shard.to_dict() for shard in task_shards]
-        stream.write(dump_jsonable(to_jsonable(line, task.task_id)) + "\n")
+        text = dump_jsonable(to_jsonable(line, task.task_id))
+        if whole:
+            stream.write(("\n" if first[0] else ",\n") + text)
+            first[0] = False
+        else:
+            stream.write(text + "\n")
         return 1
 
     return write
@@ -214,15 +249,50 @@ def _csv_writer(stream: IO[str], rows: CsvRows) -> Writer:
                 data = shard.to_dict() | {"task_id": shard.uniqc_task_id}
                 out.writerow(["" if data[c] is None else data[c] for c in SHARD_COLUMNS])
             return len(task_shards)
-        results = circuit_results(task, task_shards)
-        for index, result in enumerate(results):
-            name = task.name or ""
+        circuits = _circuit_rows(task, task_shards)
+        for index, result, error in circuits:
             out.writerow(
-                [task.task_id, name, task.backend, task.status.value, index, json_cell(result)]
+                [
+                    task.task_id,
+                    task.name or "",
+                    task.backend,
+                    task.status.value,
+                    "" if index is None else index,
+                    json_cell(result),
+                    error or "",
+                ]
             )
-        return len(results)
+        return len(circuits)
 
     return write
+
+
+def _circuit_rows(
+    task: TaskInfo, shards: list[TaskShard]
+) -> list[tuple[int | None, Any, str | None]]:
+    """``(circuit, result, error)`` per circuit: every circuit the shards cover, those
+    without a result with their shard's error (or the task's); a task with neither
+    results nor shards but an error (or a failed or cancelled status) as one row
+    without a circuit, so failures are not left out of a per-circuit export."""
+    if shards and (task.result is None or any(s.result is not None for s in shards)):
+        try:
+            results = assemble_results(shards, allow_missing=True)
+        except ShardLayoutError:
+            pass
+        else:
+            errors: dict[int, str | None] = {}
+            for shard in shards:
+                for circuit in range(
+                    shard.sub_index_offset, shard.sub_index_offset + shard.circuit_count
+                ):
+                    errors[circuit] = shard.error_message or task.error_message
+            return [(i, r, errors.get(i) if r is None else None) for i, r in enumerate(results)]
+    results = circuit_results(task, shards)
+    if results:
+        return [(i, r, None) for i, r in enumerate(results)]
+    if task.error_message or task.status.value in ("failed", "cancelled"):
+        return [(None, None, task.error_message or task.status.value)]
+    return []
 
 
 def circuit_results(task: TaskInfo, shards: list[TaskShard]) -> list[Any]:
@@ -340,7 +410,7 @@ def _parse_line(text: str, number: int) -> _Entry:
     try:
         validate_task(task)
         if task.archived_at is not None:
-            task.archived_at = normalize_timestamp(task.archived_at, "archived_at")
+            task.archived_at = canonical_timestamp(task.archived_at, "archived_at")
         for shard in shards:
             validate_shard(shard)
             if shard.uniqc_task_id != task.task_id:

@@ -2,9 +2,9 @@
 
 Tasks are read in ``task_id`` order, a batch at a time, all from one snapshot of the
 source, and each batch (tasks with all their shards) is written to the destination in
-one transaction. What the
-destination already holds is left alone, so running the copy again copies
-nothing twice, and a copy that was interrupted is finished by running it again.
+one transaction. What the destination already holds is left alone, so running the
+copy again copies nothing twice, and a copy that was interrupted is finished by
+running it again.
 
 A batch starts with keys only: the source's next task ids and their shards' keys,
 checked against the destination by one read of the batch's key range per table.

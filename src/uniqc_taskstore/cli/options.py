@@ -7,7 +7,9 @@ both places fill one :class:`Settings` on the context.
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +19,7 @@ import click
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-from ..errors import DatabaseError
+from ..errors import DatabaseError, StoreNotFoundError
 from ..model import TaskStatus
 from ..store import URL_ENV, TaskStore
 
@@ -145,6 +147,10 @@ def check_cache_dir(value: str, *, param: click.Parameter | None = None, what: s
 
 def common_options(command: F) -> F:
     """Add the store and output options to a command (or the group)."""
+    return _store_options(output_options(command))
+
+
+def _store_options(command: F) -> F:
     decorators = [
         click.option(
             "--cache-dir",
@@ -167,6 +173,15 @@ def common_options(command: F) -> F:
             callback=_remember("schema"),
             help="PostgreSQL schema holding the tables (PostgreSQL URLs only).",
         ),
+    ]
+    for decorate in reversed(decorators):
+        command = decorate(command)
+    return command
+
+
+def output_options(command: F) -> F:
+    """Add only the output options (--json, --jsonl, --format) to a command."""
+    decorators = [
         click.option(
             "--json",
             "json_",
@@ -183,6 +198,15 @@ def common_options(command: F) -> F:
             help="Print one JSON object per line.",
         ),
         click.option(
+            "-v",
+            "--verbose",
+            count=True,
+            expose_value=False,
+            callback=_log_to_stderr,
+            help="Log what the store does to stderr: -v retries, refusals and migrations, "
+            "-vv also slow calls.",
+        ),
+        click.option(
             "--format",
             "format_",
             type=click.Choice(list(FORMATS)),
@@ -194,6 +218,41 @@ def common_options(command: F) -> F:
     for decorate in reversed(decorators):
         command = decorate(command)
     return command
+
+
+_LOG_LEVELS = {1: logging.INFO, 2: logging.DEBUG}
+
+
+class _StderrHandler(logging.Handler):
+    """Writes each record as one line to whatever ``sys.stderr`` is at the time."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+        except Exception:
+            self.handleError(record)
+
+
+def _log_to_stderr(_ctx: click.Context, _param: click.Parameter, count: int) -> None:
+    """-v: the ``uniqc_taskstore`` loggers at INFO on stderr; -vv: at DEBUG. Messages
+    never hold stored values or passwords."""
+    if not count:
+        return
+    logger = logging.getLogger("uniqc_taskstore")
+    level = _LOG_LEVELS.get(count, logging.DEBUG)
+    logger.setLevel(min(level, logger.level or level))
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("uniqc-tasks: %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+
+
+def stop_logging() -> None:
+    """Undo -v/-vv (after a command, for callers that run several in one process)."""
+    logger = logging.getLogger("uniqc_taskstore")
+    for handler in [h for h in logger.handlers if isinstance(h, _StderrHandler)]:
+        logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)
 
 
 def _chain(
@@ -209,27 +268,62 @@ def _chain(
 
 def open_store(*, create: bool) -> TaskStore:
     """The store the options point at. ``create=False`` (commands that only read)
-    opens an existing store and creates nothing."""
+    opens an existing store and creates nothing. A store that is not there is named
+    as the user wrote it, with the option that points elsewhere."""
     found = settings()
     if found.cache_dir is not None and found.url is not None:
         raise click.UsageError("give --cache-dir or --url, not both")
-    url = found.url
+    url, given_by = found.url, "--url"
     if url is None and found.cache_dir is None:
-        url = os.environ.get(URL_ENV) or None
+        url, given_by = os.environ.get(URL_ENV) or None, URL_ENV
         if url is not None:
             check_url(url, what=URL_ENV)
     check_schema(found.schema, url, "--schema")
-    if found.cache_dir is not None:
-        return TaskStore(found.cache_dir, create=create)
-    if url is not None:
-        return store_at(url, found.schema, create=create)
-    return TaskStore(create=create)
+    try:
+        if found.cache_dir is not None:
+            return TaskStore(found.cache_dir, create=create)
+        if url is not None:
+            return store_at(url, found.schema, create=create)
+        return TaskStore(create=create)
+    except StoreNotFoundError:
+        if url is not None:
+            raise StoreNotFoundError(
+                f"no task store at {shown_url(url)} ({given_by}); check the URL, or create "
+                "one with `uniqc-tasks import FILE` or `uniqc-tasks demo`"
+            ) from None
+        if found.cache_dir is not None:
+            raise StoreNotFoundError(
+                f"no task store at {os.path.join(found.cache_dir, 'tasks.sqlite')} "
+                "(--cache-dir); check the directory, or create one with "
+                "`uniqc-tasks import FILE` or `uniqc-tasks demo`"
+            ) from None
+        raise
+
+
+def shown_url(url: str) -> str:
+    """A URL as the user wrote it, with its password masked."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return url
+    if parsed.password is None:
+        return url
+    return parsed.render_as_string(hide_password=True)
+
+
+_FAMILIES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb")
 
 
 def store_at(where: str, schema: str | None, *, create: bool) -> TaskStore:
     """The store at a cache directory or a URL (already checked by :func:`check_url`)."""
     if "://" not in where:
         return TaskStore(where, create=create)
+    family = make_url(where).get_backend_name()
+    if family not in _FAMILIES:
+        raise DatabaseError(
+            f"{shown_url(where)} names a database uniqc-taskstore does not support "
+            f"({family}); use sqlite:///PATH, postgresql://user@host/db or mysql://user@host/db"
+        )
     _check_driver(where)
     return TaskStore.from_url(where, schema=schema, create=create)
 
@@ -273,7 +367,7 @@ def check_schema(schema: str | None, url: str | None, option: str) -> None:
         family = make_url(url).get_backend_name() if url is not None else "sqlite"
     except (ArgumentError, ValueError):
         return  # not a URL at all: opening the store says so
-    if family != "postgresql":
+    if family not in ("postgresql", "postgres"):  # postgres:// is PostgreSQL too
         where = "a SQLite file" if family == "sqlite" else f"a {family} database"
         raise click.UsageError(
             f"{option} applies to PostgreSQL URLs only; the store here is {where}"
