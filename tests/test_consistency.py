@@ -376,3 +376,32 @@ def test_an_import_racing_a_restore_sees_the_task_on_one_side_and_skips_it(
     assert restored is not None
     assert restored.metadata == {"mine": True}
     assert store.get_archived("t0") is None  # not a second, imported copy
+
+
+def test_a_copy_racing_a_save_in_the_destination_leaves_the_saved_task_alone(
+    store: TaskStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with TaskStore(tmp_path / "source") as source:
+        for i in range(3):
+            source.save(TaskInfo(f"t{i}", "dummy", metadata={"from": "source"}))
+        insert = type(store._db.backend).bulk_insert_bound
+        racing: list[threading.Thread] = []
+
+        def insert_after_a_save(backend: Any, conn: Any, table: Any, rows: Any) -> None:
+            if not racing:  # between the copy's check and its insert, a save there
+                save = TaskInfo("t1", "dummy", metadata={"from": "destination"})
+                racing.append(threading.Thread(target=store.save, args=(save,)))
+                racing[0].start()
+                racing[0].join(_WAIT_SECONDS)
+            insert(backend, conn, table, rows)
+
+        monkeypatch.setattr(type(store._db.backend), "bulk_insert_bound", insert_after_a_save)
+        report = copy_tasks(source, store)
+        racing[0].join(60)
+    got = store.get("t1")
+    assert got is not None
+    assert store.count() == 3
+    # Servers: the save came first and the copy skipped t1. SQLite: the save waited for
+    # the copy's write lock, then updated the copied task. The save wins either way.
+    assert report.copied.tasks in (2, 3)
+    assert got.metadata == {"from": "destination"}
