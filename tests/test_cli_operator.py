@@ -492,3 +492,95 @@ def test_completion_prints_a_script_and_completes_task_ids(
         check=False,
     )
     assert f"plain,{task_id}" in finished.stdout.splitlines()
+
+
+# -- item 8: named stores ------------------------------------------------------------------
+
+
+def write_config(root: Path, text_: str) -> Path:
+    path = root / "uniqc-tasks" / "config.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text_, encoding="utf-8")
+    return path
+
+
+def test_a_named_store_is_picked_by_store_or_the_variable(
+    store: TaskStore,
+    store_location: dict[str, Any],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    task_id = add(store)
+    if "url" in store_location:
+        entry = f'url = "{store_location["url"]}"'
+    else:
+        entry = f'cache_dir = "{store_location["cache_dir"]}"'
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    write_config(tmp_path / "xdg", f"[stores.work]\n{entry}\n[stores.other]\ncache_dir = 'x'\n")
+    code, out, _ = run(capsys, "--store", "work", "list", "-q")
+    assert (code, out.split()) == (EXIT_OK, [task_id])
+    monkeypatch.setenv("UNIQC_TASKSTORE", "work")
+    code, out, _ = run(capsys, "list", "-q")
+    assert (code, out.split()) == (EXIT_OK, [task_id])
+    stores = json.loads(run(capsys, "stores", "--json")[1])["stores"]
+    assert [(s["name"], s["in_use"]) for s in stores] == [("work", True), ("other", False)]
+    code, _, err = run(capsys, "--store", "nope", "list")
+    assert code == EXIT_USAGE
+    assert "no store named 'nope' (--store)" in err
+    assert "named stores: other, work" in err
+    code, _, err = run(capsys, "--store", "work", "--cache-dir", str(tmp_path), "list")
+    assert code == EXIT_USAGE
+    assert "give --store or --cache-dir, not both" in err
+
+
+def test_stores_masks_passwords_and_reads_xdg_config_home(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    write_config(
+        tmp_path / "xdg",
+        '[stores.lab]\nurl = "postgresql+psycopg://me:s3cret@db/quantum"\nschema = "team_a"\n',
+    )
+    code, out, _ = run(capsys, "stores")
+    assert code == EXIT_OK
+    assert "s3cret" not in out
+    assert "postgresql+psycopg://me:***@db/quantum" in out
+    assert "team_a" in out
+
+
+@pytest.mark.parametrize(
+    ("config", "said"),
+    [
+        ("[stores.a\n", "is not valid TOML"),
+        ("[stores.a]\nurl = 'sqlite:///x'\ncache_dir = 'y'\n", "needs url or cache_dir"),
+        ("[stores.a]\ncache_dir = 'y'\npassword = 'p'\n", "has 'password'"),
+    ],
+)
+def test_a_bad_config_is_one_line_naming_the_file(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    config: str,
+    said: str,
+) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    path = write_config(tmp_path / "xdg", config)
+    code, out, err = run(capsys, "--store", "a", "list")
+    assert (code, out) == (EXIT_USAGE, "")
+    assert err.startswith(f"uniqc-tasks: {path}")
+    assert said in err
+
+
+def test_schema_variable_goes_with_the_url_variable(
+    fresh_database_url: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not os.environ.get("UNIQC_TEST_POSTGRESQL_URL"):
+        pytest.skip("set UNIQC_TEST_POSTGRESQL_URL to run it")
+    url = fresh_database_url("postgresql")
+    with TaskStore.from_url(url, schema="ops") as store:
+        task_id = add(store)
+    monkeypatch.setenv("UNIQC_TASKSTORE_URL", url)
+    monkeypatch.setenv("UNIQC_TASKSTORE_SCHEMA", "ops")
+    code, out, err = run(capsys, "list", "-q")
+    assert (code, out.split()) == (EXIT_OK, [task_id]), err

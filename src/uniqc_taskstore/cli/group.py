@@ -120,6 +120,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "stats_command",
         "Counts by status and backend, the oldest unfinished task, the store's size.",
     ),
+    "stores": (
+        "config",
+        "stores_command",
+        "The named stores of the config file (passwords masked), * marking the one in use.",
+    ),
     "tag": (
         "manage",
         "tag_command",
