@@ -19,6 +19,7 @@ from uniqc_taskstore import TaskInfo, TaskShard, TaskStore
 from uniqc_taskstore.backends import backend_for_url
 from uniqc_taskstore.backends.sqlite import SqliteBackend
 from uniqc_taskstore.column_types import IdText, StatusText, Timestamp
+from uniqc_taskstore.maintenance import Location, diagnose
 from uniqc_taskstore.migrator import MIGRATIONS, migrate
 from uniqc_taskstore.search import SEPARATOR, fold, matches
 
@@ -287,3 +288,34 @@ def test_the_v11_step_run_again_fills_exactly_what_a_save_writes(store: TaskStor
         MIGRATIONS[10][1](conn)
     assert keys() == before
     assert store.count(search="STRASSE 3") == 1
+
+
+def test_doctor_finds_tasks_and_shards_another_program_left_without_search_text(
+    tmp_path: Path,
+) -> None:
+    with TaskStore(tmp_path) as store:
+        store.save(TaskInfo("a", "dummy", name="Übung"), [TaskShard("a", 0, "JOB-Ä", "dummy")])
+        path = store.db_path
+    assert path is not None
+
+    def finding() -> Any:
+        checks = diagnose(Location(SqliteBackend(path), "test"))
+        return next(c for c in checks if c.name == "filter columns")
+
+    assert finding().status == "ok"
+    raw = sqlite3.connect(path)
+    with raw:  # as a program that knows only version 10 would write them
+        raw.execute("UPDATE tasks SET search_key = NULL")
+        raw.execute("UPDATE task_shards SET search_key = NULL")
+    raw.close()
+    stale = finding()
+    assert stale.status == "warn"
+    assert "1 in tasks without search text, 1 in task_shards without search text" in stale.message
+    with TaskStore(tmp_path) as store:  # saving again writes the search text
+        assert store.count(search="übung") == 0
+        task = store.get("a")
+        assert task is not None
+        store.save(task, store.get_shards("a"))
+        assert store.count(search="übung") == 1
+        assert store.count(search="job-ä") == 1
+    assert finding().status == "ok"
