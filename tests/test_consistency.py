@@ -37,10 +37,16 @@ class Interleaved:
     this thread whose SQL matches ``pattern``; the caller goes on once it finished (or
     after :data:`_WAIT_SECONDS`). ``error`` keeps what the action raised."""
 
-    def __init__(self, pattern: str, action: Callable[[], object], nth: int = 1) -> None:
+    def __init__(
+        self, pattern: str, action: Callable[[], object], nth: int = 1, wait: float = _WAIT_SECONDS
+    ) -> None:
         self.pattern = re.compile(pattern, re.IGNORECASE | re.DOTALL)
         self.action = action
         self.nth = nth
+        self.wait = wait
+        self.blocked = False
+        """Whether the action was still running when the caller went on (it waited for
+        a lock the call under test holds)."""
         self.seen = 0
         self.thread: threading.Thread | None = None
         self.error: BaseException | None = None
@@ -58,7 +64,8 @@ class Interleaved:
             return
         self.thread = threading.Thread(target=self._run)
         self.thread.start()
-        self.thread.join(_WAIT_SECONDS)
+        self.thread.join(self.wait)
+        self.blocked = self.thread.is_alive()
 
     def _run(self) -> None:
         try:
@@ -78,9 +85,13 @@ class Interleaved:
 
 @contextmanager
 def interleaved(
-    store: TaskStore, pattern: str, action: Callable[[], object], nth: int = 1
+    store: TaskStore,
+    pattern: str,
+    action: Callable[[], object],
+    nth: int = 1,
+    wait: float = _WAIT_SECONDS,
 ) -> Iterator[Interleaved]:
-    hook = Interleaved(pattern, action, nth)
+    hook = Interleaved(pattern, action, nth, wait)
     engine = store._db.engine
     event.listen(engine, "after_cursor_execute", hook.after_statement)
     try:
@@ -92,6 +103,9 @@ def interleaved(
 
 
 _FIRST_SELECT = r"^\s*SELECT"
+_NEVER_BLOCKED = 60.0
+"""For a write racing a read: it must finish while the read waits (reads never hold a
+writer up), however loaded the machine."""
 
 
 # -- reads: one snapshot per call --------------------------------------------------------
@@ -107,26 +121,35 @@ def _tagged(store: TaskStore, count: int = 3) -> list[str]:
 
 def test_list_reads_tasks_and_their_tags_from_one_snapshot(store: TaskStore) -> None:
     ids = _tagged(store)
-    with interleaved(store, _FIRST_SELECT, lambda: store.set_tags(ids[0], {"team": "ml"})) as hook:
+    with interleaved(
+        store, _FIRST_SELECT, lambda: store.set_tags(ids[0], {"team": "ml"}), wait=_NEVER_BLOCKED
+    ) as hook:
         found = store.list(tags={"team": "qec"})
     hook.finish()
+    assert not hook.blocked
     assert {t.task_id: t.tags for t in found} == {i: {"team": "qec"} for i in ids}
     assert store.list(tags={"team": "qec"})[-1].task_id == ids[1]
 
 
 def test_list_page_reads_tasks_and_their_tags_from_one_snapshot(store: TaskStore) -> None:
     ids = _tagged(store)
-    with interleaved(store, _FIRST_SELECT, lambda: store.remove_tags(ids[1], ["team"])) as hook:
+    with interleaved(
+        store, _FIRST_SELECT, lambda: store.remove_tags(ids[1], ["team"]), wait=_NEVER_BLOCKED
+    ) as hook:
         page = store.list_page(tags={"team": "qec"}, limit=10)
     hook.finish()
+    assert not hook.blocked
     assert {t.task_id: t.tags for t in page.tasks} == {i: {"team": "qec"} for i in ids}
 
 
 def test_summaries_read_tasks_and_their_tags_from_one_snapshot(store: TaskStore) -> None:
     ids = _tagged(store)
-    with interleaved(store, _FIRST_SELECT, lambda: store.set_tags(ids[2], {"team": "ml"})) as hook:
+    with interleaved(
+        store, _FIRST_SELECT, lambda: store.set_tags(ids[2], {"team": "ml"}), wait=_NEVER_BLOCKED
+    ) as hook:
         found = store.summaries(tags={"team": "qec"})
     hook.finish()
+    assert not hook.blocked
     assert {s.task_id: s.tags for s in found} == {i: {"team": "qec"} for i in ids}
 
 
@@ -139,9 +162,10 @@ def test_each_iter_tasks_batch_reads_tasks_shards_and_tags_from_one_snapshot(
         store.set_tags(ids[0], {"team": "ml"})
         store.save_shard(TaskShard(ids[0], 0, "job-0", "dummy"))
 
-    with interleaved(store, _FIRST_SELECT, move_on) as hook:
+    with interleaved(store, _FIRST_SELECT, move_on, wait=_NEVER_BLOCKED) as hook:
         found = list(store.iter_tasks(include_shards=True, batch_size=10))
     hook.finish()
+    assert not hook.blocked
     assert [(t.task_id, t.tags, shards) for t, shards in found] == [
         (ids[1], {"team": "qec"}, []),
         (ids[0], {"team": "qec"}, []),
