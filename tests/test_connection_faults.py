@@ -188,6 +188,8 @@ def test_statement_past_the_statement_timeout_raises_statement_timeout_error(
     with TaskStore(url=url) as store:
         task, shards = _task()
         store.save(task, shards)
+        for _ in range(6):  # psycopg prepares what it ran five times
+            store.update_shard(task.task_id, 1, status="running")
         holder = create_engine(server_url)
         try:
             with holder.connect() as conn:
@@ -205,7 +207,10 @@ def test_statement_past_the_statement_timeout_raises_statement_timeout_error(
         assert caught.value.retry_safe
         assert waited < 10
         assert "statement_timeout" in str(caught.value)
-        assert store.update_shard(task.task_id, 0, status="running").applied
+        # Later calls work, on connections whose prepared statements (psycopg prepares
+        # what it ran five times) a cancelled pipeline may have put out of step.
+        for _ in range(3):
+            assert store.update_shard(task.task_id, 0, status="running").applied
 
 
 @pytest.mark.parametrize("kind", SERVERS)
