@@ -280,18 +280,22 @@ def _armed(proxy: FaultProxy, marker: bytes, where: Any) -> Callable[[Run], None
     return fault
 
 
-def _full_server(server: PrivateServer, url: str, proxy: FaultProxy) -> Callable[[Run], None]:
-    """Every connection slot taken by a hog for 3 s, with the writers' sessions cut so
-    that they need new ones meanwhile."""
+def _full_server(server: PrivateServer, proxy: FaultProxy) -> Callable[[Run], None]:
+    """Every connection slot taken by a hog for 3 s, the writers' sessions cut so that
+    they need new ones meanwhile: once the hog is refused (the server is full), the
+    writers are cut and kept away for 0.5 s while the hog takes their slots too."""
 
     def fault(run: Run) -> None:
         for _ in range(2):
             hog: list[Any] = []
-            stop = threading.Event()
-            filler = threading.Thread(target=_fill, args=(server, hog, stop), daemon=True)
+            stop, full = threading.Event(), threading.Event()
+            filler = threading.Thread(target=_fill, args=(server, hog, stop, full), daemon=True)
             filler.start()
-            time.sleep(0.5)
+            assert full.wait(30), "the server never filled up"
+            proxy.refuse()
             proxy.cut_all()
+            time.sleep(0.5)
+            proxy.refuse(False)
             time.sleep(3.0)
             stop.set()
             filler.join()
@@ -304,12 +308,16 @@ def _full_server(server: PrivateServer, url: str, proxy: FaultProxy) -> Callable
     return fault
 
 
-def _fill(server: PrivateServer, hog: list[Any], stop: threading.Event) -> None:
-    """Take every connection slot the server has, and each one freed, until ``stop``."""
+def _fill(
+    server: PrivateServer, hog: list[Any], stop: threading.Event, full: threading.Event
+) -> None:
+    """Take every connection slot the server has, and each one freed, until ``stop``;
+    ``full`` is set at the first refusal."""
     while not stop.is_set():
         try:
             hog.append(_raw_connect(server))
         except Exception:
+            full.set()
             time.sleep(0.01)
 
 
@@ -388,7 +396,7 @@ def test_writers_survive_the_fault(server: PrivateServer, fault: str, tmp_path: 
             FAULTS[2]: _cuts(proxy),
             FAULTS[3]: _armed(proxy, rb"INSERT INTO|UPDATE task_shards", "half"),
             FAULTS[4]: _armed(proxy, COMMIT, "after"),
-            FAULTS[5]: _full_server(server, direct, proxy),
+            FAULTS[5]: _full_server(server, proxy),
             FAULTS[6]: _hung_lock(server, direct),
         }
         run = Run(fault, server.kind)
