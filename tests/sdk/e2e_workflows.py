@@ -346,7 +346,10 @@ def test_enabled_sdk_shows_the_same_on_postgresql(
             labels
         )
         assert (ours.count(), ours.count_archived()) == (1, 2)
-    assert not (user.home / ".uniqc" / "cache" / "tasks.sqlite").exists()
+    # No task file; the gateway's pid and log files still go to the cache directory.
+    cache = user.home / ".uniqc" / "cache"
+    assert not (cache / "tasks.sqlite").exists()
+    assert (cache / "gateway.log").exists()
     status = user.json("uniqc-tasks", "sdk", "status", "--json")
     assert (status["store"], status["schema_version"]) == (
         "uniqc-taskstore",
