@@ -679,3 +679,49 @@ def test_vacuum_and_restore_on_a_server_name_the_servers_tool(
     code, out, err = run(capsys, *where(store_location), "vacuum")
     assert (code, out) == (EXIT_REFUSED, "")
     assert ("VACUUM FULL" if backend_kind == "postgresql" else "OPTIMIZE TABLE") in err
+
+
+def _on_a_terminal(argv: list[str], env: dict[str, str]) -> str:
+    """What the CLI printed with stdout on a pseudo-terminal (ANSI codes removed)."""
+    import pty
+
+    from pty_output import read_until_closed
+
+    controller, terminal = pty.openpty()
+    child = subprocess.Popen(
+        [sys.executable, "-m", "uniqc_taskstore.cli", *argv],
+        stdin=terminal,
+        stdout=terminal,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "TERM": "xterm", **env},
+    )
+    os.close(terminal)
+    try:
+        seen = read_until_closed(controller).decode(errors="replace")
+        child.wait(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+        os.close(controller)
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", seen)
+
+
+def test_a_table_fits_columns_without_cutting_ids_and_pages_only_on_request(
+    tmp_path: Path,
+) -> None:
+    cache = tmp_path / "c"
+    with TaskStore(cache) as store:
+        ids = [add(store, name="a rather long task name " * 3) for _ in range(12)]
+    where_ = ["--cache-dir", str(cache)]
+    narrow = _on_a_terminal([*where_, "list"], {"COLUMNS": "90", "LINES": "50", "PAGER": "cat"})
+    assert all(task_id in narrow for task_id in ids)
+    assert max(len(line) for line in narrow.splitlines()) <= 90
+    pager = "sh -c 'echo PAGED; cat'"
+    paged = _on_a_terminal([*where_, "list"], {"COLUMNS": "200", "LINES": "5", "PAGER": pager})
+    assert "PAGED" in paged
+    assert all(task_id in paged for task_id in ids)
+    plain = _on_a_terminal(
+        [*where_, "list", "--no-pager"], {"COLUMNS": "200", "LINES": "5", "PAGER": pager}
+    )
+    assert "PAGED" not in plain
+    assert all(task_id in plain for task_id in ids)
