@@ -6,8 +6,10 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _installed_version
 
 from .backends.base import APPLICATION_ID
+from .changes import Change, ChangeFilter, ChangePage
 from .errors import (
     BackupUnavailableError,
+    ChangesExpiredError,
     CorruptDatabaseError,
     CorruptRowError,
     DatabaseBusyError,
@@ -62,6 +64,10 @@ __all__ = [
     "UNIQC_TASK_ID_PREFIX",
     "BackupUnavailableError",
     "BulkResult",
+    "Change",
+    "ChangeFilter",
+    "ChangePage",
+    "ChangesExpiredError",
     "CorruptDatabaseError",
     "CorruptRowError",
     "DatabaseBusyError",

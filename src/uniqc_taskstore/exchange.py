@@ -24,6 +24,7 @@ from typing import IO, Any, Literal
 
 from sqlalchemy import Connection, insert, select
 
+from . import change_log
 from . import statements as sql
 from .errors import InvalidInputError, ShardLayoutError, TaskStoreError
 from .filters import ARCHIVED, LIVE, TaskFilter, TaskTables
@@ -413,4 +414,6 @@ def _insert_new(conn: Connection, side: TaskTables, rows: _Rows, present: set[st
         if new:
             conn.execute(insert(table), new)
         counts.append(len(new))
+    added = [row["task_id"] for row in task_rows if row["task_id"] not in present]
+    change_log.record(conn, "archived" if side is ARCHIVED else "saved", added, utc_now())
     return counts

@@ -38,6 +38,7 @@ from typing import Any, TypeVar, cast
 from sqlalchemy import Connection, Select, Table, bindparam, func, select
 from sqlalchemy.engine import Dialect
 
+from . import change_log
 from .backends.base import driver_errors
 from .column_types import IdText, JsonDocument, Timestamp
 from .errors import CorruptRowError, InvalidInputError, TaskStoreError
@@ -53,6 +54,7 @@ from .schema import (
 )
 from .statements import in_batches, readable_row
 from .store import TaskStore
+from .timestamps import utc_now
 
 Progress = Callable[[int, int], None]
 """Called after each batch with (tasks done, tasks in all) across live and archive."""
@@ -256,6 +258,8 @@ class _SideCopy:
         for table, rows in zip(self.tables, picked, strict=True):
             if rows:
                 insert(conn, table, rows)
+        kind: change_log.Kind = "archived" if self.tables[0] is archived_tasks else "saved"
+        change_log.record(conn, kind, sorted(added), utc_now())
         return len(picked[0]), len(picked[1]), len(picked[2])
 
 

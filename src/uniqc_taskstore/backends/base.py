@@ -26,7 +26,8 @@ from sqlalchemy.sql import ColumnElement
 from sqlalchemy.sql.base import ReadOnlyColumnCollection
 
 from ..errors import ForeignDatabaseError, InvalidInputError
-from ..schema import metadata, schema_stamp
+from ..schema import change_marks, changes, metadata, schema_stamp
+from .changefeed import feed_for, forget_all
 
 APPLICATION_ID = 0x554E4943
 """``PRAGMA application_id`` of our SQLite files: ASCII ``UNIC``."""
@@ -143,6 +144,19 @@ class DriverBatch(ABC):
         expects it. Called once, after the last send, also after a failure."""
 
 
+class ChangeListener(ABC):
+    """Woken when a write commits (see :meth:`Backend.change_listener`)."""
+
+    @abstractmethod
+    def wait(self, timeout: float) -> bool:
+        """Return when a write committed since the last call, or after ``timeout``
+        seconds; True if woken by a write."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Stop listening and give the connection back."""
+
+
 class Backend(ABC):
     """One kind of database: SQLite, PostgreSQL or MariaDB/MySQL."""
 
@@ -189,6 +203,11 @@ class Backend(ABC):
         for name, function in listeners:
             event.listen(engine, name, function)
         return listeners
+
+    def change_listener(self, engine: Engine) -> ChangeListener | None:
+        """Something to wait on for the next committed change (PostgreSQL: ``LISTEN``),
+        or None where waiting means probing at an interval."""
+        return None
 
     def after_commit(self, conn: Connection) -> None:
         """Called after a transaction of ours on ``conn`` committed, just before the
@@ -319,7 +338,9 @@ class Backend(ABC):
         """Delete every row of every table but the schema stamp, in the current (write)
         transaction: other connections see all of it gone or none of it."""
         for table in reversed(metadata.sorted_tables):
-            if table is not schema_stamp:
+            if table is changes:
+                forget_all(conn, feed_for(conn.dialect.name))  # tokens from before: stale
+            elif table not in (schema_stamp, change_marks):
                 conn.execute(delete(table))
 
     def reclaim_space(self, engine: Engine) -> None:
