@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -214,3 +216,35 @@ def test_follow_from_a_token_sees_what_was_written_after_it(store: TaskStore) ->
     feed.close()
     writer.join()
     assert got == [t.task_id for t in made]
+
+
+def test_a_version_10_file_opens_and_its_writes_reach_the_feed(tmp_path: Path) -> None:
+    from uniqc_taskstore.backends.sqlite import SqliteBackend
+    from uniqc_taskstore.migrator import MIGRATIONS, migrate
+
+    path = tmp_path / "tasks.sqlite"
+    backend = SqliteBackend(path)
+    backend.prepare()
+    engine = backend.create_engine()
+    try:
+        migrate(backend, engine, MIGRATIONS[:10])
+    finally:
+        engine.dispose()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (10,)
+        conn.execute(
+            "INSERT INTO tasks (task_id, backend, platform, status, shots, submit_time,"
+            " update_time, metadata_json) VALUES (?, 'dummy', 'dummy', 'pending', 1, ?, ?, '{}')",
+            (
+                "uqt_" + "c" * 32,
+                "2026-01-01T00:00:00.000000+00:00",
+                "2026-01-01T00:00:00.000000+00:00",
+            ),
+        )
+    with TaskStore(tmp_path) as opened:
+        assert opened.schema_version >= 11
+        token = opened.changes().token
+        old = opened.get("uqt_" + "c" * 32)
+        assert old is not None
+        opened.save(old)
+        assert [(c.task_id, c.kind) for c in opened.changes(token)] == [(old.task_id, "saved")]
