@@ -779,19 +779,19 @@ def test_list_says_how_many_it_showed_of_how_many_matched(
     assert len(out.splitlines()) == 1 + 25
 
 
-def test_list_json_stays_parseable_with_nothing_on_stderr(
+def test_list_json_with_a_limit_stays_parseable_and_says_on_stderr_what_it_left_out(
     capsys: pytest.CaptureFixture[str], cache_dir: Path, seeded: dict[str, TaskInfo]
 ) -> None:
     code, out, err = run(capsys, "list", "--cache-dir", str(cache_dir), "--limit", "1", "--json")
     assert code == 0
-    assert err == ""
+    assert re.fullmatch(r"\d+ more tasks match; -n/--limit N or --all to see them\n", err)
     assert len(json.loads(out)) == 1
 
 
 def test_list_help_states_the_default_limit(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "list", "--help")
     assert code == 0
-    assert re.search(r"--limit.*\[default: 50", " ".join(out.split()))
+    assert re.search(r"--limit.*\[default: 50 in a table", " ".join(out.split()))
 
 
 def test_list_status_takes_a_comma_list_and_repeated_flags(

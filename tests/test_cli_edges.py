@@ -348,10 +348,10 @@ def test_migrate_dry_run_lists_the_steps_and_the_copy_it_would_keep_and_writes_n
 @pytest.mark.parametrize(
     ("url", "code", "said"),
     [
-        ("mssql+pyodbc://host/db", 3, "need the Python package 'pyodbc', which is not installed"),
-        ("foo+bar://host/db", 1, "unsupported database; use sqlite:///PATH"),
+        ("mssql+pyodbc://host/db", 3, "names a database uniqc-taskstore does not support (mssql)"),
+        ("foo+bar://host/db", 3, "foo+bar://host/db names a database uniqc-taskstore does not"),
     ],
-    ids=["driver_not_installed", "unknown_database"],
+    ids=["unsupported_database", "unknown_database"],
 )
 def test_a_url_for_a_database_we_cannot_use_is_one_line_naming_why(
     tmp_path: Path,

@@ -258,7 +258,7 @@ def test_prune_archived_deletes_from_the_archive_for_good(
 
 @pytest.mark.parametrize(
     ("option", "value"),
-    [("--older-than", "30 days"), ("--older-than", "-2d"), ("--older-than", "2")],
+    [("--older-than", "30 dayz"), ("--older-than", "-2d"), ("--older-than", "2")],
 )
 def test_a_bad_duration_is_a_usage_error_naming_the_option(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str, value: str

@@ -13,7 +13,8 @@ import random
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from operator import itemgetter
 from typing import Any, TypeVar, cast
 
@@ -105,8 +106,32 @@ class Database:
             self._ready = True
 
     def read(self, work: Callable[[Connection], T]) -> T:
-        """Run ``work`` in a read transaction (a consistent snapshot)."""
+        """Run ``work`` in a read-only transaction whose statements all see one snapshot
+        of the database (:meth:`Backend.begin_snapshot`): a write committed meanwhile
+        is seen by all of them or by none. Retried whole while the database is busy."""
         return self._transaction(work, write=False)
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Connection]:
+        """A connection in a read-only snapshot transaction (as :meth:`read`) held open
+        for a long read made of many statements (an export, a copy's source): every
+        statement run on it sees the database as it was when the first one ran, however
+        long the read takes. Not retried, since what was read may already be written
+        out; an error raises as any call's does. On SQLite the snapshot holds back the
+        WAL checkpoint until it ends (writers are never blocked)."""
+        engine = self.engine
+        backend = self.backend
+        serial: AbstractContextManager[Any] = self._serial or nullcontext()
+        try:
+            with serial, engine.connect() as conn:
+                if backend.snapshot_options:
+                    conn.execution_options(**backend.snapshot_options)
+                with conn.begin():
+                    backend.begin_snapshot(conn)
+                    yield conn
+                backend.after_commit(conn)
+        except DBAPIError as exc:
+            raise self._translate(exc) from exc
 
     def read_one(self, work: Callable[[Connection], T]) -> T:
         """Run ``work``, which executes exactly one SELECT: a single statement is atomic,
@@ -255,6 +280,8 @@ class Database:
         engine = self.engine
         backend = self.backend
         single_options = backend.single_statement_options if single else None
+        snapshot = not write and not single
+        snapshot_options = backend.snapshot_options
 
         def attempt() -> T:
             with engine.connect() as conn:
@@ -262,7 +289,11 @@ class Database:
                     conn.execution_options(**{WRITE_OPTION: True})
                 elif single_options:
                     conn.execution_options(**single_options)
+                elif snapshot_options:
+                    conn.execution_options(**snapshot_options)
                 with conn.begin():
+                    if snapshot:
+                        backend.begin_snapshot(conn)
                     result = work(conn)
                 backend.after_commit(conn)
                 return result

@@ -32,7 +32,7 @@ from .jsoncodec import dump_jsonable, from_jsonable, to_jsonable
 from .migrator import CURRENT_SCHEMA_VERSION
 from .model import TaskInfo, TaskShard, validate_shard, validate_task
 from .sharding import assemble_results, check_layout
-from .store import TaskStore
+from .store import OnCorrupt, TaskStore
 from .timestamps import normalize_timestamp, utc_now
 
 EXPORT_FORMAT = 1
@@ -41,7 +41,7 @@ HEADER_KEY = "uniqc_export"
 
 Progress = Callable[[int, int | None], None]
 """Called after each batch with (tasks done, tasks in all, None when not known)."""
-Format = Literal["jsonl", "csv"]
+Format = Literal["jsonl", "json", "csv"]
 CsvRows = Literal["task", "shard", "circuit"]
 
 TASK_COLUMNS = (
@@ -70,8 +70,19 @@ SHARD_COLUMNS = (
     "error_message",
 )
 """Columns of a CSV export with one row per shard (platform job)."""
-CIRCUIT_COLUMNS = ("task_id", "name", "backend", "status", "circuit_index", "result")
-"""Columns of a CSV export with one row per circuit result (``result`` as JSON)."""
+CIRCUIT_COLUMNS = (
+    "task_id",
+    "name",
+    "backend",
+    "status",
+    "circuit_index",
+    "result",
+    "error_message",
+)
+"""Columns of a CSV export with one row per circuit result (``result`` as JSON). A
+circuit without a result has an empty ``result`` and the error of its platform job
+(else of its task); a task with no circuit known (failed before it was sharded) has
+one row with an empty ``circuit_index`` and its error."""
 
 
 @dataclass
@@ -114,15 +125,20 @@ def export_tasks(
     csv_rows: CsvRows = "task",
     batch_size: int = 500,
     progress: Progress | None = None,
+    on_corrupt: OnCorrupt | None = None,
 ) -> ExportReport:
     """Write the live (``live``) and archived (``archived``) tasks matching ``filter`` to
     ``stream``, newest first, each side in turn.
 
     ``format="jsonl"`` is lossless and re-importable (with shards unless
-    ``shards=False``); ``format="csv"`` writes one row per task, per shard or per circuit
-    result (``csv_rows``) for spreadsheets. Only reads the store."""
-    if format not in ("jsonl", "csv"):
-        raise InvalidInputError("format", format, "must be 'jsonl' or 'csv'")
+    ``shards=False``); ``format="json"`` is the same header and task objects as one
+    JSON document (``{"uniqc_export": 1, ..., "tasks": [...]}``), still written as
+    read; ``format="csv"`` writes one row per task, per shard or per circuit
+    result (``csv_rows``) for spreadsheets. A row that cannot be read raises
+    :class:`CorruptRowError`, or, with ``on_corrupt``, is skipped and handed to it. Only
+    reads the store."""
+    if format not in ("jsonl", "json", "csv"):
+        raise InvalidInputError("format", format, "must be 'jsonl', 'json' or 'csv'")
     if csv_rows not in ("task", "shard", "circuit"):
         raise InvalidInputError("csv_rows", csv_rows, "must be 'task', 'shard' or 'circuit'")
     f = filter or TaskFilter()
@@ -130,16 +146,21 @@ def export_tasks(
     total = sum(store.count_archived(f) if side else store.count(f) for side in sides)
     started = time.perf_counter()
     report = ExportReport()
-    with_shards = shards if format == "jsonl" else csv_rows != "task"
+    with_shards = shards if format != "csv" else csv_rows != "task"
     writer = (
-        _jsonl_writer(stream, store, shards) if format == "jsonl" else _csv_writer(stream, csv_rows)
+        _csv_writer(stream, csv_rows)
+        if format == "csv"
+        else _jsonl_writer(stream, store, shards, whole=format == "json")
     )
     done = 0
     if progress is not None:
         progress(0, total)
     for side in sides:
-        found = store.iter_tasks(f, include_shards=True, archived=side, batch_size=batch_size)
-        for task, task_shards in found if with_shards else _no_shards(store, f, side, batch_size):
+        found = store.iter_tasks(
+            f, include_shards=True, archived=side, batch_size=batch_size, on_corrupt=on_corrupt
+        )
+        plain = _no_shards(store, f, side, batch_size, on_corrupt)
+        for task, task_shards in found if with_shards else plain:
             report.rows += writer(task, task_shards)
             report.shards += len(task_shards)
             if side:
@@ -151,22 +172,27 @@ def export_tasks(
                 progress(done, total)
     if progress is not None:
         progress(done, max(done, total))
+    if format == "json":
+        stream.write("\n]}\n" if done else "]}\n")
     stream.flush()
     report.seconds = time.perf_counter() - started
     return report
 
 
 def _no_shards(
-    store: TaskStore, f: TaskFilter, archived: bool, batch_size: int
+    store: TaskStore, f: TaskFilter, archived: bool, batch_size: int, on_corrupt: OnCorrupt | None
 ) -> Iterator[tuple[TaskInfo, list[TaskShard]]]:
-    for task in store.iter_tasks(f, archived=archived, batch_size=batch_size):
+    found = store.iter_tasks(f, archived=archived, batch_size=batch_size, on_corrupt=on_corrupt)
+    for task in found:
         yield task, []
 
 
 Writer = Callable[[TaskInfo, list[TaskShard]], int]
 
 
-def _jsonl_writer(stream: IO[str], store: TaskStore, shards: bool) -> Writer:
+def _jsonl_writer(stream: IO[str], store: TaskStore, shards: bool, *, whole: bool) -> Writer:
+    """One line per task (JSONL), or with ``whole`` the items of one JSON document's
+    ``tasks`` list (its closing brackets are written by :func:`export_tasks`)."""
     header = {
         HEADER_KEY: EXPORT_FORMAT,
         "schema_version": CURRENT_SCHEMA_VERSION,
@@ -174,13 +200,19 @@ def _jsonl_writer(stream: IO[str], store: TaskStore, shards: bool) -> Writer:
         "source": store.location,
         "shards": shards,
     }
-    stream.write(json.dumps(header) + "\n")
+    stream.write(json.dumps(header)[:-1] + ', "tasks": [' if whole else json.dumps(header) + "\n")
+    first = [True]
 
     def write(task: TaskInfo, task_shards: list[TaskShard]) -> int:
         line: dict[str, Any] = {"task": task.to_dict()}
         if shards:
             line["shards"] = [shard.to_dict() for shard in task_shards]
-        stream.write(dump_jsonable(to_jsonable(line, task.task_id)) + "\n")
+        text = dump_jsonable(to_jsonable(line, task.task_id))
+        if whole:
+            stream.write(("\n" if first[0] else ",\n") + text)
+            first[0] = False
+        else:
+            stream.write(text + "\n")
         return 1
 
     return write
@@ -203,15 +235,50 @@ def _csv_writer(stream: IO[str], rows: CsvRows) -> Writer:
                 data = shard.to_dict() | {"task_id": shard.uniqc_task_id}
                 out.writerow(["" if data[c] is None else data[c] for c in SHARD_COLUMNS])
             return len(task_shards)
-        results = circuit_results(task, task_shards)
-        for index, result in enumerate(results):
-            name = task.name or ""
+        circuits = _circuit_rows(task, task_shards)
+        for index, result, error in circuits:
             out.writerow(
-                [task.task_id, name, task.backend, task.status.value, index, json_cell(result)]
+                [
+                    task.task_id,
+                    task.name or "",
+                    task.backend,
+                    task.status.value,
+                    "" if index is None else index,
+                    json_cell(result),
+                    error or "",
+                ]
             )
-        return len(results)
+        return len(circuits)
 
     return write
+
+
+def _circuit_rows(
+    task: TaskInfo, shards: list[TaskShard]
+) -> list[tuple[int | None, Any, str | None]]:
+    """``(circuit, result, error)`` per circuit: every circuit the shards cover, those
+    without a result with their shard's error (or the task's); a task with neither
+    results nor shards but an error (or a failed or cancelled status) as one row
+    without a circuit, so failures are not left out of a per-circuit export."""
+    if shards and (task.result is None or any(s.result is not None for s in shards)):
+        try:
+            results = assemble_results(shards, allow_missing=True)
+        except ShardLayoutError:
+            pass
+        else:
+            errors: dict[int, str | None] = {}
+            for shard in shards:
+                for circuit in range(
+                    shard.sub_index_offset, shard.sub_index_offset + shard.circuit_count
+                ):
+                    errors[circuit] = shard.error_message or task.error_message
+            return [(i, r, errors.get(i) if r is None else None) for i, r in enumerate(results)]
+    results = circuit_results(task, shards)
+    if results:
+        return [(i, r, None) for i, r in enumerate(results)]
+    if task.error_message or task.status.value in ("failed", "cancelled"):
+        return [(None, None, task.error_message or task.status.value)]
+    return []
 
 
 def circuit_results(task: TaskInfo, shards: list[TaskShard]) -> list[Any]:
@@ -367,6 +434,12 @@ def _import_batch(store: TaskStore, batch: list[_Entry], report: ImportReport) -
         counts = []
         for archived, side in ((False, LIVE), (True, ARCHIVED)):
             counts.extend(_insert_new(conn, side, rows[archived], present))
+        # Last, after every insert (MariaDB's commit tick is then held for the commit).
+        now = utc_now()
+        sides: tuple[tuple[bool, change_log.Kind], ...] = ((False, "saved"), (True, "archived"))
+        for archived, kind in sides:
+            added = [row["task_id"] for row in rows[archived][0] if row["task_id"] not in present]
+            change_log.record(conn, kind, added, now)
         return counts
 
     counts = store._db.write(work)
@@ -414,6 +487,4 @@ def _insert_new(conn: Connection, side: TaskTables, rows: _Rows, present: set[st
         if new:
             conn.execute(insert(table), new)
         counts.append(len(new))
-    added = [row["task_id"] for row in task_rows if row["task_id"] not in present]
-    change_log.record(conn, "archived" if side is ARCHIVED else "saved", added, utc_now())
     return counts

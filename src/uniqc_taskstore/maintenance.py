@@ -9,11 +9,12 @@ unwritable, server down, driver missing), each problem with the command that fix
 
 from __future__ import annotations
 
+import itertools
 import os
 import shlex
 import stat
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +32,7 @@ from .backends.sqlite import (
     SqliteBackend,
     check_header,
     copy_database,
+    copy_is_intact,
     migration_backups,
 )
 from .changes import DEFAULT_RETENTION
@@ -204,26 +206,40 @@ def backup(store: TaskStore, dest: str | os.PathLike[str]) -> BackupReport:
             "uniqc-tasks export (exchange.export_tasks) instead"
         )
     target = Path(dest).expanduser()
-    if target.is_dir():
-        target = target / f"tasks-{utc_now()[:19].replace(':', '')}Z.sqlite"
-    if target.exists() or target.is_symlink():
+    into_directory = target.is_dir()
+    names = _backup_names(target) if into_directory else iter([target])
+    target = next(names)
+    if not into_directory and (target.exists() or target.is_symlink()):
         raise InvalidInputError(
             "dest", str(target), "exists; a backup never replaces a file, choose a new name"
         )
     if not target.parent.is_dir():
         raise InvalidInputError("dest", str(target), "its directory does not exist")
     started = time.perf_counter()
-    try:
-        copy_database(source, target, timeout=backend.busy.timeout)
-    except FileExistsError:
-        raise InvalidInputError(
-            "dest", str(target), "exists; a backup never replaces a file, choose a new name"
-        ) from None
-    except OSError as exc:
-        raise InvalidInputError(
-            "dest", str(target), f"cannot be written ({exc.strerror})"
-        ) from None
+    while True:
+        try:
+            copy_database(source, target, timeout=backend.busy.timeout)
+            break
+        except FileExistsError:
+            if not into_directory:
+                raise InvalidInputError(
+                    "dest", str(target), "exists; a backup never replaces a file, choose a new name"
+                ) from None
+            target = next(names)  # another backup took this second's name: the next one
+        except OSError as exc:
+            raise InvalidInputError(
+                "dest", str(target), f"cannot be written ({exc.strerror})"
+            ) from None
     return BackupReport(target, target.stat().st_size, time.perf_counter() - started)
+
+
+def _backup_names(directory: Path) -> Iterator[Path]:
+    """``tasks-<UTC time>Z.sqlite`` in ``directory``, then ``...Z-2.sqlite``, ``-3``,
+    ... for backups started within the same second."""
+    stamp = utc_now()[:19].replace(":", "")
+    yield directory / f"tasks-{stamp}Z.sqlite"
+    for n in itertools.count(2):
+        yield directory / f"tasks-{stamp}Z-{n}.sqlite"
 
 
 def server_backup_error(
@@ -525,11 +541,18 @@ def _failure(name: str, exc: TaskStoreError, path: Path | None) -> Check:
 def _restore_fix(path: Path) -> str:
     quoted = shlex.quote(str(path))
     copies = migration_backups(path)
-    if copies:
-        restore = f"cp {shlex.quote(str(copies[-1]))} {quoted}"
+    intact = next((copy for copy in reversed(copies) if copy_is_intact(copy)), None)
+    salvage = f"sqlite3 {quoted}.damaged .recover | sqlite3 {quoted}"
+    if intact is not None:
+        restore = f"cp {shlex.quote(str(intact))} {quoted}"
     else:
-        salvage = f"sqlite3 {quoted}.damaged .recover | sqlite3 {quoted}"
-        restore = f"cp <your backup> {quoted} (or salvage what is left: {salvage})"
+        damaged = (
+            f"; the {len(copies)} kept before migrations fail integrity_check" if copies else ""
+        )
+        restore = (
+            f"cp <your backup> {quoted} once uniqc-tasks doctor --url sqlite:///<your backup> "
+            f"finds it intact (or salvage what is left: {salvage}){damaged}"
+        )
     sidecars = " ".join(shlex.quote(str(path) + s) for s in SIDECAR_SUFFIXES)
     return f"stop every writer, mv {quoted} {quoted}.damaged, rm -f {sidecars}, then {restore}"
 

@@ -45,6 +45,7 @@ from .model import (
     TaskShard,
     TaskSummary,
     coerce_status,
+    validate_callback,
     validate_count,
     validate_cursor,
     validate_flag,
@@ -312,14 +313,18 @@ def iter_tasks(
     include_shards: bool,
     include_results: bool,
     batch_size: int,
+    on_corrupt: Callable[[CorruptRowError], object] | None = None,
 ) -> Iterator[TaskInfo | tuple[TaskInfo, list[TaskShard]]]:
     """Every matching task in ``sort`` order, ``batch_size`` (1 to 2**31 - 1) at a time,
     each batch read in its own short transaction; with ``include_shards``, ``(task,
-    shards)`` pairs. The arguments are checked now, not when the first task is read."""
+    shards)`` pairs. A row that cannot be read raises :class:`CorruptRowError`, or, with
+    ``on_corrupt``, is skipped and handed to it. The arguments are checked now, not
+    when the first task is read."""
     validate_count(batch_size, "batch_size", 1)
     validate_flag(include_shards, "include_shards")
     validate_flag(include_results, "include_results")
-    return _iter_tasks(db, side, f, sort, include_shards, include_results, batch_size)
+    validate_callback(on_corrupt, "on_corrupt")
+    return _iter_tasks(db, side, f, sort, include_shards, include_results, batch_size, on_corrupt)
 
 
 def _iter_tasks(
@@ -330,6 +335,7 @@ def _iter_tasks(
     include_shards: bool,
     include_results: bool,
     batch_size: int,
+    on_corrupt: Callable[[CorruptRowError], object] | None,
 ) -> Iterator[TaskInfo | tuple[TaskInfo, list[TaskShard]]]:
     position: Position | None = None
     while True:
@@ -342,17 +348,27 @@ def _iter_tasks(
             position=position,
         )
 
-        def batch(conn: Connection, stmt: Select[Any] = stmt) -> tuple[list[TaskInfo], Any]:
-            found = read_tasks(conn, side, stmt)
+        def batch(
+            conn: Connection, stmt: Select[Any] = stmt
+        ) -> tuple[list[TaskInfo], Any, int, Any]:
+            rows = conn.execute(stmt).mappings().all()
+            # A row skipped by on_corrupt still moves the keyset on past it.
+            last = (rows[-1][sort.order_by], rows[-1]["task_id"]) if rows else None
+            found = tasks_of_rows(conn, side, rows, on_corrupt)
             shards = shards_of(conn, side, [t.task_id for t in found]) if include_shards else {}
-            return found, shards
+            return found, shards, len(rows), last
 
-        found, shards = db.read(batch)
+        found, shards, read, last = db.read(batch)
         for task in found:
             yield (task, shards.get(task.task_id, [])) if include_shards else task
-        if len(found) < batch_size:
+        if read < batch_size or last is None:
             return
-        position = sort.key(found[-1])
+        if isinstance(last[0], str):
+            position = last
+        elif found:  # an unreadable sort key: resume after the last good row
+            position = sort.key(found[-1])
+        else:
+            raise CorruptRowError(side.tasks.name, last[1], sort.order_by, "unreadable sort key")
 
 
 def shards_of(

@@ -423,6 +423,7 @@ class TaskStore:
         descending: bool = True,
         archived: bool = False,
         batch_size: int = 500,
+        on_corrupt: OnCorrupt | None = None,
         **criteria: Unpack[FilterArgs],
     ) -> Iterator[TaskInfo]: ...
 
@@ -437,6 +438,7 @@ class TaskStore:
         descending: bool = True,
         archived: bool = False,
         batch_size: int = 500,
+        on_corrupt: OnCorrupt | None = None,
         **criteria: Unpack[FilterArgs],
     ) -> Iterator[tuple[TaskInfo, builtins.list[TaskShard]]]: ...
 
@@ -450,13 +452,15 @@ class TaskStore:
         descending: bool = True,
         archived: bool = False,
         batch_size: int = 500,
+        on_corrupt: OnCorrupt | None = None,
         **criteria: Unpack[FilterArgs],
     ) -> Iterator[Any]:
         """Every matching task in order, read ``batch_size`` at a time by keyset (each
         batch its own short read), so memory stays flat over millions of rows. With
         ``include_shards=True`` it yields ``(task, shards)`` pairs. The arguments are
         checked when it is called (:class:`InvalidInputError`, e.g. for a ``batch_size``
-        outside 1 to 2**31 - 1), not when the first task is read."""
+        outside 1 to 2**31 - 1), not when the first task is read. ``on_corrupt`` as in
+        :meth:`list`."""
         return queries.iter_tasks(
             self._db,
             _side(archived),
@@ -465,6 +469,7 @@ class TaskStore:
             include_shards=include_shards,
             include_results=include_results,
             batch_size=batch_size,
+            on_corrupt=on_corrupt,
         )
 
     def delete(self, task_id: str) -> bool:

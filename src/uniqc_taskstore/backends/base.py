@@ -169,6 +169,9 @@ class Backend(ABC):
     and switching autocommit on and off would cost two round trips."""
     """Lock waits and attempts; :class:`~uniqc_taskstore.engine.Database` sets it from
     the environment before the engine is made."""
+    snapshot_options: ClassVar[dict[str, Any]] = {}
+    """Execution options for a connection whose next transaction is a snapshot read
+    (:meth:`Database.read`), applied before it begins. None here."""
     writes_on_driver: ClassVar[bool] = False
     """Whether the hot write paths may run on the driver connection, in a transaction
     begun with :attr:`begin_write_sql` and ended by ``COMMIT``
@@ -208,6 +211,13 @@ class Backend(ABC):
         """Something to wait on for the next committed change (PostgreSQL: ``LISTEN``),
         or None where waiting means probing at an interval."""
         return None
+
+    def begin_snapshot(self, conn: Connection) -> None:
+        """Make the read transaction just begun on ``conn`` (with
+        :attr:`snapshot_options`) read one snapshot: every statement of it sees the
+        same committed state. Here nothing is needed: SQLite's ``BEGIN`` (deferred)
+        takes its snapshot at the first read and keeps it until the transaction ends
+        (WAL readers never wait for writers)."""
 
     def after_commit(self, conn: Connection) -> None:
         """Called after a transaction of ours on ``conn`` committed, just before the

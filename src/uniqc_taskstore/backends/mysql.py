@@ -107,6 +107,21 @@ class MysqlBackend(ServerBackend):
             return
         dbapi_conn.rollback()
 
+    def begin_snapshot(self, conn: Connection) -> None:
+        """``START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY`` at REPEATABLE READ
+        for this transaction only (the session stays READ COMMITTED for writes): the
+        snapshot is taken now, not at the first read. One round trip on our own
+        engines' connections (several statements per query), two on a caller's."""
+        dbapi_conn: Any = conn.connection.driver_connection
+        statements: Sequence[str] = _SNAPSHOT
+        if self.url.get_driver_name() == "pymysql" and _multi_statements(dbapi_conn):
+            statements = (";\n".join(_SNAPSHOT),)
+        with driver_errors(conn.dialect, statements[0]), dbapi_conn.cursor() as cursor:
+            for text in statements:
+                cursor.execute(text)
+                while cursor.nextset():
+                    pass
+
     def after_commit(self, conn: Connection) -> None:
         if self._resets_on_return:
             conn.connection.info[_ENDED] = True
@@ -236,10 +251,8 @@ class _MultiStatement(DriverBatch):
     statements go one by one: the same transaction, more round trips."""
 
     def __init__(self, conn: Any) -> None:
-        from pymysql.constants import CLIENT
-
         self._conn = conn
-        self._together = bool(conn.client_flag & CLIENT.MULTI_STATEMENTS)
+        self._together = _multi_statements(conn)
         self._begun = False
 
     def send(self, steps: Sequence[Step], *, commit: bool = False) -> list[Outcome]:
@@ -277,6 +290,20 @@ class _MultiStatement(DriverBatch):
         if not self.finished:
             self._conn.rollback()
             self.finished = True
+
+
+_SNAPSHOT = (
+    "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+    "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY",
+)
+"""How :meth:`MysqlBackend.begin_snapshot` opens a snapshot read."""
+
+
+def _multi_statements(dbapi_conn: Any) -> bool:
+    """Whether the connection was opened with ``CLIENT.MULTI_STATEMENTS``."""
+    from pymysql.constants import CLIENT
+
+    return bool(getattr(dbapi_conn, "client_flag", 0) & CLIENT.MULTI_STATEMENTS)
 
 
 _BEGIN = ("SET TRANSACTION ISOLATION LEVEL READ COMMITTED", "START TRANSACTION")

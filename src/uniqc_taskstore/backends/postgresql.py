@@ -61,6 +61,13 @@ class PostgresBackend(ServerBackend):
     # psycopg sends BEGIN before the first statement and COMMIT after: two round trips
     # a lone SELECT does not need. Autocommit is a client-side flag, set without one.
     single_statement_options: ClassVar[dict[str, Any]] = {"isolation_level": "AUTOCOMMIT"}
+    # A snapshot read: BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY, in the same
+    # round trip as plain BEGIN (both are client-side flags of the driver). A read-only
+    # REPEATABLE READ transaction never fails with a serialization error.
+    snapshot_options: ClassVar[dict[str, Any]] = {
+        "isolation_level": "REPEATABLE READ",
+        "postgresql_readonly": True,
+    }
 
     def __init__(self, url: str | URL, *, schema: str | None = None) -> None:
         super().__init__(url)

@@ -17,6 +17,8 @@ import re
 import sqlite3
 import stat
 import struct
+import tempfile
+import time
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -399,20 +401,49 @@ def check_header(path: Path) -> None:
     (app_id,) = struct.unpack(">I", header[68:72])
     if app_id not in (0, APPLICATION_ID):
         raise refuse_foreign(str(path), f"has application_id {app_id:#010x}")
+    _check_whole_pages(path, header)
+
+
+def _check_whole_pages(path: Path, header: bytes) -> None:
+    """A SQLite file is a whole number of pages; one that is not was cut short (a copy
+    that ran out of space, a backup one byte short), and SQLite would read the missing
+    bytes as zeros without a word. Looked at twice, a moment apart, so a file another
+    process is growing page by page is not mistaken for a cut one."""
+    (size_field,) = struct.unpack(">H", header[16:18])
+    page_size = 65536 if size_field == 1 else size_field
+    if page_size < 512 or page_size & (page_size - 1):
+        return  # not a valid page size: SQLite itself says the file is not a database
+    for attempt in range(2):
+        try:
+            size = path.stat().st_size
+        except OSError:
+            return
+        if size % page_size == 0:
+            return
+        if attempt == 0:
+            time.sleep(0.05)
+    raise CorruptDatabaseError(
+        f"{path} is damaged: {size:,} bytes is not a whole number of {page_size:,}-byte "
+        "pages, so it was cut short (an incomplete copy?); it was left untouched. Restore "
+        "it from a backup that uniqc-tasks doctor finds intact, or move it aside to start "
+        "afresh."
+    )
 
 
 def copy_database(source: Path, target: Path, *, timeout: float = 10.0) -> None:
     """Copy the SQLite database ``source`` to a new file ``target`` (mode 0600) with
     SQLite's online backup API: one read transaction, so the copy is a consistent
-    snapshot while other connections go on writing. The copy is written as
-    ``target.partial``, checked with ``quick_check``, synced, then renamed; it uses a
-    rollback journal, so it is one self-contained file. ``FileExistsError`` if
-    ``target`` exists; nothing is left behind on failure."""
+    snapshot while other connections go on writing. The copy is written under a name of
+    its own beside ``target`` (``.<target name>.<random>.partial``, so neither a
+    leftover of a crashed copy nor a copy running beside it is in the way), checked
+    with ``integrity_check``, synced, then linked to ``target`` only if that name is
+    still free; it uses a rollback journal, so it is one self-contained file.
+    ``FileExistsError`` if ``target`` exists; nothing is left behind on failure."""
     if target.exists() or target.is_symlink():
         raise FileExistsError(errno.EEXIST, "file exists", str(target))
-    partial = target.with_name(target.name + ".partial")
-    fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600)
-    os.close(fd)
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    os.close(fd)  # mkstemp: O_EXCL, mode 0600
+    partial = Path(name)
     try:
         src = sqlite3.connect(source, timeout=timeout, isolation_level=None)
         try:
@@ -420,7 +451,7 @@ def copy_database(source: Path, target: Path, *, timeout: float = 10.0) -> None:
             try:
                 src.backup(dst)  # pages=-1: the whole file in one step, one snapshot
                 dst.execute("PRAGMA journal_mode = DELETE")
-                problems = [row[0] for row in dst.execute("PRAGMA quick_check")]
+                problems = [row[0] for row in dst.execute("PRAGMA integrity_check")]
             finally:
                 dst.close()
         finally:
@@ -435,13 +466,37 @@ def copy_database(source: Path, target: Path, *, timeout: float = 10.0) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-        if target.exists():
-            raise FileExistsError(errno.EEXIST, "file exists", str(target))
-        os.replace(partial, target)
-    except BaseException:
+        _rename_without_replacing(partial, target)
+    finally:
         for leftover in (partial, *(_sidecar(partial, s) for s in SIDECAR_SUFFIXES)):
             leftover.unlink(missing_ok=True)
+
+
+def _rename_without_replacing(partial: Path, target: Path) -> None:
+    """Give ``partial`` the name ``target`` unless a file took that name meanwhile
+    (``FileExistsError``): a hard link is created only where the name is free. Where
+    the file system has no hard links, check then rename."""
+    try:
+        os.link(partial, target)
+    except FileExistsError:
         raise
+    except OSError:
+        if target.exists() or target.is_symlink():
+            raise FileExistsError(errno.EEXIST, "file exists", str(target)) from None
+        os.replace(partial, target)
+
+
+def copy_is_intact(path: Path) -> bool:
+    """Whether a copy of a store (a backup, or one kept before a migration) is a whole
+    SQLite file of ours that passes ``PRAGMA integrity_check``, read without writing.
+    ``quick_check`` is not enough: a copy one byte short passes it."""
+    try:
+        check_header(path)
+        with _read_only_connection(path, 1.0) as conn:
+            problems = list(conn.exec_driver_sql("PRAGMA integrity_check").scalars())
+    except (DatabaseError, DBAPIError, OSError):
+        return False
+    return problems == ["ok"]
 
 
 def migration_backups(path: Path) -> list[Path]:

@@ -19,7 +19,7 @@ import click
 
 from .. import __version__
 from ..errors import DatabaseBusyError, DatabaseError, StoreNotFoundError, TaskStoreError
-from . import changes, demo, inspect, manage, transfer
+from . import changes, completion, demo, inspect, manage, transfer
 from . import maintenance as maintenance_commands
 from .options import Interrupted, common_options
 from .output import OutputError, flush
@@ -112,7 +112,12 @@ def cli() -> None:
 cli.add_command(demo.demo_command)
 for _command in (*inspect.COMMANDS, *transfer.COMMANDS):
     cli.add_command(_command)
-for _command in (*manage.COMMANDS, *maintenance_commands.COMMANDS, *changes.COMMANDS):
+for _command in (
+    *manage.COMMANDS,
+    *maintenance_commands.COMMANDS,
+    *completion.COMMANDS,
+    *changes.COMMANDS,
+):
     cli.add_command(_command)
 
 

@@ -54,7 +54,7 @@ def demo_command(circuits: int, max_batch: int) -> None:
         f"cut into {len(shards)} platform jobs of at most {max_batch}; "
         f"finished after {polls} polls.\n"
     )
-    output.tasks_table(recent)
+    output.tasks_table(recent, output.task_columns(recent))
     output.line()
     output.shards_table(shards)
     output.line("\nPer-circuit results in submission order:")

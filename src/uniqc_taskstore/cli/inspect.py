@@ -12,19 +12,58 @@ from typing import Any
 
 import click
 
-from ..errors import ShardLayoutError, TaskNotFoundError
+from ..errors import CorruptRowError, ShardLayoutError, TaskNotFoundError
 from ..filters import SORT_COLUMNS, OrderBy, TaskFilter
 from ..model import TaskInfo, TaskShard, TaskStatus
 from ..sharding import assemble_results
 from ..store import TaskStore
 from . import output
-from .filter_options import filter_options
+from .completion import complete_task_ids
+from .filter_options import filter_options, skip_corrupt_option
 from .options import Interrupted, common_options, open_store
 
 DEFAULT_LIMIT = 50
 
 
-@click.command("list")
+LIST_COLUMNS = {
+    "task": "task_id",
+    "status": "status",
+    "backend": "backend",
+    "name": "name",
+    "shots": "shots",
+    "submitted": "submit_time",
+    "updated": "update_time",
+    "archived": "archived_at",
+    "tags": "tags",
+    "error": "error_message",
+}
+"""``--columns`` names (the table's headers, lower case) and the field each shows."""
+
+
+def _columns_option(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    if value is None:
+        return None
+    fields = {v: v for v in LIST_COLUMNS.values()}
+    chosen = []
+    for part in value.split(","):
+        name = part.strip().lower()
+        if name not in LIST_COLUMNS and name not in fields:
+            raise click.BadParameter(
+                f"{part.strip()!r} is not a column; choose from {', '.join(LIST_COLUMNS)}",
+                ctx=ctx,
+                param=param,
+            )
+        chosen.append(LIST_COLUMNS.get(name, name))
+    return list(dict.fromkeys(chosen))
+
+
+@click.command(
+    "list",
+    epilog="Tables show the newest 50 (-n N, or --all). --json, --jsonl, --format csv "
+    "and -q print every matching task, streamed in flat memory, unless -n is given; "
+    "when -n leaves tasks out, stderr says how many. Example: uniqc-tasks list "
+    "--status failed --since yesterday -q | uniqc-tasks archive - --yes",
+)
 @filter_options
 @click.option(
     "--sort",
@@ -35,54 +74,122 @@ DEFAULT_LIMIT = 50
 )
 @click.option("--asc", is_flag=True, help="Oldest first instead of newest first.")
 @click.option(
+    "-n",
     "--limit",
     type=click.IntRange(min=1),
-    default=DEFAULT_LIMIT,
-    show_default=True,
-    help="Show at most this many tasks.",
+    default=None,
+    help=f"Show at most this many tasks [default: {DEFAULT_LIMIT} in a table, all otherwise].",
 )
-@click.option("--all", "show_all", is_flag=True, help="Show every matching task (no --limit).")
+@click.option("--all", "show_all", is_flag=True, help="Show every matching task (not with -n).")
 @click.option("--archived", is_flag=True, help="List the archive instead of live tasks.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only task ids, one per line.")
+@click.option(
+    "--columns",
+    metavar="COL[,COL...]",
+    callback=_columns_option,
+    help=f"Only these columns/fields, in this order: {', '.join(LIST_COLUMNS)}.",
+)
+@click.option("--no-pager", is_flag=True, help="Never page a long table on a terminal.")
+@skip_corrupt_option
 @common_options
 def list_command(
     task_filter: TaskFilter,
     sort: OrderBy,
     asc: bool,
-    limit: int,
+    limit: int | None,
     show_all: bool,
     archived: bool,
+    quiet: bool,
+    columns: list[str] | None,
+    no_pager: bool,
+    skip_corrupt: bool,
 ) -> None:
     """Tasks, newest first (without their results).
 
-    After the table, stderr says how many were shown of how many matched.
+    After a table, stderr says how many were shown of how many matched.
     """
+    if show_all and limit is not None:
+        raise click.UsageError("--all shows every task and -n/--limit caps them; give one")
+    if quiet and (output.wants_json() or columns):
+        raise click.UsageError(
+            "-q prints only ids; it goes without --json, --jsonl, --format and --columns"
+        )
+    skipped = output.CorruptCounter() if skip_corrupt else None
+    everything = show_all or (limit is None and (quiet or output.wants_json()))
+    shown = None if everything else (limit or DEFAULT_LIMIT)
+    kind = "archived tasks" if archived else "tasks"
     with open_store(create=False) as store:
-        fetch = store.list_archived if archived else store.list
         count = store.count_archived if archived else store.count
+        if shown is None:
+            found = store.iter_tasks(
+                task_filter,
+                include_results=False,
+                order_by=sort,
+                descending=not asc,
+                archived=archived,
+                on_corrupt=skipped,
+            )
+            if quiet:
+                for task in found:
+                    output.line(task.task_id)
+            elif output.wants_json():
+                output.emit_stream(_summary(t, columns) for t in found)
+            else:
+                tasks = list(found)
+                _print_tasks(tasks, sort, archived, columns, no_pager)
+                output.note(f"{len(tasks):,} of {len(tasks):,} {kind}")
+            if skipped is not None:
+                skipped.report()
+            return
+        fetch = store.list_archived if archived else store.list
         tasks = fetch(
             task_filter,
-            limit=None if show_all else limit,
+            limit=shown,
             include_results=False,
             order_by=sort,
             descending=not asc,
+            on_corrupt=skipped,
         )
-        matched = len(tasks) if show_all or len(tasks) < limit else count(task_filter)
-    if output.wants_json():
-        output.emit([_summary(t) for t in tasks])
-        return
-    output.tasks_table(tasks, updated=sort == "update_time")
-    kind = "archived tasks" if archived else "tasks"
-    more = "; --limit N or --all to see more" if len(tasks) < matched else ""
-    output.note(f"{len(tasks):,} of {matched:,} {kind}{more}")
+        read = len(tasks) + (len(skipped.keys) if skipped is not None else 0)
+        matched = read if read < shown else count(task_filter)
+    if quiet:
+        for task in tasks:
+            output.line(task.task_id)
+    elif output.wants_json():
+        output.emit_stream(_summary(t, columns) for t in tasks)
+    else:
+        _print_tasks(tasks, sort, archived, columns, no_pager)
+    if skipped is not None:
+        skipped.report()
+    left_out = matched - read
+    if not (quiet or output.wants_json()):
+        more = "; -n/--limit N or --all to see more" if left_out > 0 else ""
+        output.note(f"{len(tasks):,} of {matched:,} {kind}{more}")
+    elif left_out > 0:
+        output.note(f"{left_out:,} more {kind} match; -n/--limit N or --all to see them")
+
+
+def _print_tasks(
+    tasks: Sequence[TaskInfo],
+    sort: str,
+    archived: bool,
+    columns: list[str] | None,
+    no_pager: bool,
+) -> None:
+    if columns is None:
+        columns = output.task_columns(tasks, updated=sort == "update_time", archived=archived)
+    output.tasks_table(tasks, columns, page=not no_pager)
 
 
 @click.command("show")
-@click.argument("task_id")
+@click.argument("task_id", shell_complete=complete_task_ids)
+@skip_corrupt_option
 @common_options
-def show_command(task_id: str) -> None:
-    """One task in full, live or archived."""
+def show_command(task_id: str, skip_corrupt: bool) -> None:
+    """One task in full, live or archived (absent values print as null)."""
+    skipped = output.CorruptCounter() if skip_corrupt else None
     with open_store(create=False) as store:
-        task = _find(store, task_id)
+        task = _find(store, task_id, skipped)
     if output.wants_json():
         output.emit(task.to_dict())
     else:
@@ -90,7 +197,7 @@ def show_command(task_id: str) -> None:
 
 
 @click.command("shards")
-@click.argument("task_id")
+@click.argument("task_id", shell_complete=complete_task_ids)
 @common_options
 def shards_command(task_id: str) -> None:
     """A task's platform jobs, in shard order."""
@@ -107,8 +214,23 @@ def shards_command(task_id: str) -> None:
         output.shards_table(shards)
 
 
-def _find(store: TaskStore, task_id: str) -> TaskInfo:
-    task = store.get(task_id) or store.get_archived(task_id)
+def _find(store: TaskStore, task_id: str, skipped: output.CorruptCounter | None = None) -> TaskInfo:
+    task = None
+    for read in (store.get, store.get_archived):
+        try:
+            task = read(task_id)
+        except CorruptRowError as exc:
+            if skipped is None:
+                raise
+            skipped(exc)
+        if task is not None:
+            break
+    if task is None and skipped is not None and skipped.keys:
+        skipped.report()
+        raise TaskNotFoundError(
+            f"task {task_id!r} cannot be read; `uniqc-tasks doctor` says what is wrong with "
+            f"it, `uniqc-tasks delete {task_id}` removes it"
+        )
     if task is None:
         raise TaskNotFoundError(
             f"no task {task_id!r} in {store.location}; `uniqc-tasks list` shows the ids there"
@@ -116,10 +238,10 @@ def _find(store: TaskStore, task_id: str) -> TaskInfo:
     return task
 
 
-def _summary(task: TaskInfo) -> dict[str, Any]:
+def _summary(task: TaskInfo, columns: list[str] | None = None) -> dict[str, Any]:
     data = task.to_dict()
     del data["result"]
-    return data
+    return data if columns is None else {c: data[c] for c in columns}
 
 
 @click.command("find")
@@ -329,6 +451,8 @@ def stats_command(task_filter: TaskFilter, archived: bool) -> None:
     statuses: dict[str, int] = {
         s.value: by_status[s.value] for s in TaskStatus if s.value in by_status
     }
+    # Rows whose status is none of ours cannot be read as tasks: counted, not hidden.
+    unreadable = total - sum(statuses.values())
     backends = dict(sorted(by_backend.items(), key=lambda item: (-item[1], item[0])))
     first = oldest[0] if oldest else None
     if output.wants_json():
@@ -337,6 +461,7 @@ def stats_command(task_filter: TaskFilter, archived: bool) -> None:
                 "tasks": total,
                 "archive": archived,
                 "by_status": statuses,
+                "unreadable": unreadable,
                 "by_backend": backends,
                 "live_tasks": other_side if archived else total,
                 "archived_tasks": total if archived else other_side,
@@ -357,7 +482,7 @@ def stats_command(task_filter: TaskFilter, archived: bool) -> None:
     kind, other = ("archived tasks", "live") if archived else ("tasks", "archived")
     output.line(f"{total:,} {kind} ({other}: {other_side:,})")
     output.line()
-    output.bar_table("STATUS", statuses, total)
+    output.bar_table("STATUS", statuses | ({"unreadable": unreadable} if unreadable else {}), total)
     output.line()
     output.bar_table("BACKEND", backends, total)
     output.line()
@@ -369,6 +494,11 @@ def stats_command(task_filter: TaskFilter, archived: bool) -> None:
     elif not archived:
         output.line("oldest unfinished: none")
     output.line(f"store size: {_size(size)}")
+    if unreadable:
+        output.note(
+            f"uniqc-tasks: {unreadable:,} {'row has' if unreadable == 1 else 'rows have'} a "
+            "status that cannot be read; `uniqc-tasks doctor` names them"
+        )
 
 
 def _ago(timestamp: str) -> str:
@@ -421,10 +551,16 @@ def watch_command(
     Watches the IDs given, or else the tasks matching the filters when it starts
     (without filters: every pending or running task). On a terminal it shows a
     table that updates in place; otherwise it prints each task's status once, then a
-    line `ID OLD -> NEW` per change. Exits 0 when all have finished, 130 on Ctrl-C.
+    line `ID OLD -> NEW` per change (--jsonl: one JSON object per status seen).
+    Exits 0 when all have finished, 130 on Ctrl-C.
     """
     if task_ids and task_filter != TaskFilter():
         raise click.UsageError("give task ids or filters, not both")
+    if output.output_format() in ("json", "csv"):
+        raise click.UsageError(
+            "watch prints a stream of changes, not one document; use --jsonl for one JSON "
+            "object per change"
+        )
     with open_store(create=False) as store:
         if task_ids:
             ids = list(dict.fromkeys(task_ids))
@@ -438,12 +574,19 @@ def watch_command(
                     chosen, limit=limit, order_by="submit_time", descending=False
                 )
             ]
+            if len(ids) == limit:
+                matched = store.count(chosen)
+                if matched > limit:
+                    output.note(
+                        f"watching the oldest {limit:,} of {matched:,} matching tasks; "
+                        "--limit N to watch more"
+                    )
         if not ids:
             output.note("nothing to watch: no task matches")
             return
         watcher = _Watcher(store, ids)
         try:
-            if sys.stdout.isatty():
+            if sys.stdout.isatty() and not output.wants_json():
                 output.live_watch(watcher.look, watcher.rows, watcher.caption, interval)
             else:
                 _watch_plainly(watcher, interval)
@@ -508,13 +651,22 @@ def _status(task: TaskInfo | None) -> str:
 
 def _watch_plainly(watcher: _Watcher, interval: float) -> None:
     for task_id, task in watcher.tasks.items():
-        output.line(f"{task_id}  {_status(task)}")
+        _said(task_id, None, _status(task))
     output.flush()
     while not watcher.done():
         time.sleep(interval)
         for task_id, (old, new) in watcher.look().items():
-            output.line(f"{task_id}  {old} -> {new}")
+            _said(task_id, old, new)
         output.flush()
+
+
+def _said(task_id: str, old: str | None, new: str) -> None:
+    if output.wants_json():
+        output.emit({"task_id": task_id, "status": new, "previous": old})
+    elif old is None:
+        output.line(f"{task_id}  {new}")
+    else:
+        output.line(f"{task_id}  {old} -> {new}")
 
 
 COMMANDS = (

@@ -17,7 +17,7 @@ import click
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-from ..errors import DatabaseError
+from ..errors import DatabaseError, StoreNotFoundError
 from ..model import TaskStatus
 from ..store import URL_ENV, TaskStore
 
@@ -145,6 +145,10 @@ def check_cache_dir(value: str, *, param: click.Parameter | None = None, what: s
 
 def common_options(command: F) -> F:
     """Add the store and output options to a command (or the group)."""
+    return _store_options(output_options(command))
+
+
+def _store_options(command: F) -> F:
     decorators = [
         click.option(
             "--cache-dir",
@@ -167,6 +171,15 @@ def common_options(command: F) -> F:
             callback=_remember("schema"),
             help="PostgreSQL schema holding the tables (PostgreSQL URLs only).",
         ),
+    ]
+    for decorate in reversed(decorators):
+        command = decorate(command)
+    return command
+
+
+def output_options(command: F) -> F:
+    """Add only the output options (--json, --jsonl, --format) to a command."""
+    decorators = [
         click.option(
             "--json",
             "json_",
@@ -209,27 +222,62 @@ def _chain(
 
 def open_store(*, create: bool) -> TaskStore:
     """The store the options point at. ``create=False`` (commands that only read)
-    opens an existing store and creates nothing."""
+    opens an existing store and creates nothing. A store that is not there is named
+    as the user wrote it, with the option that points elsewhere."""
     found = settings()
     if found.cache_dir is not None and found.url is not None:
         raise click.UsageError("give --cache-dir or --url, not both")
-    url = found.url
+    url, given_by = found.url, "--url"
     if url is None and found.cache_dir is None:
-        url = os.environ.get(URL_ENV) or None
+        url, given_by = os.environ.get(URL_ENV) or None, URL_ENV
         if url is not None:
             check_url(url, what=URL_ENV)
     check_schema(found.schema, url, "--schema")
-    if found.cache_dir is not None:
-        return TaskStore(found.cache_dir, create=create)
-    if url is not None:
-        return store_at(url, found.schema, create=create)
-    return TaskStore(create=create)
+    try:
+        if found.cache_dir is not None:
+            return TaskStore(found.cache_dir, create=create)
+        if url is not None:
+            return store_at(url, found.schema, create=create)
+        return TaskStore(create=create)
+    except StoreNotFoundError:
+        if url is not None:
+            raise StoreNotFoundError(
+                f"no task store at {shown_url(url)} ({given_by}); check the URL, or create "
+                "one with `uniqc-tasks import FILE` or `uniqc-tasks demo`"
+            ) from None
+        if found.cache_dir is not None:
+            raise StoreNotFoundError(
+                f"no task store at {os.path.join(found.cache_dir, 'tasks.sqlite')} "
+                "(--cache-dir); check the directory, or create one with "
+                "`uniqc-tasks import FILE` or `uniqc-tasks demo`"
+            ) from None
+        raise
+
+
+def shown_url(url: str) -> str:
+    """A URL as the user wrote it, with its password masked."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return url
+    if parsed.password is None:
+        return url
+    return parsed.render_as_string(hide_password=True)
+
+
+_FAMILIES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb")
 
 
 def store_at(where: str, schema: str | None, *, create: bool) -> TaskStore:
     """The store at a cache directory or a URL (already checked by :func:`check_url`)."""
     if "://" not in where:
         return TaskStore(where, create=create)
+    family = make_url(where).get_backend_name()
+    if family not in _FAMILIES:
+        raise DatabaseError(
+            f"{shown_url(where)} names a database uniqc-taskstore does not support "
+            f"({family}); use sqlite:///PATH, postgresql://user@host/db or mysql://user@host/db"
+        )
     _check_driver(where)
     return TaskStore.from_url(where, schema=schema, create=create)
 
@@ -273,7 +321,7 @@ def check_schema(schema: str | None, url: str | None, option: str) -> None:
         family = make_url(url).get_backend_name() if url is not None else "sqlite"
     except (ArgumentError, ValueError):
         return  # not a URL at all: opening the store says so
-    if family != "postgresql":
+    if family not in ("postgresql", "postgres"):  # postgres:// is PostgreSQL too
         where = "a SQLite file" if family == "sqlite" else f"a {family} database"
         raise click.UsageError(
             f"{option} applies to PostgreSQL URLs only; the store here is {where}"

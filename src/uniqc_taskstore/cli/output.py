@@ -15,7 +15,7 @@ import csv
 import io
 import json
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -72,6 +72,27 @@ def emit(data: Any) -> None:
         write(json_text(data) + "\n")
 
 
+def emit_stream(items: Iterable[Any]) -> None:
+    """Print items as :func:`emit` prints a list of them, but each as it comes, so a
+    listing of millions of tasks takes flat memory."""
+    fmt = settings().format
+    first = True
+    for item in items:
+        if fmt == "jsonl":
+            write(dump_jsonable(to_jsonable(item, "output")) + "\n")
+        elif fmt == "csv":  # the items share their keys: one header, from the first
+            text = csv_text([item])
+            write(text if first else text.split("\n", 1)[1])
+        else:
+            text = json.dumps(to_jsonable(item, "output"), indent=2, allow_nan=False)
+            write(("[\n" if first else ",\n") + "  " + text.replace("\n", "\n  "))
+        first = False
+    if fmt == "json":
+        write("[]\n" if first else "\n]\n")
+    elif fmt == "csv" and first:
+        write(csv_text([]))
+
+
 def output_format() -> str:
     """``text`` (tables), ``json``, ``jsonl`` or ``csv``."""
     return settings().format
@@ -109,13 +130,47 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+class CorruptCounter:
+    """An ``on_corrupt`` callback for ``--skip-corrupt``: counts the rows skipped, and
+    :meth:`report` says on stderr how many and which."""
+
+    shown = 10
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+
+    def __call__(self, error: Exception) -> None:
+        key = getattr(error, "key", None)
+        self.keys.append(str(key[0] if isinstance(key, tuple) else key))
+
+    def report(self) -> None:
+        if not self.keys:
+            return
+        names = ", ".join(self.keys[: self.shown])
+        more = f" and {len(self.keys) - self.shown:,} more" if len(self.keys) > self.shown else ""
+        note(
+            f"uniqc-tasks: skipped {len(self.keys):,} unreadable "
+            f"{'row' if len(self.keys) == 1 else 'rows'} ({names}{more}); "
+            "`uniqc-tasks doctor` says what is wrong with them"
+        )
+
+
 def note(message: str) -> None:
     """A line for people on stderr, never mixed into the output."""
     sys.stderr.write(message + "\n")
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    """A table: rich on a terminal, plain aligned columns when piped."""
+def table(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    *,
+    foldable: Sequence[str] = (),
+    page: bool = False,
+) -> None:
+    """A table: rich on a terminal (fitted to its width, ``COLUMNS`` if set: the
+    ``foldable`` columns wrap, the others, ids among them, are never cut), plain
+    aligned columns when piped. With ``page``, a table taller than the terminal goes
+    through the pager (``$PAGER``, else less)."""
     if not rows:
         write("(none)\n")
         return
@@ -125,13 +180,21 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
         from rich.table import Table
 
         console = Console(markup=False, emoji=False, highlight=False)
+        folds = [header in foldable for header in headers]
+        needed = sum(min(w, 12) if fold else w for w, fold in zip(widths, folds, strict=True))
         # Ids are copied from tables: when the terminal is too narrow for whole cells,
         # the plain form below lets the terminal wrap lines instead of cutting cells.
-        if sum(widths) + 2 * (len(widths) - 1) <= console.width:
-            rendered = Table(*headers, box=None, header_style="bold", pad_edge=False)
+        if needed + 2 * (len(widths) - 1) <= console.width:
+            rendered = Table(box=None, header_style="bold", pad_edge=False)
+            for header, fold in zip(headers, folds, strict=True):
+                rendered.add_column(header, no_wrap=not fold, overflow="fold")
             for row in rows:
                 rendered.add_row(*row)
-            console.print(rendered)
+            if page and len(rows) + 1 > console.height:
+                with console.pager(styles=False):
+                    console.print(rendered)
+            else:
+                console.print(rendered)
             return
     for cells in (headers, *rows):
         write(
@@ -140,26 +203,56 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
         )
 
 
-def tasks_table(tasks: Sequence[TaskInfo], *, updated: bool = False) -> None:
-    """Tasks, one row each; a NAME column when any has a name, an UPDATED one on request."""
-    named = any(t.name for t in tasks)
-    headers = ["TASK", "STATUS", "BACKEND", *(["NAME"] if named else []), "SHOTS"]
-    headers += ["SUBMITTED (UTC)", *(["UPDATED (UTC)"] if updated else [])]
+_TASK_HEADERS = {
+    "task_id": "TASK",
+    "status": "STATUS",
+    "backend": "BACKEND",
+    "name": "NAME",
+    "shots": "SHOTS",
+    "submit_time": "SUBMITTED (UTC)",
+    "update_time": "UPDATED (UTC)",
+    "archived_at": "ARCHIVED AT (UTC)",
+    "tags": "TAGS",
+    "error_message": "ERROR",
+}
+
+
+def task_columns(
+    tasks: Sequence[TaskInfo], *, updated: bool = False, archived: bool = False
+) -> list[str]:
+    """The fields a task table shows by default: a NAME column when any has a name,
+    UPDATED on request, ARCHIVED AT for the archive."""
+    return [
+        "task_id",
+        "status",
+        "backend",
+        *(["name"] if any(t.name for t in tasks) else []),
+        "shots",
+        "submit_time",
+        *(["update_time"] if updated else []),
+        *(["archived_at"] if archived else []),
+    ]
+
+
+def tasks_table(tasks: Sequence[TaskInfo], columns: Sequence[str], *, page: bool = False) -> None:
+    """Tasks, one row each, with these fields (of :data:`_TASK_HEADERS`) as columns."""
     table(
-        headers,
-        [
-            [
-                t.task_id,
-                t.status.value,
-                t.backend,
-                *([t.name or "-"] if named else []),
-                str(t.shots),
-                t.submit_time[:19],
-                *([t.update_time[:19]] if updated else []),
-            ]
-            for t in tasks
-        ],
+        [_TASK_HEADERS[c] for c in columns],
+        [[_task_cell(t, c) for c in columns] for t in tasks],
+        foldable=("NAME", "BACKEND", "TAGS", "ERROR"),
+        page=page,
     )
+
+
+def _task_cell(task: TaskInfo, column: str) -> str:
+    value = getattr(task, column)
+    if value is None or value == {}:
+        return "-"
+    if column == "tags":
+        return ",".join(f"{k}={v}" for k, v in sorted(value.items()))
+    if column.endswith("_time") or column == "archived_at":
+        return str(value)[:19]
+    return str(getattr(value, "value", value))
 
 
 def shards_table(shards: Sequence[TaskShard]) -> None:
@@ -180,9 +273,10 @@ def shards_table(shards: Sequence[TaskShard]) -> None:
 
 
 def fields(data: dict[str, Any]) -> None:
-    """``name: value`` lines; structured values as standard JSON on one line."""
+    """``name: value`` lines; structured values as standard JSON on one line, and an
+    absent value (None) as ``null`` whichever field it is."""
     for name, value in data.items():
-        if isinstance(value, (dict, list)) or name in ("result", "metadata"):
+        if value is None or isinstance(value, (dict, list)) or name in ("result", "metadata"):
             value = dump_jsonable(to_jsonable(value, name))
         write(f"{name:>13}: {value}\n")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,7 +15,8 @@ from ..exchange import CsvRows, Format, export_tasks, import_tasks
 from ..filters import TaskFilter
 from ..transfer import copy_tasks
 from . import output
-from .filter_options import filter_options
+from .files import output_file, store_files
+from .filter_options import filter_options, skip_corrupt_option
 from .options import (
     Interrupted,
     check_cache_dir,
@@ -24,6 +24,7 @@ from .options import (
     check_url,
     common_options,
     open_store,
+    output_options,
     settings,
     store_at,
 )
@@ -45,7 +46,7 @@ from .options import (
     show_default=True,
     help="Tasks per transaction.",
 )
-@common_options
+@output_options
 def copy_command(
     source: str,
     dest: str,
@@ -58,6 +59,15 @@ def copy_command(
     SOURCE and DEST are cache directories or SQLAlchemy URLs. SOURCE is only read
     and must hold a store; DEST is created if needed.
     """
+    given = settings()
+    for option, value in (("--url", given.url), ("--cache-dir", given.cache_dir)):
+        if value is not None:
+            raise click.UsageError(
+                f"copy takes its stores as SOURCE and DEST arguments, not {option}; "
+                "write: uniqc-tasks copy SOURCE DEST"
+            )
+    if given.schema is not None:
+        raise click.UsageError("copy takes --source-schema and --dest-schema, not --schema")
     for where, schema, name in ((source, source_schema, "SOURCE"), (dest, dest_schema, "DEST")):
         if "://" in where:
             check_url(where, what=name)
@@ -117,11 +127,17 @@ def copy_command(
 
 @click.command(
     "export",
-    epilog="JSONL (the default, or a FILE ending in .jsonl) holds every field of every "
-    "task with its shards and tags, and is read back by uniqc-tasks import. CSV (a FILE "
-    "ending in .csv, or --format csv) is for spreadsheets: one row per task, per shard "
-    "(--shards) or per circuit result (--per-circuit). FILE is written as FILE.partial "
-    "and renamed when complete.",
+    epilog="The file's form is its ending: .jsonl (JSON lines, also the default), .json "
+    "(one JSON document) or .csv; for another name or - (stdout), --format picks it. "
+    "JSONL holds every field of every task with its shards and tags, and is read back "
+    'by uniqc-tasks import; JSON holds the same as {..., "tasks": [...]}. CSV is for '
+    "spreadsheets: one row per task, per shard (--shards) or per circuit (--per-circuit; "
+    "failed and cancelled tasks too, with their error). With a FILE ending in one of "
+    "those, --json/--jsonl/--format print the summary in that form. A regular FILE is "
+    "written as FILE.partial and renamed when complete (through a symlink: the file it "
+    "points to); a pipe or device (/dev/stdout, >(gzip > x.gz)) is written straight "
+    "into. The store's own database, and any SQLite database, is refused. Example: "
+    "uniqc-tasks export --status failed --since 7d -o failed.json",
 )
 @click.option(
     "-o", "--output", "target", required=True, metavar="FILE", help="Where to write; - for stdout."
@@ -130,7 +146,7 @@ def copy_command(
 @click.option(
     "--archived", is_flag=True, help="Archived tasks too (they import back into the archive)."
 )
-@click.option("--archived-only", is_flag=True, help="Only archived tasks.")
+@click.option("--archived-only", is_flag=True, help="Only archived tasks (not with --archived).")
 @click.option(
     "--shards/--no-shards",
     default=None,
@@ -139,6 +155,7 @@ def copy_command(
 @click.option(
     "--per-circuit", is_flag=True, help="CSV: one row per circuit result, in submission order."
 )
+@skip_corrupt_option
 @common_options
 def export_command(
     target: str,
@@ -147,30 +164,33 @@ def export_command(
     archived_only: bool,
     shards: bool | None,
     per_circuit: bool,
+    skip_corrupt: bool,
 ) -> None:
     """Write the matching tasks to FILE, newest first, in flat memory.
 
     Live tasks by default; --archived adds the archive, --archived-only exports only
     the archive. Only reads the store.
     """
-    # The file's form: --format csv or a FILE ending in .csv, else JSONL (--format jsonl
-    # forces it); --json prints the summary as JSON.
-    chosen = settings().format
-    by_name = target.lower().endswith(".csv") and chosen != "jsonl"
-    fmt: Format = "csv" if chosen == "csv" or by_name else "jsonl"
+    if archived and archived_only:
+        raise click.UsageError(
+            "--archived (live and archived) and --archived-only (only archived) contradict "
+            "each other; give one"
+        )
+    fmt = _file_form(target, settings().format)
     if per_circuit and (fmt != "csv" or shards):
         raise click.UsageError("--per-circuit is a CSV layout; it goes without --shards")
     rows: CsvRows = "circuit" if per_circuit else ("shard" if shards else "task")
     done = [0, 0]
+    skipped = output.CorruptCounter() if skip_corrupt else None
     with (
         open_store(create=False) as store,
-        _output_file(target) as stream,
+        output_file(target, store_files(store.db_path)) as out,
         output.progress("Exporting") as bar,
     ):
         try:
             report = export_tasks(
                 store,
-                stream,
+                out.stream,
                 task_filter,
                 live=not archived_only,
                 archived=archived or archived_only,
@@ -178,13 +198,19 @@ def export_command(
                 format=fmt,
                 csv_rows=rows,
                 progress=_tracking(done, bar),
+                on_corrupt=skipped,
             )
         except KeyboardInterrupt:
-            where = "stdout" if target == "-" else f"{target} was not written (nothing left behind)"
+            if out.whole:
+                where = f"{target} was not written (nothing left behind)"
+            else:
+                where = "stdout" if target == "-" else f"what reached {target} is incomplete"
             raise Interrupted(
                 f"interrupted after {done[0]:,} of {done[1]:,} tasks; {where}; run the same "
                 "command again to export"
             ) from None
+    if skipped is not None:
+        skipped.report()
     summary = asdict(report) | {"file": target, "format": fmt}
     if target == "-":
         output.note(
@@ -198,6 +224,18 @@ def export_command(
             f"({report.shards:,} shards, {report.rows:,} {fmt} rows) from {store.location} "
             f"to {target} in {report.seconds:.1f} s"
         )
+
+
+_FORM_OF_ENDING: dict[str, Format] = {".jsonl": "jsonl", ".json": "json", ".csv": "csv"}
+
+
+def _file_form(target: str, chosen: str) -> Format:
+    """The export's form: the FILE's ending when it names one, else the one --format
+    (--json, --jsonl) chose, else JSON lines."""
+    ending = Path(target).suffix.lower() if target != "-" else ""
+    if ending in _FORM_OF_ENDING:
+        return _FORM_OF_ENDING[ending]
+    return {"json": "json", "csv": "csv"}.get(chosen, "jsonl")  # type: ignore[return-value]
 
 
 @click.command(
@@ -256,34 +294,6 @@ def _tracking(
             bar(finished, total)
 
     return progress
-
-
-@contextmanager
-def _output_file(target: str) -> Iterator[IO[str]]:
-    """stdout for ``-``; else ``target.partial``, renamed to ``target`` once complete
-    and removed if anything goes wrong, so ``target`` is only ever a whole export."""
-    if target == "-":
-        yield sys.stdout
-        return
-    path = Path(target).expanduser()
-    partial = path.with_name(path.name + ".partial")
-    try:
-        # Private like the store itself: results may be confidential.
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        stream = open(fd, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed below
-    except OSError as exc:
-        raise output.OutputError(f"cannot write {partial} ({exc.strerror})") from None
-    try:
-        with stream:
-            yield stream
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    try:
-        os.replace(partial, path)
-    except OSError as exc:
-        partial.unlink(missing_ok=True)
-        raise output.OutputError(f"cannot write {path} ({exc.strerror})") from None
 
 
 @contextmanager
