@@ -7,6 +7,7 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -248,3 +249,38 @@ def test_a_version_10_file_opens_and_its_writes_reach_the_feed(tmp_path: Path) -
         assert old is not None
         opened.save(old)
         assert [(c.task_id, c.kind) for c in opened.changes(token)] == [(old.task_id, "saved")]
+
+
+def test_a_write_that_waited_for_a_lock_is_stamped_after_the_lock_was_released(
+    store: TaskStore, raw_database: Any
+) -> None:
+    t = task()
+    store.save(t)
+    store.save_shard(shard(t.task_id))
+    engine = raw_database.engine
+    with engine.connect() as holder:
+        if engine.dialect.name == "sqlite":
+            holder.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            holder.begin()
+            holder.exec_driver_sql(
+                "SELECT task_id FROM tasks WHERE task_id = %s FOR UPDATE", (t.task_id,)
+            )
+        writers = [
+            threading.Thread(target=lambda: store.save(t)),
+            threading.Thread(target=lambda: store.update_shard(t.task_id, 0, status="success")),
+        ]
+        for writer in writers:
+            writer.start()
+        time.sleep(0.5)
+        released = timestamps.utc_now()
+        if engine.dialect.name == "sqlite":
+            holder.exec_driver_sql("COMMIT")
+        else:
+            holder.commit()
+        for writer in writers:
+            writer.join()
+    stored = store.get(t.task_id)
+    assert stored is not None
+    assert stored.update_time >= released
+    assert store.get_shards(t.task_id)[0].update_time >= released
