@@ -44,20 +44,22 @@ def _switch_off_change_log() -> None:
     server_writes._changes = lambda *args, **kwargs: []
 
 
-def _writer(url: str, ids: list[str], seconds: float, log_on: bool, start: float) -> int:
+def _writer(
+    url: str, ids: list[str], seconds: float, log_on: bool, ready: Any, results: Any
+) -> None:
     if not log_on:
         _switch_off_change_log()
     store = TaskStore.from_url(url)
+    store.get(ids[0])  # connected and migrated before the clock starts
     statuses = [TaskStatus.RUNNING, TaskStatus.PENDING]
     calls = 0
-    while time.time() < start:
-        time.sleep(0.001)
-    deadline = start + seconds
-    while time.time() < deadline:
+    ready.wait()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
         store.update_shard(ids[calls % len(ids)], 0, status=statuses[calls % 2])
         calls += 1
     store.close()
-    return calls
+    results.put(calls)
 
 
 def throughput(url: str, seconds: float, rounds: int) -> dict[str, Any]:
@@ -75,14 +77,22 @@ def throughput(url: str, seconds: float, rounds: int) -> dict[str, Any]:
     store.close()
     figures: dict[str, list[float]] = {"on": [], "off": []}
     context = multiprocessing.get_context("spawn")
-    with context.Pool(WRITERS) as pool:
-        for _ in range(rounds):
-            for label in ("off", "on"):
-                start = time.time() + 1.0  # every writer imported and connected by then
-                calls = pool.starmap(
-                    _writer, [(url, ids, seconds, label == "on", start) for ids in groups]
+    for _ in range(rounds):
+        for label in ("off", "on"):
+            ready = context.Barrier(WRITERS)
+            results = context.Queue()
+            writers = [
+                context.Process(
+                    target=_writer, args=(url, ids, seconds, label == "on", ready, results)
                 )
-                figures[label].append(sum(calls) / seconds)
+                for ids in groups
+            ]
+            for writer in writers:
+                writer.start()
+            calls = [results.get(timeout=600) for _ in writers]
+            for writer in writers:
+                writer.join()
+            figures[label].append(sum(calls) / seconds)
     on, off = statistics.median(figures["on"]), statistics.median(figures["off"])
     return {"writes_per_s_on": on, "writes_per_s_off": off, "ratio": on / off, "rounds": figures}
 

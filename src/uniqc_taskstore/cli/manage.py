@@ -210,7 +210,8 @@ def prune_command(
         # The change log's retention goes with the tasks' (README, "The change feed").
         pruned = store.prune_changes()
     if output.wants_json():
-        output.emit({"action": verb, "count": count, "dry_run": False, "changes_pruned": pruned})
+        extra = {"changes_pruned": pruned} if pruned else {}  # a key only when it happened
+        output.emit({"action": verb, "count": count, "dry_run": False, **extra})
     else:
         output.line(f"{verb} {count:,} {_tasks(count)}")
         if pruned:
