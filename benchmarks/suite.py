@@ -42,6 +42,7 @@ from uniqc_taskstore import CURRENT_SCHEMA_VERSION, TaskInfo, TaskShard, TaskSta
 from uniqc_taskstore.schema import task_shards, task_tags, tasks
 from uniqc_taskstore.timestamps import format_timestamp
 
+from .pages import page_table
 from .wire import RoundTripProxy, round_trip_proxy
 
 BASE = datetime(2025, 1, 1, tzinfo=UTC)
@@ -790,6 +791,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--copy", type=float, default=0, help="servers: copy this many tasks from SQLite"
     )
     parser.add_argument("--skip-ops", action="store_true", help="only the scaling table")
+    parser.add_argument(
+        "--pages", type=int, default=300, help="list pages of 50 per kind (0: skip them)"
+    )
     args = parser.parse_args(argv)
     env = {"postgresql": "UNIQC_TEST_POSTGRESQL_URL", "mysql": "UNIQC_TEST_MYSQL_URL"}
     url = args.url or (os.environ.get(env[args.db]) if args.db in env else None)
@@ -806,6 +810,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     scaling: dict[str, dict[str, float]] = {}
     for n in sorted({small, size}):
         with place.store(f"s{n}", n, cached=True) as store:
+            if n == small and args.pages:
+                floor = Floor(store, args.db)
+                pages = page_table(store, floor.reader, floor.p, args.pages)
+                floor.close()
+                result["pages"] = pages
+                print_ratio_table(
+                    f"Pages of 50 on {n:,} tasks ({args.pages} each, interleaved; load "
+                    f"{os.getloadavg()[0]:.2f})",
+                    pages,
+                )
             scaling[str(n)] = reads(store, n, args.reps)
             if n == size:
                 floor = Floor(store, args.db)

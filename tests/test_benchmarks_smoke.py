@@ -23,6 +23,7 @@ def test_benchmark_suite_prints_its_tables_and_writes_json(
             "--ops=20",
             "--reps=3",
             "--skip-memory",
+            "--pages=20",
             f"--cache={tmp_path / 'cache'}",
             f"--json={out}",
         ]
@@ -35,3 +36,5 @@ def test_benchmark_suite_prints_its_tables_and_writes_json(
     assert {"get by id", "update_shard", "shard by platform job id"} <= names
     assert all(row["ours"] > 0 and row["floor"] > 0 for row in result["operations"])
     assert {row["read"] for row in result["scaling"]["reads"]} >= {"get", "count_by(status)"}
+    assert "| summaries(status=…, limit=50) |" in printed
+    assert all(row["ours"] > 0 and row["floor"] > 0 for row in result["pages"])

@@ -3,8 +3,6 @@ database. The SDK's own tests run on it in ``nox -s sdk`` (``tests/sdk/``)."""
 
 from __future__ import annotations
 
-import importlib
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +10,6 @@ from typing import Any
 import pytest
 
 import uniqc_taskstore
-from sdk.run_sdk_tests import SHIM
 from uniqc_taskstore import InvalidInputError, TaskInfo, TaskShard, TaskStatus, compat
 from uniqc_taskstore import TaskStore as OurTaskStore
 
@@ -114,26 +111,6 @@ def test_cache_dir_is_none_without_a_file(
         assert isinstance(memory, compat.TaskStore)
         assert memory.cache_dir is None
     assert (compat_store.cache_dir is None) is (backend_kind != "sqlite")
-
-
-def test_sdk_module_swapped_for_compat_follows_its_monkeypatched_default(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The shim nox -s sdk writes over the SDK's store module, in a stand-in package.
-    package = tmp_path / "fake_sdk"
-    package.mkdir()
-    (package / "__init__.py").write_text("")
-    (package / "store.py").write_text(SHIM)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    module = importlib.import_module("fake_sdk.store")
-    try:
-        assert module is compat
-        monkeypatch.setattr("fake_sdk.store.DEFAULT_CACHE_DIR", tmp_path / "patched")
-        with compat.TaskStore() as store:
-            assert store.cache_dir == (tmp_path / "patched").resolve()
-    finally:
-        sys.modules.pop("fake_sdk.store", None)
-        sys.modules.pop("fake_sdk", None)
 
 
 # -- the gateway's ArchiveStore, on every database ------------------------------------------

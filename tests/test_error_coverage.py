@@ -67,8 +67,20 @@ RAISED_BY: dict[str, str] = {
         "test_error_paths.py::test_file_locked_by_another_writer_is_busy_and_nothing_is_written"
     ),
     "CorruptRowError": ("test_hostile_rows.py::test_hostile_shard_and_archived_rows_are_found"),
+    "SdkSwapError": "test_sdk_swap.py::test_compat_enable_without_the_sdk_raises_sdk_swap_error",
     "DatabaseConnectionError": (
         "test_server_connections.py::test_silent_server_ends_in_connection_error_by_default"
+    ),
+    "ConnectionLostError": (
+        "test_connection_faults.py::test_lost_connection_without_budget_is_connection_lost"
+    ),
+    "OutcomeUnknownError": (
+        "test_connection_faults.py::"
+        "test_after_commit_sent_idempotent_writes_are_retried_others_say_outcome_unknown"
+    ),
+    "StatementTimeoutError": (
+        "test_connection_faults.py::"
+        "test_statement_past_the_statement_timeout_raises_statement_timeout_error"
     ),
 }
 

@@ -132,3 +132,37 @@ def test_save_refuses_what_could_not_be_read_back_the_same_on_every_database(
     with pytest.raises(UnserializableValueError, match="digits"):
         store.save(TaskInfo(BAD, "dummy", metadata={"n": longest * 10 + 9}))
     assert store.get(BAD) is None
+
+
+@pytest.mark.parametrize(
+    ("kind", "sql_value"),
+    [
+        ("malformed-json", "'{\"calibration\": [1, 2'"),
+        ("not-an-object", "'[\"calibration\"]'"),
+    ],
+)
+def test_update_metadata_over_unreadable_metadata_is_refused_and_keeps_the_text(
+    store: TaskStore, backend_kind: str, kind: str, sql_value: str
+) -> None:
+    if kind == "malformed-json" and backend_kind not in TEXT_COLUMNS:
+        pytest.skip(f"{backend_kind}'s column type cannot hold {kind}")
+    _seed(store)
+    _spoil(store, "tasks", "metadata_json", sql_value, BAD)
+    column = "CAST(metadata_json AS TEXT)" if backend_kind == "postgresql" else "metadata_json"
+
+    def stored() -> object:
+        with store._db.engine.begin() as conn:
+            return conn.execute(
+                text(f"SELECT {column}, update_time FROM tasks WHERE task_id = '{BAD}'")
+            ).one()
+
+    before = stored()
+    with pytest.raises(CorruptRowError) as caught:
+        store.update_metadata(BAD, {"note": "x"}, remove=["calibration"])
+    assert (caught.value.table, caught.value.key, caught.value.column) == (
+        "tasks",
+        BAD,
+        "metadata_json",
+    )
+    assert stored() == before
+    assert store.update_metadata(GOOD, {"note": "x"}) == {"note": "x"}

@@ -4,20 +4,28 @@ per-checkout wrapper. Neither may change what a read returns or leave anything o
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import sqlite3
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import event
+from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.pool.base import _ConnectionFairy
 
 from uniqc_taskstore import TaskInfo, TaskShard, TaskStore
+from uniqc_taskstore.engine import _Prepared
 from uniqc_taskstore.errors import CorruptRowError
+from uniqc_taskstore.filters import ARCHIVED, LIVE, Sort, TaskFilter
 from uniqc_taskstore.model import Unreadable
+from uniqc_taskstore.pages import PageRows, sound_task_reader
+from uniqc_taskstore.queries import _page_statement
 from uniqc_taskstore.statements import (
     _checked_shard,
     _checked_task,
@@ -254,3 +262,156 @@ def test_a_forked_child_reads_on_its_own_connections(tmp_path: Path) -> None:
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
         assert store.get("t1") is not None  # the parent's connection still works
+
+
+# -- list pages: the driver's raw rows, mapped in one pass or by the column types ----------
+
+DIALECTS = {
+    "sqlite": sqlite.pysqlite.dialect(dbapi=sqlite.pysqlite.dialect.import_dbapi()),
+    "postgresql": postgresql.psycopg.dialect(  # type: ignore[no-untyped-call]
+        dbapi=postgresql.psycopg.dialect.import_dbapi()  # type: ignore[no-untyped-call]
+    ),
+    "mysql": mysql.pymysql.dialect(dbapi=mysql.pymysql.dialect.import_dbapi()),
+}
+_naive = st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30))
+_texts = st.text(max_size=6)
+_ids = st.one_of(
+    st.sampled_from(["t1", "uqt_" + "a" * 32, "ibm:dev", "ibm", ""]),
+    _texts,
+    _texts.map(lambda t: t.encode("utf-8")),
+    st.just(b"\xff\xfe"),
+    st.none(),
+    st.integers(),
+)
+_times = st.one_of(
+    _naive,
+    _naive.map(lambda d: d.replace(tzinfo=UTC)),
+    _naive.map(lambda d: d.replace(tzinfo=UTC).isoformat(timespec="microseconds")),
+    _naive.map(lambda d: d.isoformat()),
+    st.sampled_from(["sometime yesterday", "", "2024-13-01T10:00:00.000000+00:00"]),
+    st.none(),
+    st.integers(),
+    st.just(timedelta(seconds=1)),
+)
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | _texts,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_texts, inner, max_size=3),
+    max_leaves=6,
+)
+_documents = st.one_of(
+    _json_values.map(lambda v: json.dumps(v)),
+    st.dictionaries(_texts, _json_values, max_size=2).map(lambda v: json.dumps(v)),
+    st.sampled_from(["{", "null", "NaN", '{"a": 1}', "[1, 2]", "\ufeff{}"]),
+    st.binary(max_size=4),
+    st.dictionaries(_texts, st.integers(), max_size=2),
+    st.none(),
+)
+_VALUES = {
+    "task_id": _ids,
+    "backend": _ids,
+    "platform": _ids,
+    "name": _ids,
+    "uniqc_tag_key": _ids,
+    "uniqc_tag_value": _ids,
+    "status": st.one_of(st.sampled_from(["pending", "success", "done", "SUCCESS"]), _ids),
+    "shots": st.one_of(st.integers(-5, 2**31), st.booleans(), st.floats(0, 9), _texts, st.none()),
+    "submit_time": _times,
+    "update_time": _times,
+    "archived_at": _times,
+    "result_json": _documents,
+    "metadata_json": _documents,
+    "error_message": st.one_of(_texts, st.none(), st.integers(), st.binary(max_size=3)),
+}
+
+
+def _page_prepared(dialect: str, archived: bool, include_results: bool) -> _Prepared:
+    side = ARCHIVED if archived else LIVE
+    stmt = _page_statement(
+        side,
+        TaskFilter(status="success"),
+        Sort(),
+        include_results,
+        False,
+        True,
+        False,
+        None,
+        dialect == "postgresql",
+    )
+    return _Prepared(stmt, DIALECTS[dialect])
+
+
+_PAGE_SHAPES = {
+    (d, a, r): _page_prepared(d, a, r)
+    for d in DIALECTS
+    for a in (False, True)
+    for r in (False, True)
+}
+
+
+@st.composite
+def _raw_rows(draw: st.DrawFn) -> tuple[_Prepared, tuple[Any, ...], bool]:
+    shape = draw(st.sampled_from(sorted(_PAGE_SHAPES)))
+    prepared = _PAGE_SHAPES[shape]
+    sound = draw(st.booleans())  # half the rows start as the store writes them
+    values = []
+    for key in prepared.keys:
+        value = draw(_VALUES[key])
+        if sound and key in SOUND_TASK:
+            value = _written(shape[0], key)
+        if sound and key == "archived_at":
+            value = _written(shape[0], "submit_time")
+        values.append(value)
+    if sound:
+        for key in draw(st.lists(st.sampled_from(prepared.keys), max_size=2)):
+            values[prepared.keys.index(key)] = draw(_VALUES[key])
+    return prepared, tuple(values), sound
+
+
+def _written(dialect: str, key: str) -> Any:
+    """A column's value as the driver of ``dialect`` hands over what the store wrote."""
+    value = SOUND_TASK[key]
+    if key in ("submit_time", "update_time"):
+        moment = datetime.fromisoformat(value)
+        return value if dialect == "sqlite" else moment.replace(tzinfo=None)
+    if key in ("result_json", "metadata_json"):
+        return json.dumps(value)
+    if dialect == "mysql" and key in ("task_id", "backend", "platform", "name"):
+        return value.encode("utf-8")
+    return value
+
+
+@settings(max_examples=600, deadline=None)
+@given(_raw_rows())
+def test_page_rows_map_as_the_column_types_and_checked_path_do(
+    case: tuple[_Prepared, tuple[Any, ...], bool],
+) -> None:
+    """On every database's raw values: the page's converters equal the column types'
+    result processing, and a row the one-pass reader takes maps to what the checked
+    path (``task_from_row`` on the converted row) gives."""
+    prepared, row, _ = case
+    reader = PageRows(prepared.keys, prepared.types, prepared.results)
+    converted = reader.converted(row)
+    by_types = {
+        key: value if process is None else process(value)
+        for key, value, process in zip(prepared.keys, row, prepared.results, strict=True)
+    }
+    assert converted == {k: by_types[k] for k in converted}
+    fast = sound_task_reader(prepared.keys)(row)
+    checked = _outcome(task_from_row, converted)
+    if fast is not None:
+        assert checked == ("ok", fast)
+
+
+def test_rows_as_the_store_writes_them_take_the_one_pass_path() -> None:
+    for (dialect, _, _), prepared in _PAGE_SHAPES.items():
+        row = tuple(
+            _written(dialect, "submit_time" if k == "archived_at" else k)
+            if k in SOUND_TASK or k == "archived_at"
+            else None
+            for k in prepared.keys
+        )
+        task = sound_task_reader(prepared.keys)(row)
+        assert task is not None, dialect
+        assert ("ok", task) == _outcome(
+            task_from_row, PageRows(prepared.keys, prepared.types, prepared.results).converted(row)
+        )

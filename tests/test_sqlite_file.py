@@ -39,6 +39,7 @@ from uniqc_taskstore import (
     TaskStore,
     generate_uniqc_task_id,
 )
+from uniqc_taskstore.cli import main
 
 SIDECARS = ("-wal", "-shm", "-journal")
 
@@ -323,19 +324,48 @@ def test_legacy_cache_with_loose_modes_is_made_private(tmp_path: Path) -> None:
         with TaskStore(cache_dir=directory) as store:
             assert store.count() == len(legacy.live)
             store.save(make_task())
-            assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+            assert stat.S_IMODE(directory.stat().st_mode) == 0o755  # not created by us
             for suffix in ("", "-wal", "-shm"):
                 sidecar = directory / (DATABASE_FILENAME + suffix)
                 assert stat.S_IMODE(sidecar.stat().st_mode) == 0o600, sidecar
 
 
-def test_our_directory_writable_by_anyone_is_made_private(tmp_path: Path) -> None:
-    directory = tmp_path / "open"
-    directory.mkdir()
-    directory.chmod(0o777)
-    with TaskStore(cache_dir=directory) as store:
+def test_a_directory_the_store_creates_is_private(tmp_path: Path) -> None:
+    directory = tmp_path / "new" / "cache"
+    with umask(0o022), TaskStore(cache_dir=directory) as store:
         store.save(make_task())
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    assert stat.S_IMODE((directory / DATABASE_FILENAME).stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("mode", [0o1777, 0o777, 0o755], ids=lambda m: f"{m:o}")
+def test_an_existing_directory_keeps_its_mode_on_every_open(tmp_path: Path, mode: int) -> None:
+    # A shared directory like /tmp (1777, root's own when the store runs as root):
+    # tightening it would lock every other program out. Not on a writing open, not on
+    # a read-only command, not when the open fails on a file that is not ours.
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(mode)
+    url = f"sqlite:///{shared / 'x.sqlite'}"
+    with umask(0o022), TaskStore.from_url(url) as store:
+        store.save(make_task())
+    assert stat.S_IMODE(shared.stat().st_mode) == mode
+    assert stat.S_IMODE((shared / "x.sqlite").stat().st_mode) == 0o600
+
+    assert main(["list", "--cache-dir", str(shared)]) != 0  # no store there: refused
+    assert main(["list", "--url", url]) == 0
+    assert stat.S_IMODE(shared.stat().st_mode) == mode
+
+    foreign = shared / "foreign.sqlite"
+    with sqlite3.connect(foreign) as conn:
+        conn.execute("PRAGMA application_id = 7")
+        conn.execute("CREATE TABLE t (x)")
+    conn.close()
+    foreign.chmod(0o644)
+    with pytest.raises(ForeignDatabaseError):
+        TaskStore.from_url(f"sqlite:///{foreign}")
+    assert stat.S_IMODE(shared.stat().st_mode) == mode
+    assert stat.S_IMODE(foreign.stat().st_mode) == 0o644
 
 
 ANOTHER_USER = 4242

@@ -19,9 +19,9 @@ def test_a_directory_that_takes_no_new_files_is_refused_with_the_reason() -> Non
         TaskStore("/proc/self/fd")
 
 
-def test_a_directory_whose_mode_cannot_be_made_private_is_refused() -> None:
-    # /proc/self is ours and 0555: the store would make it 0700, which /proc refuses.
-    with pytest.raises(StoreLocationError, match="Operation not permitted"):
+def test_a_directory_that_is_ours_but_takes_no_files_is_refused_and_keeps_its_mode() -> None:
+    # /proc/self is ours and 0555: its mode is left alone and no file can be made there.
+    with pytest.raises(StoreLocationError, match="No such file or directory"):
         TaskStore("/proc/self")
 
 

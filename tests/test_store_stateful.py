@@ -94,7 +94,7 @@ SUBMIT_TIMES = [
     "2026-03-02T09:30:00.250000+00:00",
     "2027-01-15T23:59:59.999999+00:00",
     "2027-01-16T01:00:00+01:00",
-    "2026-06-01T12:00:00",  # naive: local time
+    "2026-06-01T12:00:00",  # naive: UTC
 ]
 ERROR_MESSAGES = [None, "boom", "timed out", "ünïcode ✓"]
 NAMES = ["bell", "Bell", "ghz ✓"]
@@ -224,10 +224,10 @@ def is_stale(stored: TaskStatus, incoming: TaskStatus) -> bool:
 
 
 def canonical_time(text: str) -> str:
-    """README: aware UTC ISO-8601 with microseconds; naive input is local time."""
+    """README: aware UTC ISO-8601 with microseconds; naive input means UTC."""
     moment = datetime.fromisoformat(text)
     if moment.tzinfo is None:
-        moment = moment.astimezone()
+        moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 

@@ -228,7 +228,7 @@ def test_unicode_in_ids_backend_metadata_and_result_round_trips(store: TaskStore
 
 @pytest.fixture
 def shanghai_local_time(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Local time UTC+8, so a naive timestamp is visibly converted."""
+    """Local time UTC+8, so a naive timestamp read as local time would show."""
     monkeypatch.setenv("TZ", "Asia/Shanghai")
     time.tzset()
     yield
@@ -241,8 +241,8 @@ SUBMIT_TIMES = {
     "2026-02-28T19:30:00.5-05:00": "2026-03-01T00:30:00.500000+00:00",
     "2026-03-01T00:00:01Z": "2026-03-01T00:00:01.000000+00:00",
     "2026-03-01T00:00:02+00:00": "2026-03-01T00:00:02.000000+00:00",
-    "2026-03-01T08:00:03": "2026-03-01T00:00:03.000000+00:00",  # naive: local (UTC+8)
-    "2026-03-01 08:00:04.123456": "2026-03-01T00:00:04.123456+00:00",
+    "2026-03-01T00:00:03": "2026-03-01T00:00:03.000000+00:00",  # naive: UTC, not local
+    "2026-03-01 00:00:04.123456": "2026-03-01T00:00:04.123456+00:00",
 }
 
 
@@ -251,7 +251,9 @@ def test_submit_times_in_any_offset_or_naive_are_stored_as_canonical_utc(
     store: TaskStore,
 ) -> None:
     for given, canonical in SUBMIT_TIMES.items():
-        assert datetime.fromisoformat(given).astimezone(UTC) == datetime.fromisoformat(canonical)
+        moment = datetime.fromisoformat(given)
+        moment = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+        assert moment == datetime.fromisoformat(canonical)
     made = {given: make_task(submit_time=given) for given in SUBMIT_TIMES}
     store.save_many(list(made.values()))
     for given, task in made.items():

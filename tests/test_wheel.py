@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from uniqc_taskstore.demo import DEMO_BACKEND, fake_counts
+from uniqc_taskstore.sdk_swap import PTH_LINE, PTH_NAME
 
 pytestmark = pytest.mark.wheel
 
@@ -123,6 +124,26 @@ def test_wheel_ships_the_typing_marker_and_package(installed: Installed) -> None
     for module in ("__init__", "cli/__init__", "demo", "migrator", "store", "protocol"):
         assert f"uniqc_taskstore/{module}.py" in names
     assert not any(name.startswith(("tests/", "src/")) for name in names)
+
+
+def test_installed_wheel_loads_the_sdk_hook_from_the_pth_line(
+    installed: Installed, tmp_path: Path
+) -> None:
+    """The hook ships at the top level of site-packages, where the line `uniqc-tasks sdk
+    enable` writes finds it at start-up without importing the package."""
+    [site] = installed.venv.glob("lib/python3*/site-packages")
+    assert (site / "_uniqc_taskstore_sdk_hook.py").is_file()
+    pth = site / PTH_NAME
+    pth.write_text(PTH_LINE, encoding="utf-8")
+    try:
+        probe = (
+            "import sys; print([getattr(f, '__name__', '') for f in sys.meta_path][0], "
+            "'uniqc_taskstore' in sys.modules, 'sqlalchemy' in sys.modules)"
+        )
+        out = _check([str(installed.python), "-c", probe], installed.workdir, _clean_env(tmp_path))
+    finally:
+        pth.unlink()
+    assert out.split() == ["SdkStoreFinder", "False", "False"]
 
 
 def test_wheel_declares_the_console_script(installed: Installed) -> None:

@@ -1,7 +1,13 @@
-"""uniqc-taskstore: the durable store of quantum-cloud tasks and their platform jobs."""
+"""uniqc-taskstore: the durable store of quantum-cloud tasks and their platform jobs.
+
+The library logs through the standard :mod:`logging` module under the
+``uniqc_taskstore`` logger tree and configures nothing: a :class:`logging.NullHandler`
+on the package logger keeps it silent until the application sets up logging.
+"""
 
 from __future__ import annotations
 
+import logging
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _installed_version
 
@@ -10,6 +16,7 @@ from .changes import Change, ChangeFilter, ChangePage
 from .errors import (
     BackupUnavailableError,
     ChangesExpiredError,
+    ConnectionLostError,
     CorruptDatabaseError,
     CorruptRowError,
     DatabaseBusyError,
@@ -18,9 +25,12 @@ from .errors import (
     ForeignDatabaseError,
     InvalidInputError,
     MigrationError,
+    OutcomeUnknownError,
     SchemaTooNewError,
+    SdkSwapError,
     ShardLayoutError,
     ShardNotFoundError,
+    StatementTimeoutError,
     StoreLocationError,
     StoreNotFoundError,
     TaskNotFoundError,
@@ -50,6 +60,8 @@ from .protocol import TaskRepository
 from .sharding import ShardPlan, assemble_results, plan_shards
 from .store import DEFAULT_CACHE_DIR, TaskStore
 
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
 try:
     __version__ = _installed_version("uniqc-taskstore")
 except PackageNotFoundError:  # pragma: no cover - a source tree never installed; tests install
@@ -68,6 +80,7 @@ __all__ = [
     "ChangeFilter",
     "ChangePage",
     "ChangesExpiredError",
+    "ConnectionLostError",
     "CorruptDatabaseError",
     "CorruptRowError",
     "DatabaseBusyError",
@@ -76,12 +89,15 @@ __all__ = [
     "ForeignDatabaseError",
     "InvalidInputError",
     "MigrationError",
+    "OutcomeUnknownError",
     "RetentionResult",
     "SchemaTooNewError",
+    "SdkSwapError",
     "ShardLayoutError",
     "ShardNotFoundError",
     "ShardPlan",
     "ShardUpdate",
+    "StatementTimeoutError",
     "StoreLocationError",
     "StoreNotFoundError",
     "TaskFilter",

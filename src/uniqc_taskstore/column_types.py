@@ -20,7 +20,7 @@ from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from .jsoncodec import JsonReady, decode_json, dump_jsonable, from_jsonable, to_jsonable
 from .model import Unreadable
-from .timestamps import format_timestamp, normalize_timestamp, parse_timestamp
+from .timestamps import canonical_timestamp, format_timestamp, parse_timestamp
 
 _MYSQL = ("mysql", "mariadb")
 
@@ -139,7 +139,7 @@ class Timestamp(TypeDecorator[str]):
             return _as_utc(value)
         if dialect.name in _MYSQL:
             return _as_utc(value).replace(tzinfo=None)
-        return normalize_timestamp(value)
+        return canonical_timestamp(value)
 
     def column_expression(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
         if isinstance(self.impl, DateTime) and self.impl.timezone:  # PostgreSQL's copy

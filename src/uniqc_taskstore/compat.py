@@ -15,6 +15,10 @@ Replacing the module object (rather than re-exporting its names) keeps
 working: :class:`TaskStore` reads this module's ``DEFAULT_CACHE_DIR`` each time it is
 constructed without a directory, as the original did.
 
+``uniqc-tasks sdk enable`` makes that swap for every process of an environment without
+editing the SDK's files (an import hook started by a ``.pth`` file, see
+:mod:`uniqc_taskstore.sdk_swap`); :func:`enable` makes it for the calling process.
+
 Where this store behaves differently from the original, on purpose, is listed in the
 README ("Differences from the original store").
 """
@@ -54,6 +58,7 @@ __all__ = [
     "TaskShard",
     "TaskStatus",
     "TaskStore",
+    "enable",
     "generate_uniqc_task_id",
     "is_generated_task_id",
     "is_uniqc_task_id",
@@ -138,3 +143,15 @@ class ArchiveStore:
     def count_archived(self, *, status: str | None = None, backend: str | None = None) -> int:
         """How many archived tasks match."""
         return self._store.count_archived(status=status, backend=backend)
+
+
+def enable() -> None:
+    """Make the SDK use this store in the calling process: its
+    ``uniqc.backend_adapter.task.store`` and ``uniqc.gateway.db.archive_store`` become
+    this module when first imported. Call it before the first ``import uniqc``. Raises
+    :class:`~uniqc_taskstore.errors.SdkSwapError` when the SDK is not installed, is a
+    release the swap was not checked with, or has already imported its own store.
+    ``uniqc-tasks sdk enable`` does the same for every process of the environment."""
+    from .sdk_swap import enable_in_process
+
+    enable_in_process()

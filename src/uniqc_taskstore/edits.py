@@ -13,10 +13,10 @@ from sqlalchemy import Connection, Table, literal, select, update
 
 from . import change_log
 from . import statements as sql
-from .errors import InvalidInputError, TaskNotFoundError, TaskStateError
+from .errors import CorruptRowError, InvalidInputError, TaskNotFoundError, TaskStateError
 from .filters import LIVE
 from .jsoncodec import prepare_json
-from .model import TaskInfo, coerce_status, validate_names
+from .model import TaskInfo, Unreadable, coerce_status, validate_names
 from .queries import get_task
 from .sharding import assemble_results
 from .timestamps import utc_now
@@ -41,7 +41,11 @@ def _metadata_key(key: object, field: str) -> str:
 def update_metadata(
     conn: Connection, task_id: str, patch: dict[str, Any], remove: list[str]
 ) -> dict[str, Any]:
-    """Merge ``patch`` into a live task's metadata and drop ``remove``; the result."""
+    """Merge ``patch`` into a live task's metadata and drop ``remove``; the result.
+
+    Stored metadata that cannot be read (malformed JSON, not an object) raises
+    :class:`CorruptRowError` and is left as it is: replacing it with the patch would
+    drop whatever the document held, which only its owner can recover by hand."""
     tasks = LIVE.tasks
     current = conn.execute(
         select(tasks.c.metadata_json).where(tasks.c.task_id == task_id).with_for_update()
@@ -49,7 +53,13 @@ def update_metadata(
     if current is None:
         raise TaskNotFoundError(f"no task {task_id!r}")
     stored = current[0]
-    merged = dict(stored) if isinstance(stored, dict) else {}
+    if isinstance(stored, Unreadable):
+        raise CorruptRowError(tasks.name, task_id, "metadata_json", stored.reason)
+    if stored is not None and not isinstance(stored, dict):
+        raise CorruptRowError(
+            tasks.name, task_id, "metadata_json", f"a {type(stored).__name__}, not an object"
+        )
+    merged = dict(stored or {})
     merged.update(patch)
     for key in remove:
         merged.pop(key, None)

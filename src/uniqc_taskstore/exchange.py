@@ -33,7 +33,7 @@ from .migrator import CURRENT_SCHEMA_VERSION
 from .model import TaskInfo, TaskShard, validate_shard, validate_task
 from .sharding import assemble_results, check_layout
 from .store import OnCorrupt, TaskStore
-from .timestamps import normalize_timestamp, utc_now
+from .timestamps import canonical_timestamp, utc_now
 
 EXPORT_FORMAT = 1
 """Version of the JSONL layout; :func:`import_tasks` refuses files of a later one."""
@@ -396,7 +396,7 @@ def _parse_line(text: str, number: int) -> _Entry:
     try:
         validate_task(task)
         if task.archived_at is not None:
-            task.archived_at = normalize_timestamp(task.archived_at, "archived_at")
+            task.archived_at = canonical_timestamp(task.archived_at, "archived_at")
         for shard in shards:
             validate_shard(shard)
             if shard.uniqc_task_id != task.task_id:

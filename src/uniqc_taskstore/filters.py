@@ -63,7 +63,7 @@ StatusFilter = TaskStatus | str | Iterable[TaskStatus | str] | None
 """One status or several."""
 
 TimeBound = datetime | str | None
-"""An aware ``datetime`` or an ISO-8601 string with an offset."""
+"""A ``datetime`` or an ISO-8601 string; naive means UTC."""
 
 OrderBy = Literal["submit_time", "update_time"]
 SORT_COLUMNS: tuple[str, ...] = ("submit_time", "update_time")
@@ -105,8 +105,8 @@ class TaskFilter:
       matches all of its devices); case-sensitive.
     - ``submitted_after`` / ``submitted_before`` and ``updated_after`` /
       ``updated_before``: a half-open range, ``after <= time < before``, so
-      consecutive windows neither overlap nor leave gaps. An aware ``datetime`` or
-      an ISO-8601 string with an offset; a naive one is refused (whose local time?).
+      consecutive windows neither overlap nor leave gaps. A ``datetime`` or an
+      ISO-8601 string; a naive one means UTC, as everywhere in the store.
     - ``tags``: every ``key: value`` pair must be on the task; a value of None
       only requires the key.
     - ``name``: exactly this name.
@@ -116,7 +116,7 @@ class TaskFilter:
     Fields are checked and normalised when the filter is made (statuses to a tuple
     of :class:`TaskStatus`, times to canonical UTC text); a bad one raises
     :class:`InvalidInputError` naming it: a status that is not one (or a mapping or
-    bytes for several), a naive or unparseable time, tags that are not a mapping of
+    bytes for several), an unparseable time, tags that are not a mapping of
     non-empty strings to strings or None, a ``search`` that is not text without NUL
     of at most 255 characters.
     """
@@ -140,7 +140,7 @@ class TaskFilter:
         for name in ("submitted_after", "submitted_before", "updated_after", "updated_before"):
             value = getattr(self, name)
             if value is not None:
-                object.__setattr__(self, name, aware_timestamp(value, name))
+                object.__setattr__(self, name, filter_timestamp(value, name))
         if self.tags is not None:
             if not isinstance(self.tags, Mapping):
                 raise InvalidInputError("tags", self.tags, "must be a mapping of key to value")
@@ -186,8 +186,9 @@ def make_filter(filter: TaskFilter | None, criteria: Mapping[str, Any]) -> TaskF
     return replace(filter, **criteria) if criteria else filter
 
 
-def aware_timestamp(value: object, field: str) -> str:
-    """Canonical UTC text of an aware datetime or ISO-8601 string with an offset."""
+def filter_timestamp(value: object, field: str) -> str:
+    """Canonical UTC text of a datetime or ISO-8601 string (naive: UTC); an instant
+    outside the storable range is refused, naming ``field``."""
     if isinstance(value, datetime):
         moment = value
     elif isinstance(value, str):
@@ -196,11 +197,9 @@ def aware_timestamp(value: object, field: str) -> str:
         except ValueError as exc:
             raise InvalidInputError(field, value, "not an ISO-8601 timestamp") from exc
     else:
-        raise InvalidInputError(field, value, "must be an aware datetime or an ISO-8601 string")
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise InvalidInputError(
-            field, value, "has no time zone; give an aware time (e.g. datetime.now(UTC))"
-        )
+        raise InvalidInputError(field, value, "must be a datetime or an ISO-8601 string")
+    if moment.tzinfo is not None and moment.utcoffset() is None:
+        raise InvalidInputError(field, value, "has a time zone without an offset")
     return format_timestamp(parse_timestamp(format_timestamp(moment), field))
 
 
@@ -437,4 +436,4 @@ def decode_cursor(cursor: object, sort: Sort) -> tuple[str, str]:
             f"was made for order_by={order_by!r}, descending={descending!r}; "
             "use the same sort for every page",
         )
-    return aware_timestamp(value, "cursor"), validate_id(task_id, "cursor")
+    return filter_timestamp(value, "cursor"), validate_id(task_id, "cursor")

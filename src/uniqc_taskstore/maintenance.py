@@ -385,13 +385,17 @@ def _file_checks(path: Path, checks: list[Check]) -> bool:
             )
         )
         return False
-    if mode & 0o077:
+    if mode & stat.S_ISVTX:
+        # A shared directory like /tmp: others cannot replace the file, which is 0600.
+        checks.append(Check("directory", "ok", f"{directory} (mode {mode:o}, shared)"))
+    elif mode & 0o077:
         checks.append(
             Check(
                 "directory",
                 "warn",
                 f"{directory} has mode {mode:o}: other users can see into it",
-                f"chmod 700 {shlex.quote(str(directory))}  (the next open does it too)",
+                f"chmod 700 {shlex.quote(str(directory))}  (if only you use it; the store "
+                "never changes a directory it did not create)",
             )
         )
     else:

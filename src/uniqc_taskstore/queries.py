@@ -2,7 +2,9 @@
 
 Every statement here selects through :func:`~uniqc_taskstore.filters.filter_clauses`
 and orders through a :class:`~uniqc_taskstore.filters.Sort`, on the live or the
-archived tables alike. Tags are read for a whole page in one extra query.
+archived tables alike. A list page or summary page is one statement, its tasks joined
+to their tags, mapped in one pass (:mod:`~uniqc_taskstore.pages`); a stream reads tags
+for each batch in one extra query.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any, Literal
 from sqlalchemy import (
     ColumnElement,
     Connection,
+    Integer,
     RowMapping,
     Select,
     Table,
@@ -23,6 +26,7 @@ from sqlalchemy import (
     func,
     or_,
     select,
+    true,
     union_all,
 )
 
@@ -44,13 +48,13 @@ from .model import (
     TaskPage,
     TaskShard,
     TaskSummary,
-    coerce_status,
     validate_callback,
     validate_count,
     validate_cursor,
     validate_flag,
     validate_page,
 )
+from .pages import TAG_KEY, TAG_VALUE, PageRows
 from .schema import task_shards
 from .tags import tags_of
 
@@ -76,6 +80,22 @@ def select_tasks(
     ``UNION ALL`` of one ordered, limited read per alternative (the label, its
     sub-labels), merged: each is a range of ``(backend, submit_time, task_id)`` in
     sort order, where the ``OR`` of both would sort all the device's tasks."""
+    branch_limit = None if limit is None else limit + (offset or 0)
+    return _select_tasks(side, f, sort, limit, offset, include_results, position, branch_limit)
+
+
+def _select_tasks(
+    side: TaskTables,
+    f: TaskFilter,
+    sort: Sort,
+    limit: Any,
+    offset: Any,
+    include_results: bool,
+    position: tuple[Any, Any] | None,
+    branch_limit: Any,
+) -> Select[Any]:
+    """:func:`select_tasks` with the limit, offset, position and each device branch's
+    limit given as values or as bound parameters (:func:`_page_statement`)."""
     table = side.tasks
     columns = [c for c in table.columns if include_results or c.name != "result_json"]
     if limit is None or f.backend is None or ":" not in f.backend:
@@ -83,16 +103,14 @@ def select_tasks(
     else:
         rest = replace(f, backend=None)
         parts = [
-            _ordered(side, rest, sort, columns, position, branch)
-            .limit(limit + (offset or 0))
-            .subquery()
+            _ordered(side, rest, sort, columns, position, branch).limit(branch_limit).subquery()
             for branch in backend_branches(table, f.backend)
         ]
         merged = union_all(*(select(part) for part in parts)).subquery("uniqc_device")
         stmt = select(merged).order_by(*sort.order_clauses(merged))
     if limit is not None:
         stmt = stmt.limit(limit)
-    if offset:
+    if offset is not None and not (isinstance(offset, int) and offset == 0):
         stmt = stmt.offset(offset)
         if limit is None:
             stmt = stmt.limit(2**62)  # MySQL has no OFFSET without LIMIT
@@ -104,7 +122,7 @@ def _ordered(
     f: TaskFilter,
     sort: Sort,
     columns: Sequence[Any],
-    position: Position | None,
+    position: tuple[Any, Any] | None,
     *extra: ColumnElement[bool],
 ) -> Select[Any]:
     source = task_source(f, sort, side)
@@ -143,6 +161,7 @@ def tasks_of_rows(
         try:
             found.append(sql.task_from_row(row))
         except CorruptRowError as exc:
+            sql.log_corrupt_row(exc, skipped=on_corrupt is not None)
             if on_corrupt is None:
                 raise
             on_corrupt(exc)
@@ -272,24 +291,22 @@ def page(
         if sort != Sort():
             raise InvalidInputError("after", after, "only for the default sort; use cursor=")
         position = validate_cursor(after)
-    stmt = select_tasks(
+    reader, rows = _run_page(
+        db,
         side,
         f,
         sort,
         limit=limit + 1 if limit > 0 else None,
+        offset=None,
         include_results=include_results,
         position=position,
     )
-
-    def read(conn: Connection) -> tuple[list[TaskInfo], tuple[Any, str] | None, bool]:
-        rows = conn.execute(stmt).mappings().all()
-        more = 0 < limit < len(rows)
-        rows = rows[:limit] if limit > 0 else rows
-        # A row skipped by on_corrupt still ends the page where it stands.
-        last = (rows[-1][sort.order_by], rows[-1]["task_id"]) if rows else None
-        return tasks_of_rows(conn, side, rows, on_corrupt), last, more
-
-    found, last, more = db.read(read)
+    groups = reader.groups(rows)
+    more = 0 < limit < len(groups)
+    groups = groups[:limit] if limit > 0 else groups
+    found, columns = reader.tasks(groups, on_corrupt)
+    # A row skipped by on_corrupt still ends the page where it stands.
+    last = (columns[sort.order_by], columns["task_id"]) if columns is not None else None
     if last is None:
         return TaskPage(found, None, None, cursor)
     value, task_id = last
@@ -388,8 +405,35 @@ def shards_of(
     return found
 
 
+def list_tasks(
+    db: Database,
+    side: TaskTables,
+    f: TaskFilter,
+    sort: Sort,
+    *,
+    limit: int | None,
+    offset: int | None,
+    include_results: bool,
+    on_corrupt: Callable[[CorruptRowError], object] | None,
+) -> list[TaskInfo]:
+    """The filter's tasks in ``sort`` order with their tags, in one statement
+    (:mod:`~uniqc_taskstore.pages`). A row that cannot be read raises
+    :class:`CorruptRowError`, or, with ``on_corrupt``, is skipped and handed to it."""
+    reader, rows = _run_page(
+        db,
+        side,
+        f,
+        sort,
+        limit=limit,
+        offset=offset,
+        include_results=include_results,
+        position=None,
+    )
+    return reader.tasks(reader.groups(rows), on_corrupt)[0]
+
+
 def summaries(
-    conn: Connection,
+    db: Database,
     side: TaskTables,
     f: TaskFilter,
     sort: Sort,
@@ -397,7 +441,141 @@ def summaries(
     limit: int | None,
     offset: int | None,
 ) -> list[TaskSummary]:
-    """The filter's tasks as summaries: no result or metadata document is read."""
+    """The filter's tasks as summaries, with their tags, in one statement: no result
+    or metadata document is read."""
+    reader, rows = _run_page(
+        db, side, f, sort, limit=limit, offset=offset, include_results=False, summary=True
+    )
+    return reader.summaries(reader.groups(rows))
+
+
+_LIMIT = bindparam("uniqc_limit", type_=Integer())
+_OFFSET = bindparam("uniqc_offset", type_=Integer())
+_BRANCH_LIMIT = bindparam("uniqc_branch_limit", type_=Integer())
+
+
+def _run_page(
+    db: Database,
+    side: TaskTables,
+    f: TaskFilter,
+    sort: Sort,
+    *,
+    limit: int | None,
+    offset: int | None,
+    include_results: bool,
+    position: Position | None = None,
+    summary: bool = False,
+) -> tuple[PageRows, list[Sequence[Any]]]:
+    """The rows of one page statement as the driver returns them, and their reader.
+
+    The statement is built and compiled once per filter, sort and shape (its values
+    as constants); the limit, offset and position are its parameters."""
+    has_offset = bool(offset)
+    key = (
+        "page",
+        side.tasks.name,
+        _filter_key(f),
+        sort,
+        include_results,
+        summary,
+        limit is not None,
+        has_offset,
+        position is not None,
+    )
+    prepared = db.prepared_as(
+        key,
+        lambda: _page_statement(
+            side,
+            f,
+            sort,
+            include_results,
+            summary,
+            limit is not None,
+            has_offset,
+            position,
+            db.backend.lateral_tags,
+        ),
+    )
+    reader = prepared.reader
+    if reader is None:
+        reader = prepared.reader = PageRows(prepared.keys, prepared.types, prepared.results)
+    params: dict[str, Any] = {}
+    if limit is not None:
+        params["uniqc_limit"] = limit
+        params["uniqc_branch_limit"] = limit + (offset or 0)
+    if has_offset:
+        params["uniqc_offset"] = offset
+        if limit is None:
+            params["uniqc_limit"] = 2**62  # MySQL has no OFFSET without LIMIT
+    if position is not None:
+        params["uniqc_after_value"], params["uniqc_after_id"] = position
+    return reader, db.select_raw(prepared, params)
+
+
+def _filter_key(f: TaskFilter) -> tuple[Any, ...]:
+    """The filter's fields as a hashable value (tags in their order)."""
+    tags = None if f.tags is None else tuple(f.tag_pairs.items())
+    return (
+        f.statuses,
+        f.backend,
+        f.submitted_after,
+        f.submitted_before,
+        f.updated_after,
+        f.updated_before,
+        tags,
+        f.name,
+        f.search,
+    )
+
+
+def _page_statement(
+    side: TaskTables,
+    f: TaskFilter,
+    sort: Sort,
+    include_results: bool,
+    summary: bool,
+    has_limit: bool,
+    has_offset: bool,
+    position: Position | None,
+    lateral: bool,
+) -> Select[Any]:
+    """The page's tasks (limited, as a subquery) joined to their tags, in page order
+    and tag key order within a task; ``lateral``: each task's tags as a ``LATERAL``
+    subquery (:attr:`Backend.lateral_tags`)."""
+    t = side.tasks
+    limit = _LIMIT if has_limit or has_offset else None
+    offset = _OFFSET if has_offset else None
+    after = None
+    if position is not None:
+        after = (
+            bindparam("uniqc_after_value", type_=t.c[sort.order_by].type),
+            bindparam("uniqc_after_id", type_=t.c.task_id.type),
+        )
+    if summary:
+        inner = _summary_select(side, f, sort, limit, offset)
+    else:
+        inner = _select_tasks(side, f, sort, limit, offset, include_results, after, _BRANCH_LIMIT)
+    page = inner.subquery("uniqc_page")
+    tags = side.tags
+    if lateral:
+        found = (
+            select(tags.c["key"].label(TAG_KEY), tags.c["value"].label(TAG_VALUE))
+            .where(tags.c.task_id == page.c.task_id)
+            .offset(0)  # kept a subquery: pulled up, it would be a join again
+            .lateral("uniqc_tags")
+        )
+        key, value = found.c[TAG_KEY], found.c[TAG_VALUE]
+        joined = page.outerjoin(found, true())
+    else:
+        key, value = tags.c["key"].label(TAG_KEY), tags.c["value"].label(TAG_VALUE)
+        joined = page.outerjoin(tags, tags.c.task_id == page.c.task_id)
+    return select(page, key, value).select_from(joined).order_by(*sort.order_clauses(page), key)
+
+
+def _summary_select(
+    side: TaskTables, f: TaskFilter, sort: Sort, limit: Any, offset: Any
+) -> Select[Any]:
+    """The columns of :class:`TaskSummary` of the filter's tasks, in ``sort`` order."""
     t, shards = side.tasks, side.shards
     shard_count = (
         select(func.count())
@@ -430,29 +608,9 @@ def summaries(
     )
     if limit is not None:
         stmt = stmt.limit(limit)
-    if offset:
+    if offset is not None:
         stmt = stmt.offset(offset)
-        if limit is None:
-            stmt = stmt.limit(2**62)
-    rows = conn.execute(stmt).mappings().all()
-    tags = tags_of(conn, side.tags, [row["task_id"] for row in rows])
-    return [
-        TaskSummary(
-            task_id=row["task_id"],
-            name=row["name"],
-            backend=row["backend"],
-            status=coerce_status(row["status"]),
-            shots=row["shots"],
-            submit_time=row["submit_time"],
-            update_time=row["update_time"],
-            tags=tags.get(row["task_id"], {}),
-            shard_count=int(row["shard_count"]),
-            has_result=bool(row["has_result"]),
-            error_message=row["error_message"],
-            archived_at=row.get("archived_at"),
-        )
-        for row in rows
-    ]
+    return stmt
 
 
 def count_by(conn: Connection, side: TaskTables, field: str, f: TaskFilter) -> dict[str, int]:

@@ -58,6 +58,7 @@ from .model import (
     coerce_status,
     task_status_after_write,
 )
+from .retries import retrying_unknown_outcome
 from .schema import task_shards, tasks
 from .shard_writes import refuse_overlap, shards_by_task
 from .status_refresh import settled_status
@@ -112,7 +113,7 @@ def update_shard(
             return ShardUpdate(False, coerce_status(shard_status), coerce_status(task_status))
         return ShardUpdate(True, new_status, coerce_status(task_status))
 
-    return db.batch_write(work)
+    return db.batch_write(work, idempotent=True)
 
 
 def save(
@@ -169,7 +170,7 @@ def save(
         batch.send(second, commit=True)
         return settled, now
 
-    return db.batch_write(work)
+    return db.batch_write(work, idempotent=True)
 
 
 def save_shards(
@@ -205,7 +206,7 @@ def save_shards(
         )
         return now
 
-    return db.batch_write(work)
+    return db.batch_write(work, idempotent=True)
 
 
 def _new_job(
@@ -233,10 +234,15 @@ def archive(db: Database, task_id: str) -> bool:
     run = _Runner(db)
 
     def work(batch: DriverBatch) -> bool:
-        (found,) = batch.send([run(_lock_task(), {"task_id": task_id})])
+        repeat = retrying_unknown_outcome()
+        lock = run(_lock_task(), {"task_id": task_id})
+        found, *archived = batch.send(
+            [lock, run(_archived_task(), {"task_id": task_id})] if repeat else [lock]
+        )
         if not found.rows:
             batch.send([], commit=True)  # nothing written (see update_shard)
-            return False
+            # Repeating an archive that may have been applied: archived is done.
+            return bool(archived and archived[0].rows)
         now = utc_now()
         params = {"task_id": task_id, "archived_at": now}
         batch.send(
@@ -248,7 +254,7 @@ def archive(db: Database, task_id: str) -> bool:
         )
         return True
 
-    return db.batch_write(work)
+    return db.batch_write(work, idempotent=True)
 
 
 def _stamp(task_row: dict[str, Any] | None, shard_rows: Sequence[dict[str, Any]]) -> str:
@@ -403,6 +409,12 @@ def _indexes(shards: Sequence[TaskShard]) -> set[int]:
 @cache
 def _lock_task() -> Any:
     return select(tasks.c.task_id).where(tasks.c.task_id == bindparam("task_id")).with_for_update()
+
+
+@cache
+def _archived_task() -> Any:
+    archived = ARCHIVED.tasks
+    return select(archived.c.task_id).where(archived.c.task_id == bindparam("task_id"))
 
 
 @cache

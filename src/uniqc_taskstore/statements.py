@@ -7,6 +7,7 @@ upsert.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Mapping, Sequence
 from functools import cache
 from typing import Any
@@ -44,8 +45,9 @@ from .model import (
     legacy_task_name,
 )
 from .schema import task_shards, task_tags, tasks
-from .timestamps import is_canonical_timestamp, normalize_timestamp, repair_times
+from .timestamps import canonical_timestamp, is_canonical_timestamp, repair_times
 
+log = logging.getLogger(__name__)
 _TERMINAL = sorted(s.value for s in TERMINAL_STATUSES)
 ID_BATCH = 500
 """Ids per ``IN (...)`` list: well under every driver's bound-parameter limit."""
@@ -57,8 +59,8 @@ _KEEP_WHEN_STALE = ("result_json", "error_message")
 def task_row(task: TaskInfo, stamp: str | None = None) -> dict[str, Any]:
     """The ``tasks`` row of a validated task; ``stamp``: the ``update_time`` to write
     instead of the task's own (which must still be a timestamp)."""
-    submit_time = normalize_timestamp(task.submit_time, "submit_time")
-    update_time = normalize_timestamp(task.update_time, "update_time")
+    submit_time = canonical_timestamp(task.submit_time, "submit_time")
+    update_time = canonical_timestamp(task.update_time, "update_time")
     return {
         "task_id": task.task_id,
         "backend": task.backend,
@@ -82,8 +84,8 @@ def platform_of(backend: str) -> str:
 
 def shard_row(shard: TaskShard, stamp: str | None = None) -> dict[str, Any]:
     """The ``task_shards`` row of a validated shard; ``stamp`` as for :func:`task_row`."""
-    submit_time = normalize_timestamp(shard.submit_time, "submit_time")
-    update_time = normalize_timestamp(shard.update_time, "update_time")
+    submit_time = canonical_timestamp(shard.submit_time, "submit_time")
+    update_time = canonical_timestamp(shard.update_time, "update_time")
     return {
         "uniqc_task_id": shard.uniqc_task_id,
         "shard_index": shard.shard_index,
@@ -165,6 +167,15 @@ _STATUSES = {status.value: status for status in TaskStatus}
 _SHARD_COLUMNS = frozenset(task_shards.c.keys())
 _TASK_COLUMNS = frozenset(tasks.c.keys())
 _TAGGED_TASK_COLUMNS = _TASK_COLUMNS | {"uniqc_tag_key", "uniqc_tag_value"}
+_PAGE_SHAPES = frozenset(
+    {
+        _TASK_COLUMNS,
+        _TASK_COLUMNS - {"result_json"},
+        _TASK_COLUMNS | {"archived_at"},
+        _TASK_COLUMNS - {"result_json"} | {"archived_at"},
+    }
+)
+"""The columns of a task row in a page: live or archived, with or without its result."""
 
 
 def _sound_shard(row: Mapping[Any, Any]) -> TaskShard | None:
@@ -214,22 +225,24 @@ def _sound_shard(row: Mapping[Any, Any]) -> TaskShard | None:
 
 
 def _sound_task(row: Mapping[Any, Any]) -> TaskInfo | None:
-    """The task of a live task row (all its columns, and the joined tag columns of
-    :func:`~uniqc_taskstore.queries.fetch_task`) that needs no checking beyond its
-    types, or None."""
+    """The task of a task row (live or archived, with or without its result, or a live
+    one with the joined tag columns of :func:`~uniqc_taskstore.queries.fetch_task`) that
+    needs no checking beyond its types, or None."""
     keys = row.keys()
-    if len(keys) == len(_TASK_COLUMNS):
-        if keys != _TASK_COLUMNS:
+    if type(row) is not dict:
+        return None
+    if keys == _TAGGED_TASK_COLUMNS:
+        if isinstance(row["uniqc_tag_key"], Unreadable) or isinstance(
+            row["uniqc_tag_value"], Unreadable
+        ):
             return None
-    elif keys != _TAGGED_TASK_COLUMNS or (
-        isinstance(row["uniqc_tag_key"], Unreadable)
-        or isinstance(row["uniqc_tag_value"], Unreadable)
-    ):
+    elif frozenset(keys) not in _PAGE_SHAPES:
         return None
     task_id = row["task_id"]
     backend = row["backend"]
     status = row["status"]
-    result = row["result_json"]
+    result = row.get("result_json")
+    archived_at = row.get("archived_at")
     shots = row["shots"]
     metadata = row["metadata_json"]
     error = row["error_message"]
@@ -250,6 +263,7 @@ def _sound_task(row: Mapping[Any, Any]) -> TaskInfo | None:
         and not isinstance(result, Unreadable)
         and is_canonical_timestamp(submit_time)
         and (update_time == submit_time or is_canonical_timestamp(update_time))
+        and (archived_at is None or is_canonical_timestamp(archived_at))
     ):
         return None
     return TaskInfo(
@@ -262,8 +276,20 @@ def _sound_task(row: Mapping[Any, Any]) -> TaskInfo | None:
         update_time,
         {} if metadata is None else metadata,
         error,
-        None,
+        archived_at,
         name,
+    )
+
+
+def log_corrupt_row(error: CorruptRowError, *, skipped: bool) -> None:
+    """A row a reader met and could not read, logged for the operator (WARNING): its
+    table, key and column, never the value."""
+    log.warning(
+        "corrupt row: %s %r, column %s cannot be read%s",
+        error.table,
+        error.key,
+        error.column,
+        "; skipped" if skipped else "",
     )
 
 
@@ -271,13 +297,17 @@ def readable_row(table: str, row: Mapping[Any, Any]) -> dict[str, Any]:
     """``row`` as stored, checked: a value that cannot be read raises
     :class:`CorruptRowError`; timestamp text that is no timestamp is replaced by the
     rule of :func:`~uniqc_taskstore.timestamps.repair_times` (the original kept in
-    the task's metadata). Every reader of raw rows (the dataclasses, copies) uses it."""
+    the task's metadata), and every time is given in the canonical form. Every reader
+    of raw rows (the dataclasses, summaries, copies) uses it."""
     key = row.get("task_id", (row.get("uniqc_task_id"), row.get("shard_index")))
     for column, value in row.items():
         if isinstance(value, Unreadable):
             raise CorruptRowError(table, key, column, value.reason)
     names = [name for name in ("submit_time", "update_time", "archived_at") if name in row]
     times, metadata = repair_times({name: row[name] for name in names}, row.get("metadata_json"))
+    # Readable but not canonical (written by the original into an upgraded file: no
+    # microseconds, naive, another offset): read in the one form, naive meaning UTC.
+    times = {name: None if v is None else canonical_timestamp(v, name) for name, v in times.items()}
     fixed = dict(row) | times
     if "metadata_json" in row:
         fixed["metadata_json"] = metadata

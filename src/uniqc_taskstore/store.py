@@ -69,6 +69,7 @@ from .model import (
     validate_task,
 )
 from .queries import CountField
+from .retries import retrying_unknown_outcome
 from .schema import archived_task_shards, archived_tasks, task_shards, tasks
 from .shard_writes import write_shards
 from .status_refresh import (
@@ -294,7 +295,7 @@ class TaskStore:
             status, now = server_writes.save(self._db, only, task_rows[0], shard_list, shard_rows)
             settled = {only.task_id: status}
         else:
-            settled, now = self._db.write_statements(work)
+            settled, now = self._db.write_statements(work, idempotent=True)
         for task, row in zip(tasks_, task_rows, strict=True):
             task.update_time = now
             task.name = row["name"]
@@ -408,9 +409,7 @@ class TaskStore:
         ``shard_count``, ``has_result``, ...) without reading any result or metadata."""
         limit = _check_page(limit, offset)
         f, sort, side = make_filter(filter, criteria), Sort(order_by, descending), _side(archived)
-        return self._db.read(
-            lambda conn: queries.summaries(conn, side, f, sort, limit=limit, offset=offset)
-        )
+        return queries.summaries(self._db, side, f, sort, limit=limit, offset=offset)
 
     @overload
     def iter_tasks(
@@ -545,7 +544,7 @@ class TaskStore:
         if len(parents) == 1 and self._db.backend.batched_writes():
             now = server_writes.save_shards(self._db, parents[0], shards, rows)
         else:
-            now = self._db.write_statements(work)
+            now = self._db.write_statements(work, idempotent=True)
         for shard in shards:
             shard.update_time = now
 
@@ -620,7 +619,7 @@ class TaskStore:
             change_log.run_record(run, "updated", [uniqc_task_id], now)
             return ShardUpdate(True, new_status, settled)
 
-        return self._db.write_statements(work)
+        return self._db.write_statements(work, idempotent=True)
 
     def get_shards(self, uniqc_task_id: str) -> builtins.list[TaskShard]:
         """The task's shards in index order (empty if none)."""
@@ -678,7 +677,8 @@ class TaskStore:
                 select(tasks.c.task_id).where(tasks.c.task_id == task_id).with_for_update()
             ).first()
             if found is None:
-                return False
+                # Repeating an archive that may have been applied: archived is done.
+                return retrying_unknown_outcome() and _archived(conn, task_id)
             # Read after the lock (every writer of the task's rows takes it): current.
             contents = conn.execute(sql.archive_contents(task_id)).mappings().one()
             now = utc_now()
@@ -687,7 +687,7 @@ class TaskStore:
             change_log.record(conn, "archived", [task_id], now)
             return True
 
-        return self._db.write(work)
+        return self._db.write(work, idempotent=True)
 
     def restore(self, task_id: str) -> bool:
         """Move an archived task and its shards back to the live tables; False if not
@@ -927,15 +927,16 @@ class TaskStore:
         limit = _check_page(limit, offset)
         validate_flag(include_results, "include_results")
         validate_callback(on_corrupt, "on_corrupt")
-        stmt = queries.select_tasks(
+        return queries.list_tasks(
+            self._db,
             side,
             make_filter(filter, criteria),
             sort,
             limit=limit,
             offset=offset,
             include_results=include_results,
+            on_corrupt=on_corrupt,
         )
-        return self._db.read(lambda conn: queries.read_tasks(conn, side, stmt, on_corrupt))
 
     def _shards(self, table: Any, uniqc_task_id: str) -> builtins.list[TaskShard]:
         validate_key(uniqc_task_id, "uniqc_task_id")
@@ -946,6 +947,11 @@ def _live_twin(task_id: str) -> TaskStateError:
     return TaskStateError(
         f"task {task_id!r} exists both live and archived; delete or archive the live one first"
     )
+
+
+def _archived(conn: Connection, task_id: str) -> bool:
+    stmt = select(archived_tasks.c.task_id).where(archived_tasks.c.task_id == task_id)
+    return conn.execute(stmt).first() is not None
 
 
 def _deleted(conn: Connection, kind: change_log.Kind, task_id: str, *statements: Any) -> bool:

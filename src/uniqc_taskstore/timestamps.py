@@ -2,15 +2,20 @@
 
 Every timestamp is written as ``YYYY-MM-DDTHH:MM:SS.ffffff+00:00`` so that text
 order is instant order, in the same form the original implementation used
-(``datetime.now(timezone.utc).isoformat()``). The oldest files hold naive local
-times; :func:`normalize_timestamp` turns those into the canonical form.
+(``datetime.now(timezone.utc).isoformat()``).
+
+**A naive time means UTC**, wherever it comes from: ``save``, filters, cursors, the
+CLI, a row read back (:func:`canonical_timestamp`, :func:`parse_timestamp`,
+:func:`format_timestamp`). The one exception ran once, in the past: schema version 6
+rewrote the naive times of the original's oldest files, which its code wrote as the
+machine's local time, with :func:`normalize_timestamp` (kept as it ran).
 
 The instants that can be stored are those of :class:`datetime` in UTC, from
 :data:`EARLIEST` to :data:`LATEST`, on every database. A naive local time within a
 day of either end can name an instant outside that range (``0001-01-01T00:00:00``
-under UTC+8 is a moment of year 0). Handed in by a caller, such a value is refused
-with :class:`InvalidInputError`; found in a stored row (legacy files), it is
-clamped to the nearest end, so that a file holding one still opens.
+under UTC+8 is a moment of year 0); the v6 rewrite clamps such a value to the
+nearest end, so that a file holding one still opens. Handed in by a caller, an
+instant outside the range is refused with :class:`InvalidInputError`.
 
 Legacy files may also hold text that is no timestamp at all (``sometime
 yesterday``): the original implementation stored whatever it was given.
@@ -53,13 +58,13 @@ def utc_now() -> str:
 
 
 def format_timestamp(moment: datetime) -> str:
-    """Canonical text of ``moment``; a naive value is taken as local time, and one
-    outside :data:`EARLIEST`..:data:`LATEST` is clamped to the nearest end."""
+    """Canonical text of ``moment``; a naive value is taken as UTC, and one outside
+    :data:`EARLIEST`..:data:`LATEST` is clamped to the nearest end."""
     return _to_utc(moment, clamp=True).isoformat(timespec="microseconds")
 
 
 def parse_timestamp(text: str, field: str = "timestamp") -> datetime:
-    """Aware UTC datetime of an ISO-8601 text; naive text is taken as local time.
+    """Aware UTC datetime of an ISO-8601 text; naive text is taken as UTC.
 
     Raises :class:`InvalidInputError` for text that is not ISO-8601 or names an
     instant outside :data:`EARLIEST`..:data:`LATEST`."""
@@ -74,10 +79,10 @@ def parse_timestamp(text: str, field: str = "timestamp") -> datetime:
         ) from exc
 
 
-def normalize_timestamp(value: str | datetime, field: str = "timestamp") -> str:
-    """Canonical text of an ISO-8601 text or datetime, for a value read from storage:
-    an instant outside the storable range is clamped to its nearest end. Text that is
-    not ISO-8601 raises :class:`InvalidInputError`."""
+def canonical_timestamp(value: str | datetime, field: str = "timestamp") -> str:
+    """Canonical text of an ISO-8601 text or datetime (naive: UTC), for a value to
+    write or read from storage: an instant outside the storable range is clamped to
+    its nearest end. Text that is not ISO-8601 raises :class:`InvalidInputError`."""
     if isinstance(value, datetime):
         return format_timestamp(value)
     if not isinstance(value, str):
@@ -88,9 +93,22 @@ def normalize_timestamp(value: str | datetime, field: str = "timestamp") -> str:
     return format_timestamp(moment)
 
 
+def normalize_timestamp(value: str | datetime, field: str = "timestamp") -> str:
+    """The v6 migration's reading of the original's oldest files, kept as it ran: a
+    naive value is the local time of the machine that wrote it (clamped to the
+    storable range). Nothing but that migration uses it; see :func:`canonical_timestamp`."""
+    if isinstance(value, str) and not _CANONICAL.fullmatch(value):
+        moment = _parse(value, field)
+        if moment.tzinfo is None:
+            return _to_utc(moment, clamp=True, naive_is_local=True).isoformat(
+                timespec="microseconds"
+            )
+    return canonical_timestamp(value, field)
+
+
 def is_canonical_timestamp(value: object) -> bool:
     """True for None or text in the canonical form naming a real instant: a stored
-    time that :func:`repair_times` and :func:`normalize_timestamp` keep as it is."""
+    time that :func:`repair_times` and :func:`canonical_timestamp` keep as it is."""
     if value is None:
         return True
     if type(value) is not str or _CANONICAL.fullmatch(value) is None:
@@ -103,11 +121,11 @@ def is_canonical_timestamp(value: object) -> bool:
 
 
 def is_readable_timestamp(value: object) -> bool:
-    """True for a datetime or an ISO-8601 text (which :func:`normalize_timestamp` takes)."""
+    """True for a datetime or an ISO-8601 text (which :func:`canonical_timestamp` takes)."""
     if isinstance(value, datetime):
         return True
     try:
-        normalize_timestamp(value)  # type: ignore[arg-type]
+        canonical_timestamp(value)  # type: ignore[arg-type]
     except InvalidInputError:
         return False
     return True
@@ -146,11 +164,11 @@ def repair_times(times: Mapping[str, Any], metadata: Any) -> tuple[dict[str, Any
             and record.get("stored") == str(value)
             and is_readable_timestamp(record.get("read_as"))
         ):
-            repaired[name] = normalize_timestamp(record["read_as"])
+            repaired[name] = canonical_timestamp(record["read_as"])
         else:
             repaired[name] = next(
                 (
-                    normalize_timestamp(readable[o])
+                    canonical_timestamp(readable[o])
                     for o in _FALLBACKS.get(name, ())
                     if o in readable
                 ),
@@ -169,7 +187,9 @@ def _parse(text: object, field: str) -> datetime:
         raise InvalidInputError(field, text, "not an ISO-8601 timestamp") from exc
 
 
-def _to_utc(moment: datetime, *, clamp: bool) -> datetime:
+def _to_utc(moment: datetime, *, clamp: bool, naive_is_local: bool = False) -> datetime:
+    if moment.tzinfo is None and not naive_is_local:
+        return moment.replace(tzinfo=UTC)
     try:
         if moment.tzinfo is None:
             moment = moment.astimezone()

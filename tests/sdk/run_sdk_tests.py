@@ -4,11 +4,14 @@ Run by ``nox -s sdk`` with the interpreter of a virtual environment that holds
 ``unified-quantum``, ``pytest``, ``httpx`` and this project. It
 
 1. points the SDK's ``uniqc.backend_adapter.task.store`` and
-   ``uniqc.gateway.db.archive_store`` at :mod:`uniqc_taskstore.compat` by rewriting
-   those two files to replace their module object (so a test's
+   ``uniqc.gateway.db.archive_store`` at :mod:`uniqc_taskstore.compat` the way a user
+   does, with ``uniqc-tasks sdk enable`` (an import hook loaded by a ``.pth`` file: the
+   SDK's module *is* the compat module, so a test's
    ``monkeypatch.setattr("uniqc.backend_adapter.task.store.DEFAULT_CACHE_DIR", ...)``
    reaches the module our ``TaskStore`` reads, and every importer, in this process or
-   a subprocess, gets the same module), and checks that the swap took;
+   a subprocess, gets the same module), and checks that the swap took in a fresh
+   interpreter (an environment reused from before the hook, whose SDK files were
+   overwritten with a shim, gets the SDK's own files back first);
 2. runs the SDK's shipped tests that touch tasks, with a fresh ``HOME``, a minimal
    environment (no credentials, no ``UNIQC_*`` variables) and an empty pytest
    configuration (the wheel ships neither the SDK's ``pytest.ini`` nor its top-level
@@ -20,6 +23,7 @@ Run by ``nox -s sdk`` with the interpreter of a virtual environment that holds
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -44,21 +48,12 @@ TEST_PATHS = (
     "test_integration.py",
 )
 
-SHIMMED_MODULES = {
+SWAPPED_MODULES = {
     "uniqc.backend_adapter.task.store": "backend_adapter/task/store.py",
     "uniqc.gateway.db.archive_store": "gateway/db/archive_store.py",
 }
-
-SHIM = '''"""Replaced by uniqc-taskstore's SDK compatibility run: this module is
-uniqc_taskstore.compat itself (module object swapped, so monkeypatching its
-attributes reaches the store)."""
-
-import sys
-
-import uniqc_taskstore.compat
-
-sys.modules[__name__] = uniqc_taskstore.compat
-'''
+OLD_SHIM_MARK = "uniqc_taskstore.compat"
+"""What the shim earlier versions of this script wrote over those files contains."""
 
 
 def sdk_package_dir() -> Path:
@@ -69,20 +64,27 @@ def sdk_package_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def install_shims(package: Path) -> None:
-    """Point the SDK's store and archive modules at ``uniqc_taskstore.compat``."""
-    for relative in SHIMMED_MODULES.values():
+def restore_sdk_files(package: Path) -> None:
+    """Reinstall the SDK if an earlier run overwrote its store modules with a shim."""
+    for relative in SWAPPED_MODULES.values():
         target = package / relative
         if not target.is_file():
             sys.exit(f"sdk: {target} is missing; is this the SDK version the session pins?")
-        target.write_text(SHIM, encoding="utf-8")
-        for stale in (target.parent / "__pycache__").glob(f"{target.stem}.*.pyc"):
-            stale.unlink()
+    if any(OLD_SHIM_MARK in (package / r).read_text("utf-8") for r in SWAPPED_MODULES.values()):
+        version = importlib.metadata.version("unified-quantum")
+        pin = f"unified-quantum=={version}"
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "-q", "--force-reinstall", "--no-deps", pin],
+            check=True,
+        )
 
 
-def check_shims(env: dict[str, str]) -> None:
-    """Fail unless a fresh interpreter sees both SDK modules as the compat module."""
-    names = json.dumps(sorted(SHIMMED_MODULES))
+def enable_swap(env: dict[str, str]) -> None:
+    """``uniqc-tasks sdk enable``, then fail unless a fresh interpreter sees both SDK
+    modules as the compat module."""
+    script = Path(sys.executable).with_name("uniqc-tasks")
+    subprocess.run([str(script), "sdk", "enable"], env=env, check=True)
+    names = json.dumps(sorted(SWAPPED_MODULES))
     probe = (
         "import importlib, json, uniqc_taskstore.compat as c\n"
         f"bad = [n for n in json.loads({names!r}) if importlib.import_module(n) is not c]\n"
@@ -91,7 +93,7 @@ def check_shims(env: dict[str, str]) -> None:
     )
     done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
     if done.returncode != 0:
-        sys.exit(f"sdk: the shims did not take: {done.stdout}{done.stderr}")
+        sys.exit(f"sdk: the swap did not take: {done.stdout}{done.stderr}")
 
 
 def read_expected() -> dict[str, str]:
@@ -159,14 +161,14 @@ def _worse(old: str | None, new: str) -> str:
 
 def main(argv: list[str]) -> int:
     package = sdk_package_dir()
-    install_shims(package)
+    restore_sdk_files(package)
     expected = read_expected()
     with tempfile.TemporaryDirectory(prefix="uniqc-sdk-") as tmp:
         work = Path(tmp)
         home = work / "home"
         home.mkdir()
         env = clean_env(home)
-        check_shims(env)
+        enable_swap(env)
         outcomes = run_tests(package, env, work, argv)
 
     counts = Counter(outcomes.values())

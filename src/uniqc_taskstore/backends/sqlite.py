@@ -79,6 +79,7 @@ class SqliteBackend(Backend):
     def __init__(self, path: Path | None, *, env_hint: str = "UNIQC_CACHE_DIR") -> None:
         self.path = path
         self.env_hint = env_hint
+        self._tighten_files = False
 
     def describe(self) -> str:
         return f"SQLite file {self.path}" if self.path else "in-memory SQLite database"
@@ -87,9 +88,10 @@ class SqliteBackend(Backend):
 
     def prepare(self, *, create: bool = True) -> None:
         """Create the directory (0700) and file (0600) if missing, never through a
-        symlink; make an existing directory and files that are ours private; refuse a
-        directory others may write to, and a file that is not a SQLite database or
-        carries another application's id."""
+        symlink; refuse another user's directory that others may write to, and a file
+        that is not a SQLite database. An existing directory's mode is never changed
+        (it may be shared, like ``/tmp``); the store's own file is made private only
+        once it is known to be ours (:meth:`after_open`)."""
         if self.path is None:
             return
         directory = self.path.parent
@@ -105,7 +107,8 @@ class SqliteBackend(Backend):
                     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             except OSError as exc:
                 raise self._location_error(exc) from exc
-        self._secure_directory(directory)
+        self._check_directory(directory)
+        self._tighten_files = create
         if create:
             try:
                 # O_NOFOLLOW | O_EXCL: a symlink (dangling or not) is never followed to
@@ -127,19 +130,18 @@ class SqliteBackend(Backend):
             check_header(self.path)
         except StoreLocationError as exc:
             raise self._location_error(exc.__cause__ or exc) from exc
-        self._secure_files()
 
-    def _secure_directory(self, directory: Path) -> None:
-        """Ours: drop every group and other bit. Not ours and writable by others: refuse,
-        since anyone could replace the file there or plant its -wal/-shm."""
+    def _check_directory(self, directory: Path) -> None:
+        """Not ours and writable by others: refuse, since anyone could replace the file
+        there or plant its -wal/-shm. Its mode is left as it is either way: tightening
+        a directory the store did not create (a shared ``/tmp`` as root) would lock
+        every other program out of it."""
         try:
             info = directory.stat()
-            if _owned_by_me(info):
-                if stat.S_IMODE(info.st_mode) & 0o077:
-                    directory.chmod(0o700)
-                return
         except OSError as exc:
             raise self._location_error(exc) from exc
+        if _owned_by_me(info):
+            return
         if info.st_mode & stat.S_IWOTH:
             raise StoreLocationError(
                 f"{directory} (mode {stat.S_IMODE(info.st_mode):o}) belongs to another user "
@@ -149,8 +151,9 @@ class SqliteBackend(Backend):
             )
 
     def _secure_files(self) -> None:
-        """The file and its -wal/-shm/-journal: ours become 0600; another user's that
-        others can read stay as they are, with a warning (we cannot change them)."""
+        """The file and its -wal/-shm/-journal, once the file is known to be a task
+        store and the open may write: ours become 0600; another user's that others can
+        read stay as they are, with a warning (we cannot change them)."""
         assert self.path is not None
         for candidate in (self.path, *(_sidecar(self.path, s) for s in SIDECAR_SUFFIXES)):
             try:
@@ -199,9 +202,12 @@ class SqliteBackend(Backend):
             )
 
     def after_open(self, engine: Engine) -> None:
-        """Switch the file to WAL once; refuse to go on where WAL cannot work."""
+        """Switch the file to WAL once; refuse to go on where WAL cannot work. Called
+        once the file is known to be ours: an open that may write makes it private."""
         if self.path is None:
             return
+        if self._tighten_files:
+            self._secure_files()
         # Outside any transaction (SQLAlchemy would begin one): the raw connection.
         raw = None
         try:

@@ -3,7 +3,7 @@ adapter.
 
 This package holds the command group, its error policy and the entry point
 :func:`main`; each command group lives in its own module (``inspect``, ``manage``,
-``transfer``, ``demo``), output formatting in ``output``, the store options in
+``transfer``, ``demo``, ``sdk``), output formatting in ``output``, the store options in
 ``options`` and the shared filter options in ``filter_options``.
 Nothing outside this package imports click or rich.
 """
@@ -19,9 +19,9 @@ import click
 
 from .. import __version__
 from ..errors import DatabaseBusyError, DatabaseError, StoreNotFoundError, TaskStoreError
-from . import changes, completion, demo, inspect, manage, transfer
+from . import changes, completion, demo, inspect, manage, sdk, transfer
 from . import maintenance as maintenance_commands
-from .options import Interrupted, common_options
+from .options import Interrupted, common_options, stop_logging
 from .output import OutputError, flush
 
 EXIT_OK = 0
@@ -119,11 +119,19 @@ for _command in (
     *changes.COMMANDS,
 ):
     cli.add_command(_command)
+for _command in sdk.COMMANDS:
+    cli.add_command(_command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``uniqc-tasks`` console script; returns the exit status."""
-    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _run(list(sys.argv[1:] if argv is None else argv))
+    finally:
+        stop_logging()
+
+
+def _run(args: list[str]) -> int:
     try:
         result = cli.main(args, prog_name="uniqc-tasks", standalone_mode=False)
     except click.ClickException as exc:

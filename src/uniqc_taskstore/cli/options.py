@@ -7,7 +7,9 @@ both places fill one :class:`Settings` on the context.
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,6 +198,15 @@ def output_options(command: F) -> F:
             help="Print one JSON object per line.",
         ),
         click.option(
+            "-v",
+            "--verbose",
+            count=True,
+            expose_value=False,
+            callback=_log_to_stderr,
+            help="Log what the store does to stderr: -v retries, refusals and migrations, "
+            "-vv also slow calls.",
+        ),
+        click.option(
             "--format",
             "format_",
             type=click.Choice(list(FORMATS)),
@@ -207,6 +218,41 @@ def output_options(command: F) -> F:
     for decorate in reversed(decorators):
         command = decorate(command)
     return command
+
+
+_LOG_LEVELS = {1: logging.INFO, 2: logging.DEBUG}
+
+
+class _StderrHandler(logging.Handler):
+    """Writes each record as one line to whatever ``sys.stderr`` is at the time."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+        except Exception:
+            self.handleError(record)
+
+
+def _log_to_stderr(_ctx: click.Context, _param: click.Parameter, count: int) -> None:
+    """-v: the ``uniqc_taskstore`` loggers at INFO on stderr; -vv: at DEBUG. Messages
+    never hold stored values or passwords."""
+    if not count:
+        return
+    logger = logging.getLogger("uniqc_taskstore")
+    level = _LOG_LEVELS.get(count, logging.DEBUG)
+    logger.setLevel(min(level, logger.level or level))
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("uniqc-tasks: %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+
+
+def stop_logging() -> None:
+    """Undo -v/-vv (after a command, for callers that run several in one process)."""
+    logger = logging.getLogger("uniqc_taskstore")
+    for handler in [h for h in logger.handlers if isinstance(h, _StderrHandler)]:
+        logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)
 
 
 def _chain(
