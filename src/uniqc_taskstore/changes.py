@@ -229,26 +229,23 @@ def follow(
 ) -> Generator[Change, None, None]:
     """:meth:`TaskStore.follow`: every change after ``since`` (None: from now), as it
     commits, forever; each :class:`Change` carries the token to resume after it."""
-    token = current_token(db) if since is None else since
+    # Listening starts before the first read: a commit after any read wakes the wait.
     listener = db.backend.change_listener(db.engine)
     dialect = db.engine.dialect.name
     try:
+        token = current_token(db) if since is None else since
         while True:
             page = read_changes(db, token, f, limit)
             yield from page.changes
             token = page.token
             if page.more:
                 continue
+            if listener is not None:
+                listener.wait(wait)  # woken by the commit's NOTIFY (or a timeout): read
+                continue
             deadline = time.monotonic() + wait
-            while not has_changes(db, token):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                pause = min(left, POLL_INTERVAL.get(dialect, 0.05))
-                if listener is not None:
-                    listener.wait(pause)
-                else:
-                    time.sleep(pause)
+            while not has_changes(db, token) and time.monotonic() < deadline:
+                time.sleep(min(POLL_INTERVAL.get(dialect, 0.05), wait))
     finally:
         if listener is not None:
             listener.close()

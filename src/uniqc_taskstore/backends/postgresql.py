@@ -373,9 +373,13 @@ class _NotifyListener(ChangeListener):
             raise
 
     def wait(self, timeout: float) -> bool:
+        woken = False
         for _ in self._conn.notifies(timeout=timeout, stop_after=1):
-            return True
-        return False
+            woken = True
+        if woken:  # one read answers every commit notified so far
+            for _ in self._conn.notifies(timeout=0):
+                pass
+        return woken
 
     def close(self) -> None:
         try:
