@@ -26,6 +26,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState
 
+from ..schema import declare_mysql_options
 from .base import Assignments, DriverBatch, Listener, Outcome, Step, driver_errors
 from .server import MIGRATION_LOCK_NAME, ServerBackend
 
@@ -44,6 +45,8 @@ _ENDED = "uniqc_taskstore_transaction_ended"
 _processlist = table(
     "PROCESSLIST", column("ID"), column("USER"), column("HOST"), schema="information_schema"
 )
+
+declare_mysql_options()
 
 
 class MysqlBackend(ServerBackend):

@@ -13,15 +13,22 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import click
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from ..errors import DatabaseError, StoreNotFoundError
-from ..model import TaskStatus
-from ..store import URL_ENV, TaskStore
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
+
+    from ..model import TaskStatus
+    from ..store import TaskStore
+
+# SQLAlchemy and the store are imported where a store is opened or a URL read, so that
+# --version, --help and completion start without them.
+URL_ENV = "UNIQC_TASKSTORE_URL"
+"""The variable naming the store's URL (``uniqc_taskstore.store.URL_ENV``)."""
 
 Format = Literal["text", "json", "jsonl", "csv"]
 FORMATS: dict[str, Format] = {"table": "text", "json": "json", "jsonl": "jsonl", "csv": "csv"}
@@ -105,6 +112,17 @@ def _check_url(ctx: click.Context, param: click.Parameter, value: str | None) ->
     return value
 
 
+def parse_url(value: str) -> URL:
+    """``value`` as a SQLAlchemy URL; ValueError if it is not one."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(value)
+    except ArgumentError as exc:
+        raise ValueError(str(exc)) from None
+
+
 def check_url(value: str, *, param: click.Parameter | None = None, what: str = "--url") -> None:
     """Refuse, as a usage error, a path or an unparseable string where a URL belongs."""
     if "://" not in value:
@@ -117,8 +135,8 @@ def check_url(value: str, *, param: click.Parameter | None = None, what: str = "
             param_hint=None if param else what,
         )
     try:
-        make_url(value)
-    except (ArgumentError, ValueError):
+        parse_url(value)
+    except ValueError:
         raise click.BadParameter(
             f"{value!r} is not a database URL; write it like "
             "postgresql+psycopg://user@host/db or sqlite:///path/to/tasks.sqlite",
@@ -279,6 +297,8 @@ def open_store(*, create: bool) -> TaskStore:
         if url is not None:
             check_url(url, what=URL_ENV)
     check_schema(found.schema, url, "--schema")
+    from ..store import TaskStore
+
     try:
         if found.cache_dir is not None:
             return TaskStore(found.cache_dir, create=create)
@@ -303,8 +323,8 @@ def open_store(*, create: bool) -> TaskStore:
 def shown_url(url: str) -> str:
     """A URL as the user wrote it, with its password masked."""
     try:
-        parsed = make_url(url)
-    except (ArgumentError, ValueError):
+        parsed = parse_url(url)
+    except ValueError:
         return url
     if parsed.password is None:
         return url
@@ -316,9 +336,11 @@ _FAMILIES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb")
 
 def store_at(where: str, schema: str | None, *, create: bool) -> TaskStore:
     """The store at a cache directory or a URL (already checked by :func:`check_url`)."""
+    from ..store import TaskStore
+
     if "://" not in where:
         return TaskStore(where, create=create)
-    family = make_url(where).get_backend_name()
+    family = parse_url(where).get_backend_name()
     if family not in _FAMILIES:
         raise DatabaseError(
             f"{shown_url(where)} names a database uniqc-taskstore does not support "
@@ -338,7 +360,9 @@ _SUPPORTED = {
 def _check_driver(url: str) -> None:
     """A URL naming a driver that is not installed is a one-line error saying what to
     install. (A URL without a driver is left to the store, which picks one.)"""
-    parsed = make_url(url)
+    from sqlalchemy.exc import NoSuchModuleError
+
+    parsed = parse_url(url)
     if "+" not in parsed.drivername:
         return
     try:
@@ -364,8 +388,8 @@ def check_schema(schema: str | None, url: str | None, option: str) -> None:
     if schema is None:
         return
     try:
-        family = make_url(url).get_backend_name() if url is not None else "sqlite"
-    except (ArgumentError, ValueError):
+        family = parse_url(url).get_backend_name() if url is not None else "sqlite"
+    except ValueError:
         return  # not a URL at all: opening the store says so
     if family not in ("postgresql", "postgres"):  # postgres:// is PostgreSQL too
         where = "a SQLite file" if family == "sqlite" else f"a {family} database"
@@ -378,6 +402,8 @@ def parse_statuses(
     ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
 ) -> tuple[TaskStatus, ...]:
     """``--status a,b --status c``: the statuses named, in the order of :class:`TaskStatus`."""
+    from ..model import TaskStatus
+
     known = [s.value for s in TaskStatus]
     found: set[TaskStatus] = set()
     for value in values:
