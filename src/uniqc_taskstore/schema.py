@@ -202,7 +202,6 @@ changes = Table(
     Column("txid", BigInteger),
     Column("changed_at", Timestamp, nullable=False),
     sqlite_autoincrement=True,
-    **_MYSQL_TABLE,
 )
 """The change log (v11): one row per task a committed write changed, written in the
 write's own transaction (see :mod:`uniqc_taskstore.changes`)."""
@@ -219,7 +218,6 @@ change_marks = Table(
     metadata,
     Column("name", String(16), primary_key=True),
     Column("value", BigInteger, nullable=False),
-    **_MYSQL_TABLE,
 )
 """Named numbers of the change log (v11): ``tick``, MariaDB's commit counter; ``pruned``,
 the last position retention (or clear_all) deleted; ``pruned_by``, PostgreSQL's id of
