@@ -221,7 +221,7 @@ def test_follow_from_a_token_sees_what_was_written_after_it(store: TaskStore) ->
     assert got == [t.task_id for t in made]
 
 
-def test_a_version_10_file_opens_and_its_writes_reach_the_feed(tmp_path: Path) -> None:
+def test_a_version_11_file_opens_and_its_writes_reach_the_feed(tmp_path: Path) -> None:
     from uniqc_taskstore.backends.sqlite import SqliteBackend
     from uniqc_taskstore.migrator import MIGRATIONS, migrate
 
@@ -230,11 +230,11 @@ def test_a_version_10_file_opens_and_its_writes_reach_the_feed(tmp_path: Path) -
     backend.prepare()
     engine = backend.create_engine()
     try:
-        migrate(backend, engine, MIGRATIONS[:10])
+        migrate(backend, engine, MIGRATIONS[:11])
     finally:
         engine.dispose()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone() == (10,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (11,)
         conn.execute(
             "INSERT INTO tasks (task_id, backend, platform, status, shots, submit_time,"
             " update_time, metadata_json) VALUES (?, 'dummy', 'dummy', 'pending', 1, ?, ?, '{}')",
@@ -245,7 +245,7 @@ def test_a_version_10_file_opens_and_its_writes_reach_the_feed(tmp_path: Path) -
             ),
         )
     with TaskStore(tmp_path) as opened:
-        assert opened.schema_version >= 11
+        assert opened.schema_version >= 12
         token = opened.changes().token
         old = opened.get("uqt_" + "c" * 32)
         assert old is not None

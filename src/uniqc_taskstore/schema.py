@@ -23,7 +23,14 @@ from sqlalchemy import (
     text,
 )
 
-from .column_types import IdText, JsonDocument, MessageText, StatusText, Timestamp
+from .column_types import (
+    IdText,
+    JsonDocument,
+    MessageText,
+    SearchText,
+    StatusText,
+    Timestamp,
+)
 
 metadata = MetaData()
 
@@ -52,6 +59,9 @@ def _task_columns() -> list[Column[Any]]:
         # The backend up to its first ':' (all of it without one), kept by every write
         # of ``backend``: a platform filter is then one index range in submit order (v10).
         Column("platform", IdText),
+        # Id, backend and name case-folded by the store (search.task_search_key), kept
+        # by every write of them: ``search`` compares it byte for byte (v11).
+        Column("search_key", SearchText),
     ]
 
 
@@ -80,6 +90,8 @@ def _shard_columns() -> list[Column[Any]]:
         Column("error_message", MessageText),
         Column("submit_time", Timestamp, nullable=False),
         Column("update_time", Timestamp, nullable=False),
+        # The platform job id case-folded by the store, for ``search`` (v11).
+        Column("search_key", SearchText),
     ]
 
 
@@ -203,7 +215,7 @@ changes = Table(
     Column("changed_at", Timestamp, nullable=False),
     sqlite_autoincrement=True,
 )
-"""The change log (v11): one row per task a committed write changed, written in the
+"""The change log (v12): one row per task a committed write changed, written in the
 write's own transaction (see :mod:`uniqc_taskstore.changes`)."""
 # Servers read the feed by transaction; SQLite never fills txid, so its index stays empty.
 Index(
@@ -219,7 +231,7 @@ change_marks = Table(
     Column("name", String(16), primary_key=True),
     Column("value", BigInteger, nullable=False),
 )
-"""Named numbers of the change log (v11): ``tick``, MariaDB's commit counter; ``pruned``,
+"""Named numbers of the change log (v12): ``tick``, MariaDB's commit counter; ``pruned``,
 the last position retention (or clear_all) deleted; ``pruned_by``, PostgreSQL's id of
 the transaction that did."""
 

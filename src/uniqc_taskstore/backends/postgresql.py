@@ -34,6 +34,7 @@ from .server import MIGRATION_LOCK_NAME, ServerBackend
 # serialization_failure, deadlock_detected, lock_not_available
 _RETRYABLE_SQLSTATES = {"40001", "40P01", "55P03"}
 _LOCK_NOT_AVAILABLE = "55P03"
+_UNIQUE_VIOLATION = "23505"
 _QUERY_CANCELED = "57014"
 # admin_shutdown, crash_shutdown, cannot_connect_now, too_many_connections; class 08:
 # connection exceptions.
@@ -87,7 +88,7 @@ class PostgresBackend(ServerBackend):
 
     def change_listener(self, engine: Engine) -> ChangeListener | None:
         """``LISTEN`` on a pooled connection for the ``NOTIFY`` that the change log's
-        trigger (migration v11) sends, delivered when the writing transaction commits."""
+        trigger (migration v12) sends, delivered when the writing transaction commits."""
         return _NotifyListener(engine)
 
     def create_engine(self) -> Engine:
@@ -276,6 +277,9 @@ class PostgresBackend(ServerBackend):
     def is_busy(self, error: DBAPIError) -> bool:
         return getattr(error.orig, "sqlstate", None) in _RETRYABLE_SQLSTATES
 
+    def is_conflict(self, error: DBAPIError) -> bool:
+        return getattr(error.orig, "sqlstate", None) == _UNIQUE_VIOLATION
+
     def is_connection_failure(self, error: DBAPIError) -> bool:
         state = getattr(error.orig, "sqlstate", None) or ""
         return state in _CONNECTION_SQLSTATES or state.startswith("08")
@@ -355,7 +359,7 @@ class _Pipeline(DriverBatch):
 
 
 CHANGES_CHANNEL = "uniqc_changes"
-"""What the change log's trigger notifies (migration v11), once per writing transaction."""
+"""What the change log's trigger notifies (migration v12), once per writing transaction."""
 
 
 class _NotifyListener(ChangeListener):

@@ -103,6 +103,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "prune_command",
         "Archive old finished tasks; --archived deletes old archived ones.",
     ),
+    "restore-backup": (
+        "recovery",
+        "restore_backup_command",
+        "Replace the SQLite store with a backup (from uniqc-tasks backup), keeping it.",
+    ),
     "restore": ("manage", "restore_command", "Move archived tasks back to the live tasks."),
     "results": (
         "inspect",
@@ -125,10 +130,20 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "stats_command",
         "Counts by status and backend, the oldest unfinished task, the store's size.",
     ),
+    "stores": (
+        "config",
+        "stores_command",
+        "The named stores of the config file (passwords masked), * marking the one in use.",
+    ),
     "tag": (
         "manage",
         "tag_command",
         "Set (KEY=VALUE) or remove (-k KEY) a live task's tags; print them.",
+    ),
+    "vacuum": (
+        "recovery",
+        "vacuum_command",
+        "Give a SQLite store's free pages back to the disk (VACUUM); bytes before/after.",
     ),
     "watch": ("inspect", "watch_command", "Follow tasks until every one has finished (or Ctrl-C)."),
 }

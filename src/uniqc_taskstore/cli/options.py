@@ -50,6 +50,10 @@ class Settings:
     format: Format = "text"
     table_asked: bool = False
     """``--format table`` was given: a later --json/--jsonl/--format contradicts it."""
+    store: str | None = None
+    """``--store NAME``: a named store of the config file."""
+    given_by: str | None = None
+    """Which option or variable named the location, once :func:`resolve_location` ran."""
 
 
 def settings() -> Settings:
@@ -189,7 +193,16 @@ def _store_options(command: F) -> F:
             metavar="NAME",
             expose_value=False,
             callback=_remember("schema"),
-            help="PostgreSQL schema holding the tables (PostgreSQL URLs only).",
+            help="PostgreSQL schema holding the tables (PostgreSQL URLs only) "
+            "[default: UNIQC_TASKSTORE_SCHEMA with UNIQC_TASKSTORE_URL].",
+        ),
+        click.option(
+            "--store",
+            metavar="NAME",
+            expose_value=False,
+            callback=_remember("store"),
+            help="A named store of ~/.config/uniqc-tasks/config.toml (`uniqc-tasks stores` "
+            "lists them) [default: UNIQC_TASKSTORE if set].",
         ),
     ]
     for decorate in reversed(decorators):
@@ -284,14 +297,46 @@ def _chain(
     return callback
 
 
+def resolve_location() -> Settings:
+    """Fill the settings from a named store (``--store``, else ``UNIQC_TASKSTORE`` when
+    no location option was given) and ``UNIQC_TASKSTORE_SCHEMA``; refuse conflicting
+    location options. Run before a store is opened."""
+    from .config import SCHEMA_ENV, STORE_ENV, named_store
+
+    found = settings()
+    if found.given_by is not None:
+        return found
+    given = [o for o, v in (("--cache-dir", found.cache_dir), ("--url", found.url)) if v]
+    if found.store is not None and given:
+        raise click.UsageError(f"give --store or {given[0]}, not both")
+    if len(given) == 2:
+        raise click.UsageError("give --cache-dir or --url, not both")
+    name, source = found.store, "--store"
+    if name is None and not given and os.environ.get(STORE_ENV):
+        name, source = os.environ[STORE_ENV], STORE_ENV
+    if name is not None:
+        chosen = named_store(name, source=source)
+        if chosen.url is not None:
+            check_url(chosen.url, what=f"store {name!r}")
+        found.url, found.cache_dir = chosen.url, chosen.cache_dir
+        found.schema = found.schema or chosen.schema
+        found.given_by = f"{source} {name}"
+        return found
+    if not given and os.environ.get(URL_ENV) and found.schema is None:
+        schema = os.environ.get(SCHEMA_ENV) or None
+        if schema is not None:
+            check_schema(schema, os.environ[URL_ENV], SCHEMA_ENV)
+        found.schema = schema
+    found.given_by = given[0] if given else ""
+    return found
+
+
 def open_store(*, create: bool) -> TaskStore:
     """The store the options point at. ``create=False`` (commands that only read)
     opens an existing store and creates nothing. A store that is not there is named
     as the user wrote it, with the option that points elsewhere."""
-    found = settings()
-    if found.cache_dir is not None and found.url is not None:
-        raise click.UsageError("give --cache-dir or --url, not both")
-    url, given_by = found.url, "--url"
+    found = resolve_location()
+    url, given_by = found.url, found.given_by or "--url"
     if url is None and found.cache_dir is None:
         url, given_by = os.environ.get(URL_ENV) or None, URL_ENV
         if url is not None:
@@ -314,7 +359,7 @@ def open_store(*, create: bool) -> TaskStore:
         if found.cache_dir is not None:
             raise StoreNotFoundError(
                 f"no task store at {os.path.join(found.cache_dir, 'tasks.sqlite')} "
-                "(--cache-dir); check the directory, or create one with "
+                f"({found.given_by or '--cache-dir'}); check the directory, or create one with "
                 "`uniqc-tasks import FILE` or `uniqc-tasks demo`"
             ) from None
         raise

@@ -1,4 +1,4 @@
-"""Version 11: the change log behind ``TaskStore.changes``: one row per task a committed
+"""Version 12: the change log behind ``TaskStore.changes``: one row per task a committed
 write changed, appended in the write's own transaction, and a few named numbers.
 
 ``changes.seq`` numbers rows (SQLite: AUTOINCREMENT, never reused after retention
