@@ -240,11 +240,11 @@ class Database:
                 gone = not raw.is_valid or bool(
                     dialect.is_disconnect(exc, raw.dbapi_connection, None)  # type: ignore[arg-type]
                 )
-                if gone:
-                    _discard(raw, exc)
                 error = DBAPIError.instance(
                     _BATCH, None, exc, dbapi_error, connection_invalidated=gone, dialect=dialect
                 )
+                if gone or (isinstance(error, DBAPIError) and backend.is_stale_session(error)):
+                    _discard(raw, exc)
                 if batch is not None and batch.commit_sent:
                     mark_commit_sent(error)
                 raise error from exc

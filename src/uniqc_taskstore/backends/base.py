@@ -354,6 +354,13 @@ class Backend(ABC):
         server went away, killed the session, or refuses new connections for now."""
         return False
 
+    def is_stale_session(self, error: DBAPIError) -> bool:
+        """True when ``error`` says the connection's own state went wrong (PostgreSQL:
+        psycopg's cache of prepared statements out of step with the server after an
+        aborted pipeline): the statement failed, nothing was written, and that
+        connection must not be used again."""
+        return False
+
     def is_login_refused(self, error: DBAPIError) -> bool:
         """True when the server refused the login itself: no retry helps."""
         return False
