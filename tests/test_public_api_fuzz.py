@@ -26,6 +26,8 @@ from __future__ import annotations
 import base64
 import copy
 import inspect
+import io
+import json
 import math
 import os
 from collections.abc import Callable, Iterator
@@ -47,6 +49,7 @@ from uniqc_taskstore import (
     TaskStore,
     TaskStoreError,
 )
+from uniqc_taskstore.exchange import import_tasks
 from uniqc_taskstore.filters import FilterArgs, Sort, encode_cursor
 
 SEEDED_ID = "uqt_" + "a" * 32
@@ -639,3 +642,34 @@ def test_query_api_refuses_bad_input_with_store_errors(seeded: TaskStore, case: 
         QUERY_API_CASES[case](seeded)
     assert str(caught.value)
     assert seeded.get(SEEDED_ID) == before, "bad input changed the store"
+
+
+IMPORT_LINES = st.one_of(
+    st.binary(max_size=200),
+    st.builds(lambda n: b"[" * n + b"]" * n, st.integers(1, 300_000)),
+    st.builds(lambda n: b'{"task": ' * n + b"1" + b"}" * n, st.integers(1, 50_000)),
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner),
+        max_leaves=10,
+    ).map(lambda value: json.dumps({"task": value}).encode()),
+)
+
+
+@FUZZ
+@given(
+    header=st.sampled_from([b'{"uniqc_export": 1}', b'{"uniqc_export": 0}', b"\xff", b""]),
+    lines=st.lists(IMPORT_LINES, max_size=4),
+    as_text=st.booleans(),
+)
+def test_import_of_any_bytes_raises_only_store_errors(
+    header: bytes, lines: list[bytes], as_text: bool
+) -> None:
+    """``exchange.import_tasks`` (issue 17 item 8): whatever the file holds (bytes that
+    are not UTF-8, nesting 300,000 deep, any JSON), only a TaskStoreError leaves it."""
+    data = b"\n".join([header, *lines]) + b"\n"
+    stream: Any = io.BytesIO(data)
+    if as_text:
+        stream = io.TextIOWrapper(stream, encoding="utf-8")
+    with TaskStore.in_memory() as store:
+        assert_only_store_errors(lambda: import_tasks(store, stream), "import_tasks", data[:200])

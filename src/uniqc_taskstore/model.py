@@ -463,8 +463,11 @@ class BulkResult:
 @dataclass(frozen=True)
 class RetentionResult:
     """What a retention call did (or, with ``dry_run``, would do): ``count`` tasks, and
-    in a dry run their ids in ``task_ids`` (empty otherwise, to keep memory flat)."""
+    in a dry run their ids in ``task_ids`` (empty otherwise, to keep memory flat).
+    ``refused``: ids :meth:`~uniqc_taskstore.TaskStore.archive_older_than` matched but
+    left live because the archive already holds a task under the same id."""
 
     count: int
     dry_run: bool = False
     task_ids: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
