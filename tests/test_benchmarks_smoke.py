@@ -38,3 +38,12 @@ def test_benchmark_suite_prints_its_tables_and_writes_json(
     assert {row["read"] for row in result["scaling"]["reads"]} >= {"get", "count_by(status)"}
     assert "| summaries(status=…, limit=50) |" in printed
     assert all(row["ours"] > 0 and row["floor"] > 0 for row in result["pages"])
+
+
+def test_cli_startup_benchmark_prints_each_ratio(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.cli_startup import main as startup
+
+    startup(["--rounds", "1"])
+    printed = capsys.readouterr().out
+    for command in ("uniqc-tasks --version", "uniqc-tasks --help", "uniqc-tasks list --limit 5"):
+        assert f"| `{command}` |" in printed

@@ -213,7 +213,13 @@ def test_prune_archives_old_finished_tasks_after_yes(
     assert store.count_archived() == 0
     code, out, _ = run(capsys, *args, "--yes", "--json")
     assert code == EXIT_OK
-    assert json.loads(out) == {"action": "archived", "count": 2, "dry_run": False}
+    printed = json.loads(out)
+    assert {k: v for k, v in printed.items() if k != "task_ids"} == {
+        "action": "archived",
+        "count": 2,
+        "dry_run": False,
+    }
+    assert set(printed["task_ids"]) == {tasks["old_done"], tasks["old_failed"]}
     assert {t.task_id for t in store.list_archived()} == {tasks["old_done"], tasks["old_failed"]}
 
 

@@ -10,6 +10,8 @@ import io
 import json
 import os
 import re
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -378,3 +380,207 @@ def test_status_completion_offers_statuses_after_a_comma() -> None:
         item.value
         for item in complete_statuses(None, None, "")  # type: ignore[arg-type]
     }
+
+
+# -- item 7: bulk by filter ----------------------------------------------------------------
+
+
+def test_archive_restore_delete_and_tag_by_filter_say_how_many_and_list_the_ids(
+    store: TaskStore, store_location: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    failed = {add(store, TaskStatus.FAILED) for _ in range(3)}
+    kept = add(store)
+    at = where(store_location)
+    code, out, err = run(capsys, *at, "archive", "--status", "failed")
+    assert code == EXIT_USAGE  # three tasks, no terminal, no --yes
+    assert "3 tasks match" in err
+    assert "add --yes" in err
+    code, out, err = run(capsys, *at, "tag", "--status", "failed", "triage=yes", "--yes", "--json")
+    assert (code, set(json.loads(out)["done"])) == (EXIT_OK, failed)
+    assert all(store.get(i).tags == {"triage": "yes"} for i in failed)  # type: ignore[union-attr]
+    code, out, err = run(capsys, *at, "archive", "--tag", "triage=yes", "--yes", "--json")
+    assert (code, set(json.loads(out)["done"])) == (EXIT_OK, failed)
+    assert "3 tasks match" in err
+    assert store.count() == 1
+    code, out, _ = run(capsys, *at, "restore", "--status", "failed", "--yes", "--json")
+    assert set(json.loads(out)["done"]) == failed
+    code, out, _ = run(capsys, *at, "delete", "--status", "failed", "--yes", "--json")
+    assert set(json.loads(out)["done"]) == failed
+    assert [t.task_id for t in store.list()] == [kept]
+
+
+def test_bulk_commands_read_ids_from_stdin(
+    store: TaskStore,
+    store_location: dict[str, Any],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ids = [add(store, TaskStatus.FAILED) for _ in range(2)]
+    code, listed, _ = run(capsys, *where(store_location), "list", "--status", "failed", "-q")
+    monkeypatch.setattr("sys.stdin", io.StringIO(listed + "\n# a comment\n"))
+    code, out, _ = run(capsys, *where(store_location), "archive", "-", "--yes", "--json")
+    assert (code, sorted(json.loads(out)["done"])) == (EXIT_OK, sorted(ids))
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["archive"], ["archive", "uqt_x", "--status", "failed"], ["delete", "-", "uqt_x"]],
+)
+def test_bulk_commands_need_ids_or_filters_but_not_both(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    TaskStore(tmp_path / "c").close()
+    code, out, _ = run(capsys, "--cache-dir", str(tmp_path / "c"), *argv)
+    assert (code, out) == (EXIT_USAGE, "")
+
+
+def test_prune_yes_json_lists_the_ids_it_archived(
+    store: TaskStore, store_location: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    done = add(store)
+    code, out, _ = run(
+        capsys, *where(store_location), "prune", "--older-than", "0s", "--yes", "--json"
+    )
+    assert code == EXIT_OK
+    assert json.loads(out)["task_ids"] == [done]
+
+
+# -- item 9: everyday habits ----------------------------------------------------------------
+
+
+def test_columns_archived_at_and_show_null(
+    store: TaskStore, store_location: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    task_id = add(store, TaskStatus.FAILED)
+    store.archive(task_id)
+    code, out, _ = run(capsys, *where(store_location), "list", "--archived")
+    assert "ARCHIVED AT (UTC)" in out.splitlines()[0]
+    code, out, _ = run(
+        capsys, *where(store_location), "list", "--archived", "--columns", "task,status"
+    )
+    assert out.split() == ["TASK", "STATUS", task_id, "failed"]
+    code, out, _ = run(
+        capsys, *where(store_location), "list", "--archived", "--columns", "task,error", "--json"
+    )
+    assert json.loads(out) == [{"task_id": task_id, "error_message": None}]
+    code, out, _ = run(capsys, *where(store_location), "show", task_id)
+    assert re.search(r"^\s*error_message: null$", out, re.MULTILINE)
+    assert "None" not in out
+    code, _, err = run(capsys, *where(store_location), "list", "--columns", "task,bogus")
+    assert code == EXIT_USAGE
+    assert "'bogus' is not a column" in err
+
+
+def test_completion_prints_a_script_and_completes_task_ids(
+    store: TaskStore, store_location: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    for shell in ("bash", "zsh", "fish"):
+        code, out, _ = run(capsys, "completion", shell)
+        assert code == EXIT_OK
+        assert "_UNIQC_TASKS_COMPLETE" in out
+    task_id = add(store)
+    finished = subprocess.run(
+        [sys.executable, "-m", "uniqc_taskstore.cli"],
+        env={
+            **os.environ,
+            "_UNIQC_TASKS_COMPLETE": "bash_complete",
+            "COMP_WORDS": " ".join(["uniqc-tasks", *where(store_location), "show", task_id[:6]]),
+            "COMP_CWORD": str(len(where(store_location)) + 2),
+        },
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert f"plain,{task_id}" in finished.stdout.splitlines()
+
+
+# -- item 8: named stores ------------------------------------------------------------------
+
+
+def write_config(root: Path, text_: str) -> Path:
+    path = root / "uniqc-tasks" / "config.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text_, encoding="utf-8")
+    return path
+
+
+def test_a_named_store_is_picked_by_store_or_the_variable(
+    store: TaskStore,
+    store_location: dict[str, Any],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    task_id = add(store)
+    if "url" in store_location:
+        entry = f'url = "{store_location["url"]}"'
+    else:
+        entry = f'cache_dir = "{store_location["cache_dir"]}"'
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    write_config(tmp_path / "xdg", f"[stores.work]\n{entry}\n[stores.other]\ncache_dir = 'x'\n")
+    code, out, _ = run(capsys, "--store", "work", "list", "-q")
+    assert (code, out.split()) == (EXIT_OK, [task_id])
+    monkeypatch.setenv("UNIQC_TASKSTORE", "work")
+    code, out, _ = run(capsys, "list", "-q")
+    assert (code, out.split()) == (EXIT_OK, [task_id])
+    stores = json.loads(run(capsys, "stores", "--json")[1])["stores"]
+    assert [(s["name"], s["in_use"]) for s in stores] == [("work", True), ("other", False)]
+    code, _, err = run(capsys, "--store", "nope", "list")
+    assert code == EXIT_USAGE
+    assert "no store named 'nope' (--store)" in err
+    assert "named stores: other, work" in err
+    code, _, err = run(capsys, "--store", "work", "--cache-dir", str(tmp_path), "list")
+    assert code == EXIT_USAGE
+    assert "give --store or --cache-dir, not both" in err
+
+
+def test_stores_masks_passwords_and_reads_xdg_config_home(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    write_config(
+        tmp_path / "xdg",
+        '[stores.lab]\nurl = "postgresql+psycopg://me:s3cret@db/quantum"\nschema = "team_a"\n',
+    )
+    code, out, _ = run(capsys, "stores")
+    assert code == EXIT_OK
+    assert "s3cret" not in out
+    assert "postgresql+psycopg://me:***@db/quantum" in out
+    assert "team_a" in out
+
+
+@pytest.mark.parametrize(
+    ("config", "said"),
+    [
+        ("[stores.a\n", "is not valid TOML"),
+        ("[stores.a]\nurl = 'sqlite:///x'\ncache_dir = 'y'\n", "needs url or cache_dir"),
+        ("[stores.a]\ncache_dir = 'y'\npassword = 'p'\n", "has 'password'"),
+    ],
+)
+def test_a_bad_config_is_one_line_naming_the_file(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    config: str,
+    said: str,
+) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    path = write_config(tmp_path / "xdg", config)
+    code, out, err = run(capsys, "--store", "a", "list")
+    assert (code, out) == (EXIT_USAGE, "")
+    assert err.startswith(f"uniqc-tasks: {path}")
+    assert said in err
+
+
+def test_schema_variable_goes_with_the_url_variable(
+    fresh_database_url: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not os.environ.get("UNIQC_TEST_POSTGRESQL_URL"):
+        pytest.skip("set UNIQC_TEST_POSTGRESQL_URL to run it")
+    url = fresh_database_url("postgresql")
+    with TaskStore.from_url(url, schema="ops") as store:
+        task_id = add(store)
+    monkeypatch.setenv("UNIQC_TASKSTORE_URL", url)
+    monkeypatch.setenv("UNIQC_TASKSTORE_SCHEMA", "ops")
+    code, out, err = run(capsys, "list", "-q")
+    assert (code, out.split()) == (EXIT_OK, [task_id]), err

@@ -71,6 +71,17 @@ RAISED_BY: dict[str, str] = {
     "DatabaseConnectionError": (
         "test_server_connections.py::test_silent_server_ends_in_connection_error_by_default"
     ),
+    "ConnectionLostError": (
+        "test_connection_faults.py::test_lost_connection_without_budget_is_connection_lost"
+    ),
+    "OutcomeUnknownError": (
+        "test_connection_faults.py::"
+        "test_after_commit_sent_idempotent_writes_are_retried_others_say_outcome_unknown"
+    ),
+    "StatementTimeoutError": (
+        "test_connection_faults.py::"
+        "test_statement_past_the_statement_timeout_raises_statement_timeout_error"
+    ),
 }
 
 

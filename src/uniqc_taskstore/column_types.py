@@ -10,11 +10,11 @@ was written (``JSONB`` and MySQL's ``JSON`` reorder keys).
 
 from __future__ import annotations
 
+import sys
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from sqlalchemy import ColumnElement, DateTime, String, Text, cast, func, type_coerce
-from sqlalchemy.dialects import mysql, postgresql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
@@ -23,6 +23,8 @@ from .model import Unreadable
 from .timestamps import canonical_timestamp, format_timestamp, parse_timestamp
 
 _MYSQL = ("mysql", "mariadb")
+# The PostgreSQL and MySQL types are imported where a dialect asks for them, so that a
+# process using only SQLite never loads those dialects (the CLI starts faster).
 
 
 class IdText(TypeDecorator[str]):
@@ -39,7 +41,9 @@ class IdText(TypeDecorator[str]):
         if dialect.name == "postgresql":
             return dialect.type_descriptor(Text(collation="C"))
         if dialect.name in _MYSQL:
-            return dialect.type_descriptor(mysql.VARBINARY(4 * 255))
+            from sqlalchemy.dialects.mysql import VARBINARY
+
+            return dialect.type_descriptor(VARBINARY(4 * 255))
         return dialect.type_descriptor(Text())
 
     def bind_processor(self, dialect: Dialect) -> Any:
@@ -64,7 +68,21 @@ class IdText(TypeDecorator[str]):
 StatusText: TypeEngine[str] = Text().with_variant(String(16), *_MYSQL)
 """A :class:`~uniqc_taskstore.model.TaskStatus` value."""
 
-MessageText: TypeEngine[str] = Text().with_variant(mysql.LONGTEXT(), *_MYSQL)
+
+class _MessageText(TypeDecorator[str]):
+    impl = Text
+    cache_ok = True
+    unchanged_on_sqlite: ClassVar[tuple[type, ...]] = (str, type(None))
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name in _MYSQL:
+            from sqlalchemy.dialects.mysql import LONGTEXT
+
+            return dialect.type_descriptor(LONGTEXT())
+        return dialect.type_descriptor(Text())
+
+
+MessageText: TypeEngine[str] = _MessageText()
 """An error message; MySQL's plain TEXT would stop at 64 KiB, short of a traceback."""
 
 
@@ -85,9 +103,13 @@ class JsonDocument(TypeDecorator[Any]):
 
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
         if dialect.name == "postgresql":
-            return dialect.type_descriptor(postgresql.JSON(none_as_null=True))
+            from sqlalchemy.dialects.postgresql import JSON
+
+            return dialect.type_descriptor(JSON(none_as_null=True))
         if dialect.name in _MYSQL:
-            return dialect.type_descriptor(mysql.LONGTEXT())
+            from sqlalchemy.dialects.mysql import LONGTEXT
+
+            return dialect.type_descriptor(LONGTEXT())
         return dialect.type_descriptor(Text())
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
@@ -99,8 +121,9 @@ class JsonDocument(TypeDecorator[Any]):
         return dump_jsonable(tree)
 
     def column_expression(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
-        if isinstance(self.impl, postgresql.JSON):  # this dialect's copy of the type
-            return type_coerce(cast(column, Text), self)
+        postgresql = sys.modules.get("sqlalchemy.dialects.postgresql")  # loaded if in use
+        if postgresql is not None and isinstance(self.impl, postgresql.JSON):
+            return type_coerce(cast(column, Text), self)  # this dialect's copy of the type
         return column
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Any:
@@ -127,9 +150,13 @@ class Timestamp(TypeDecorator[str]):
 
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
         if dialect.name == "postgresql":
-            return dialect.type_descriptor(postgresql.TIMESTAMP(timezone=True))
+            from sqlalchemy.dialects.postgresql import TIMESTAMP
+
+            return dialect.type_descriptor(TIMESTAMP(timezone=True))
         if dialect.name in _MYSQL:
-            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+            from sqlalchemy.dialects.mysql import DATETIME
+
+            return dialect.type_descriptor(DATETIME(fsp=6))
         return dialect.type_descriptor(Text())
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> Any:

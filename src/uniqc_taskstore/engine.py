@@ -8,8 +8,8 @@ reused from the pool and their settings were applied when they were opened.
 
 from __future__ import annotations
 
+import logging
 import os
-import random
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -20,9 +20,9 @@ from typing import Any, TypeVar, cast
 
 from sqlalchemy import Connection, Engine, Executable, Select, event
 from sqlalchemy.engine import URL, Dialect
-from sqlalchemy.exc import DBAPIError, StatementError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InvalidRequestError, StatementError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-from sqlalchemy.pool import Pool, QueuePool
+from sqlalchemy.pool import Pool, PoolProxiedConnection, QueuePool
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
@@ -30,7 +30,6 @@ from .backends import Backend, backend_for_url
 from .backends.base import (
     BUSY_ATTEMPTS_ENV,
     BUSY_TIMEOUT_ENV,
-    BusyPolicy,
     DriverBatch,
     Listener,
     as_dbapi_error,
@@ -38,8 +37,15 @@ from .backends.base import (
 from .backends.sqlite import WRITE_OPTION
 from .errors import DatabaseBusyError, DatabaseError, TaskStoreError
 from .migrator import MIGRATIONS, Migration, MigrationReport, migrate
+from .retries import mark_commit_sent, with_retries
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+SLOW_CALL_ENV = "UNIQC_SLOW_CALL_MS"
+SLOW_CALL_MS = 500.0
+"""A call (one transaction, all its attempts) taking longer is logged at DEBUG with
+its name, never its values; ``UNIQC_SLOW_CALL_MS`` changes the threshold."""
 
 
 class Database:
@@ -57,7 +63,7 @@ class Database:
         migrations: Sequence[tuple[int, Migration]] = MIGRATIONS,
     ) -> None:
         self.backend = backend
-        self.busy = backend.busy = BusyPolicy.from_environment()
+        self.busy = backend.busy = backend.busy_policy()
         self.owns_engine = engine is None
         self._engine = engine
         self._migrations = migrations
@@ -96,10 +102,12 @@ class Database:
                 self._engine = self.backend.create_engine()
             engine = self._engine
             try:
-                self.last_migration = _with_busy_retry(
+                self.last_migration = with_retries(
                     self.backend,
                     self.busy,
                     lambda: migrate(self.backend, engine, self._migrations, create=create),
+                    budget=0.0,
+                    idempotent=False,
                 )
             except DBAPIError as exc:
                 raise self._translate(exc) from exc
@@ -170,7 +178,7 @@ class Database:
                     return list(conn.exec_driver_sql(text, args).fetchall())
             if direct:
                 return _select_on_record(pool, backend, prepared, text, args)
-            raw = engine.raw_connection()
+            raw = _checkout(engine)
             try:
                 try:
                     return backend.lone_select(raw.dbapi_connection, text, args)
@@ -179,12 +187,12 @@ class Database:
             finally:
                 raw.close()
 
-        return self._attempts(attempt)
+        return self._attempts(attempt, idempotent=True, name=prepared.name)
 
-    def batch_write(self, work: Callable[[DriverBatch], T]) -> T:
+    def batch_write(self, work: Callable[[DriverBatch], T], *, idempotent: bool = False) -> T:
         """Run ``work`` in a write transaction sent in batches on a pooled driver
         connection (:meth:`Backend.driver_batch`: one round trip per batch), with the
-        same busy retries and error translation as :meth:`write`. Only for backends
+        same retries and error translation as :meth:`write`. Only for backends
         whose :meth:`Backend.batched_writes` is true."""
         engine = self.engine
         backend = self.backend
@@ -192,7 +200,8 @@ class Database:
         dbapi_error: type[Exception] = dialect.loaded_dbapi.Error
 
         def attempt() -> T:
-            raw = engine.raw_connection()
+            raw = _checkout(engine)
+            batch: DriverBatch | None = None
             try:
                 batch = backend.driver_batch(raw.dbapi_connection)
                 try:
@@ -201,30 +210,36 @@ class Database:
                     try:
                         batch.end()
                     except Exception:  # the first error says why; this connection goes
-                        raw.invalidate()
+                        _discard(raw)
                     raise
                 batch.end()
                 backend.after_finished_batch(raw.info)
                 return result
             except dbapi_error as exc:
-                gone = dialect.is_disconnect(exc, raw.dbapi_connection, None)  # type: ignore[arg-type]
+                gone = not raw.is_valid or bool(
+                    dialect.is_disconnect(exc, raw.dbapi_connection, None)  # type: ignore[arg-type]
+                )
                 if gone:
-                    raw.invalidate(exc)
-                raise DBAPIError.instance(
+                    _discard(raw, exc)
+                error = DBAPIError.instance(
                     _BATCH, None, exc, dbapi_error, connection_invalidated=gone, dialect=dialect
-                ) from exc
+                )
+                if batch is not None and batch.commit_sent:
+                    mark_commit_sent(error)
+                raise error from exc
             finally:
                 raw.close()
 
-        return self._attempts(attempt)
+        return self._attempts(attempt, idempotent=idempotent, name=_name_of(work))
 
-    def write(self, work: Callable[[Connection], T]) -> T:
+    def write(self, work: Callable[[Connection], T], *, idempotent: bool = False) -> T:
         """Run ``work`` in a write transaction: on SQLite it holds the write lock from
         BEGIN; on servers, rows read ``FOR UPDATE`` stay locked until commit. Retried
-        whole when the database is busy."""
-        return self._transaction(work, write=True)
+        whole when the database is busy, or when the connection is lost before the
+        commit was sent; after it, only if ``idempotent`` (see :mod:`.retries`)."""
+        return self._transaction(work, write=True, idempotent=idempotent)
 
-    def write_statements(self, work: Callable[[Statements], T]) -> T:
+    def write_statements(self, work: Callable[[Statements], T], *, idempotent: bool = False) -> T:
         """:meth:`write` for the hot write paths (``save``, shard writes), whose
         statements are built once (module-level or cached builders): ``work`` runs them
         through a :class:`Statements`.
@@ -240,12 +255,17 @@ class Database:
         engine = self.engine
         if not self.backend.writes_on_driver or _statements_watched(engine):
             exclusive = self.backend.write_lock_at_begin
-            return self.write(lambda conn: work(_ConnectionStatements(conn, exclusive)))
+            return self._transaction(
+                lambda conn: work(_ConnectionStatements(conn, exclusive)),
+                write=True,
+                idempotent=idempotent,
+                name=_name_of(work),
+            )
         backend = self.backend
         dialect = engine.dialect
 
         def attempt() -> T:
-            raw = engine.raw_connection()
+            raw = _checkout(engine)
             try:
                 statements = _DriverStatements(
                     self.prepared, raw.driver_connection, dialect, backend.write_lock_at_begin
@@ -253,7 +273,10 @@ class Database:
                 try:
                     statements.run_text(backend.begin_write_sql)
                     result = work(statements)
-                    statements.run_text("COMMIT")
+                    try:
+                        statements.run_text("COMMIT")
+                    except DBAPIError as exc:
+                        raise mark_commit_sent(exc)  # noqa: B904 - the same error, marked
                 except BaseException:
                     try:
                         raw.driver_connection.rollback()  # type: ignore[union-attr]
@@ -266,7 +289,7 @@ class Database:
                 raw.close()
             return result
 
-        return self._attempts(attempt)
+        return self._attempts(attempt, idempotent=idempotent, name=_name_of(work))
 
     def prepared(self, stmt: Executable, params: Mapping[str, Any] | None = None) -> _Prepared:
         """``stmt`` compiled for this database, once (see :class:`_Prepared`). An
@@ -296,7 +319,13 @@ class Database:
         return prepared
 
     def _transaction(
-        self, work: Callable[[Connection], T], *, write: bool, single: bool = False
+        self,
+        work: Callable[[Connection], T],
+        *,
+        write: bool,
+        single: bool = False,
+        idempotent: bool = False,
+        name: str | None = None,
     ) -> T:
         engine = self.engine
         backend = self.backend
@@ -312,15 +341,25 @@ class Database:
                     conn.execution_options(**single_options)
                 elif snapshot_options:
                     conn.execution_options(**snapshot_options)
-                with conn.begin():
-                    if snapshot:
-                        backend.begin_snapshot(conn)
-                    result = work(conn)
+                committing = False
+                try:
+                    with conn.begin():
+                        if snapshot:
+                            backend.begin_snapshot(conn)
+                        result = work(conn)
+                        committing = True  # what remains is the COMMIT
+                except DBAPIError as exc:
+                    if committing:
+                        mark_commit_sent(exc)
+                    raise
                 backend.after_commit(conn)
                 return result
 
         try:
-            return self._attempts(attempt)
+            # A read repeated changes nothing: always retried.
+            return self._attempts(
+                attempt, idempotent=idempotent or not write, name=name or _name_of(work)
+            )
         except StatementError as exc:
             # A value our column types refused while binding (e.g. a result JSON
             # cannot hold): surface our own error, the transaction rolled back.
@@ -328,20 +367,29 @@ class Database:
                 raise exc.orig from None
             raise
 
-    def _attempts(self, attempt: Callable[[], T]) -> T:
-        """``attempt``, retried while the database is busy, under the in-memory
+    def _attempts(self, attempt: Callable[[], T], *, idempotent: bool, name: str) -> T:
+        """``attempt``, retried while the database is busy or the connection failed
+        (:func:`~uniqc_taskstore.retries.with_retries`), under the in-memory
         database's lock where there is one; driver errors become ours, and a pool that
-        stayed exhausted :class:`DatabaseBusyError`."""
+        stayed exhausted :class:`DatabaseBusyError`. A slow call is logged (DEBUG)."""
         backend = self.backend
+        started = time.perf_counter()
+        budget = backend.retry_budget if self._ready else 0.0
         try:
             if self._serial is not None:
                 with self._serial:
-                    return _with_busy_retry(backend, self.busy, attempt)
-            return _with_busy_retry(backend, self.busy, attempt)
+                    return with_retries(
+                        backend, self.busy, attempt, budget=budget, idempotent=idempotent
+                    )
+            return with_retries(backend, self.busy, attempt, budget=budget, idempotent=idempotent)
         except DBAPIError as exc:
             raise self._translate(exc) from exc
         except PoolTimeoutError:  # every pooled connection stayed checked out
             raise DatabaseBusyError(f"{backend.describe()}: {_POOL_BUSY}") from None
+        finally:
+            elapsed = time.perf_counter() - started
+            if elapsed * 1000 > _slow_call_ms() and log.isEnabledFor(logging.DEBUG):
+                log.debug("slow call: %s took %.0f ms on %s", name, elapsed * 1000, backend.name)
 
     def clear_all(self) -> None:
         """Empty every table in one write transaction (retried while busy: all or
@@ -570,6 +618,11 @@ class _Prepared:
         self._many: tuple[Callable[[Mapping[str, Any]], Any], list[tuple[int, Any]]] | None = None
         self.dbapi_error: type[Exception] = dialect.loaded_dbapi.Error
 
+    @property
+    def name(self) -> str:
+        """What the statement is, for the slow-call log (the tables a SELECT reads)."""
+        return _name_of(self._compiled.statement)
+
     def statement(self, params: Mapping[str, Any]) -> tuple[str, Any]:
         """The SQL text and driver arguments for one execution with ``params``."""
         sizes = tuple(len(params[n]) for n in self._expanding) if self._expanding else ()
@@ -724,7 +777,10 @@ def _select_on_record(
     weak-reference finaliser and the reset on return, which is a ROLLBACK the driver
     skips anyway when no transaction is open. A connection the SELECT somehow left
     in a transaction is rolled back (or, failing that, discarded) as the reset would."""
-    record = pool._do_get()
+    try:
+        record = pool._do_get()
+    except _driver_error(pool) as exc:
+        raise _connect_error(pool._dialect, exc) from exc
     try:
         dbapi_connection = record.get_connection()  # reconnects one invalidated
         try:
@@ -739,6 +795,12 @@ def _select_on_record(
             except Exception:  # a connection that cannot roll back is not reused
                 record.invalidate()
         pool._do_return_conn(record)
+
+
+def _driver_error(pool: Any) -> type[Exception]:
+    """The driver's base error class, for a pool's dialect."""
+    error: type[Exception] = pool._dialect.loaded_dbapi.Error
+    return error
 
 
 def _statements_watched(engine: Engine) -> bool:
@@ -769,16 +831,55 @@ _POOL_BUSY = (
 )
 
 
-def _with_busy_retry(backend: Backend, busy: BusyPolicy, attempt: Callable[[], T]) -> T:
-    """Call ``attempt`` again, after a jittered, growing pause, while the database is busy."""
-    for tries in range(busy.attempts):
-        try:
-            return attempt()
-        except DBAPIError as exc:
-            if not backend.is_busy(exc) or tries == busy.attempts - 1:
-                raise
-            time.sleep(random.uniform(0, min(2.0, 0.05 * 2**tries)))
-    raise AssertionError("unreachable")
+def _checkout(engine: Engine) -> PoolProxiedConnection:
+    """A pooled driver connection, as :meth:`Engine.raw_connection` gives it, with a
+    failure to open one raised as SQLAlchemy's :class:`DBAPIError` (statement None, as
+    :meth:`Engine.connect` raises it), so that retries and translation see it: the raw
+    driver error never reaches the caller."""
+    dialect = engine.dialect
+    try:
+        return engine.raw_connection()
+    except dialect.loaded_dbapi.Error as exc:
+        raise _connect_error(dialect, exc) from exc
+    except (DisconnectionError, InvalidRequestError) as exc:  # the pool's reconnects failed
+        raise DBAPIError(None, None, exc, connection_invalidated=True) from exc
+
+
+def _connect_error(dialect: Dialect, exc: Exception) -> DBAPIError:
+    gone = bool(dialect.is_disconnect(exc, None, None))  # type: ignore[arg-type]
+    error = DBAPIError.instance(
+        None, None, exc, dialect.loaded_dbapi.Error, connection_invalidated=gone, dialect=dialect
+    )
+    assert isinstance(error, DBAPIError)  # a driver error always becomes one
+    return error
+
+
+def _discard(raw: PoolProxiedConnection, exc: BaseException | None = None) -> None:
+    """Invalidate ``raw`` once: a second invalidation of a closed connection only
+    warns ("Can't invalidate an already-closed connection")."""
+    if raw.is_valid:
+        raw.invalidate(exc)
+
+
+def _name_of(thing: Any) -> str:
+    """A call's name for the slow-call log: the function that does the work
+    (``TaskStore.save_many``), or, for a lone SELECT, the tables it reads."""
+    qualname = getattr(thing, "__qualname__", None)
+    if isinstance(qualname, str):
+        return qualname.replace(".<locals>", "").removesuffix(".work").removesuffix(".<lambda>")
+    froms = getattr(thing, "get_final_froms", None)
+    if froms is not None:
+        names = [str(getattr(f, "name", "")) for f in froms()]
+        return "select from " + ", ".join(name for name in names if name)
+    return type(thing).__name__
+
+
+def _slow_call_ms() -> float:
+    raw = os.environ.get(SLOW_CALL_ENV, "").strip()
+    try:
+        return float(raw) if raw else SLOW_CALL_MS
+    except ValueError:
+        return SLOW_CALL_MS
 
 
 _caller_engines: dict[tuple[int, str | None], Database] = {}

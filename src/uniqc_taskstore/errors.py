@@ -4,6 +4,11 @@ Callers catch the root to handle anything the store refuses, or a subclass to
 react precisely (retry on :class:`DatabaseBusyError`, fix the input on
 :class:`InvalidInputError`, point the store elsewhere on
 :class:`StoreLocationError`).
+
+Every error says whether the failed call may simply be made again: ``retry_safe``
+is True when calling again with the same arguments may succeed and cannot apply a
+write twice (nothing of the call was written, or the call is one whose repetition
+changes nothing more: see :class:`OutcomeUnknownError`).
 """
 
 from __future__ import annotations
@@ -11,6 +16,11 @@ from __future__ import annotations
 
 class TaskStoreError(Exception):
     """Root of every error raised by uniqc-taskstore."""
+
+    retry_safe: bool = False
+    """Whether making the same call again may succeed and cannot apply a write twice.
+    False for refusals that another try would repeat (bad input, a missing task) and
+    for a write whose outcome is unknown."""
 
 
 class InvalidInputError(TaskStoreError, ValueError):
@@ -108,6 +118,29 @@ class DatabaseConnectionError(DatabaseError):
     """The database server could not be reached, refused the login, or did not answer
     within the connect timeout; nothing was written."""
 
+    retry_safe = True
+
+
+class ConnectionLostError(DatabaseConnectionError):
+    """The connection to the server was lost (restart, network, a proxy) before the
+    call's commit was sent, and no new one could be made within the store's retry
+    budget: nothing of the call was written. Safe to call again."""
+
+
+class OutcomeUnknownError(DatabaseConnectionError):
+    """The connection was lost after the write's ``COMMIT`` was sent and before the
+    server answered: the write may or may not have been applied.
+
+    ``retry_safe`` is True for the writes that are idempotent by construction (the
+    store retried them itself until its retry budget ran out: ``save``,
+    ``save_many``, ``save_shard(s)``, ``update_shard``, ``archive``); for any other
+    write it is False: read the state back before deciding to write again.
+    """
+
+    def __init__(self, message: str, *, retry_safe: bool) -> None:
+        self.retry_safe = retry_safe
+        super().__init__(message)
+
 
 class SdkSwapError(TaskStoreError):
     """The SDK swap cannot be made or undone here (the SDK is not installed, is a release
@@ -132,6 +165,14 @@ class DatabaseBusyError(DatabaseError):
     """
 
     retryable = True
+    retry_safe = True
+
+
+class StatementTimeoutError(DatabaseBusyError):
+    """A statement ran longer than the store's ``statement_timeout`` (waiting on a
+    lock, or working): it was cancelled and its transaction rolled back, nothing was
+    written. Safe to call again, or allow longer statements (``?statement_timeout=``
+    in the URL)."""
 
 
 def _short_repr(value: object, limit: int = 120) -> str:

@@ -10,7 +10,9 @@ steps are re-runnable instead; see :mod:`uniqc_taskstore.backends.mysql`).
 from __future__ import annotations
 
 import importlib.util
+import logging
 import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,7 @@ from sqlalchemy.schema import CreateColumn
 from .backends.base import Backend
 from .errors import MigrationError, SchemaTooNewError, StoreNotFoundError, TaskStoreError
 
+log = logging.getLogger(__name__)
 Migration = Callable[[Connection], None]
 _STEP_FILE = re.compile(r"v(\d{4})_\w+\.py")
 
@@ -126,6 +129,8 @@ def migrate(
         # Up to date: no need to queue behind another process's migration lock.
         return MigrationReport(found, found, ())
     kept = f"; the copy from before the upgrade is {backup}" if backup else ""
+    started = time.monotonic()
+    log.info("migrating %s from schema version %d to %d", backend.describe(), found, latest)
     with backend.migration_connection(engine) as conn:
         with conn.begin():
             start = backend.claim(conn)
@@ -156,6 +161,15 @@ def migrate(
                     ) from exc
                 backend.write_version(conn, target)
             applied.append(target)
+            log.info("%s: schema version %d applied", backend.describe(), target)
+    log.info(
+        "%s is at schema version %d (from %d; %d steps applied here) after %.2f s",
+        backend.describe(),
+        max(start, latest),
+        start,
+        len(applied),
+        time.monotonic() - started,
+    )
     return MigrationReport(start, max(start, latest), tuple(applied), backup if applied else None)
 
 

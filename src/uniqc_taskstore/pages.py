@@ -28,7 +28,7 @@ from .column_types import IdText, Timestamp
 from .errors import CorruptRowError
 from .jsoncodec import decode_json
 from .model import TaskInfo, TaskStatus, TaskSummary, coerce_status
-from .statements import task_from_row
+from .statements import log_corrupt_row, task_from_row
 from .timestamps import is_canonical_timestamp
 
 TAG_KEY = "uniqc_tag_key"
@@ -152,6 +152,7 @@ class PageRows:
                 try:
                     task = task_from_row(self.converted(row))
                 except CorruptRowError as exc:
+                    log_corrupt_row(exc, skipped=on_corrupt is not None)
                     if on_corrupt is None:
                         raise
                     on_corrupt(exc)

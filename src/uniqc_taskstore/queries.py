@@ -165,6 +165,7 @@ def tasks_of_rows(
         try:
             found.append(sql.task_from_row(row))
         except CorruptRowError as exc:
+            sql.log_corrupt_row(exc, skipped=on_corrupt is not None)
             if on_corrupt is None:
                 raise
             on_corrupt(exc)

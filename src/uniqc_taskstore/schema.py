@@ -26,7 +26,8 @@ from .column_types import IdText, JsonDocument, MessageText, StatusText, Timesta
 metadata = MetaData()
 
 # MySQL: InnoDB for foreign keys and transactions, and a binary collation so ids
-# compare exactly (the default collation is case-insensitive).
+# compare exactly (the default collation is case-insensitive). Given to the tables by
+# declare_mysql_options when the MySQL backend is imported.
 _MYSQL_TABLE: dict[str, Any] = {
     "mysql_engine": "InnoDB",
     "mysql_charset": "utf8mb4",
@@ -80,7 +81,7 @@ def _shard_columns() -> list[Column[Any]]:
     ]
 
 
-tasks = Table("tasks", metadata, *_task_columns(), **_MYSQL_TABLE)
+tasks = Table("tasks", metadata, *_task_columns())
 # Each filter's column, then the sort key: a page is a range read with no sort (v9).
 Index("tasks_status_submit_idx", tasks.c.status, tasks.c.submit_time, tasks.c.task_id)
 Index("tasks_backend_submit_idx", tasks.c.backend, tasks.c.submit_time, tasks.c.task_id)
@@ -94,7 +95,6 @@ archived_tasks = Table(
     metadata,
     *_task_columns(),
     Column("archived_at", Timestamp, nullable=False),
-    **_MYSQL_TABLE,
 )
 Index(
     "archived_status_submit_idx",
@@ -125,7 +125,6 @@ task_shards = Table(
     *_shard_columns(),
     PrimaryKeyConstraint("uniqc_task_id", "shard_index"),
     ForeignKeyConstraint(["uniqc_task_id"], ["tasks.task_id"], ondelete="CASCADE"),
-    **_MYSQL_TABLE,
 )
 # A platform job id, newest first (get_shard_by_platform_id), without a sort (v9).
 Index(
@@ -144,7 +143,6 @@ archived_task_shards = Table(
     *_shard_columns(),
     Column("archived_at", Timestamp, nullable=False),
     PrimaryKeyConstraint("uniqc_task_id", "shard_index"),
-    **_MYSQL_TABLE,
 )
 Index(
     "archived_task_shards_platform_submit_idx",
@@ -159,7 +157,6 @@ task_tags = Table(
     metadata,
     *_tag_columns(),
     ForeignKeyConstraint(["task_id"], ["tasks.task_id"], ondelete="CASCADE"),
-    **_MYSQL_TABLE,
 )
 """One row per tag of a live task, so that a tag filter is an index probe."""
 Index(
@@ -170,7 +167,7 @@ Index(
     task_tags.c.task_id,
 )
 
-archived_task_tags = Table("archived_task_tags", metadata, *_tag_columns(), **_MYSQL_TABLE)
+archived_task_tags = Table("archived_task_tags", metadata, *_tag_columns())
 Index(
     "archived_task_tags_key_value_submit_idx",
     archived_task_tags.c.key,
@@ -185,7 +182,6 @@ schema_stamp = Table(
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("application_id", Integer, nullable=False),
     Column("schema_version", Integer, nullable=False),
-    **_MYSQL_TABLE,
 )
 """Server databases only: the application id and schema version that SQLite keeps
 in ``PRAGMA application_id`` / ``PRAGMA user_version``. One row, ``id`` = 1."""
@@ -193,3 +189,12 @@ in ``PRAGMA application_id`` / ``PRAGMA user_version``. One row, ``id`` = 1."""
 LIVE_TABLES = (tasks, task_shards, task_tags)
 ARCHIVE_TABLES = (archived_tasks, archived_task_shards, archived_task_tags)
 """Parents first: delete in reverse order."""
+
+
+def declare_mysql_options() -> None:
+    """Give every table its MySQL options (``_MYSQL_TABLE``). The MySQL backend calls
+    it when first imported: SQLAlchemy checks such options by importing the MySQL
+    dialect, which a process that only uses SQLite should not pay for."""
+    for table in metadata.tables.values():
+        for key, value in _MYSQL_TABLE.items():
+            table.dialect_kwargs[key] = value

@@ -57,6 +57,7 @@ from .model import (
     coerce_status,
     task_status_after_write,
 )
+from .retries import retrying_unknown_outcome
 from .schema import task_shards, tasks
 from .shard_writes import refuse_overlap, shards_by_task
 from .status_refresh import settled_status
@@ -104,7 +105,7 @@ def update_shard(
             return ShardUpdate(False, coerce_status(shard_status), coerce_status(task_status))
         return ShardUpdate(True, new_status, coerce_status(task_status))
 
-    return db.batch_write(work)
+    return db.batch_write(work, idempotent=True)
 
 
 def save(
@@ -153,7 +154,7 @@ def save(
         batch.send(second, commit=True)
         return settled
 
-    return db.batch_write(work)
+    return db.batch_write(work, idempotent=True)
 
 
 def save_shards(
@@ -184,7 +185,7 @@ def save_shards(
             commit=True,
         )
 
-    db.batch_write(work)
+    db.batch_write(work, idempotent=True)
 
 
 def _new_job(
@@ -212,15 +213,20 @@ def archive(db: Database, task_id: str) -> bool:
     run = _Runner(db)
 
     def work(batch: DriverBatch) -> bool:
-        (found,) = batch.send([run(_lock_task(), {"task_id": task_id})])
+        repeat = retrying_unknown_outcome()
+        lock = run(_lock_task(), {"task_id": task_id})
+        found, *archived = batch.send(
+            [lock, run(_archived_task(), {"task_id": task_id})] if repeat else [lock]
+        )
         if not found.rows:
             batch.send([], commit=True)  # nothing written (see update_shard)
-            return False
+            # Repeating an archive that may have been applied: archived is done.
+            return bool(archived and archived[0].rows)
         params = {"task_id": task_id, "archived_at": utc_now()}
         batch.send([run(stmt, params) for stmt in _archive_one()], commit=True)
         return True
 
-    return db.batch_write(work)
+    return db.batch_write(work, idempotent=True)
 
 
 # -- statements: built once, from the schema's tables ----------------------------------
@@ -344,6 +350,12 @@ def _indexes(shards: Sequence[TaskShard]) -> set[int]:
 @cache
 def _lock_task() -> Any:
     return select(tasks.c.task_id).where(tasks.c.task_id == bindparam("task_id")).with_for_update()
+
+
+@cache
+def _archived_task() -> Any:
+    archived = ARCHIVED.tasks
+    return select(archived.c.task_id).where(archived.c.task_id == bindparam("task_id"))
 
 
 @cache

@@ -7,6 +7,7 @@ upsert.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Mapping, Sequence
 from functools import cache
 from typing import Any
@@ -46,6 +47,7 @@ from .model import (
 from .schema import task_shards, task_tags, tasks
 from .timestamps import canonical_timestamp, is_canonical_timestamp, repair_times
 
+log = logging.getLogger(__name__)
 _TERMINAL = sorted(s.value for s in TERMINAL_STATUSES)
 ID_BATCH = 500
 """Ids per ``IN (...)`` list: well under every driver's bound-parameter limit."""
@@ -276,6 +278,18 @@ def _sound_task(row: Mapping[Any, Any]) -> TaskInfo | None:
         error,
         archived_at,
         name,
+    )
+
+
+def log_corrupt_row(error: CorruptRowError, *, skipped: bool) -> None:
+    """A row a reader met and could not read, logged for the operator (WARNING): its
+    table, key and column, never the value."""
+    log.warning(
+        "corrupt row: %s %r, column %s cannot be read%s",
+        error.table,
+        error.key,
+        error.column,
+        "; skipped" if skipped else "",
     )
 
 

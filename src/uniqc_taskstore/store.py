@@ -67,6 +67,7 @@ from .model import (
     validate_task,
 )
 from .queries import CountField
+from .retries import retrying_unknown_outcome
 from .schema import archived_task_shards, archived_tasks, task_shards, tasks
 from .shard_writes import write_shards
 from .status_refresh import (
@@ -291,7 +292,7 @@ class TaskStore:
                 )
             }
         else:
-            settled = self._db.write_statements(work)
+            settled = self._db.write_statements(work, idempotent=True)
         for task, row in zip(tasks_, task_rows, strict=True):
             task.update_time = now
             task.name = row["name"]
@@ -536,7 +537,7 @@ class TaskStore:
         if len(one_task) == 1 and self._db.backend.batched_writes():
             server_writes.save_shards(self._db, one_task.pop(), shards, rows, now)
         else:
-            self._db.write_statements(work)
+            self._db.write_statements(work, idempotent=True)
         for shard in shards:
             shard.update_time = now
 
@@ -610,7 +611,7 @@ class TaskStore:
                 raise missing  # rolls the shard's update back
             return ShardUpdate(True, new_status, settled)
 
-        return self._db.write_statements(work)
+        return self._db.write_statements(work, idempotent=True)
 
     def get_shards(self, uniqc_task_id: str) -> builtins.list[TaskShard]:
         """The task's shards in index order (empty if none)."""
@@ -661,14 +662,15 @@ class TaskStore:
                 select(tasks.c.task_id).where(tasks.c.task_id == task_id).with_for_update()
             ).first()
             if found is None:
-                return False
+                # Repeating an archive that may have been applied: archived is done.
+                return retrying_unknown_outcome() and _archived(conn, task_id)
             # Read after the lock (every writer of the task's rows takes it): current.
             contents = conn.execute(sql.archive_contents(task_id)).mappings().one()
             for stmt in sql.archive_one_statements(task_id, utc_now(), contents):
                 conn.execute(stmt)
             return True
 
-        return self._db.write(work)
+        return self._db.write(work, idempotent=True)
 
     def restore(self, task_id: str) -> bool:
         """Move an archived task and its shards back to the live tables; False if not
@@ -873,6 +875,11 @@ def _live_twin(task_id: str) -> TaskStateError:
     return TaskStateError(
         f"task {task_id!r} exists both live and archived; delete or archive the live one first"
     )
+
+
+def _archived(conn: Connection, task_id: str) -> bool:
+    stmt = select(archived_tasks.c.task_id).where(archived_tasks.c.task_id == task_id)
+    return conn.execute(stmt).first() is not None
 
 
 def _deleted(conn: Connection, *statements: Any) -> bool:

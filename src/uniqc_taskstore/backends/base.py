@@ -10,6 +10,7 @@ how to send several statements of a transaction in one round trip
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from abc import ABC, abstractmethod
@@ -27,6 +28,8 @@ from sqlalchemy.sql.base import ReadOnlyColumnCollection
 
 from ..errors import ForeignDatabaseError, InvalidInputError
 from ..schema import metadata, schema_stamp
+
+log = logging.getLogger(__name__)
 
 APPLICATION_ID = 0x554E4943
 """``PRAGMA application_id`` of our SQLite files: ASCII ``UNIC``."""
@@ -130,6 +133,9 @@ class DriverBatch(ABC):
 
     finished = False
     """The transaction was committed or rolled back: nothing is left open."""
+    commit_sent = False
+    """A ``send(..., commit=True)`` began: if the connection is lost from here on, the
+    transaction's outcome is unknown (:mod:`uniqc_taskstore.retries`)."""
 
     @abstractmethod
     def send(self, steps: Sequence[Step], *, commit: bool = False) -> list[Outcome]:
@@ -172,9 +178,18 @@ class Backend(ABC):
     """Whether a write transaction holds the whole database's write lock from its
     ``BEGIN`` (SQLite), so that row locks (``FOR UPDATE``) add nothing."""
 
+    retry_budget: float = 0.0
+    """Seconds a call keeps retrying a lost or refused connection (servers: the URL's
+    ``retry_budget``); see :mod:`uniqc_taskstore.retries`."""
+
     @abstractmethod
     def describe(self) -> str:
         """Where the data lives, for messages (a path or a URL without password)."""
+
+    def busy_policy(self) -> BusyPolicy:
+        """Lock waits and attempts: from the environment (servers: the URL's
+        ``lock_timeout`` first)."""
+        return BusyPolicy.from_environment()
 
     def registry_key(self) -> str:
         """What identifies this database and login within one process (never shown)."""
@@ -310,6 +325,19 @@ class Backend(ABC):
     def is_busy(self, error: DBAPIError) -> bool:
         """True when ``error`` means another writer holds a lock: retrying may succeed."""
 
+    def is_connection_failure(self, error: DBAPIError) -> bool:
+        """True when ``error`` means the connection, not the statement, failed: the
+        server went away, killed the session, or refuses new connections for now."""
+        return False
+
+    def is_login_refused(self, error: DBAPIError) -> bool:
+        """True when the server refused the login itself: no retry helps."""
+        return False
+
+    def is_statement_timeout(self, error: DBAPIError) -> bool:
+        """True when ``error`` is a statement cancelled by the store's statement timeout."""
+        return False
+
     def translate(self, error: DBAPIError) -> Exception | None:
         """A clearer error for a driver failure, or None to keep the driver's."""
         return None
@@ -365,7 +393,9 @@ def foreign_tables(conn: Connection) -> set[str]:
 
 
 def refuse_foreign(where: str, reason: str) -> ForeignDatabaseError:
-    """The error for a database that is not ours."""
+    """The error for a database that is not ours (logged: a refusal an operator may
+    need to see)."""
+    log.warning("refused %s: %s; left untouched", where, reason)
     return ForeignDatabaseError(
         f"{where} {reason}; it does not look like a uniqc-taskstore database and was left "
         "untouched. Point the store at another location (cache_dir=, UNIQC_CACHE_DIR or "

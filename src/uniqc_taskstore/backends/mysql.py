@@ -27,17 +27,28 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState
 
 from ..errors import InvalidInputError
+from ..schema import declare_mysql_options
 from .base import Assignments, DriverBatch, Listener, Outcome, Step, driver_errors
 from .server import MIGRATION_LOCK_NAME, ServerBackend
 from .urls import safe_url
 
 # ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT
 _RETRYABLE_ERRORS = {1213, 1205}
+# ER_CON_COUNT_ERROR (too many connections), ER_SERVER_SHUTDOWN, ER_CONNECTION_KILLED,
+# CR_CONNECTION_ERROR, CR_CONN_HOST_ERROR, CR_SERVER_GONE_ERROR, CR_SERVER_LOST,
+# CR_SERVER_LOST_EXTENDED, ER_CLIENT_INTERACTION_TIMEOUT
+_CONNECTION_ERRORS = {1040, 1053, 1927, 2002, 2003, 2006, 2013, 2055, 4031}
+# ER_DBACCESS_DENIED_ERROR, ER_ACCESS_DENIED_ERROR
+_LOGIN_ERRORS = {1044, 1045}
+# ER_STATEMENT_TIMEOUT (MariaDB max_statement_time), ER_QUERY_TIMEOUT (MySQL)
+_TIMEOUT_ERRORS = {1969, 3024}
 _ENDED = "uniqc_taskstore_transaction_ended"
 
 _processlist = table(
     "PROCESSLIST", column("ID"), column("USER"), column("HOST"), schema="information_schema"
 )
+
+declare_mysql_options()
 
 
 class MysqlBackend(ServerBackend):
@@ -96,13 +107,20 @@ class MysqlBackend(ServerBackend):
         return engine
 
     def connection_listeners(self) -> list[Listener]:
-        seconds = self.busy.timeout_whole_seconds
+        seconds = int(self.busy.timeout_whole_seconds)
+        statement_seconds = float(self.statement_timeout)
 
         def _on_connect(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
-            # A held row lock becomes a retryable busy error after this many seconds.
+            # A held row lock (or table lock) becomes a retryable busy error after this
+            # many seconds; a statement running past the statement timeout is cancelled.
+            settings = [f"innodb_lock_wait_timeout = {seconds}", f"lock_wait_timeout = {seconds}"]
+            if "mariadb" in str(dbapi_conn.get_server_info()).lower():
+                settings.append(f"max_statement_time = {statement_seconds:.3f}")
+            elif statement_seconds:  # MySQL: SELECTs only
+                settings.append(f"max_execution_time = {round(statement_seconds * 1000)}")
             cursor = dbapi_conn.cursor()
             try:
-                cursor.execute(f"SET SESSION innodb_lock_wait_timeout = {int(seconds)}")
+                cursor.execute("SET SESSION " + ", ".join(settings))
             finally:
                 cursor.close()
 
@@ -227,8 +245,22 @@ class MysqlBackend(ServerBackend):
                     start, size = end, 0
 
     def is_busy(self, error: DBAPIError) -> bool:
-        args: tuple[Any, ...] = getattr(error.orig, "args", ())
-        return bool(args) and args[0] in _RETRYABLE_ERRORS
+        return _code(error) in _RETRYABLE_ERRORS
+
+    def is_connection_failure(self, error: DBAPIError) -> bool:
+        return _code(error) in _CONNECTION_ERRORS
+
+    def is_login_refused(self, error: DBAPIError) -> bool:
+        return _code(error) in _LOGIN_ERRORS
+
+    def is_statement_timeout(self, error: DBAPIError) -> bool:
+        return _code(error) in _TIMEOUT_ERRORS
+
+
+def _code(error: DBAPIError) -> object:
+    """The MariaDB/MySQL error number of a PyMySQL error (None if it has none)."""
+    args: tuple[Any, ...] = getattr(error.orig, "args", ())
+    return args[0] if args else None
 
 
 def _lock_name(conn: Connection) -> str:
@@ -271,6 +303,7 @@ class _MultiStatement(DriverBatch):
     def send(self, steps: Sequence[Step], *, commit: bool = False) -> list[Outcome]:
         head = [] if self._begun else _BEGIN
         self._begun = True
+        self.commit_sent = self.commit_sent or commit
         with self._conn.cursor() as cursor:
             # Each statement's text, with the step it belongs to (None: ours).
             texts: list[tuple[int | None, str]] = [(None, text) for text in head]

@@ -34,6 +34,12 @@ from .server import MIGRATION_LOCK_NAME, ServerBackend
 # serialization_failure, deadlock_detected, lock_not_available
 _RETRYABLE_SQLSTATES = {"40001", "40P01", "55P03"}
 _LOCK_NOT_AVAILABLE = "55P03"
+_QUERY_CANCELED = "57014"
+# admin_shutdown, crash_shutdown, cannot_connect_now, too_many_connections; class 08:
+# connection exceptions.
+_CONNECTION_SQLSTATES = {"57P01", "57P02", "57P03", "53300"}
+# invalid_authorization_specification, invalid_password
+_LOGIN_SQLSTATES = {"28000", "28P01"}
 
 _pg_locks = table(
     "pg_locks",
@@ -92,6 +98,7 @@ class PostgresBackend(ServerBackend):
         schema = self.schema
         quoted = None if schema is None else '"' + schema.replace('"', '""') + '"'
         lock_timeout_ms = self.busy.timeout_ms
+        statement_timeout_ms = round(self.statement_timeout * 1000)
 
         def _on_connect(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
             cursor = dbapi_conn.cursor()
@@ -102,6 +109,8 @@ class PostgresBackend(ServerBackend):
                     cursor.execute(f"SET search_path TO {quoted}")
                 # A held row lock becomes a retryable busy error, not an endless wait.
                 cursor.execute(f"SET lock_timeout = {int(lock_timeout_ms)}")
+                # A statement running past it is cancelled: StatementTimeoutError.
+                cursor.execute(f"SET statement_timeout = {int(statement_timeout_ms)}")
             finally:
                 cursor.close()
             dbapi_conn.commit()
@@ -262,6 +271,16 @@ class PostgresBackend(ServerBackend):
     def is_busy(self, error: DBAPIError) -> bool:
         return getattr(error.orig, "sqlstate", None) in _RETRYABLE_SQLSTATES
 
+    def is_connection_failure(self, error: DBAPIError) -> bool:
+        state = getattr(error.orig, "sqlstate", None) or ""
+        return state in _CONNECTION_SQLSTATES or state.startswith("08")
+
+    def is_login_refused(self, error: DBAPIError) -> bool:
+        return getattr(error.orig, "sqlstate", None) in _LOGIN_SQLSTATES
+
+    def is_statement_timeout(self, error: DBAPIError) -> bool:
+        return getattr(error.orig, "sqlstate", None) == _QUERY_CANCELED
+
 
 class _Pipeline(DriverBatch):
     """A transaction sent through psycopg's pipeline mode: each :meth:`send` queues its
@@ -280,21 +299,37 @@ class _Pipeline(DriverBatch):
         conn.autocommit = True
 
     def send(self, steps: Sequence[Step], *, commit: bool = False) -> list[Outcome]:
+        import psycopg
+
         conn = self._conn
         cursors = []
-        with conn.pipeline():
-            if not self._begun:
-                conn.execute(self._BEGIN)
-                self._begun = True
-            for step in steps:
-                cursor = conn.cursor()
-                if step.many:
-                    cursor.executemany(step.sql, step.params)
-                else:
-                    cursor.execute(step.sql, step.params)
-                cursors.append(cursor)
-            if commit:
-                conn.execute("COMMIT")
+        self.commit_sent = self.commit_sent or commit
+        failed: psycopg.Error | None = None
+        try:
+            with conn.pipeline():
+                # A driver error here (the connection lost while queueing) is raised
+                # after the pipeline ends: raised inside it, psycopg would log the end's
+                # own failure as "error ignored terminating Pipeline".
+                try:
+                    if not self._begun:
+                        conn.execute(self._BEGIN)
+                        self._begun = True
+                    for step in steps:
+                        cursor = conn.cursor()
+                        if step.many:
+                            cursor.executemany(step.sql, step.params)
+                        else:
+                            cursor.execute(step.sql, step.params)
+                        cursors.append(cursor)
+                    if commit:
+                        conn.execute("COMMIT")
+                except psycopg.Error as exc:
+                    failed = exc
+        except psycopg.Error:
+            if failed is None:
+                raise
+        if failed is not None:
+            raise failed
         if commit:
             self.finished = True
         outcomes = []

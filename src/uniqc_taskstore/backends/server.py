@@ -11,6 +11,20 @@ after ``connect_timeout`` seconds (default :data:`CONNECT_TIMEOUT_SECONDS`, or
 load; a thread that finds them all busy waits :data:`POOL_TIMEOUT_SECONDS`, then
 gets :class:`DatabaseBusyError`. Pass ``engine=`` for other pool settings.
 
+Timeouts and retries, per store, as query parameters of the URL (seconds; taken out
+of the URL before it reaches the driver):
+
+- ``statement_timeout``: a statement running longer is cancelled (PostgreSQL
+  ``statement_timeout``, MariaDB ``max_statement_time``, set on every connection) and
+  the call raises :class:`StatementTimeoutError`; default 0, no limit;
+- ``lock_timeout``: how long one attempt waits for a lock another session holds
+  (PostgreSQL ``lock_timeout``, MariaDB ``innodb_lock_wait_timeout`` and
+  ``lock_wait_timeout``) before it is retried as busy; default ``UNIQC_BUSY_TIMEOUT``
+  or 10;
+- ``retry_budget``: how long a call keeps retrying a lost or refused connection once
+  the store has opened the database (:mod:`uniqc_taskstore.retries`); default
+  :data:`RETRY_BUDGET_SECONDS`.
+
 Health checks cost no round trip on a busy connection: a pooled connection is pinged
 (``SELECT 1``) before it is handed out only when it sat idle longer than
 :data:`IDLE_PING_SECONDS` or when its socket has something to read (a server that
@@ -21,10 +35,12 @@ round trip on every call.
 
 from __future__ import annotations
 
+import math
 import select as io_select
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, inspect, select, update
@@ -32,9 +48,15 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
-from ..errors import DatabaseBusyError, DatabaseConnectionError, DatabaseError
+from ..errors import (
+    DatabaseBusyError,
+    DatabaseConnectionError,
+    DatabaseError,
+    InvalidInputError,
+    StatementTimeoutError,
+)
 from ..schema import metadata, schema_stamp
-from .base import APPLICATION_ID, Backend, Listener, refuse_foreign
+from .base import APPLICATION_ID, Backend, BusyPolicy, Listener, refuse_foreign
 from .fork import guard_after_fork
 from .urls import parse_url, safe_url, scrub, url_digest
 
@@ -51,6 +73,11 @@ POOL_TIMEOUT_SECONDS = 30
 """How long a thread waits for a free connection before :class:`DatabaseBusyError`."""
 IDLE_PING_SECONDS = 30.0
 """A pooled connection idle longer than this is pinged before it is handed out."""
+RETRY_BUDGET_SECONDS = 30.0
+"""How long, by default, a call keeps retrying a lost or refused connection: longer
+than a server's restart takes."""
+STORE_OPTIONS = ("statement_timeout", "lock_timeout", "retry_budget")
+"""The URL query parameters read by the store itself (seconds), never sent to the driver."""
 _RETURNED_AT = "uniqc_taskstore_returned_at"
 
 
@@ -60,15 +87,25 @@ class ServerBackend(Backend):
     migration_lock_timeout: float = MIGRATION_LOCK_TIMEOUT_SECONDS
 
     def __init__(self, url: str | URL) -> None:
-        self.url = parse_url(url)
+        parsed = parse_url(url)
+        self.options = _store_options(parsed)
+        self.url = parsed.difference_update_query(STORE_OPTIONS)
+        self.statement_timeout = self.options.get("statement_timeout", 0.0)
+        self.retry_budget = self.options.get("retry_budget", RETRY_BUDGET_SECONDS)
+
+    def busy_policy(self) -> BusyPolicy:
+        policy = super().busy_policy()
+        lock_timeout = self.options.get("lock_timeout")
+        return policy if lock_timeout is None else replace(policy, timeout=lock_timeout)
 
     def describe(self) -> str:
         return f"database {safe_url(self.url)}"
 
     def registry_key(self) -> str:
         # Two logins to one database are two engines: a wrong password must never be
-        # served by another caller's authenticated connections.
-        return f"{self.describe()} {url_digest(self.url)}"
+        # served by another caller's authenticated connections. Other timeouts: another.
+        options = " ".join(f"{name}={value:g}" for name, value in sorted(self.options.items()))
+        return f"{self.describe()} {url_digest(self.url)} {options}".rstrip()
 
     @property
     def connect_timeout(self) -> float:
@@ -135,6 +172,13 @@ class ServerBackend(Backend):
     def translate(self, error: DBAPIError) -> Exception | None:
         orig = error.orig if error.orig is not None else error
         detail = scrub(f"{type(orig).__name__}: {orig}".strip(), self.url)
+        if self.is_statement_timeout(error):
+            return StatementTimeoutError(
+                f"{self.describe()}: a statement ran past the statement timeout of "
+                f"{self.statement_timeout:g} s and was cancelled; nothing was written. "
+                "Try again, or allow longer statements with ?statement_timeout=SECONDS "
+                "in the URL (0: no limit)."
+            )
         if error.statement is None:  # raised while connecting, before any statement
             return DatabaseConnectionError(
                 f"cannot connect to {self.describe()} ({detail}). Check the host, port, "
@@ -200,6 +244,26 @@ class ServerBackend(Backend):
     def release_migration_lock(self, conn: Connection) -> None:
         """Give the migration lock back."""
         raise NotImplementedError
+
+
+def _store_options(url: URL) -> dict[str, float]:
+    """The :data:`STORE_OPTIONS` given in ``url``'s query, checked."""
+    found: dict[str, float] = {}
+    for name in STORE_OPTIONS:
+        raw = url.query.get(name)
+        if raw is None:
+            continue
+        text = raw if isinstance(raw, str) else ",".join(raw)
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < 0:
+            raise InvalidInputError(
+                name, text, "must be a number of seconds >= 0 (a URL query parameter)"
+            )
+        found[name] = value
+    return found
 
 
 def _has_input(fd: int | None) -> bool:

@@ -22,7 +22,7 @@ def complete_task_ids(ctx: click.Context, param: click.Parameter, incomplete: st
     from .options import open_store  # here: completing command names stays light
 
     try:
-        with open_store(create=False) as store:
+        with ctx, open_store(create=False) as store:
             found: list[str] = []
             for archived in (False, True):
                 summaries = store.summaries(

@@ -22,7 +22,7 @@ from ..maintenance import (
 )
 from ..migrator import CURRENT_SCHEMA_VERSION
 from . import output
-from .options import check_schema, common_options, open_store, settings
+from .options import check_schema, common_options, open_store, resolve_location, settings
 
 DOCTOR_OK = 0
 DOCTOR_WARN = 1
@@ -31,11 +31,9 @@ DOCTOR_FAIL = 3
 
 def _location() -> Location:
     """Where the options point, and which of them (or which variable) said so."""
-    found = settings()
-    if found.cache_dir is not None and found.url is not None:
-        raise click.UsageError("give --cache-dir or --url, not both")
+    found = resolve_location()
     check_schema(found.schema, found.url, "--schema")
-    given_by = "--cache-dir" if found.cache_dir is not None else "--url"
+    given_by = found.given_by or ("--cache-dir" if found.cache_dir is not None else "--url")
     return locate(found.cache_dir, found.url, schema=found.schema, given_by=given_by)
 
 

@@ -21,6 +21,7 @@ from ..filters import TaskFilter
 from ..model import TERMINAL_STATUSES, BulkResult
 from ..store import TaskStore
 from . import output
+from .completion import complete_task_ids
 from .filter_options import duration_option, filter_options
 from .options import common_options, open_store
 
@@ -70,19 +71,82 @@ def _ids(task_ids: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(task_ids))
 
 
-@click.command("delete")
-@click.argument("task_ids", metavar="ID...", nargs=-1, required=True)
+def _stdin_ids() -> list[str]:
+    """Ids read from stdin, one per line (blank lines and ``#`` comments skipped), as
+    ``uniqc-tasks list -q`` prints them."""
+    found = []
+    for line in sys.stdin:
+        text = line.strip()
+        if text and not text.startswith("#"):
+            found.append(text.split()[0])
+    return found
+
+
+def select(
+    store: TaskStore,
+    task_ids: Sequence[str],
+    task_filter: TaskFilter,
+    *,
+    archived: bool,
+    verb: str,
+) -> tuple[list[str], bool]:
+    """The ids a bulk command acts on: those given, those read from stdin (``-``), or
+    every (live, or ``archived``) task matching the filters; and whether they were
+    chosen by a filter or stdin (then the count is said and confirmed). Giving both ids
+    and filters, or neither, is a usage error."""
+    filtered = task_filter != TaskFilter()
+    if filtered and task_ids:
+        raise click.UsageError(f"give task ids (or - for stdin) or filters to {verb}, not both")
+    if not filtered and not task_ids:
+        raise click.UsageError(
+            f"give the ids to {verb}, - to read them from stdin, or filters such as "
+            "--status failed --since 7d"
+        )
+    if filtered:
+        matched = store.summaries(task_filter, archived=archived, order_by="submit_time")
+        ids = [s.task_id for s in matched]
+        where = "archived " if archived else ""
+        output.note(f"{len(ids):,} {where}{_tasks(len(ids))} match")
+        return ids, True
+    if list(task_ids) == ["-"]:
+        return _ids(_stdin_ids()), True
+    if "-" in task_ids:
+        raise click.UsageError("- (ids from stdin) goes alone, without other ids")
+    return _ids(task_ids), False
+
+
+def _ask(verb: str, ids: Sequence[str], *, yes: bool, where: str = "") -> None:
+    confirm(
+        f"{verb.capitalize()} {len(ids):,} {where}tasks?",
+        len(ids),
+        {"archive": "archiving", "restore": "restoring", "tag": "tagging"}.get(verb, verb),
+        yes=yes,
+    )
+
+
+@click.command(
+    "delete",
+    epilog="Examples: uniqc-tasks delete uqt_1… uqt_2…; uniqc-tasks delete --archived "
+    "--status cancelled --yes; uniqc-tasks list --status failed -q | uniqc-tasks delete - "
+    "--yes",
+)
+@click.argument("task_ids", metavar="[ID...|-]", nargs=-1, shell_complete=complete_task_ids)
+@filter_options
 @click.option("--archived", is_flag=True, help="Delete from the archive instead.")
 @yes_option
 @common_options
-def delete_command(task_ids: tuple[str, ...], archived: bool, yes: bool) -> int:
+def delete_command(
+    task_ids: tuple[str, ...], task_filter: TaskFilter, archived: bool, yes: bool
+) -> int:
     """Delete tasks with their shards and tags, for good.
 
-    Ids not there are reported as missing (exit status 1); the others are deleted.
-    More than one id asks for confirmation on a terminal (--yes skips it).
+    The ids given, read from stdin (-), or every task matching the filters. Ids not
+    there are reported as missing (exit status 1); the others are deleted. More than
+    one task asks for confirmation on a terminal (--yes skips it). --json lists the
+    ids deleted.
     """
-    ids = _ids(task_ids)
     with open_store(create=False) as store:
+        ids, _ = select(store, task_ids, task_filter, archived=archived, verb="delete")
         where = "archived " if archived else ""
         confirm(
             f"Delete {len(ids):,} {where}tasks and their shards for good?",
@@ -95,32 +159,51 @@ def delete_command(task_ids: tuple[str, ...], archived: bool, yes: bool) -> int:
         return _report("deleted", result, len(ids), lambda i: hint(store, i, "delete"))
 
 
-@click.command("archive")
-@click.argument("task_ids", metavar="ID...", nargs=-1, required=True)
+@click.command(
+    "archive",
+    epilog="Examples: uniqc-tasks archive uqt_1…; uniqc-tasks archive --status failed "
+    "--since 30d --yes --json (prints the ids archived).",
+)
+@click.argument("task_ids", metavar="[ID...|-]", nargs=-1, shell_complete=complete_task_ids)
+@filter_options
+@yes_option
 @common_options
-def archive_command(task_ids: tuple[str, ...]) -> int:
+def archive_command(task_ids: tuple[str, ...], task_filter: TaskFilter, yes: bool) -> int:
     """Move tasks into the archive (any status), with their shards and tags.
 
-    `restore` brings them back. An id already archived is refused, an unknown one
-    missing (exit status 1 for either); the others are archived.
+    The ids given, read from stdin (-), or every live task matching the filters
+    (stderr says how many; more than one asks first, --yes skips it). `restore`
+    brings them back. An id already archived is refused, an unknown one missing
+    (exit status 1 for either); the others are archived.
     """
-    ids = _ids(task_ids)
     with open_store(create=False) as store:
+        ids, chosen = select(store, task_ids, task_filter, archived=False, verb="archive")
+        if chosen:
+            _ask("archive", ids, yes=yes)
         result = store.archive_many(ids)
         return _report("archived", result, len(ids), lambda i: None)
 
 
-@click.command("restore")
-@click.argument("task_ids", metavar="ID...", nargs=-1, required=True)
+@click.command(
+    "restore",
+    epilog="Examples: uniqc-tasks restore uqt_1…; uniqc-tasks restore --tag batch=7 --yes.",
+)
+@click.argument("task_ids", metavar="[ID...|-]", nargs=-1, shell_complete=complete_task_ids)
+@filter_options
+@yes_option
 @common_options
-def restore_command(task_ids: tuple[str, ...]) -> int:
+def restore_command(task_ids: tuple[str, ...], task_filter: TaskFilter, yes: bool) -> int:
     """Move archived tasks back to the live tasks.
 
-    An id that is also live is refused, one not archived missing (exit status 1 for
-    either); the others are restored.
+    The ids given, read from stdin (-), or every archived task matching the filters
+    (stderr says how many; more than one asks first, --yes skips it). An id that is
+    also live is refused, one not archived missing (exit status 1 for either); the
+    others are restored.
     """
-    ids = _ids(task_ids)
     with open_store(create=False) as store:
+        ids, chosen = select(store, task_ids, task_filter, archived=True, verb="restore")
+        if chosen:
+            _ask("restore", ids, yes=yes, where="archived ")
         result = store.restore_many(ids)
         return _report("restored", result, len(ids), lambda i: _hint_live(store, i, "restore"))
 
@@ -187,27 +270,24 @@ def prune_command(
                 dry_run=dry,
             )
 
-        if yes and not dry_run:
-            count = run(False).count
-        else:
-            preview = run(True)
-            if dry_run:
-                _emit_preview(verb, preview.task_ids)
-                return 0
-            confirm(
-                f"{'Delete' if archived else 'Archive'} {preview.count:,} "
-                f"{'archived ' if archived else ''}tasks older than {_age(older_than)}"
-                f"{' for good' if archived else ''}?",
-                preview.count,
-                "deleting" if archived else "archiving",
-                yes=yes,
-            )
-            # Act on exactly the tasks that were confirmed.
-            ids = preview.task_ids
-            done = store.delete_many(ids, archived=True) if archived else store.archive_many(ids)
-            count = len(done.done)
+        preview = run(True)
+        if dry_run:
+            _emit_preview(verb, preview.task_ids)
+            return 0
+        confirm(
+            f"{'Delete' if archived else 'Archive'} {preview.count:,} "
+            f"{'archived ' if archived else ''}tasks older than {_age(older_than)}"
+            f"{' for good' if archived else ''}?",
+            preview.count,
+            "deleting" if archived else "archiving",
+            yes=yes,
+        )
+        # Act on exactly the tasks that were counted (and confirmed).
+        ids = preview.task_ids
+        done = store.delete_many(ids, archived=True) if archived else store.archive_many(ids)
+        count = len(done.done)
     if output.wants_json():
-        output.emit({"action": verb, "count": count, "dry_run": False})
+        output.emit({"action": verb, "count": count, "dry_run": False, "task_ids": done.done})
     else:
         output.line(f"{verb} {count:,} {_tasks(count)}")
     return 0
@@ -241,20 +321,34 @@ def _age(age: timedelta) -> str:
     return f"{seconds}s"
 
 
-@click.command("tag")
-@click.argument("task_id", metavar="ID")
-@click.argument("pairs", metavar="KEY=VALUE...", nargs=-1)
+@click.command(
+    "tag",
+    epilog="Examples: uniqc-tasks tag uqt_1… team=qec; uniqc-tasks tag --status failed "
+    "--since 1d triage=yes --yes; uniqc-tasks list --name bell -q | uniqc-tasks tag - "
+    "-k draft --yes",
+)
+@click.argument("words", metavar="[ID|-] [KEY=VALUE...]", nargs=-1)
 @click.option(
     "-k", "--remove", "remove", metavar="KEY", multiple=True, help="Remove this tag (repeatable)."
 )
+@filter_options
+@yes_option
 @common_options
-def tag_command(task_id: str, pairs: tuple[str, ...], remove: tuple[str, ...]) -> None:
+def tag_command(
+    words: tuple[str, ...], remove: tuple[str, ...], task_filter: TaskFilter, yes: bool
+) -> int:
     """Set (KEY=VALUE) or remove (-k KEY) a live task's tags; print them.
 
-    Without KEY=VALUE or -k it only prints them.
+    One ID; or - to read ids from stdin, or filters (--status ...) instead of an id, to
+    tag every matching live task (stderr says how many; more than one asks first,
+    --yes skips it; --json lists the ids tagged). With one ID and neither KEY=VALUE nor
+    -k it only prints its tags.
     """
+    filtered = task_filter != TaskFilter()
+    single = not filtered and bool(words) and words[0] != "-" and "=" not in words[0]
+    given = words[1:] if single or (words and words[0] == "-") else words
     wanted: dict[str, str] = {}
-    for pair in pairs:
+    for pair in given:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise click.BadParameter(f"{pair!r}: write KEY=VALUE", param_hint="KEY=VALUE")
@@ -263,17 +357,38 @@ def tag_command(task_id: str, pairs: tuple[str, ...], remove: tuple[str, ...]) -
     if both:
         raise click.UsageError(f"tag {both[0]!r} is both set and removed (-k)")
     with open_store(create=False) as store:
-        try:
-            tags = _retag(store, task_id, wanted, list(remove))
-        except TaskNotFoundError:
-            if store.get_archived(task_id) is not None:
-                raise TaskNotFoundError(
-                    f"task {task_id!r} is archived; `uniqc-tasks restore {task_id}` first to "
-                    "change its tags"
-                ) from None
+        if single:
+            _tag_one(store, words[0], wanted, list(remove))
+            return 0
+        if not wanted and not remove:
+            raise click.UsageError("tagging several tasks needs KEY=VALUE or -k KEY")
+        stdin = ("-",) if words and words[0] == "-" else ()
+        ids, _ = select(store, stdin, task_filter, archived=False, verb="tag")
+        _ask("tag", ids, yes=yes)
+        done, missing = [], []
+        for task_id in ids:
+            try:
+                _retag(store, task_id, wanted, list(remove))
+            except TaskNotFoundError:
+                missing.append(task_id)
+            else:
+                done.append(task_id)
+        result = BulkResult(done=done, missing=missing, refused=[])
+        return _report("tagged", result, len(ids), lambda i: _hint_archived(store, i, "tag"))
+
+
+def _tag_one(store: TaskStore, task_id: str, wanted: dict[str, str], remove: list[str]) -> None:
+    try:
+        tags = _retag(store, task_id, wanted, remove)
+    except TaskNotFoundError:
+        if store.get_archived(task_id) is not None:
             raise TaskNotFoundError(
-                f"no task {task_id!r} in {store.location}; `uniqc-tasks list` shows the ids there"
+                f"task {task_id!r} is archived; `uniqc-tasks restore {task_id}` first to "
+                "change its tags"
             ) from None
+        raise TaskNotFoundError(
+            f"no task {task_id!r} in {store.location}; `uniqc-tasks list` shows the ids there"
+        ) from None
     if output.wants_json():
         output.emit(tags)
     else:
@@ -293,6 +408,8 @@ def _retag(
 
 def _hint_archived(store: TaskStore, task_id: str, verb: str) -> str | None:
     if store.get_archived(task_id) is not None:
+        if verb == "tag":
+            return f"archived: `uniqc-tasks restore {task_id}` first"
         return f"archived: add --archived to {verb} it there"
     return None
 

@@ -7,20 +7,29 @@ both places fill one :class:`Settings` on the context.
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import click
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from ..backends.sqlite import path_too_long
 from ..errors import DatabaseError, StoreNotFoundError
-from ..model import TaskStatus
-from ..store import URL_ENV, TaskStore
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
+
+    from ..model import TaskStatus
+    from ..store import TaskStore
+
+# SQLAlchemy and the store are imported where a store is opened or a URL read, so that
+# --version, --help and completion start without them.
+URL_ENV = "UNIQC_TASKSTORE_URL"
+"""The variable naming the store's URL (``uniqc_taskstore.store.URL_ENV``)."""
 
 Format = Literal["text", "json", "jsonl", "csv"]
 FORMATS: dict[str, Format] = {"table": "text", "json": "json", "jsonl": "jsonl", "csv": "csv"}
@@ -42,6 +51,10 @@ class Settings:
     format: Format = "text"
     table_asked: bool = False
     """``--format table`` was given: a later --json/--jsonl/--format contradicts it."""
+    store: str | None = None
+    """``--store NAME``: a named store of the config file."""
+    given_by: str | None = None
+    """Which option or variable named the location, once :func:`resolve_location` ran."""
 
 
 def settings() -> Settings:
@@ -104,6 +117,17 @@ def _check_url(ctx: click.Context, param: click.Parameter, value: str | None) ->
     return value
 
 
+def parse_url(value: str) -> URL:
+    """``value`` as a SQLAlchemy URL; ValueError if it is not one."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(value)
+    except ArgumentError as exc:
+        raise ValueError(str(exc)) from None
+
+
 def check_url(value: str, *, param: click.Parameter | None = None, what: str = "--url") -> None:
     """Refuse, as a usage error, a path or an unparseable string where a URL belongs."""
     if "://" not in value:
@@ -116,8 +140,8 @@ def check_url(value: str, *, param: click.Parameter | None = None, what: str = "
             param_hint=None if param else what,
         )
     try:
-        make_url(value)
-    except (ArgumentError, ValueError):
+        parse_url(value)
+    except ValueError:
         raise click.BadParameter(
             f"{value!r} is not a database URL; write it like "
             "postgresql+psycopg://user@host/db or sqlite:///path/to/tasks.sqlite",
@@ -179,7 +203,16 @@ def _store_options(command: F) -> F:
             metavar="NAME",
             expose_value=False,
             callback=_remember("schema"),
-            help="PostgreSQL schema holding the tables (PostgreSQL URLs only).",
+            help="PostgreSQL schema holding the tables (PostgreSQL URLs only) "
+            "[default: UNIQC_TASKSTORE_SCHEMA with UNIQC_TASKSTORE_URL].",
+        ),
+        click.option(
+            "--store",
+            metavar="NAME",
+            expose_value=False,
+            callback=_remember("store"),
+            help="A named store of ~/.config/uniqc-tasks/config.toml (`uniqc-tasks stores` "
+            "lists them) [default: UNIQC_TASKSTORE if set].",
         ),
     ]
     for decorate in reversed(decorators):
@@ -206,6 +239,15 @@ def output_options(command: F) -> F:
             help="Print one JSON object per line.",
         ),
         click.option(
+            "-v",
+            "--verbose",
+            count=True,
+            expose_value=False,
+            callback=_log_to_stderr,
+            help="Log what the store does to stderr: -v retries, refusals and migrations, "
+            "-vv also slow calls.",
+        ),
+        click.option(
             "--format",
             "format_",
             type=click.Choice(list(FORMATS)),
@@ -219,6 +261,41 @@ def output_options(command: F) -> F:
     return command
 
 
+_LOG_LEVELS = {1: logging.INFO, 2: logging.DEBUG}
+
+
+class _StderrHandler(logging.Handler):
+    """Writes each record as one line to whatever ``sys.stderr`` is at the time."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+        except Exception:
+            self.handleError(record)
+
+
+def _log_to_stderr(_ctx: click.Context, _param: click.Parameter, count: int) -> None:
+    """-v: the ``uniqc_taskstore`` loggers at INFO on stderr; -vv: at DEBUG. Messages
+    never hold stored values or passwords."""
+    if not count:
+        return
+    logger = logging.getLogger("uniqc_taskstore")
+    level = _LOG_LEVELS.get(count, logging.DEBUG)
+    logger.setLevel(min(level, logger.level or level))
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("uniqc-tasks: %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+
+
+def stop_logging() -> None:
+    """Undo -v/-vv (after a command, for callers that run several in one process)."""
+    logger = logging.getLogger("uniqc_taskstore")
+    for handler in [h for h in logger.handlers if isinstance(h, _StderrHandler)]:
+        logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)
+
+
 def _chain(
     *callbacks: Callable[[click.Context, click.Parameter, Any], Any],
 ) -> Callable[[click.Context, click.Parameter, Any], Any]:
@@ -230,19 +307,53 @@ def _chain(
     return callback
 
 
+def resolve_location() -> Settings:
+    """Fill the settings from a named store (``--store``, else ``UNIQC_TASKSTORE`` when
+    no location option was given) and ``UNIQC_TASKSTORE_SCHEMA``; refuse conflicting
+    location options. Run before a store is opened."""
+    from .config import SCHEMA_ENV, STORE_ENV, named_store
+
+    found = settings()
+    if found.given_by is not None:
+        return found
+    given = [o for o, v in (("--cache-dir", found.cache_dir), ("--url", found.url)) if v]
+    if found.store is not None and given:
+        raise click.UsageError(f"give --store or {given[0]}, not both")
+    if len(given) == 2:
+        raise click.UsageError("give --cache-dir or --url, not both")
+    name, source = found.store, "--store"
+    if name is None and not given and os.environ.get(STORE_ENV):
+        name, source = os.environ[STORE_ENV], STORE_ENV
+    if name is not None:
+        chosen = named_store(name, source=source)
+        if chosen.url is not None:
+            check_url(chosen.url, what=f"store {name!r}")
+        found.url, found.cache_dir = chosen.url, chosen.cache_dir
+        found.schema = found.schema or chosen.schema
+        found.given_by = f"{source} {name}"
+        return found
+    if not given and os.environ.get(URL_ENV) and found.schema is None:
+        schema = os.environ.get(SCHEMA_ENV) or None
+        if schema is not None:
+            check_schema(schema, os.environ[URL_ENV], SCHEMA_ENV)
+        found.schema = schema
+    found.given_by = given[0] if given else ""
+    return found
+
+
 def open_store(*, create: bool) -> TaskStore:
     """The store the options point at. ``create=False`` (commands that only read)
     opens an existing store and creates nothing. A store that is not there is named
     as the user wrote it, with the option that points elsewhere."""
-    found = settings()
-    if found.cache_dir is not None and found.url is not None:
-        raise click.UsageError("give --cache-dir or --url, not both")
-    url, given_by = found.url, "--url"
+    found = resolve_location()
+    url, given_by = found.url, found.given_by or "--url"
     if url is None and found.cache_dir is None:
         url, given_by = os.environ.get(URL_ENV) or None, URL_ENV
         if url is not None:
             check_url(url, what=URL_ENV)
     check_schema(found.schema, url, "--schema")
+    from ..store import TaskStore
+
     try:
         if found.cache_dir is not None:
             return TaskStore(found.cache_dir, create=create)
@@ -258,7 +369,7 @@ def open_store(*, create: bool) -> TaskStore:
         if found.cache_dir is not None:
             raise StoreNotFoundError(
                 f"no task store at {os.path.join(found.cache_dir, 'tasks.sqlite')} "
-                "(--cache-dir); check the directory, or create one with "
+                f"({found.given_by or '--cache-dir'}); check the directory, or create one with "
                 "`uniqc-tasks import FILE` or `uniqc-tasks demo`"
             ) from None
         raise
@@ -267,8 +378,8 @@ def open_store(*, create: bool) -> TaskStore:
 def shown_url(url: str) -> str:
     """A URL as the user wrote it, with its password masked."""
     try:
-        parsed = make_url(url)
-    except (ArgumentError, ValueError):
+        parsed = parse_url(url)
+    except ValueError:
         return url
     if parsed.password is None:
         return url
@@ -280,9 +391,11 @@ _FAMILIES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb")
 
 def store_at(where: str, schema: str | None, *, create: bool) -> TaskStore:
     """The store at a cache directory or a URL (already checked by :func:`check_url`)."""
+    from ..store import TaskStore
+
     if "://" not in where:
         return TaskStore(where, create=create)
-    family = make_url(where).get_backend_name()
+    family = parse_url(where).get_backend_name()
     if family not in _FAMILIES:
         raise DatabaseError(
             f"{shown_url(where)} names a database uniqc-taskstore does not support "
@@ -302,7 +415,9 @@ _SUPPORTED = {
 def _check_driver(url: str) -> None:
     """A URL naming a driver that is not installed is a one-line error saying what to
     install. (A URL without a driver is left to the store, which picks one.)"""
-    parsed = make_url(url)
+    from sqlalchemy.exc import NoSuchModuleError
+
+    parsed = parse_url(url)
     if "+" not in parsed.drivername:
         return
     try:
@@ -328,8 +443,8 @@ def check_schema(schema: str | None, url: str | None, option: str) -> None:
     if schema is None:
         return
     try:
-        family = make_url(url).get_backend_name() if url is not None else "sqlite"
-    except (ArgumentError, ValueError):
+        family = parse_url(url).get_backend_name() if url is not None else "sqlite"
+    except ValueError:
         return  # not a URL at all: opening the store says so
     if family not in ("postgresql", "postgres"):  # postgres:// is PostgreSQL too
         where = "a SQLite file" if family == "sqlite" else f"a {family} database"
@@ -342,6 +457,8 @@ def parse_statuses(
     ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
 ) -> tuple[TaskStatus, ...]:
     """``--status a,b --status c``: the statuses named, in the order of :class:`TaskStatus`."""
+    from ..model import TaskStatus
+
     known = [s.value for s in TaskStatus]
     found: set[TaskStatus] = set()
     for value in values:

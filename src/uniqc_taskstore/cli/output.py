@@ -17,11 +17,13 @@ import json
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..jsoncodec import dump_jsonable, to_jsonable
-from ..model import TaskInfo, TaskShard
 from .options import settings
+
+if TYPE_CHECKING:
+    from ..model import TaskInfo, TaskShard
 
 
 class OutputError(Exception):

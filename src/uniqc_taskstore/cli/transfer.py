@@ -60,7 +60,11 @@ def copy_command(
     and must hold a store; DEST is created if needed.
     """
     given = settings()
-    for option, value in (("--url", given.url), ("--cache-dir", given.cache_dir)):
+    for option, value in (
+        ("--url", given.url),
+        ("--cache-dir", given.cache_dir),
+        ("--store", given.store),
+    ):
         if value is not None:
             raise click.UsageError(
                 f"copy takes its stores as SOURCE and DEST arguments, not {option}; "
