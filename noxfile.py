@@ -37,7 +37,9 @@ def coverage(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def reliability(session: nox.Session) -> None:
-    """Only the reliability figures: concurrent writers, kill -9 and racing pollers."""
+    """Only the reliability figures: concurrent writers, kill -9 and racing pollers, and
+    the server faults (restarts, kill -9, cut connections, a full server, hung locks)
+    on private PostgreSQL and MariaDB servers it starts itself (run as root)."""
     session.install("-e", ".[test,postgresql,mysql]")
     session.run("pytest", "-m", "reliability", "-s", *session.posargs)
 

@@ -15,7 +15,9 @@ cut connections at chosen moments:
   commit?" case.
 
 Connections are plain TCP (PostgreSQL URLs get ``sslmode=disable``) so that the
-markers can be seen.
+markers can be seen. psycopg prepares a statement it has run five times and then
+sends only its name: the proxy remembers, per connection, the text each name was
+prepared with, so a marker is found in a prepared ``COMMIT`` too.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ from typing import Literal
 from sqlalchemy.engine import make_url
 
 Where = Literal["before", "half", "after"]
+
+_PG_MESSAGES = frozenset(bytes([c]) for c in b"PBDEHSCQXdcfF")
+"""Type bytes of the PostgreSQL frontend messages a client sends after its startup."""
 
 COMMIT = rb"(?<![A-Za-z_ ])COMMIT(?![A-Za-z_])"
 """A ``COMMIT`` statement on the wire (not ``READ COMMITTED``)."""
@@ -48,6 +53,8 @@ class FaultProxy:
         self._selector.register(self._listener, selectors.EVENT_READ, None)
         self._lock = threading.Lock()
         self._pairs: list[tuple[socket.socket, socket.socket]] = []
+        self._prepared: dict[int, dict[bytes, bytes]] = {}
+        """Per client socket: PostgreSQL statement name -> the query it was prepared with."""
         self._refusing = False
         self._armed: list[tuple[bytes, Where, float]] = []
         self.cuts = 0
@@ -155,7 +162,7 @@ class FaultProxy:
         if not chunk:
             self._drop(pair)
             return
-        cut = self._cut_point(chunk) if from_client else None
+        cut = self._cut_point(self._visible(pair[0], chunk)) if from_client else None
         try:
             if cut is None:
                 target.sendall(chunk)
@@ -167,6 +174,27 @@ class FaultProxy:
         except OSError:
             pass
         self._drop(pair)
+
+    def _visible(self, client: socket.socket, chunk: bytes) -> bytes:
+        """``chunk`` and, after it, the text of each prepared PostgreSQL statement it
+        executes by name (Parse records a name's text, Bind names the statement)."""
+        names = self._prepared.setdefault(client.fileno(), {})
+        extra = []
+        at = 0
+        while at + 5 <= len(chunk) and chunk[at : at + 1] in _PG_MESSAGES:
+            length = int.from_bytes(chunk[at + 1 : at + 5], "big")
+            body = chunk[at + 5 : at + 1 + length]
+            if chunk[at : at + 1] == b"P":
+                name, _, rest = body.partition(b"\x00")
+                query = rest.partition(b"\x00")[0]
+                if name:
+                    names[name] = query
+            elif chunk[at : at + 1] == b"B":
+                statement = body.partition(b"\x00")[2].partition(b"\x00")[0]
+                if statement in names:
+                    extra.append(b"\x00" + names[statement])
+            at += 1 + length
+        return chunk + b"".join(extra)
 
     def _cut_point(self, chunk: bytes) -> Where | None:
         with self._lock:

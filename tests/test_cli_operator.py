@@ -584,3 +584,144 @@ def test_schema_variable_goes_with_the_url_variable(
     monkeypatch.setenv("UNIQC_TASKSTORE_SCHEMA", "ops")
     code, out, err = run(capsys, "list", "-q")
     assert (code, out.split()) == (EXIT_OK, [task_id]), err
+
+
+# -- item 10: restore-backup and vacuum -----------------------------------------------------
+
+
+def test_restore_backup_puts_the_backup_back_and_keeps_the_current_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cache = tmp_path / "c"
+    with TaskStore(cache) as store:
+        first = add(store)
+    assert run(capsys, "--cache-dir", str(cache), "backup", str(tmp_path / "b.sqlite"))[0] == 0
+    with TaskStore(cache) as store:
+        later = add(store)
+    code, out, err = run(
+        capsys, "--cache-dir", str(cache), "restore-backup", str(tmp_path / "b.sqlite")
+    )
+    assert code == EXIT_OK, err
+    (kept,) = cache.glob("tasks.sqlite.*.bak")
+    assert str(kept) in out
+    assert kept.stat().st_mode & 0o777 == 0o600
+    with TaskStore(cache, create=False) as store:
+        assert [t.task_id for t in store.list()] == [first]
+    with TaskStore.from_url(f"sqlite:///{kept}", create=False) as old:
+        assert {t.task_id for t in old.list()} == {first, later}
+
+
+def test_restore_backup_refuses_a_bad_backup_and_a_store_in_use(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cache = tmp_path / "c"
+    with TaskStore(cache) as store:
+        add(store)
+    run(capsys, "--cache-dir", str(cache), "backup", str(tmp_path / "b.sqlite"))
+    before = (cache / "tasks.sqlite").read_bytes()
+    (tmp_path / "junk.sqlite").write_bytes(b"not a database" * 100)
+    code, _, err = run(
+        capsys, "--cache-dir", str(cache), "restore-backup", str(tmp_path / "junk.sqlite")
+    )
+    assert code == EXIT_REFUSED
+    assert "not a SQLite database" in err
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sqlite3, sys, time; c = sqlite3.connect(sys.argv[1]); "
+            "c.execute('SELECT 1 FROM tasks').fetchall(); print('held', flush=True); "
+            "time.sleep(30)",
+            str(cache / "tasks.sqlite"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "held"
+        code, _, err = run(
+            capsys, "--cache-dir", str(cache), "restore-backup", str(tmp_path / "b.sqlite")
+        )
+    finally:
+        holder.kill()
+        holder.wait()
+    assert code == 4
+    assert "open in another process" in err
+    assert (cache / "tasks.sqlite").read_bytes() == before
+    assert (
+        sorted(p.name for p in cache.iterdir() if ".bak" in p.name or "restoring" in p.name) == []
+    )
+
+
+def test_vacuum_gives_the_space_of_a_deleted_task_back_and_reports_bytes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cache = tmp_path / "c"
+    with TaskStore(cache) as store:
+        big = add(store, result=[{"0" * 20: n} for n in range(20_000)])
+        store.delete(big)
+    code, out, _ = run(capsys, "--cache-dir", str(cache), "vacuum", "--json")
+    assert code == EXIT_OK
+    report = json.loads(out)
+    assert report["before"] > report["after"] + 200_000
+    assert report["after"] == (cache / "tasks.sqlite").stat().st_size
+
+
+def test_vacuum_and_restore_on_a_server_name_the_servers_tool(
+    store: TaskStore,
+    store_location: dict[str, Any],
+    capsys: pytest.CaptureFixture[str],
+    backend_kind: str,
+) -> None:
+    if backend_kind == "sqlite":
+        pytest.skip("a server's message")
+    code, out, err = run(capsys, *where(store_location), "vacuum")
+    assert (code, out) == (EXIT_REFUSED, "")
+    assert ("VACUUM FULL" if backend_kind == "postgresql" else "OPTIMIZE TABLE") in err
+
+
+def _on_a_terminal(argv: list[str], env: dict[str, str]) -> str:
+    """What the CLI printed with stdout on a pseudo-terminal (ANSI codes removed)."""
+    import pty
+
+    from pty_output import read_until_closed
+
+    controller, terminal = pty.openpty()
+    child = subprocess.Popen(
+        [sys.executable, "-m", "uniqc_taskstore.cli", *argv],
+        stdin=terminal,
+        stdout=terminal,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "TERM": "xterm", **env},
+    )
+    os.close(terminal)
+    try:
+        seen = read_until_closed(controller).decode(errors="replace")
+        child.wait(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+        os.close(controller)
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", seen)
+
+
+def test_a_table_fits_columns_without_cutting_ids_and_pages_only_on_request(
+    tmp_path: Path,
+) -> None:
+    cache = tmp_path / "c"
+    with TaskStore(cache) as store:
+        ids = [add(store, name="a rather long task name " * 3) for _ in range(12)]
+    where_ = ["--cache-dir", str(cache)]
+    narrow = _on_a_terminal([*where_, "list"], {"COLUMNS": "90", "LINES": "50", "PAGER": "cat"})
+    assert all(task_id in narrow for task_id in ids)
+    assert max(len(line) for line in narrow.splitlines()) <= 90
+    pager = "sh -c 'echo PAGED; cat'"
+    paged = _on_a_terminal([*where_, "list"], {"COLUMNS": "200", "LINES": "5", "PAGER": pager})
+    assert "PAGED" in paged
+    assert all(task_id in paged for task_id in ids)
+    plain = _on_a_terminal(
+        [*where_, "list", "--no-pager"], {"COLUMNS": "200", "LINES": "5", "PAGER": pager}
+    )
+    assert "PAGED" not in plain
+    assert all(task_id in plain for task_id in ids)

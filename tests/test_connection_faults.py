@@ -9,6 +9,7 @@ never touched (the fault suite with restarts and kills of a private server is
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -127,9 +128,9 @@ def test_a_write_cut_before_its_commit_is_retried_and_applied_once(
 
 
 def test_after_commit_sent_idempotent_writes_are_retried_others_say_outcome_unknown(
-    server_url: str, proxy: FaultProxy
+    server_url: str, proxy: FaultProxy, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with TaskStore(url=proxy.url(server_url)) as store:
+    with caplog.at_level(logging.WARNING), TaskStore(url=proxy.url(server_url)) as store:
         task, shards = _task()
         proxy.arm(COMMIT, "after")
         store.save(task, shards)  # cut after its COMMIT was sent: retried, once
@@ -151,6 +152,8 @@ def test_after_commit_sent_idempotent_writes_are_retried_others_say_outcome_unkn
     with TaskStore(url=server_url) as check:
         assert check.count() == 0
         assert check.count_archived() == 0
+    # Before: psycopg logged "error ignored terminating Pipeline" for each cut batch.
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("psycopg")] == []
 
 
 def test_an_idempotent_write_that_stays_unknown_says_retry_is_safe(
@@ -188,6 +191,8 @@ def test_statement_past_the_statement_timeout_raises_statement_timeout_error(
     with TaskStore(url=url) as store:
         task, shards = _task()
         store.save(task, shards)
+        for _ in range(6):  # psycopg prepares what it ran five times
+            store.update_shard(task.task_id, 1, status="running")
         holder = create_engine(server_url)
         try:
             with holder.connect() as conn:
@@ -205,7 +210,10 @@ def test_statement_past_the_statement_timeout_raises_statement_timeout_error(
         assert caught.value.retry_safe
         assert waited < 10
         assert "statement_timeout" in str(caught.value)
-        assert store.update_shard(task.task_id, 0, status="running").applied
+        # Later calls work, on connections whose prepared statements (psycopg prepares
+        # what it ran five times) a cancelled pipeline may have put out of step.
+        for _ in range(3):
+            assert store.update_shard(task.task_id, 0, status="running").applied
 
 
 @pytest.mark.parametrize("kind", SERVERS)

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from uniqc_taskstore import TaskFilter, TaskInfo, TaskShard, TaskStatus, TaskStore
+from uniqc_taskstore.search import matches
 from uniqc_taskstore.timestamps import parse_timestamp
 
 T0 = datetime(2026, 5, 1, tzinfo=UTC)
@@ -81,9 +82,8 @@ def _matches(task: TaskInfo, f: TaskFilter, jobs: dict[str, list[str]]) -> bool:
         checks.append(low is None or moment >= instant(str(low)))
         checks.append(high is None or moment < instant(str(high)))
     if f.search is not None:
-        term = f.search.lower()
         haystack = [task.task_id, task.backend, task.name or "", *jobs.get(task.task_id, [])]
-        checks.append(any(term in text.lower() for text in haystack))
+        checks.append(matches(f.search, haystack))
     return all(checks)
 
 

@@ -64,7 +64,9 @@ def restore_many(db: Database, ids: Iterable[str]) -> BulkResult:
             [(i, "a live task has this id") for i in batch if i in live],
         )
 
-    return _in_batches(db, task_ids(ids), work)
+    # A save may create a live task with one of the ids after the check (no lock
+    # covers a row not there yet): the batch is then run again and refuses that id.
+    return _in_batches(db, task_ids(ids), work, rerun_on_conflict=True)
 
 
 def delete_many(db: Database, ids: Iterable[str], *, archived: bool) -> BulkResult:
@@ -96,11 +98,17 @@ def _call(
 
 
 def _in_batches(
-    db: Database, ids: list[str], work: Callable[[Connection, Sequence[str]], _Outcome]
+    db: Database,
+    ids: list[str],
+    work: Callable[[Connection, Sequence[str]], _Outcome],
+    *,
+    rerun_on_conflict: bool = False,
 ) -> BulkResult:
     result = BulkResult()
     for batch in in_batches(ids):
-        done, missing, refused = db.write(partial(_call, work, batch))
+        done, missing, refused = db.write(
+            partial(_call, work, batch), rerun_on_conflict=rerun_on_conflict
+        )
         result.done.extend(done)
         result.missing.extend(missing)
         result.refused.extend(refused)

@@ -85,6 +85,10 @@ class _MessageText(TypeDecorator[str]):
 MessageText: TypeEngine[str] = _MessageText()
 """An error message; MySQL's plain TEXT would stop at 64 KiB, short of a traceback."""
 
+SearchText: TypeEngine[str] = Text()
+"""Case-folded text the store writes for ``search`` (:mod:`uniqc_taskstore.search`),
+searched byte for byte, never through a collation."""
+
 
 class JsonDocument(TypeDecorator[Any]):
     """A result or metadata value, stored through :mod:`uniqc_taskstore.jsoncodec`.

@@ -18,9 +18,15 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from operator import itemgetter
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Connection, Engine, Executable, Select, event
+from sqlalchemy import Connection, Engine, Executable, RootTransaction, Select, event
 from sqlalchemy.engine import URL, Dialect
-from sqlalchemy.exc import DBAPIError, DisconnectionError, InvalidRequestError, StatementError
+from sqlalchemy.exc import (
+    DBAPIError,
+    DisconnectionError,
+    IntegrityError,
+    InvalidRequestError,
+    StatementError,
+)
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.pool import Pool, PoolProxiedConnection, QueuePool
 from sqlalchemy.sql import ClauseElement
@@ -129,17 +135,32 @@ class Database:
         WAL checkpoint until it ends (writers are never blocked)."""
         engine = self.engine
         backend = self.backend
-        serial: AbstractContextManager[Any] = self._serial or nullcontext()
-        try:
-            with serial, engine.connect() as conn:
+
+        def begin() -> tuple[Connection, RootTransaction]:
+            conn = engine.connect()
+            try:
                 if backend.snapshot_options:
                     conn.execution_options(**backend.snapshot_options)
-                with conn.begin():
-                    backend.begin_snapshot(conn)
+                transaction = conn.begin()
+                backend.begin_snapshot(conn)
+            except BaseException:
+                conn.close()
+                raise
+            return conn, transaction
+
+        serial: AbstractContextManager[Any] = self._serial or nullcontext()
+        with serial:
+            # Opening it is retried as any read is (busy, a lost connection).
+            conn, transaction = self._attempts(begin, idempotent=True, name="snapshot")
+            try:
+                try:
                     yield conn
+                    transaction.commit()
+                except DBAPIError as exc:
+                    raise self._translate(exc) from exc
                 backend.after_commit(conn)
-        except DBAPIError as exc:
-            raise self._translate(exc) from exc
+            finally:
+                conn.close()  # rolls back what is still open
 
     def read_one(self, work: Callable[[Connection], T]) -> T:
         """Run ``work``, which executes exactly one SELECT: a single statement is atomic,
@@ -219,11 +240,11 @@ class Database:
                 gone = not raw.is_valid or bool(
                     dialect.is_disconnect(exc, raw.dbapi_connection, None)  # type: ignore[arg-type]
                 )
-                if gone:
-                    _discard(raw, exc)
                 error = DBAPIError.instance(
                     _BATCH, None, exc, dbapi_error, connection_invalidated=gone, dialect=dialect
                 )
+                if gone or (isinstance(error, DBAPIError) and backend.is_stale_session(error)):
+                    _discard(raw, exc)
                 if batch is not None and batch.commit_sent:
                     mark_commit_sent(error)
                 raise error from exc
@@ -232,12 +253,29 @@ class Database:
 
         return self._attempts(attempt, idempotent=idempotent, name=_name_of(work))
 
-    def write(self, work: Callable[[Connection], T], *, idempotent: bool = False) -> T:
+    def write(
+        self,
+        work: Callable[[Connection], T],
+        *,
+        idempotent: bool = False,
+        rerun_on_conflict: bool = False,
+    ) -> T:
         """Run ``work`` in a write transaction: on SQLite it holds the write lock from
-        BEGIN; on servers, rows read ``FOR UPDATE`` stay locked until commit. Retried
-        whole when the database is busy, or when the connection is lost before the
-        commit was sent; after it, only if ``idempotent`` (see :mod:`.retries`)."""
-        return self._transaction(work, write=True, idempotent=idempotent)
+        BEGIN; on servers (READ COMMITTED), rows read ``FOR UPDATE`` stay locked until
+        commit. Retried whole when the database is busy, or when the connection is lost
+        before the commit was sent; after it, only if ``idempotent`` (see
+        :mod:`.retries`).
+
+        ``rerun_on_conflict``: for a write that checks which keys are there and inserts
+        the others (restore, import, copy). On a server another writer can insert one
+        of those keys after the check (no lock covers a row that does not exist yet);
+        the insert then fails with a unique-key violation. The transaction is rolled
+        back and run again, and its check sees that row now: the call ends as if it had
+        run after the other writer, never with the violation (up to
+        :data:`_CONFLICT_RERUNS` times)."""
+        return self._transaction(
+            work, write=True, idempotent=idempotent, rerun_on_conflict=rerun_on_conflict
+        )
 
     def write_statements(self, work: Callable[[Statements], T], *, idempotent: bool = False) -> T:
         """:meth:`write` for the hot write paths (``save``, shard writes), whose
@@ -326,6 +364,7 @@ class Database:
         single: bool = False,
         idempotent: bool = False,
         name: str | None = None,
+        rerun_on_conflict: bool = False,
     ) -> T:
         engine = self.engine
         backend = self.backend
@@ -355,10 +394,21 @@ class Database:
                 backend.after_commit(conn)
                 return result
 
+        def rerun_on_conflicts() -> T:
+            for run in range(_CONFLICT_RERUNS):
+                try:
+                    return attempt()
+                except IntegrityError as exc:
+                    if not backend.is_conflict(exc) or run == _CONFLICT_RERUNS - 1:
+                        raise
+            raise AssertionError("unreachable")
+
         try:
             # A read repeated changes nothing: always retried.
             return self._attempts(
-                attempt, idempotent=idempotent or not write, name=name or _name_of(work)
+                rerun_on_conflicts if rerun_on_conflict else attempt,
+                idempotent=idempotent or not write,
+                name=name or _name_of(work),
             )
         except StatementError as exc:
             # A value our column types refused while binding (e.g. a result JSON
@@ -818,6 +868,10 @@ _STATEMENT_EVENTS = (
     "before_cursor_execute",
     "after_cursor_execute",
 )
+
+_CONFLICT_RERUNS = 5
+"""Runs of a :meth:`Database.write` with ``rerun_on_conflict`` before a unique-key
+violation is raised: each rerun sees the rows of the writers it collided with."""
 
 _PREPARED_KEPT = 512
 """Statements kept compiled per database: far more than the fixed ones there are."""

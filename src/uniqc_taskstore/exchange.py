@@ -5,7 +5,8 @@ A JSONL export is a header line ``{"uniqc_export": 1, ...}``, then one line per 
 ``archived_at`` for an archived one) and of its shards, values in the store's tagged
 JSON form (:mod:`~uniqc_taskstore.jsoncodec`), so NaN, complex numbers and dicts keyed
 by integers come back as they went. Tasks are read by keyset a batch at a time and
-written as they come, so memory stays flat however many there are.
+written as they come, so memory stays flat however many there are; all of it is read
+from one snapshot (:meth:`~uniqc_taskstore.engine.Database.snapshot`).
 
 :func:`import_tasks` reads such a file back a batch at a time, each batch one
 transaction, and skips tasks the store already has (live or archived): importing the
@@ -18,18 +19,26 @@ from __future__ import annotations
 import csv
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any, Literal
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, insert, select, union_all
 
+from . import queries
 from . import statements as sql
 from .errors import InvalidInputError, ShardLayoutError, TaskStoreError
-from .filters import ARCHIVED, LIVE, TaskFilter, TaskTables
+from .filters import ARCHIVED, LIVE, Sort, TaskFilter, TaskTables
 from .jsoncodec import dump_jsonable, from_jsonable, to_jsonable
 from .migrator import CURRENT_SCHEMA_VERSION
-from .model import TaskInfo, TaskShard, validate_shard, validate_task
+from .model import (
+    TaskInfo,
+    TaskShard,
+    validate_callback,
+    validate_count,
+    validate_shard,
+    validate_task,
+)
 from .sharding import assemble_results, check_layout
 from .store import OnCorrupt, TaskStore
 from .timestamps import canonical_timestamp, utc_now
@@ -135,40 +144,54 @@ def export_tasks(
     read; ``format="csv"`` writes one row per task, per shard or per circuit
     result (``csv_rows``) for spreadsheets. A row that cannot be read raises
     :class:`CorruptRowError`, or, with ``on_corrupt``, is skipped and handed to it. Only
-    reads the store."""
+    reads the store, from one snapshot: the file holds the store as it was at one
+    instant, whatever is written meanwhile."""
     if format not in ("jsonl", "json", "csv"):
         raise InvalidInputError("format", format, "must be 'jsonl', 'json' or 'csv'")
     if csv_rows not in ("task", "shard", "circuit"):
         raise InvalidInputError("csv_rows", csv_rows, "must be 'task', 'shard' or 'circuit'")
     f = filter or TaskFilter()
-    sides = [side for side, wanted in ((False, live), (True, archived)) if wanted]
-    total = sum(store.count_archived(f) if side else store.count(f) for side in sides)
+    validate_count(batch_size, "batch_size", 1)
+    validate_callback(on_corrupt, "on_corrupt")
+    sides = [side for side, wanted in ((LIVE, live), (ARCHIVED, archived)) if wanted]
     started = time.perf_counter()
     report = ExportReport()
     with_shards = shards if format != "csv" else csv_rows != "task"
-    writer = (
-        _csv_writer(stream, csv_rows)
-        if format == "csv"
-        else _jsonl_writer(stream, store, shards, whole=format == "json")
-    )
-    done = 0
-    if progress is not None:
-        progress(0, total)
-    for side in sides:
-        found = store.iter_tasks(
-            f, include_shards=True, archived=side, batch_size=batch_size, on_corrupt=on_corrupt
+    done = total = 0
+    # One snapshot for the whole file: a task restored or archived while the export
+    # runs is in exactly one of its parts, and every count and row is of one instant.
+    with store._db.snapshot() as conn:
+        total = sum(queries.count(conn, side, f) for side in sides)
+        writer = (
+            _csv_writer(stream, csv_rows)
+            if format == "csv"
+            else _jsonl_writer(stream, store, shards, whole=format == "json")
         )
-        plain = _no_shards(store, f, side, batch_size, on_corrupt)
-        for task, task_shards in found if with_shards else plain:
-            report.rows += writer(task, task_shards)
-            report.shards += len(task_shards)
-            if side:
-                report.archived_tasks += 1
-            else:
-                report.tasks += 1
-            done += 1
-            if progress is not None and done % batch_size == 0:
-                progress(done, total)
+        if progress is not None:
+            progress(0, total)
+        for side in sides:
+            found = queries.iter_tasks(
+                store._db,
+                side,
+                f,
+                Sort(),
+                include_shards=with_shards,
+                include_results=True,
+                batch_size=batch_size,
+                on_corrupt=on_corrupt,
+                conn=conn,
+            )
+            for item in found:
+                task, task_shards = item if isinstance(item, tuple) else (item, [])
+                report.rows += writer(task, task_shards)
+                report.shards += len(task_shards)
+                if side is ARCHIVED:
+                    report.archived_tasks += 1
+                else:
+                    report.tasks += 1
+                done += 1
+                if progress is not None and done % batch_size == 0:
+                    progress(done, total)
     if progress is not None:
         progress(done, max(done, total))
     if format == "json":
@@ -176,14 +199,6 @@ def export_tasks(
     stream.flush()
     report.seconds = time.perf_counter() - started
     return report
-
-
-def _no_shards(
-    store: TaskStore, f: TaskFilter, archived: bool, batch_size: int, on_corrupt: OnCorrupt | None
-) -> Iterator[tuple[TaskInfo, list[TaskShard]]]:
-    found = store.iter_tasks(f, archived=archived, batch_size=batch_size, on_corrupt=on_corrupt)
-    for task in found:
-        yield task, []
 
 
 Writer = Callable[[TaskInfo, list[TaskShard]], int]
@@ -423,19 +438,23 @@ def _import_batch(store: TaskStore, batch: list[_Entry], report: ImportReport) -
 
     def work(conn: Connection) -> list[int]:
         ids = list(unique)
-        present: set[str] = set()
-        for side in (LIVE, ARCHIVED):
-            present.update(
-                conn.execute(
-                    select(side.tasks.c.task_id).where(side.tasks.c.task_id.in_(ids))
-                ).scalars()
+        # Live and archive in one statement (one snapshot, also at READ COMMITTED): a
+        # task restored or archived meanwhile is seen on one side, never on neither.
+        found = union_all(
+            *(
+                select(side.tasks.c.task_id).where(side.tasks.c.task_id.in_(ids))
+                for side in (LIVE, ARCHIVED)
             )
+        )
+        present: set[str] = set(conn.execute(found).scalars())
         counts = []
         for archived, side in ((False, LIVE), (True, ARCHIVED)):
             counts.extend(_insert_new(conn, side, rows[archived], present))
         return counts
 
-    counts = store._db.write(work)
+    # Another import of the same tasks may insert one after the check: the batch then
+    # runs again and skips it, as if it had run second.
+    counts = store._db.write(work, rerun_on_conflict=True)
     report.read += len(batch)
     report.skipped += len(batch) - (counts[0] + counts[3])
     report.tasks += counts[0]

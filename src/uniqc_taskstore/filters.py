@@ -10,8 +10,8 @@ Which index serves what (see ``schema.py``): ``status`` the status index,
 index for a device (the label, and its sub-labels as a range ``backend >= 'x:y:' AND
 backend < 'x:y;'``), ``name`` the name index, ``tags`` the (key, value, submit_time,
 task_id) tag index (in sort order, :func:`task_source`), time ranges and sorts the
-submit-time / (update_time, task_id) indexes. ``search`` is a substring match and
-scans.
+submit-time / (update_time, task_id) indexes. ``search`` is a substring match of the
+folded text the store writes (``search_key``) and scans.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
-from .column_types import IdText, Timestamp
+from .column_types import IdText, SearchText, Timestamp
 from .errors import InvalidInputError
 from .model import (
     MAX_ID_LENGTH,
@@ -60,6 +60,7 @@ from .schema import (
     task_tags,
     tasks,
 )
+from .search import fold
 from .timestamps import format_timestamp, parse_timestamp
 
 StatusFilter = TaskStatus | str | Iterable[TaskStatus | str] | None
@@ -70,7 +71,6 @@ TimeBound = datetime | str | None
 
 OrderBy = Literal["submit_time", "update_time"]
 SORT_COLUMNS: tuple[str, ...] = ("submit_time", "update_time")
-_ESCAPE = "!"
 
 
 class TaskTables(NamedTuple):
@@ -113,8 +113,9 @@ class TaskFilter:
     - ``tags``: every ``key: value`` pair must be on the task; a value of None
       only requires the key.
     - ``name``: exactly this name.
-    - ``search``: a substring, ignoring ASCII case, of the task id, its platform
-      job ids, its backend or its name.
+    - ``search``: a substring of the task id, its platform job ids, its backend or
+      its name, ignoring case by Unicode case folding and nothing else (accents,
+      symbols, ``%`` and ``_`` count as they are; :mod:`uniqc_taskstore.search`).
 
     Fields are checked and normalised when the filter is made (statuses to a tuple
     of :class:`TaskStatus`, times to canonical UTC text); a bad one raises
@@ -243,14 +244,15 @@ def filter_clauses(
     if f.name is not None:
         clauses.append(t.c.name == f.name)
     if f.search is not None:
-        pattern = folded(literal("%" + _escape_like(f.search) + "%"))
+        # The folded term in the folded text the store wrote (see search.py): exact,
+        # the same on every database.
+        term = literal(fold(f.search), SearchText)
         clauses.append(
             or_(
-                *(folded(t.c[c]).like(pattern, escape=_ESCAPE) for c in ("task_id", "backend")),
-                folded(t.c.name).like(pattern, escape=_ESCAPE),
+                holds(t.c.search_key, term),
                 exists().where(
                     side.shards.c.uniqc_task_id == t.c.task_id,
-                    folded(side.shards.c.platform_task_id).like(pattern, escape=_ESCAPE),
+                    holds(side.shards.c.search_key, term),
                 ),
             )
         )
@@ -316,12 +318,6 @@ def task_source(f: TaskFilter, sort: Sort, side: TaskTables = LIVE) -> TaskSourc
     )
 
 
-def _escape_like(term: str) -> str:
-    for special in (_ESCAPE, "%", "_"):
-        term = term.replace(special, _ESCAPE + special)
-    return term
-
-
 class exactly(FunctionElement[bool]):
     """``column = value``, for a filter whose index continues with the sort key.
 
@@ -351,23 +347,35 @@ def _exactly_mysql(element: exactly, compiler: SQLCompiler, **kw: Any) -> str:
     return f"({column} >= {value} AND {column} <= {value})"
 
 
-class folded(FunctionElement[str]):
-    """``lower(x)`` as text: ids are binary strings on MySQL, which ``lower`` leaves
-    alone, so there they are converted to utf8mb4 text first."""
+class holds(FunctionElement[bool]):
+    """Whether text ``needle`` occurs in text ``haystack``, compared code point for code
+    point (no collation, no pattern characters): ``instr`` on SQLite, ``strpos`` on
+    PostgreSQL, ``LOCATE`` of the UTF-8 bytes on MariaDB (a byte match of valid UTF-8
+    is a character match)."""
 
-    name = "uniqc_folded"
+    name = "uniqc_holds"
+    type = Boolean()
     inherit_cache = True
+    _is_implicitly_boolean = True
 
 
-@compiles(folded)
-def _fold(element: folded, compiler: SQLCompiler, **kw: Any) -> str:
-    return f"lower({compiler.process(element.clauses, **kw)})"
+@compiles(holds)
+def _holds(element: holds, compiler: SQLCompiler, **kw: Any) -> str:
+    haystack, needle = (compiler.process(c, **kw) for c in element.clauses)
+    return f"instr({haystack}, {needle}) > 0"
 
 
-@compiles(folded, "mysql")
-@compiles(folded, "mariadb")
-def _fold_mysql(element: folded, compiler: SQLCompiler, **kw: Any) -> str:
-    return f"lower(convert({compiler.process(element.clauses, **kw)} using utf8mb4))"
+@compiles(holds, "postgresql")
+def _holds_postgresql(element: holds, compiler: SQLCompiler, **kw: Any) -> str:
+    haystack, needle = (compiler.process(c, **kw) for c in element.clauses)
+    return f"strpos({haystack}, {needle}) > 0"
+
+
+@compiles(holds, "mysql")
+@compiles(holds, "mariadb")
+def _holds_mysql(element: holds, compiler: SQLCompiler, **kw: Any) -> str:
+    haystack, needle = (compiler.process(c, **kw) for c in element.clauses)
+    return f"LOCATE(CAST({needle} AS BINARY), CAST({haystack} AS BINARY)) > 0"
 
 
 # -- ORDER BY and cursors ------------------------------------------------------------------

@@ -98,15 +98,20 @@ def index_copies(conn: Connection, suffix: str) -> list[Check]:
     stale = stale_copies(conn)
     if not stale:
         return [
-            Check("filter columns", "ok", "every platform and tag submit time matches its task")
+            Check(
+                "filter columns",
+                "ok",
+                "every platform, tag submit time and search text is in step with its task",
+            )
         ]
     counts = ", ".join(f"{n} in {table}" for table, n in stale.items())
     return [
         Check(
             "filter columns",
             "warn",
-            f"rows whose platform or tag submit_time does not match their task ({counts}): "
-            "written by another program; platform and tag filters miss these tasks",
+            f"rows whose platform or tag submit_time does not match their task, or that "
+            f"lack their search text ({counts}): written by another program; platform, "
+            "tag and search filters miss these tasks",
             "save each such task again through the store (save rewrites both copies)",
         )
     ]

@@ -341,21 +341,27 @@ def iter_tasks(
     include_results: bool,
     batch_size: int,
     on_corrupt: Callable[[CorruptRowError], object] | None = None,
+    conn: Connection | None = None,
 ) -> Iterator[TaskInfo | tuple[TaskInfo, list[TaskShard]]]:
     """Every matching task in ``sort`` order, ``batch_size`` (1 to 2**31 - 1) at a time,
-    each batch read in its own short transaction; with ``include_shards``, ``(task,
-    shards)`` pairs. A row that cannot be read raises :class:`CorruptRowError`, or, with
-    ``on_corrupt``, is skipped and handed to it. The arguments are checked now, not
+    each batch read in its own short snapshot (:meth:`Database.read`), or all of them on
+    ``conn``, a snapshot held by the caller (:meth:`Database.snapshot`); with
+    ``include_shards``, ``(task, shards)`` pairs. A row that cannot be read raises
+    :class:`CorruptRowError`, or, with ``on_corrupt``, is skipped and handed to it. The
+    arguments are checked now, not
     when the first task is read."""
     validate_count(batch_size, "batch_size", 1)
     validate_flag(include_shards, "include_shards")
     validate_flag(include_results, "include_results")
     validate_callback(on_corrupt, "on_corrupt")
-    return _iter_tasks(db, side, f, sort, include_shards, include_results, batch_size, on_corrupt)
+    read: Callable[[Callable[[Connection], Any]], Any] = (
+        db.read if conn is None else (lambda work: work(conn))
+    )
+    return _iter_tasks(read, side, f, sort, include_shards, include_results, batch_size, on_corrupt)
 
 
 def _iter_tasks(
-    db: Database,
+    read: Callable[[Callable[[Connection], Any]], Any],
     side: TaskTables,
     f: TaskFilter,
     sort: Sort,
@@ -383,10 +389,10 @@ def _iter_tasks(
             shards = shards_of(conn, side, [t.task_id for t in found]) if include_shards else {}
             return found, shards, len(rows), [sort.key(row) for row in rows]
 
-        found, shards, read, keys = db.read(batch)
+        found, shards, seen, keys = read(batch)
         for task in found:
             yield (task, shards.get(task.task_id, [])) if include_shards else task
-        if read < batch_size:
+        if seen < batch_size:
             return
         # As stored, not as read (see page()); a row skipped by on_corrupt still moves
         # the keyset on past it, one whose sort key cannot be read at all does not.

@@ -17,7 +17,10 @@ One loop, :func:`with_retries`, runs every attempt of every call
   call (``idempotent=True``: its repetition changes nothing more) is retried then;
   any other raises :class:`OutcomeUnknownError` with ``retry_safe=False`` at once;
 - **statement timeout**: :class:`StatementTimeoutError` (rolled back; not retried,
-  which would only multiply the wait).
+  which would only multiply the wait);
+- **a stale session** (:meth:`Backend.is_stale_session`: the connection, already
+  discarded, had lost track of its prepared statements): tried again at once on
+  another connection, within the busy attempts.
 
 Every retry is logged (WARNING, with the attempt count and the error's type, never
 its values) on this module's logger.
@@ -103,6 +106,19 @@ def with_retries(
                         busy.attempts,
                     )
                     time.sleep(random.uniform(0, min(2.0, 0.05 * 2 ** (busy_tries - 1))))
+                    continue
+                if backend.is_stale_session(exc) and busy_tries + 1 < busy.attempts:
+                    # The statement failed on a connection now discarded: nothing was
+                    # written, whether or not the COMMIT went with it.
+                    busy_tries += 1
+                    log.warning(
+                        "%s: a connection's state went stale (%s); retrying on another, "
+                        "attempt %d of %d",
+                        where,
+                        _kind(exc),
+                        busy_tries + 1,
+                        busy.attempts,
+                    )
                     continue
                 if not is_connection_failure(backend, exc):
                     raise

@@ -21,7 +21,14 @@ from sqlalchemy import (
     text,
 )
 
-from .column_types import IdText, JsonDocument, MessageText, StatusText, Timestamp
+from .column_types import (
+    IdText,
+    JsonDocument,
+    MessageText,
+    SearchText,
+    StatusText,
+    Timestamp,
+)
 
 metadata = MetaData()
 
@@ -50,6 +57,9 @@ def _task_columns() -> list[Column[Any]]:
         # The backend up to its first ':' (all of it without one), kept by every write
         # of ``backend``: a platform filter is then one index range in submit order (v10).
         Column("platform", IdText),
+        # Id, backend and name case-folded by the store (search.task_search_key), kept
+        # by every write of them: ``search`` compares it byte for byte (v11).
+        Column("search_key", SearchText),
     ]
 
 
@@ -78,6 +88,8 @@ def _shard_columns() -> list[Column[Any]]:
         Column("error_message", MessageText),
         Column("submit_time", Timestamp, nullable=False),
         Column("update_time", Timestamp, nullable=False),
+        # The platform job id case-folded by the store, for ``search`` (v11).
+        Column("search_key", SearchText),
     ]
 
 

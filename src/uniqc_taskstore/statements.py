@@ -45,6 +45,7 @@ from .model import (
     legacy_task_name,
 )
 from .schema import task_shards, task_tags, tasks
+from .search import shard_search_key, task_search_key
 from .timestamps import canonical_timestamp, is_canonical_timestamp, repair_times
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ def task_row(task: TaskInfo, stamp: str | None = None) -> dict[str, Any]:
     instead of the task's own (which must still be a timestamp)."""
     submit_time = canonical_timestamp(task.submit_time, "submit_time")
     update_time = canonical_timestamp(task.update_time, "update_time")
+    name = task.name if task.name is not None else legacy_task_name(task.metadata)
     return {
         "task_id": task.task_id,
         "backend": task.backend,
@@ -72,7 +74,8 @@ def task_row(task: TaskInfo, stamp: str | None = None) -> dict[str, Any]:
         "result_json": prepare_json(task.result, "result"),
         "metadata_json": prepare_json(task.metadata, "metadata"),
         "error_message": task.error_message,
-        "name": task.name if task.name is not None else legacy_task_name(task.metadata),
+        "name": name,
+        "search_key": task_search_key(task.task_id, task.backend, name),
     }
 
 
@@ -98,6 +101,7 @@ def shard_row(shard: TaskShard, stamp: str | None = None) -> dict[str, Any]:
         "error_message": shard.error_message,
         "submit_time": submit_time,
         "update_time": update_time if stamp is None else stamp,
+        "search_key": shard_search_key(shard.platform_task_id),
     }
 
 
@@ -313,7 +317,7 @@ def readable_row(table: str, row: Mapping[Any, Any]) -> dict[str, Any]:
     if "metadata_json" in row:
         fixed["metadata_json"] = metadata
     # Derived columns a writer that predates them left empty (the original's INSERT, in
-    # a file upgraded since): filled by the rule our writes follow (v11 does it in SQL).
+    # a file upgraded since): filled by the rule our writes follow (v12 does it in SQL).
     if "platform" in row and row["platform"] is None and isinstance(row.get("backend"), str):
         fixed["platform"] = platform_of(row["backend"])
     if "name" in row and row["name"] is None and "metadata_json" in row:
@@ -375,7 +379,15 @@ def upsert_tasks(backend: Backend) -> Any:
 
     def assignments(incoming: Incoming) -> list[tuple[str, ColumnElement[Any]]]:
         stale = _stale(tasks, incoming)
-        plain = ("backend", "platform", "shots", "update_time", "metadata_json", "name")
+        plain = (
+            "backend",
+            "platform",
+            "shots",
+            "update_time",
+            "metadata_json",
+            "name",
+            "search_key",
+        )
         return [
             *((name, incoming[name]) for name in plain),
             *((name, _keep_if(stale, tasks, incoming, name)) for name in _KEEP_WHEN_STALE),
@@ -397,7 +409,7 @@ def upsert_shards(backend: Backend) -> Any:
             task_shards.c.platform_task_id == incoming.platform_task_id,
             _stale(task_shards, incoming),
         )
-        plain = ("backend", "circuit_count", "sub_index_offset", "update_time")
+        plain = ("backend", "circuit_count", "sub_index_offset", "update_time", "search_key")
         resubmitted = task_shards.c.platform_task_id != incoming.platform_task_id
         return [
             *((name, incoming[name]) for name in plain),

@@ -452,7 +452,8 @@ class TaskStore:
         **criteria: Unpack[FilterArgs],
     ) -> Iterator[Any]:
         """Every matching task in order, read ``batch_size`` at a time by keyset (each
-        batch its own short read), so memory stays flat over millions of rows. With
+        batch its own snapshot; see README, "Consistency"), so memory stays flat over
+        millions of rows. With
         ``include_shards=True`` it yields ``(task, shards)`` pairs. The arguments are
         checked when it is called (:class:`InvalidInputError`, e.g. for a ``batch_size``
         outside 1 to 2**31 - 1), not when the first task is read. ``on_corrupt`` as in

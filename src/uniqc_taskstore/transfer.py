@@ -1,9 +1,10 @@
 """Copying every task from one store to another, e.g. a laptop's file to a team's server.
 
-Tasks are read in ``task_id`` order, a batch at a time, and each batch (tasks with
-all their shards) is written to the destination in one transaction. What the
-destination already holds is left alone, so running the copy again copies
-nothing twice, and a copy that was interrupted is finished by running it again.
+Tasks are read in ``task_id`` order, a batch at a time, all from one snapshot of the
+source, and each batch (tasks with all their shards) is written to the destination in
+one transaction. What the destination already holds is left alone, so running the
+copy again copies nothing twice, and a copy that was interrupted is finished by
+running it again.
 
 A batch starts with keys only: the source's next task ids and their shards' keys,
 checked against the destination by one read of the batch's key range per table.
@@ -53,6 +54,8 @@ from .schema import (
 )
 from .statements import in_batches, readable_row
 from .store import TaskStore
+
+T = TypeVar("T")
 
 Progress = Callable[[int, int], None]
 """Called after each batch with (tasks done, tasks in all) across live and archive."""
@@ -106,42 +109,52 @@ def copy_tasks(
     if source.location == destination.location:
         raise InvalidInputError("destination", destination.location, "is the source itself")
     started = time.perf_counter()
-    report = CopyReport(source=count_rows(source))
-    total = report.source.tasks + report.source.archived_tasks
-    done = 0
-    for tables, names in _SIDES:
-        side = _SideCopy(source, destination, tables, batch_size)
-        with _prefetched(side.batches()) as batches:
-            for batch in batches:
-                if batch.rows is not None:
-                    copied = destination._db.write(partial(side.write, batch=batch))
-                    for name, count in zip(names, copied, strict=True):
-                        setattr(report.copied, name, getattr(report.copied, name) + count)
-                done += len(batch.keys.task_ids)
-                if progress is not None:
-                    progress(done, total)
+    # The source is read from one snapshot: a task moved between its live tables and
+    # its archive during the copy is copied once, as it was when the copy began.
+    with source._db.snapshot() as snapshot:
+        report = CopyReport(source=_counts(snapshot))
+        total = report.source.tasks + report.source.archived_tasks
+        done = 0
+        for tables, names in _SIDES:
+            side = _SideCopy(source, destination, tables, batch_size, partial(_on, snapshot))
+            with _prefetched(side.batches()) as batches:
+                for batch in batches:
+                    if batch.rows is not None:
+                        copied = destination._db.write(
+                            partial(side.write, batch=batch), rerun_on_conflict=True
+                        )
+                        for name, count in zip(names, copied, strict=True):
+                            setattr(report.copied, name, getattr(report.copied, name) + count)
+                    done += len(batch.keys.task_ids)
+                    if progress is not None:
+                        progress(done, total)
     report.destination = count_rows(destination)
     report.seconds = time.perf_counter() - started
     return report
 
 
 def count_rows(store: TaskStore) -> TableCounts:
-    """How many rows each table of ``store`` holds."""
+    """How many rows each table of ``store`` holds (read from one snapshot)."""
+    return store._db.read(_counts)
 
-    def work(conn: Connection) -> TableCounts:
-        def n(table: Table) -> int:
-            return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
 
-        return TableCounts(
-            n(tasks),
-            n(task_shards),
-            n(archived_tasks),
-            n(archived_task_shards),
-            n(task_tags),
-            n(archived_task_tags),
-        )
+def _counts(conn: Connection) -> TableCounts:
+    def n(table: Table) -> int:
+        return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
 
-    return store._db.read(work)
+    return TableCounts(
+        n(tasks),
+        n(task_shards),
+        n(archived_tasks),
+        n(archived_task_shards),
+        n(task_tags),
+        n(archived_task_tags),
+    )
+
+
+def _on(conn: Connection, work: Callable[[Connection], T]) -> T:
+    """``work`` run on ``conn`` (the source's snapshot)."""
+    return work(conn)
 
 
 # -- one batch ------------------------------------------------------------------------
@@ -190,9 +203,15 @@ class _SideCopy:
     transaction."""
 
     def __init__(
-        self, source: TaskStore, destination: TaskStore, tables: _Tables, batch_size: int
+        self,
+        source: TaskStore,
+        destination: TaskStore,
+        tables: _Tables,
+        batch_size: int,
+        read_source: Callable[[Callable[[Connection], Any]], Any],
     ) -> None:
         self.source, self.destination, self.tables = source._db, destination._db, tables
+        self.read_source = read_source
         from_dialect, to_dialect = self.source.engine.dialect, self.destination.engine.dialect
         self.converters = [_Converter(table, from_dialect, to_dialect) for table in tables]
         self.reads = _SourceReads(tables, from_dialect, batch_size, self.converters[0].read_ids)
@@ -203,7 +222,7 @@ class _SideCopy:
         lacks read and converted; a batch it has whole costs two key reads."""
         after: Any = None
         while True:
-            keys = self.source.read(partial(self.reads.keys, after=after))
+            keys = self.read_source(partial(self.reads.keys, after=after))
             if not keys.task_ids:
                 return
             after = keys.last
@@ -213,7 +232,7 @@ class _SideCopy:
             ):
                 yield _Batch(keys)
                 continue
-            rows = self.source.read(partial(self.reads.rows, keys=keys))
+            rows = self.read_source(partial(self.reads.rows, keys=keys))
             task_convert, shard_convert, tag_convert = self.converters
             # The whole key range was read: keep what the destination lacked (shards by
             # their own keys, so one added to the source since the key read goes too).
@@ -335,9 +354,6 @@ def _among(conn: Connection, stmt: Select[Any], column: Any, ids: list[str]) -> 
         else:
             found.update(tuple(row) for row in result)
     return found
-
-
-T = TypeVar("T")
 
 
 @contextmanager

@@ -325,9 +325,21 @@ class Backend(ABC):
     def is_busy(self, error: DBAPIError) -> bool:
         """True when ``error`` means another writer holds a lock: retrying may succeed."""
 
+    @abstractmethod
+    def is_conflict(self, error: DBAPIError) -> bool:
+        """True when ``error`` is a unique-key violation: a row with the key was
+        inserted (by a concurrent writer, for the writes that check first)."""
+
     def is_connection_failure(self, error: DBAPIError) -> bool:
         """True when ``error`` means the connection, not the statement, failed: the
         server went away, killed the session, or refuses new connections for now."""
+        return False
+
+    def is_stale_session(self, error: DBAPIError) -> bool:
+        """True when ``error`` says the connection's own state went wrong (PostgreSQL:
+        psycopg's cache of prepared statements out of step with the server after an
+        aborted pipeline): the statement failed, nothing was written, and that
+        connection must not be used again."""
         return False
 
     def is_login_refused(self, error: DBAPIError) -> bool:

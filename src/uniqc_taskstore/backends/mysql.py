@@ -34,6 +34,7 @@ from .urls import safe_url
 
 # ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT
 _RETRYABLE_ERRORS = {1213, 1205}
+_DUPLICATE_KEY = 1062  # ER_DUP_ENTRY
 # ER_CON_COUNT_ERROR (too many connections), ER_SERVER_SHUTDOWN, ER_CONNECTION_KILLED,
 # CR_CONNECTION_ERROR, CR_CONN_HOST_ERROR, CR_SERVER_GONE_ERROR, CR_SERVER_LOST,
 # CR_SERVER_LOST_EXTENDED, ER_CLIENT_INTERACTION_TIMEOUT
@@ -255,6 +256,9 @@ class MysqlBackend(ServerBackend):
 
     def is_statement_timeout(self, error: DBAPIError) -> bool:
         return _code(error) in _TIMEOUT_ERRORS
+
+    def is_conflict(self, error: DBAPIError) -> bool:
+        return _code(error) == _DUPLICATE_KEY
 
 
 def _code(error: DBAPIError) -> object:

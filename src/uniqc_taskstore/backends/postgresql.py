@@ -34,7 +34,9 @@ from .server import MIGRATION_LOCK_NAME, ServerBackend
 # serialization_failure, deadlock_detected, lock_not_available
 _RETRYABLE_SQLSTATES = {"40001", "40P01", "55P03"}
 _LOCK_NOT_AVAILABLE = "55P03"
+_UNIQUE_VIOLATION = "23505"
 _QUERY_CANCELED = "57014"
+_NO_SUCH_PREPARED_STATEMENT = "26000"  # invalid_sql_statement_name
 # admin_shutdown, crash_shutdown, cannot_connect_now, too_many_connections; class 08:
 # connection exceptions.
 _CONNECTION_SQLSTATES = {"57P01", "57P02", "57P03", "53300"}
@@ -271,9 +273,15 @@ class PostgresBackend(ServerBackend):
     def is_busy(self, error: DBAPIError) -> bool:
         return getattr(error.orig, "sqlstate", None) in _RETRYABLE_SQLSTATES
 
+    def is_conflict(self, error: DBAPIError) -> bool:
+        return getattr(error.orig, "sqlstate", None) == _UNIQUE_VIOLATION
+
     def is_connection_failure(self, error: DBAPIError) -> bool:
         state = getattr(error.orig, "sqlstate", None) or ""
         return state in _CONNECTION_SQLSTATES or state.startswith("08")
+
+    def is_stale_session(self, error: DBAPIError) -> bool:
+        return getattr(error.orig, "sqlstate", None) == _NO_SUCH_PREPARED_STATEMENT
 
     def is_login_refused(self, error: DBAPIError) -> bool:
         return getattr(error.orig, "sqlstate", None) in _LOGIN_SQLSTATES

@@ -64,6 +64,7 @@ _MIGRATION_BACKUP = re.compile(r"\.v(\d+)-(\d{8}T\d{6}Z)(?:-(\d+))?\.bak")
 _HEADER_MAGIC = b"SQLite format 3\x00"
 _LEGACY_VERSIONS = range(1, 6)
 _BUSY_CODES = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
+_UNIQUE_CODES = {sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY, sqlite3.SQLITE_CONSTRAINT_UNIQUE}
 _NOFOLLOW: int = getattr(os, "O_NOFOLLOW", 0)
 
 
@@ -317,7 +318,7 @@ class SqliteBackend(Backend):
             try:
                 cursor.execute("PRAGMA foreign_keys = ON")
                 cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
-                # Statement journals in memory: the v11 triggers make every INSERT keep
+                # Statement journals in memory: the v12 triggers make every INSERT keep
                 # one, which in a temporary file cost ~30 us of CPU a row (~1.6x on
                 # save_many); in memory ~1.1x (benchmarks/trigger_cost.py). Our reads
                 # follow indexes and build no large temporary tables; VACUUM runs on a
@@ -383,6 +384,12 @@ class SqliteBackend(Backend):
 
     def is_busy(self, error: DBAPIError) -> bool:
         return isinstance(error.orig, sqlite3.Error) and _is_busy(error.orig)
+
+    def is_conflict(self, error: DBAPIError) -> bool:
+        """(A write here holds the whole file's lock from BEGIN, so no other writer
+        can insert between its check and its insert: for completeness only.)"""
+        code = getattr(error.orig, "sqlite_errorcode", None)
+        return code in _UNIQUE_CODES
 
     def translate(self, error: DBAPIError) -> DatabaseError | None:
         """A clear error for driver failures that mean the file itself is unusable."""

@@ -98,6 +98,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "prune_command",
         "Archive old finished tasks; --archived deletes old archived ones.",
     ),
+    "restore-backup": (
+        "recovery",
+        "restore_backup_command",
+        "Replace the SQLite store with a backup (from uniqc-tasks backup), keeping it.",
+    ),
     "restore": ("manage", "restore_command", "Move archived tasks back to the live tasks."),
     "results": (
         "inspect",
@@ -129,6 +134,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "manage",
         "tag_command",
         "Set (KEY=VALUE) or remove (-k KEY) a live task's tags; print them.",
+    ),
+    "vacuum": (
+        "recovery",
+        "vacuum_command",
+        "Give a SQLite store's free pages back to the disk (VACUUM); bytes before/after.",
     ),
     "watch": ("inspect", "watch_command", "Follow tasks until every one has finished (or Ctrl-C)."),
 }

@@ -106,7 +106,7 @@ def select(
         matched = store.summaries(task_filter, archived=archived, order_by="submit_time")
         ids = [s.task_id for s in matched]
         where = "archived " if archived else ""
-        output.note(f"{len(ids):,} {where}{_tasks(len(ids))} match")
+        output.note(f"{len(ids):,} {where}{'task matches' if len(ids) == 1 else 'tasks match'}")
         return ids, True
     if list(task_ids) == ["-"]:
         return _ids(_stdin_ids()), True

@@ -183,7 +183,7 @@ def table(
 
         console = Console(markup=False, emoji=False, highlight=False)
         folds = [header in foldable for header in headers]
-        needed = sum(min(w, 12) if fold else w for w, fold in zip(widths, folds, strict=True))
+        needed = sum(min(w, 6) if fold else w for w, fold in zip(widths, folds, strict=True))
         # Ids are copied from tables: when the terminal is too narrow for whole cells,
         # the plain form below lets the terminal wrap lines instead of cutting cells.
         if needed + 2 * (len(widths) - 1) <= console.width:
