@@ -4,8 +4,10 @@ writes into an upgraded file, by triggers, and in the rows it already wrote.
 An SDK still running the original code (schema 5) may share ``~/.uniqc/cache`` with
 this store. It accepts a file of a newer version and writes ``tasks`` and
 ``archived_tasks`` rows with its own ``INSERT`` (and ``ON CONFLICT DO UPDATE``), which
-leaves ``platform`` (v10) and ``name`` (v8) NULL: a platform filter, a name filter and
-the search missed those tasks. The triggers derive them in plain SQL, as v10 derives
+leaves ``platform`` (v10), ``name`` (v8) and ``search_key`` (v11) NULL: a platform
+filter, a name filter and the search missed those tasks. (Its shards' ``search_key``
+is left: a trigger on shards would cost every shard write, and such a task is still
+found by its id, backend and name.) The triggers derive them in plain SQL, as v10 derives
 ``platform`` and ``model.legacy_task_name`` reads a name (a text ``task_name`` of 1
 to 255 characters, not only white space, without NUL; SQLite's JSON functions cut text
 at a NUL, so metadata holding an escaped NUL anywhere gives no name), whenever a row is inserted or
@@ -45,19 +47,35 @@ def _name(row: str) -> str:
     )
 
 
+def _search_key(row: str) -> str:
+    """v11's search key of a row written without one: ``lower()`` folds ASCII only, where
+    the store's ``str.casefold`` folds all of Unicode; ids, backends and names are ASCII
+    in practice. Only ever written where the key is missing."""
+    name = f"coalesce({row}.name, {_name(row)}, '')"
+    return (
+        f"CASE WHEN {row}.search_key IS NOT NULL THEN {row}.search_key ELSE "
+        f"lower({row}.task_id) || 'A' || lower({row}.backend) || 'A' || lower({name}) END"
+    )
+
+
 def _stale(row: str) -> str:
-    return f"({row}.platform IS NOT ({_platform(row)}) OR ({_name(row)}) IS NOT NULL)"
+    return (
+        f"({row}.platform IS NOT ({_platform(row)}) OR ({_name(row)}) IS NOT NULL "
+        f"OR {row}.search_key IS NULL)"
+    )
 
 
 def upgrade(conn: Connection) -> None:
-    """Adds triggers on tasks and archived_tasks that fill platform and name in rows
-    written without them (the original implementation's), and fills existing ones."""
+    """Adds triggers on tasks and archived_tasks that fill platform, name and search_key
+    in rows written without them (the original implementation's), and fills existing
+    ones."""
     if conn.dialect.name != "sqlite":
         return
     for table in ("tasks", "archived_tasks"):
         fill = (
             f"UPDATE {table} SET platform = {_platform('NEW')}, "
-            f"name = coalesce(NEW.name, {_name('NEW')}) WHERE task_id = NEW.task_id;"
+            f"name = coalesce(NEW.name, {_name('NEW')}), search_key = {_search_key('NEW')} "
+            "WHERE task_id = NEW.task_id;"
         )
         for event, name in (
             ("INSERT", "insert"),
@@ -69,5 +87,6 @@ def upgrade(conn: Connection) -> None:
             )
         conn.exec_driver_sql(
             f"UPDATE {table} SET platform = {_platform(table)}, "
-            f"name = coalesce(name, {_name(table)}) WHERE {_stale(table)}"
+            f"name = coalesce(name, {_name(table)}), search_key = {_search_key(table)} "
+            f"WHERE {_stale(table)}"
         )

@@ -322,6 +322,11 @@ def readable_row(table: str, row: Mapping[Any, Any]) -> dict[str, Any]:
         fixed["platform"] = platform_of(row["backend"])
     if "name" in row and row["name"] is None and "metadata_json" in row:
         fixed["name"] = legacy_task_name(metadata)
+    if "search_key" in row and row["search_key"] is None:
+        if isinstance(row.get("task_id"), str) and isinstance(row.get("backend"), str):
+            fixed["search_key"] = task_search_key(row["task_id"], row["backend"], fixed.get("name"))
+        elif isinstance(row.get("platform_task_id"), str):
+            fixed["search_key"] = shard_search_key(row["platform_task_id"])
     return fixed
 
 

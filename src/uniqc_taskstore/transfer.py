@@ -527,6 +527,7 @@ class _Converter:
             else None
         )
         self.metadata_at = self.names.index("metadata_json") if self.derived else -1
+        self.search_at = self.names.index("search_key") if "search_key" in self.names else -1
 
     def read_ids(self, rows: Sequence[Sequence[Any]], at: int = 0) -> list[str]:
         """The task id (column ``at`` of each stored row) as ``get()`` reads it;
@@ -567,14 +568,17 @@ class _Converter:
                 slow.update(i for i, value in enumerate(values) if value is _SLOW)
             converted.append(values)
         rows = list(zip(*converted, strict=True))
-        if self.derived is not None:
+        if self.derived is not None or self.search_at >= 0:
             slow.update(i for i, row in enumerate(found) if self._underived(row))
         for i in slow:
             rows[i] = self.full_row(found[i])
         return rows
 
     def _underived(self, row: Sequence[Any]) -> bool:
-        assert self.derived is not None
+        if self.search_at >= 0 and row[self.search_at] is None:
+            return True
+        if self.derived is None:
+            return False
         platform_at, name_at = self.derived
         metadata = row[self.metadata_at]
         return row[platform_at] is None or (
