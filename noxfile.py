@@ -1,6 +1,7 @@
 """Sessions: ``nox -s tests``, ``nox -s lint``, ``nox -s typecheck``, ``nox -s reliability``,
 ``nox -s coverage`` (branch coverage of ``src/``, fails under ``fail_under``),
-``nox -s sdk`` (the SDK's own task tests on ``uniqc_taskstore.compat``), ``nox -s nightly``.
+``nox -s sdk`` (the SDK's own task tests on ``uniqc_taskstore.compat``), ``nox -s sdk-e2e``
+(the SDK's workflows on this store), ``nox -s nightly``.
 
 Server tests run when UNIQC_TEST_POSTGRESQL_URL / UNIQC_TEST_MYSQL_URL are set
 (see README); they are skipped, with that reason, otherwise.
@@ -76,6 +77,18 @@ def sdk(session: nox.Session) -> None:
     session.install(f"unified-quantum=={SDK_VERSION}", "pytest", "httpx")
     session.install(".")  # not editable: a reused environment gets this tree's code
     session.run("python", "tests/sdk/run_sdk_tests.py", *session.posargs)
+
+
+@nox.session(name="sdk-e2e", python=PYTHON)
+def sdk_e2e(session: nox.Session) -> None:
+    """The SDK's workflows as its users drive them (``uniqc submit``, ``task list/show``,
+    ``uniqc result``, the Python task manager, the gateway's HTTP API) on its own store,
+    then after ``uniqc-tasks sdk enable`` on SQLite and on PostgreSQL (a fresh database on
+    UNIQC_TEST_POSTGRESQL_URL), then ``sdk disable``; and a file written in turn by the
+    original store and ours (tests/sdk/e2e_workflows.py)."""
+    session.install(f"unified-quantum=={SDK_VERSION}", "pytest>=9.0")
+    session.install(".[postgresql]")  # not editable: a reused environment gets this tree's code
+    session.run("pytest", "-p", "no:cacheprovider", "tests/sdk/e2e_workflows.py", *session.posargs)
 
 
 @nox.session(python=PYTHON)

@@ -1,4 +1,4 @@
-"""What the v12 triggers (platform and name filled in rows the original writes) cost
+"""What the v13 triggers (platform and name filled in rows the original writes) cost
 our own SQLite writes: ``save_many`` batches and single ``save`` calls on a store with
 the triggers, against the same store with them dropped, interleaved in one run.
 

@@ -71,6 +71,7 @@ RAISED_BY: dict[str, str] = {
     "DatabaseConnectionError": (
         "test_server_connections.py::test_silent_server_ends_in_connection_error_by_default"
     ),
+    "ChangesExpiredError": "test_changes.py::test_pruned_changes_make_an_older_token_expire",
     "ConnectionLostError": (
         "test_connection_faults.py::test_lost_connection_without_budget_is_connection_lost"
     ),

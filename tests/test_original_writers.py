@@ -131,14 +131,14 @@ def test_rows_the_original_wrote_before_the_upgrade_are_repaired_when_it_runs(
     path = tmp_path / "tasks.sqlite"
     conn = sqlite3.connect(str(path))
     with conn:
-        # As the file was at version 11, before the triggers.
+        # As the file was at version 12, before the triggers.
         triggers = [
             r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")
         ]
         assert triggers
         for trigger in triggers:
             conn.execute(f"DROP TRIGGER {trigger}")
-        conn.execute("PRAGMA user_version = 11")
+        conn.execute("PRAGMA user_version = 12")
     conn.close()
     task_id = new_id()
     original_save(path, task_id, "dummy:sim", {"task_name": "bell"})

@@ -80,6 +80,7 @@ SOUND_SHARD = {
     "error_message": None,
     "submit_time": TIMES[0],
     "update_time": TIMES[1],
+    "search_key": "job",
 }
 SHARD_CHOICES: dict[str, list[Any]] = {
     "uniqc_task_id": [*TEXTS, _Str("t1")],
@@ -106,6 +107,7 @@ SOUND_TASK = {
     "metadata_json": {"a": 1},
     "error_message": None,
     "name": "bell",
+    "search_key": "t1Aibm:devAbell",
 }
 TASK_CHOICES: dict[str, list[Any]] = {
     "task_id": [*TEXTS, _Str("t1")],
@@ -321,6 +323,7 @@ _VALUES = {
     "result_json": _documents,
     "metadata_json": _documents,
     "error_message": st.one_of(_texts, st.none(), st.integers(), st.binary(max_size=3)),
+    "search_key": st.one_of(_texts, st.none()),  # written for search, never read into a task
 }
 
 

@@ -18,8 +18,10 @@ from ._version import __version__
 
 if TYPE_CHECKING:
     from .backends.base import APPLICATION_ID
+    from .changes import Change, ChangeFilter, ChangePage
     from .errors import (
         BackupUnavailableError,
+        ChangesExpiredError,
         ConnectionLostError,
         CorruptDatabaseError,
         CorruptRowError,
@@ -67,6 +69,10 @@ if TYPE_CHECKING:
 _LAZY = {
     "APPLICATION_ID": ".backends.base",
     "BackupUnavailableError": ".errors",
+    "Change": ".changes",
+    "ChangeFilter": ".changes",
+    "ChangePage": ".changes",
+    "ChangesExpiredError": ".errors",
     "ConnectionLostError": ".errors",
     "CorruptDatabaseError": ".errors",
     "CorruptRowError": ".errors",
@@ -144,6 +150,10 @@ __all__ = [
     "UNIQC_TASK_ID_PREFIX",
     "BackupUnavailableError",
     "BulkResult",
+    "Change",
+    "ChangeFilter",
+    "ChangePage",
+    "ChangesExpiredError",
     "ConnectionLostError",
     "CorruptDatabaseError",
     "CorruptRowError",

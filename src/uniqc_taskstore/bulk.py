@@ -12,6 +12,7 @@ from functools import partial
 
 from sqlalchemy import Connection, Table, select
 
+from . import change_log
 from . import statements as sql
 from .engine import Database
 from .filters import ARCHIVED, LIVE
@@ -35,8 +36,10 @@ def archive_many(db: Database, ids: Iterable[str]) -> BulkResult:
         live = _present(conn, LIVE.tasks, batch, lock=True)
         found = [i for i in batch if i in live]
         if found:
-            for stmt in sql.archive_statements(found, utc_now()):
+            now = utc_now()
+            for stmt in sql.archive_statements(found, now):
                 conn.execute(stmt)
+            change_log.record(conn, "archived", found, now)
         absent = [i for i in batch if i not in live]
         archived = _present(conn, ARCHIVED.tasks, absent, lock=False)
         return (
@@ -58,6 +61,7 @@ def restore_many(db: Database, ids: Iterable[str]) -> BulkResult:
         if found:
             for stmt in sql.restore_statements(found):
                 conn.execute(stmt)
+            change_log.record(conn, "restored", found, utc_now())
         return (
             found,
             [i for i in batch if i not in archived],
@@ -79,6 +83,7 @@ def delete_many(db: Database, ids: Iterable[str], *, archived: bool) -> BulkResu
         if found:
             for stmt in sql.delete_statements(found, archived=archived):
                 conn.execute(stmt)
+            change_log.record(conn, "purged" if archived else "deleted", found, utc_now())
         return found, [i for i in batch if i not in present], []
 
     return _in_batches(db, task_ids(ids), work)

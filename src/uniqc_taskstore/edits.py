@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, Table, literal, select, update
 
+from . import change_log
 from . import statements as sql
 from .errors import CorruptRowError, InvalidInputError, TaskNotFoundError, TaskStateError
 from .filters import LIVE
@@ -62,11 +63,13 @@ def update_metadata(
     merged.update(patch)
     for key in remove:
         merged.pop(key, None)
+    now = utc_now()
     conn.execute(
         update(tasks)
         .where(tasks.c.task_id == task_id)
-        .values(metadata_json=prepare_json(merged, "metadata"), update_time=utc_now())
+        .values(metadata_json=prepare_json(merged, "metadata"), update_time=_later(tasks, now))
     )
+    change_log.record(conn, "updated", [task_id], now)
     after = conn.execute(select(tasks.c.metadata_json).where(tasks.c.task_id == task_id))
     result: dict[str, Any] = after.scalar_one()
     return result
@@ -95,12 +98,18 @@ def finalize(conn: Connection, task_id: str) -> TaskInfo:
         )
     changes: dict[str, Any] = {
         "result_json": prepare_json(assemble_results(parts, allow_missing=True), "result"),
-        "update_time": utc_now(),
+        "update_time": _later(tasks, now := utc_now()),
     }
     errors = [f"shard {p.shard_index}: {p.error_message}" for p in parts if p.error_message]
     if errors:
         changes["error_message"] = "; ".join(errors)
     conn.execute(update(tasks).where(tasks.c.task_id == task_id).values(changes))
+    change_log.record(conn, "updated", [task_id], now)
     task = get_task(conn, LIVE, task_id)
     assert task is not None
     return task
+
+
+def _later(table: Table, now: str) -> Any:
+    """``now``, or the stored update_time if that is later (see :func:`sql.later`)."""
+    return sql.later(table.c.update_time, literal(now, table.c.update_time.type))

@@ -499,6 +499,8 @@ class Statements(ABC):
     exclusive: bool
     """Whether the transaction holds the database's write lock from its start (SQLite's
     ``BEGIN IMMEDIATE``): then no other writer runs meanwhile, and row locks add nothing."""
+    dialect: str
+    """The SQLAlchemy dialect's name (which change-log statements to run)."""
 
     @abstractmethod
     def rows(self, stmt: Executable, params: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -530,6 +532,7 @@ class _DriverStatements(Statements):
         self._cursor = dbapi_connection.cursor()
         self.returning = bool(dialect.update_returning)
         self.exclusive = exclusive
+        self.dialect = dialect.name
 
     def run_text(self, text: str) -> None:
         """A statement of the backend's own (``BEGIN IMMEDIATE``, ``COMMIT``)."""
@@ -578,6 +581,7 @@ class _ConnectionStatements(Statements):
         self._conn = conn
         self.returning = bool(conn.dialect.update_returning)
         self.exclusive = exclusive
+        self.dialect = conn.dialect.name
 
     def rows(self, stmt: Executable, params: Mapping[str, Any]) -> list[dict[str, Any]]:
         return [dict(row) for row in self._conn.execute(stmt, dict(params)).mappings()]

@@ -158,6 +158,12 @@ class BackupUnavailableError(TaskStoreError):
         super().__init__(message)
 
 
+class ChangesExpiredError(TaskStoreError):
+    """The change feed no longer holds every change after this token: retention (or
+    ``clear_all``) deleted some. Start again from ``changes(since=None)`` after
+    re-reading the tasks you track."""
+
+
 class DatabaseBusyError(DatabaseError):
     """The database stayed locked by other writers past the retry budget.
 

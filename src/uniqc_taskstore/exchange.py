@@ -25,7 +25,7 @@ from typing import IO, Any, Literal
 
 from sqlalchemy import Connection, insert, select, union_all
 
-from . import queries
+from . import change_log, queries
 from . import statements as sql
 from .errors import InvalidInputError, ShardLayoutError, TaskStoreError
 from .filters import ARCHIVED, LIVE, Sort, TaskFilter, TaskTables
@@ -450,6 +450,12 @@ def _import_batch(store: TaskStore, batch: list[_Entry], report: ImportReport) -
         counts = []
         for archived, side in ((False, LIVE), (True, ARCHIVED)):
             counts.extend(_insert_new(conn, side, rows[archived], present))
+        # Last, after every insert (MariaDB's commit tick is then held for the commit).
+        now = utc_now()
+        sides: tuple[tuple[bool, change_log.Kind], ...] = ((False, "saved"), (True, "archived"))
+        for archived, kind in sides:
+            added = [row["task_id"] for row in rows[archived][0] if row["task_id"] not in present]
+            change_log.record(conn, kind, added, now)
         return counts
 
     # Another import of the same tasks may insert one after the check: the batch then

@@ -16,10 +16,11 @@ import stat
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
@@ -34,6 +35,7 @@ from .backends.sqlite import (
     copy_is_intact,
     migration_backups,
 )
+from .changes import DEFAULT_RETENTION
 from .errors import (
     BackupUnavailableError,
     CorruptDatabaseError,
@@ -46,8 +48,9 @@ from .errors import (
 )
 from .integrity import corrupt_rows_on, stale_copies
 from .migrator import CURRENT_SCHEMA_VERSION, MigrationReport, MigrationStep, pending_steps
+from .schema import changes
 from .store import CACHE_DIR_ENV, URL_ENV, TaskStore, _database_path
-from .timestamps import utc_now
+from .timestamps import format_timestamp, utc_now
 
 Status = Literal["ok", "warn", "fail"]
 WAL_WARN_BYTES = 256 * 1024 * 1024
@@ -117,7 +120,28 @@ def index_copies(conn: Connection, suffix: str) -> list[Check]:
     ]
 
 
-ROW_CHECKS: list[RowCheck] = [readable_rows, index_copies]
+def change_feed(conn: Connection, suffix: str) -> list[Check]:
+    """How many changes the change feed's log holds, and whether retention keeps up:
+    a change older than twice the default retention means nothing prunes it."""
+    count, oldest = conn.execute(select(func.count(), func.min(changes.c.changed_at))).one()
+    if not count:
+        return [Check("change feed", "ok", "no changes logged")]
+    limit = format_timestamp(datetime.now(UTC) - 2 * DEFAULT_RETENTION)
+    message = f"{count:,} changes logged, the oldest from {oldest}"
+    if oldest < limit:
+        return [
+            Check(
+                "change feed",
+                "warn",
+                f"{message}: older than retention ({DEFAULT_RETENTION.days} days)",
+                "call TaskStore.prune_changes(); every `uniqc-tasks prune` run (not "
+                "--dry-run) also prunes the change log",
+            )
+        ]
+    return [Check("change feed", "ok", message)]
+
+
+ROW_CHECKS: list[RowCheck] = [readable_rows, index_copies, change_feed]
 """Checks of the stored rows themselves, run by :func:`diagnose` (not with
 ``full=False``) on a read-only connection once the file, stamp, schema version and
 integrity are all ok. Append to it to join ``uniqc-tasks doctor``."""

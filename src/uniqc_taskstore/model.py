@@ -422,8 +422,8 @@ class TaskPage:
     Pass ``next_cursor`` as ``cursor=`` (or, for the submit-time order only,
     ``next_after`` as ``after=``) to get the next page; both are None after the last
     page. ``resume_cursor`` is set even then (to the cursor given, on an empty page):
-    keep it to ask later for what came after, e.g. in an ascending ``update_time``
-    change feed."""
+    keep it to ask later for what came after in this order (for every change since a
+    point, use ``TaskStore.changes``)."""
 
     tasks: list[TaskInfo]
     next_after: tuple[str, str] | None

@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, select
 
+from . import change_log
 from . import statements as sql
 from .engine import Database
 from .errors import InvalidInputError
@@ -72,8 +73,10 @@ def archive_older_than(
     clauses = [*filter_clauses(f, LIVE), LIVE.tasks.c[by] < cutoff(age, "age")]
 
     def archive(conn: Connection, ids: list[str]) -> None:
-        for stmt in sql.archive_statements(ids, utc_now()):
+        now = utc_now()
+        for stmt in sql.archive_statements(ids, now):
             conn.execute(stmt)
+        change_log.record(conn, "archived", ids, now)
 
     return _in_batches(db, LIVE, clauses, archive, dry_run=dry_run)
 
@@ -90,6 +93,7 @@ def purge_archived(
     def purge(conn: Connection, ids: list[str]) -> None:
         for stmt in sql.delete_statements(ids, archived=True):
             conn.execute(stmt)
+        change_log.record(conn, "purged", ids, utc_now())
 
     return _in_batches(db, ARCHIVED, clauses, purge, dry_run=dry_run)
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     ForeignKeyConstraint,
     Index,
     Integer,
     MetaData,
     PrimaryKeyConstraint,
+    String,
     Table,
     text,
 )
@@ -197,6 +199,41 @@ schema_stamp = Table(
 )
 """Server databases only: the application id and schema version that SQLite keeps
 in ``PRAGMA application_id`` / ``PRAGMA user_version``. One row, ``id`` = 1."""
+
+changes = Table(
+    "changes",
+    metadata,
+    # SQLite: the rowid, AUTOINCREMENT so a number is never handed out twice, even after
+    # retention or clear_all emptied the table (a follower's token names a number).
+    Column("seq", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True),
+    Column("task_id", IdText, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("status", StatusText),
+    # The writing transaction: PostgreSQL's transaction id, MariaDB's commit tick (the
+    # counter in change_marks), NULL on SQLite (writers are serialised: seq is order).
+    Column("txid", BigInteger),
+    Column("changed_at", Timestamp, nullable=False),
+    sqlite_autoincrement=True,
+)
+"""The change log (v12): one row per task a committed write changed, written in the
+write's own transaction (see :mod:`uniqc_taskstore.changes`)."""
+# Servers read the feed by transaction; SQLite never fills txid, so its index stays empty.
+Index(
+    "changes_txid_idx",
+    changes.c.txid,
+    changes.c.seq,
+    sqlite_where=changes.c.txid.isnot(None),
+)
+
+change_marks = Table(
+    "change_marks",
+    metadata,
+    Column("name", String(16), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+)
+"""Named numbers of the change log (v12): ``tick``, MariaDB's commit counter; ``pruned``,
+the last position retention (or clear_all) deleted; ``pruned_by``, PostgreSQL's id of
+the transaction that did."""
 
 LIVE_TABLES = (tasks, task_shards, task_tags)
 ARCHIVE_TABLES = (archived_tasks, archived_task_shards, archived_task_tags)

@@ -44,6 +44,7 @@ from sqlalchemy import (
     update,
 )
 
+from . import change_log
 from . import statements as sql
 from .backends.base import DriverBatch, Outcome, Step
 from .engine import Database
@@ -89,13 +90,20 @@ def update_shard(
             # psycopg's prepared statements (after a ROLLBACK it deallocates them all).
             batch.send([], commit=True)
             raise ShardNotFoundError(f"no shard {shard_index} of task {uniqc_task_id!r}")
-        values = key | {"new_status": new_status.value, "now": utc_now()}
+        now = utc_now()  # after the lock, afresh on each attempt
+        values = key | {"new_status": new_status.value, "now": now}
         if result is not None:
             values["new_result"] = result
         if error_message is not None:
             values["new_error"] = error_message
-        written, _, after = batch.send(
-            [run(report, values), run(_settle_reported(), values), run(_after_report(), key)],
+        reported = key | {"new_status": new_status.value}
+        written, _, *_, after = batch.send(
+            [
+                run(report, values),
+                run(_settle_reported(), values),
+                *_changes(run, "updated", [uniqc_task_id], now, reported),
+                run(_after_report(), key),
+            ],
             commit=True,
         )
         task_status, shard_status = after.rows[0]
@@ -111,17 +119,20 @@ def update_shard(
 def save(
     db: Database,
     task: TaskInfo,
-    task_row: Mapping[str, Any],
+    task_row: dict[str, Any],
     shards: Sequence[TaskShard],
-    shard_rows: Sequence[Mapping[str, Any]],
-) -> TaskStatus:
-    """:meth:`TaskStore.save` of one task (checked, as rows); return its status."""
+    shard_rows: Sequence[dict[str, Any]],
+) -> tuple[TaskStatus, str]:
+    """:meth:`TaskStore.save` of one task (checked, as rows); return its status and the
+    time it was stamped with."""
     task_id = task.task_id
     by_task = shards_by_task(shards)  # duplicate indexes, overlaps among themselves
     run = _Runner(db)
     upsert = sql.upsert_tasks(db.backend)
 
-    def work(batch: DriverBatch) -> TaskStatus:
+    def work(batch: DriverBatch) -> tuple[TaskStatus, str]:
+        # Afresh on each attempt; the upsert keeps the later of this and the stored time.
+        now = _stamp(task_row, shard_rows)
         # The upsert locks the row: everything read after it is current.
         first = [run(upsert, [task_row]), run(sql.task_write_state(), {"task_ids": [task_id]})]
         if shards:
@@ -142,17 +153,22 @@ def save(
             second.append(run(sql.upsert_shards(db.backend), list(shard_rows)))
         if shards and has_shards:
             # Stored shards and new ones: the statuses are known only after the upsert.
-            key = {"task_id": task_id, "now": task_row["update_time"]}
-            second += [run(_settle(new_job), key), run(_status(), key)]
-            return coerce_status(batch.send(second, commit=True)[-1].rows[0][0])
+            key = {"task_id": task_id, "now": now}
+            second += [
+                run(_settle(new_job), key),
+                *_changes(run, "saved", [task_id], now),
+                run(_status(), key),
+            ]
+            return coerce_status(batch.send(second, commit=True)[-1].rows[0][0]), now
         # Its shards are the stored ones or exactly the new ones: known already (the
         # row's update_time is this save's, from the upsert).
         incoming = {shard.status for shard in shards}
         settled = task_status_after_write(current, present | incoming, new_job=new_job)
         if settled != current:
             second.append(run(_set_status(), {"task_id": task_id, "new_status": settled.value}))
+        second += _changes(run, "saved", [task_id], now)
         batch.send(second, commit=True)
-        return settled
+        return settled, now
 
     return db.batch_write(work, idempotent=True)
 
@@ -161,14 +177,13 @@ def save_shards(
     db: Database,
     task_id: str,
     shards: Sequence[TaskShard],
-    rows: Sequence[Mapping[str, Any]],
-    now: str,
-) -> None:
-    """:meth:`TaskStore.save_shards` of shards of one task (checked, as ``rows``
-    stamped ``now``)."""
+    rows: Sequence[dict[str, Any]],
+) -> str:
+    """:meth:`TaskStore.save_shards` of shards of one task (checked, as ``rows``); the
+    time they were stamped with."""
     run = _Runner(db)
 
-    def work(batch: DriverBatch) -> None:
+    def work(batch: DriverBatch) -> str:
         lock = run(sql.lock_parents(), {"task_ids": [task_id]})
         parent, near = batch.send([lock, _near(run, task_id, shards)])
         if not parent.rows:
@@ -179,13 +194,19 @@ def save_shards(
             )
         by_task = shards_by_task(shards)  # after the parent is found, as on the generic path
         new_job = _new_job(task_id, shards, by_task, bool(parent.rows[0][1]), near)
+        now = _stamp(None, rows)  # after the lock, afresh on each attempt
         settle = {"task_id": task_id, "now": now}
         batch.send(
-            [run(sql.upsert_shards(db.backend), list(rows)), run(_settle(new_job), settle)],
+            [
+                run(sql.upsert_shards(db.backend), list(rows)),
+                run(_settle(new_job), settle),
+                *_changes(run, "updated", [task_id], now),
+            ],
             commit=True,
         )
+        return now
 
-    db.batch_write(work, idempotent=True)
+    return db.batch_write(work, idempotent=True)
 
 
 def _new_job(
@@ -222,11 +243,43 @@ def archive(db: Database, task_id: str) -> bool:
             batch.send([], commit=True)  # nothing written (see update_shard)
             # Repeating an archive that may have been applied: archived is done.
             return bool(archived and archived[0].rows)
-        params = {"task_id": task_id, "archived_at": utc_now()}
-        batch.send([run(stmt, params) for stmt in _archive_one()], commit=True)
+        now = utc_now()
+        params = {"task_id": task_id, "archived_at": now}
+        batch.send(
+            [
+                *(run(stmt, params) for stmt in _archive_one()),
+                *_changes(run, "archived", [task_id], now),
+            ],
+            commit=True,
+        )
         return True
 
     return db.batch_write(work, idempotent=True)
+
+
+def _stamp(task_row: dict[str, Any] | None, shard_rows: Sequence[dict[str, Any]]) -> str:
+    now = utc_now()
+    if task_row is not None:
+        task_row["update_time"] = now
+    for row in shard_rows:
+        row["update_time"] = now
+    return now
+
+
+def _changes(
+    run: _Runner,
+    kind: change_log.Kind,
+    ids: Sequence[str],
+    now: str,
+    reported: Mapping[str, Any] | None = None,
+) -> list[Step]:
+    """The change-log steps of this write (:mod:`uniqc_taskstore.change_log`), last
+    before its ``COMMIT``: MariaDB's commit tick is then held for the commit alone."""
+    *before, last = change_log.statements(run.dialect, kind, reported=reported is not None)
+    values = change_log.params(kind, ids, now)
+    if reported is not None:
+        values = values | dict(reported)
+    return [*(run(stmt, {}) for stmt in before), run(last, values)]
 
 
 # -- statements: built once, from the schema's tables ----------------------------------
@@ -246,7 +299,10 @@ def _settle_reported() -> Any:
     return (
         update(tasks)
         .where(tasks.c.task_id == bindparam("key_task"), took)
-        .values(status=settled_status(False), update_time=bindparam("now"))
+        .values(
+            status=settled_status(False),
+            update_time=sql.later(tasks.c.update_time, sql.now_param()),
+        )
     )
 
 
@@ -269,7 +325,10 @@ def _settle(new_job: bool) -> Any:
     return (
         update(tasks)
         .where(tasks.c.task_id == bindparam("task_id"))
-        .values(status=settled_status(new_job), update_time=bindparam("now"))
+        .values(
+            status=settled_status(new_job),
+            update_time=sql.later(tasks.c.update_time, sql.now_param()),
+        )
     )
 
 
@@ -397,6 +456,7 @@ class _Runner:
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        self.dialect = db.engine.dialect.name
 
     def __call__(self, stmt: Any, params: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> Step:
         if isinstance(params, Mapping):

@@ -317,7 +317,7 @@ def readable_row(table: str, row: Mapping[Any, Any]) -> dict[str, Any]:
     if "metadata_json" in row:
         fixed["metadata_json"] = metadata
     # Derived columns a writer that predates them left empty (the original's INSERT, in
-    # a file upgraded since): filled by the rule our writes follow (v12 does it in SQL).
+    # a file upgraded since): filled by the rule our writes follow (v13 does it in SQL).
     if "platform" in row and row["platform"] is None and isinstance(row.get("backend"), str):
         fixed["platform"] = platform_of(row["backend"])
     if "name" in row and row["name"] is None and "metadata_json" in row:
@@ -384,17 +384,10 @@ def upsert_tasks(backend: Backend) -> Any:
 
     def assignments(incoming: Incoming) -> list[tuple[str, ColumnElement[Any]]]:
         stale = _stale(tasks, incoming)
-        plain = (
-            "backend",
-            "platform",
-            "shots",
-            "update_time",
-            "metadata_json",
-            "name",
-            "search_key",
-        )
+        plain = ("backend", "platform", "shots", "metadata_json", "name", "search_key")
         return [
             *((name, incoming[name]) for name in plain),
+            ("update_time", later(tasks.c.update_time, incoming.update_time)),
             *((name, _keep_if(stale, tasks, incoming, name)) for name in _KEEP_WHEN_STALE),
             ("status", _keep_if(stale, tasks, incoming, "status")),
         ]
@@ -414,10 +407,11 @@ def upsert_shards(backend: Backend) -> Any:
             task_shards.c.platform_task_id == incoming.platform_task_id,
             _stale(task_shards, incoming),
         )
-        plain = ("backend", "circuit_count", "sub_index_offset", "update_time", "search_key")
+        plain = ("backend", "circuit_count", "sub_index_offset", "search_key")
         resubmitted = task_shards.c.platform_task_id != incoming.platform_task_id
         return [
             *((name, incoming[name]) for name in plain),
+            ("update_time", later(task_shards.c.update_time, incoming.update_time)),
             *((name, _keep_if(stale, task_shards, incoming, name)) for name in _KEEP_WHEN_STALE),
             (
                 "submit_time",
@@ -429,6 +423,18 @@ def upsert_shards(backend: Backend) -> Any:
         ]
 
     return backend.upsert(task_shards, ("uniqc_task_id", "shard_index"), assignments)
+
+
+def later(stored: ColumnElement[Any], written: ColumnElement[Any]) -> ColumnElement[Any]:
+    """The later of a stored ``update_time`` and the one a write brings: a row's time
+    never goes backwards, whatever the clock of the process that wrote it, so a later
+    commit never carries an earlier stamp than one a reader already saw."""
+    return case((stored > written, stored), else_=written)
+
+
+def now_param(name: str = "now") -> Any:
+    """A bound write time, typed as the timestamp columns are."""
+    return bindparam(name, type_=tasks.c.update_time.type)
 
 
 def _keep_if(
@@ -494,7 +500,7 @@ def set_task_status() -> Any:
     return (
         update(tasks)
         .where(tasks.c.task_id.in_(_TASK_IDS))
-        .values(status=bindparam("new_status"), update_time=bindparam("now"))
+        .values(status=bindparam("new_status"), update_time=later(tasks.c.update_time, now_param()))
     )
 
 
@@ -515,7 +521,10 @@ def update_shard_report(*, result: bool, error: bool, guarded: bool) -> Any:
     """Write a poll's ``new_status`` (and ``new_result`` / ``new_error``) and ``now``
     into shard (``key_task``, ``key_index``); ``guarded``: not over a stored final
     status (a stale report)."""
-    values: dict[str, Any] = {"status": bindparam("new_status"), "update_time": bindparam("now")}
+    values: dict[str, Any] = {
+        "status": bindparam("new_status"),
+        "update_time": later(task_shards.c.update_time, now_param()),
+    }
     if result:
         values["result_json"] = bindparam("new_result", type_=task_shards.c.result_json.type)
     if error:

@@ -147,7 +147,10 @@ def _settle_statement(new_job: bool) -> Any:
     return (
         update(tasks)
         .where(tasks.c.task_id.in_(bindparam("task_ids", expanding=True)))
-        .values(status=settled_status(new_job), update_time=bindparam("now"))
+        .values(
+            status=settled_status(new_job),
+            update_time=sql.later(tasks.c.update_time, sql.now_param()),
+        )
         .returning(tasks.c.task_id, tasks.c.status)
     )
 

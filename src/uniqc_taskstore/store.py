@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import builtins
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
@@ -14,12 +14,14 @@ from sqlalchemy import Connection, Engine, delete, select
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import IntegrityError
 
-from . import bulk, edits, queries, retention, server_writes, sizes, tags
+from . import bulk, change_log, edits, queries, retention, server_writes, sizes, tags
+from . import changes as feed
 from . import statements as sql
 from .backends import backend_for_url
 from .backends.base import Backend
 from .backends.fork import guard_after_fork
 from .backends.sqlite import DATABASE_FILENAME, SqliteBackend
+from .changes import Change, ChangeFilter, ChangePage
 from .engine import (
     Database,
     Statements,
@@ -264,17 +266,19 @@ class TaskStore:
                     shard.uniqc_task_id,
                     "shard does not belong to a task being saved",
                 )
-        now = utc_now()
-        task_rows = [sql.task_row(task, now) for task in tasks_]
-        shard_rows = [sql.shard_row(shard, now) for shard in shard_list]
+        task_rows = [sql.task_row(task) for task in tasks_]
+        shard_rows = [sql.shard_row(shard) for shard in shard_list]
 
         incoming: dict[str, list[TaskStatus]] = {}
         for shard in shard_list:
             incoming.setdefault(shard.uniqc_task_id, []).append(shard.status)
 
-        def work(run: Statements) -> dict[str, TaskStatus]:
+        def work(run: Statements) -> tuple[dict[str, TaskStatus], str]:
+            # Stamped inside the transaction, afresh on each attempt: on SQLite it holds
+            # the write lock; elsewhere the upsert keeps the later of this and the stored.
+            now = _stamp(task_rows, shard_rows)
             if not task_rows:
-                return {}
+                return {}, now
             run.run_many(sql.upsert_tasks(self._db.backend), task_rows)
             # Read after the upsert, which locked the rows: nothing changes them now.
             state = read_write_state(run, ids)
@@ -282,17 +286,16 @@ class TaskStore:
             tags.replace_tags(run, tagged, {i for i, known in state.items() if known.has_tags})
             with_shards = {i for i, known in state.items() if known.has_shards}
             new_jobs = write_shards(run, self._db.backend, shard_list, shard_rows, with_shards)
-            return settle_saved(run, state, incoming, now, new_jobs=new_jobs)
+            settled = settle_saved(run, state, incoming, now, new_jobs=new_jobs)
+            change_log.run_record(run, "saved", list(ids), now)
+            return settled, now
 
         if len(tasks_) == 1 and self._db.backend.batched_writes():
             only = tasks_[0]
-            settled = {
-                only.task_id: server_writes.save(
-                    self._db, only, task_rows[0], shard_list, shard_rows
-                )
-            }
+            status, now = server_writes.save(self._db, only, task_rows[0], shard_list, shard_rows)
+            settled = {only.task_id: status}
         else:
-            settled = self._db.write_statements(work, idempotent=True)
+            settled, now = self._db.write_statements(work, idempotent=True)
         for task, row in zip(tasks_, task_rows, strict=True):
             task.update_time = now
             task.name = row["name"]
@@ -353,8 +356,8 @@ class TaskStore:
         """One keyset page of the filter's tasks in ``order_by`` order (ties by id). Pass
         the previous page's ``next_cursor`` as ``cursor`` to continue (``next_after`` as
         ``after`` still works for the default order). Pages stay consistent while tasks
-        are added, and each costs the same however deep it is; ascending
-        ``update_time`` pages are a change feed: everything changed since a cursor.
+        are added, and each costs the same however deep it is (for everything that
+        changed since a point, use :meth:`changes`).
         ``on_corrupt`` as in :meth:`list`. :class:`InvalidInputError` for a cursor this
         store did not make or made for another ``order_by``/``descending``, for both
         ``cursor`` and ``after``, and for ``limit=0``."""
@@ -475,6 +478,8 @@ class TaskStore:
         return self._db.write(
             lambda conn: _deleted(
                 conn,
+                "deleted",
+                task_id,
                 delete(task_shards).where(task_shards.c.uniqc_task_id == task_id),
                 delete(tasks).where(tasks.c.task_id == task_id),
             )
@@ -497,6 +502,7 @@ class TaskStore:
             for batch in _batches(ids):
                 conn.execute(delete(task_shards).where(task_shards.c.uniqc_task_id.in_(batch)))
                 conn.execute(delete(tasks).where(tasks.c.task_id.in_(batch)))
+            change_log.record(conn, "deleted", ids, utc_now())
             return len(ids)
 
         return self._db.write(work)
@@ -526,19 +532,20 @@ class TaskStore:
         shards = validate_items(shards, "shards")
         for shard in shards:
             validate_shard(shard)
-        now = utc_now()
-        rows = [sql.shard_row(shard, now) for shard in shards]
+        rows = [sql.shard_row(shard) for shard in shards]
+        parents = sorted({shard.uniqc_task_id for shard in shards})
 
-        def work(run: Statements) -> None:
+        def work(run: Statements) -> str:
+            now = _stamp([], rows)  # in the transaction, afresh on each attempt
             new_jobs = write_shards(run, self._db.backend, shards, rows)
-            parents = {shard.uniqc_task_id for shard in shards}
             refresh_task_statuses(run, parents, now, new_jobs=new_jobs, stamp=True)
+            change_log.run_record(run, "updated", parents, now)
+            return now
 
-        one_task = {shard.uniqc_task_id for shard in shards}
-        if len(one_task) == 1 and self._db.backend.batched_writes():
-            server_writes.save_shards(self._db, one_task.pop(), shards, rows, now)
+        if len(parents) == 1 and self._db.backend.batched_writes():
+            now = server_writes.save_shards(self._db, parents[0], shards, rows)
         else:
-            self._db.write_statements(work, idempotent=True)
+            now = self._db.write_statements(work, idempotent=True)
         for shard in shards:
             shard.update_time = now
 
@@ -610,6 +617,7 @@ class TaskStore:
             settled = settle_after_shard_update(run, uniqc_task_id, now)
             if settled is None:  # a shard without its task (files from older versions)
                 raise missing  # rolls the shard's update back
+            change_log.run_record(run, "updated", [uniqc_task_id], now)
             return ShardUpdate(True, new_status, settled)
 
         return self._db.write_statements(work, idempotent=True)
@@ -639,7 +647,14 @@ class TaskStore:
         """Delete a task's shards (not the task); return how many."""
         validate_key(uniqc_task_id, "uniqc_task_id")
         stmt = delete(task_shards).where(task_shards.c.uniqc_task_id == uniqc_task_id)
-        return self._db.write(lambda conn: int(conn.execute(stmt).rowcount))
+
+        def work(conn: Connection) -> int:
+            gone = int(conn.execute(stmt).rowcount)
+            if gone:
+                change_log.record(conn, "updated", [uniqc_task_id], utc_now())
+            return gone
+
+        return self._db.write(work)
 
     @staticmethod
     def aggregate_status(shards: Iterable[TaskShard | TaskStatus | str]) -> TaskStatus:
@@ -667,8 +682,10 @@ class TaskStore:
                 return retrying_unknown_outcome() and _archived(conn, task_id)
             # Read after the lock (every writer of the task's rows takes it): current.
             contents = conn.execute(sql.archive_contents(task_id)).mappings().one()
-            for stmt in sql.archive_one_statements(task_id, utc_now(), contents):
+            now = utc_now()
+            for stmt in sql.archive_one_statements(task_id, now, contents):
                 conn.execute(stmt)
+            change_log.record(conn, "archived", [task_id], now)
             return True
 
         return self._db.write(work, idempotent=True)
@@ -695,6 +712,7 @@ class TaskStore:
                     conn.execute(stmt)
             except IntegrityError as exc:  # a save created the live task after our check
                 raise _live_twin(task_id) from exc
+            change_log.record(conn, "restored", [task_id], utc_now())
             return True
 
         return self._db.write(work)
@@ -743,7 +761,9 @@ class TaskStore:
     def delete_archived(self, task_id: str) -> bool:
         """Delete an archived task and its shards; True if it existed."""
         validate_key(task_id, "task_id")
-        return self._db.write(lambda conn: _deleted(conn, *sql.delete_archived_statements(task_id)))
+        return self._db.write(
+            lambda conn: _deleted(conn, "purged", task_id, *sql.delete_archived_statements(task_id))
+        )
 
     # -- tags and edits ----------------------------------------------------------------------
 
@@ -842,6 +862,58 @@ class TaskStore:
         f = make_filter(filter, criteria)
         return retention.purge_archived(self._db, older_than, dry_run=dry_run, f=f)
 
+    # -- change feed ---------------------------------------------------------------------------
+
+    def changes(
+        self,
+        since: str | None = None,
+        *,
+        filter: ChangeFilter | None = None,
+        limit: int = feed.DEFAULT_LIMIT,
+    ) -> ChangePage:
+        """Every change committed after the token ``since`` (None: a token for now, and no
+        changes), in commit order, at most ``limit`` (1 to 10,000) per page: each with
+        the task id, its kind (``saved``, ``updated``, ``tagged``, ``archived``,
+        ``restored``, ``deleted``, ``purged``), the task's status after it and the token
+        just after it. Pass ``page.token`` next time to miss nothing, across restarts;
+        ``page.more`` says the page was cut at ``limit``. ``filter``
+        (:class:`ChangeFilter`) keeps only some task ids or kinds, the token still moving
+        past the rest. :class:`ChangesExpiredError` if retention or :meth:`clear_all`
+        deleted changes after the token; :class:`InvalidInputError` for a token this kind
+        of store did not make."""
+        f = feed.check_filter(filter)
+        return feed.read_changes(self._db, since, f, feed.check_limit(limit))
+
+    def wait_for_changes(self, token: str, timeout: float = 30.0) -> bool:
+        """Wait until a change commits after ``token`` (True) or ``timeout`` seconds pass
+        (False): PostgreSQL is woken by ``NOTIFY`` from the writing transaction, SQLite
+        and MariaDB probe the log's newest position at a short interval."""
+        limit = feed.check_timeout(timeout)
+        feed.check_token(self._db, token)
+        return feed.wait_for_changes(self._db, token, limit)
+
+    def follow(
+        self,
+        since: str | None = None,
+        *,
+        filter: ChangeFilter | None = None,
+        wait: float = 30.0,
+    ) -> Generator[Change, None, None]:
+        """Every change after ``since`` (None: from now) as it commits, without end: pages
+        of :meth:`changes`, with :meth:`wait_for_changes` between them. Keep the last
+        change's ``token`` to resume. Arguments are checked when it is called."""
+        f = feed.check_filter(filter)
+        pause = feed.check_timeout(wait, "wait")
+        if since is not None:
+            feed.check_token(self._db, since)
+        return feed.follow(self._db, since, f, wait=pause)
+
+    def prune_changes(self, older_than: timedelta | float | None = None) -> int:
+        """Delete changes older than ``older_than`` (a timedelta, or seconds; default 7
+        days) from the change log; return how many went. A follower whose token is
+        older then gets :class:`ChangesExpiredError`."""
+        return feed.prune_changes(self._db, older_than)
+
     def _list(
         self,
         side: TaskTables,
@@ -883,12 +955,25 @@ def _archived(conn: Connection, task_id: str) -> bool:
     return conn.execute(stmt).first() is not None
 
 
-def _deleted(conn: Connection, *statements: Any) -> bool:
-    """Run child deletes then the parent's: True if the parent row existed."""
+def _deleted(conn: Connection, kind: change_log.Kind, task_id: str, *statements: Any) -> bool:
+    """Run child deletes then the parent's, and record the change: True if the parent
+    row existed."""
     *children, parent = statements
     for child in children:
         conn.execute(child)
-    return bool(conn.execute(parent).rowcount)
+    if not conn.execute(parent).rowcount:
+        return False
+    change_log.record(conn, kind, [task_id], utc_now())
+    return True
+
+
+def _stamp(*rows: Sequence[dict[str, Any]]) -> str:
+    """Stamp these rows' ``update_time`` with the current time; return it."""
+    now = utc_now()
+    for group in rows:
+        for row in group:
+            row["update_time"] = now
+    return now
 
 
 def _check_schema(schema: str | None, *, sqlite_file: bool) -> None:

@@ -14,12 +14,24 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from functools import cache
 
-from sqlalchemy import Connection, Delete, Insert, Table, bindparam, delete, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Delete,
+    Insert,
+    Table,
+    bindparam,
+    delete,
+    insert,
+    literal,
+    select,
+    update,
+)
 
+from . import change_log
 from .engine import Statements
 from .errors import TaskNotFoundError
 from .filters import LIVE, TaskTables
-from .statements import in_batches
+from .statements import in_batches, later
 from .timestamps import utc_now
 
 
@@ -117,6 +129,11 @@ def _lock_task(conn: Connection, side: TaskTables, task_id: str) -> None:
 
 
 def _touch(conn: Connection, task_id: str) -> None:
+    now = utc_now()
+    live = LIVE.tasks
     conn.execute(
-        update(LIVE.tasks).where(LIVE.tasks.c.task_id == task_id).values(update_time=utc_now())
+        update(live)
+        .where(live.c.task_id == task_id)
+        .values(update_time=later(live.c.update_time, literal(now, live.c.update_time.type)))
     )
+    change_log.record(conn, "tagged", [task_id], now)

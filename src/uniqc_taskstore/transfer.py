@@ -39,6 +39,7 @@ from typing import Any, TypeVar, cast
 from sqlalchemy import Connection, Select, Table, bindparam, func, select
 from sqlalchemy.engine import Dialect
 
+from . import change_log
 from .backends.base import driver_errors
 from .column_types import IdText, JsonDocument, Timestamp
 from .errors import CorruptRowError, InvalidInputError, TaskStoreError
@@ -54,6 +55,7 @@ from .schema import (
 )
 from .statements import in_batches, readable_row
 from .store import TaskStore
+from .timestamps import utc_now
 
 T = TypeVar("T")
 
@@ -275,6 +277,8 @@ class _SideCopy:
         for table, rows in zip(self.tables, picked, strict=True):
             if rows:
                 insert(conn, table, rows)
+        kind: change_log.Kind = "archived" if self.tables[0] is archived_tasks else "saved"
+        change_log.record(conn, kind, sorted(added), utc_now())
         return len(picked[0]), len(picked[1]), len(picked[2])
 
 

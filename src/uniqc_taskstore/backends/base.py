@@ -27,7 +27,8 @@ from sqlalchemy.sql import ColumnElement
 from sqlalchemy.sql.base import ReadOnlyColumnCollection
 
 from ..errors import ForeignDatabaseError, InvalidInputError
-from ..schema import metadata, schema_stamp
+from ..schema import change_marks, changes, metadata, schema_stamp
+from .changefeed import feed_for, forget_all
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +150,19 @@ class DriverBatch(ABC):
         expects it. Called once, after the last send, also after a failure."""
 
 
+class ChangeListener(ABC):
+    """Woken when a write commits (see :meth:`Backend.change_listener`)."""
+
+    @abstractmethod
+    def wait(self, timeout: float) -> bool:
+        """Return when a write committed since the last call, or after ``timeout``
+        seconds; True if woken by a write."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Stop listening and give the connection back."""
+
+
 class Backend(ABC):
     """One kind of database: SQLite, PostgreSQL or MariaDB/MySQL."""
 
@@ -211,6 +225,11 @@ class Backend(ABC):
         for name, function in listeners:
             event.listen(engine, name, function)
         return listeners
+
+    def change_listener(self, engine: Engine) -> ChangeListener | None:
+        """Something to wait on for the next committed change (PostgreSQL: ``LISTEN``),
+        or None where waiting means probing at an interval."""
+        return None
 
     def begin_snapshot(self, conn: Connection) -> None:
         """Make the read transaction just begun on ``conn`` (with
@@ -373,7 +392,9 @@ class Backend(ABC):
         """Delete every row of every table but the schema stamp, in the current (write)
         transaction: other connections see all of it gone or none of it."""
         for table in reversed(metadata.sorted_tables):
-            if table is not schema_stamp:
+            if table is changes:
+                forget_all(conn, feed_for(conn.dialect.name))  # tokens from before: stale
+            elif table not in (schema_stamp, change_marks):
                 conn.execute(delete(table))
 
     def reclaim_space(self, engine: Engine) -> None:

@@ -28,7 +28,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.schema import CreateSchema
 
-from .base import Assignments, DriverBatch, Listener, Outcome, Step, driver_errors
+from .base import Assignments, ChangeListener, DriverBatch, Listener, Outcome, Step, driver_errors
 from .server import MIGRATION_LOCK_NAME, ServerBackend
 
 # serialization_failure, deadlock_detected, lock_not_available
@@ -86,6 +86,11 @@ class PostgresBackend(ServerBackend):
     def describe(self) -> str:
         where = super().describe()
         return f"{where} (schema {self.schema})" if self.schema else where
+
+    def change_listener(self, engine: Engine) -> ChangeListener | None:
+        """``LISTEN`` on a pooled connection for the ``NOTIFY`` that the change log's
+        trigger (migration v12) sends, delivered when the writing transaction commits."""
+        return _NotifyListener(engine)
 
     def create_engine(self) -> Engine:
         connect_args = {}
@@ -355,3 +360,39 @@ class _Pipeline(DriverBatch):
             conn.execute("ROLLBACK")
         self.finished = True
         conn.autocommit = self._autocommit
+
+
+CHANGES_CHANNEL = "uniqc_changes"
+"""What the change log's trigger notifies (migration v12), once per writing transaction."""
+
+
+class _NotifyListener(ChangeListener):
+    def __init__(self, engine: Engine) -> None:
+        self._raw = engine.raw_connection()
+        conn: Any = self._raw.driver_connection
+        self._conn = conn
+        self._autocommit = conn.autocommit
+        try:
+            conn.autocommit = True
+            conn.execute(f"LISTEN {CHANGES_CHANNEL}")
+        except BaseException:
+            self._raw.invalidate()
+            self._raw.close()
+            raise
+
+    def wait(self, timeout: float) -> bool:
+        woken = False
+        for _ in self._conn.notifies(timeout=timeout, stop_after=1):
+            woken = True
+        if woken:  # one read answers every commit notified so far
+            for _ in self._conn.notifies(timeout=0):
+                pass
+        return woken
+
+    def close(self) -> None:
+        try:
+            self._conn.execute(f"UNLISTEN {CHANGES_CHANNEL}")
+            self._conn.autocommit = self._autocommit
+        except Exception:  # a broken connection is not reused
+            self._raw.invalidate()
+        self._raw.close()

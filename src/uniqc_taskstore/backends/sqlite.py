@@ -318,7 +318,7 @@ class SqliteBackend(Backend):
             try:
                 cursor.execute("PRAGMA foreign_keys = ON")
                 cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
-                # Statement journals in memory: the v12 triggers make every INSERT keep
+                # Statement journals in memory: the v13 triggers make every INSERT keep
                 # one, which in a temporary file cost ~30 us of CPU a row (~1.6x on
                 # save_many); in memory ~1.1x (benchmarks/trigger_cost.py). Our reads
                 # follow indexes and build no large temporary tables; VACUUM runs on a

@@ -55,6 +55,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "backup_command",
         "Copy the store to DEST (a new file, or a directory for tasks-<time>.sqlite).",
     ),
+    "changes": (
+        "changes",
+        "changes_command",
+        "Print the changes committed after --since (or, with --follow, as they commit).",
+    ),
     "completion": (
         "completion",
         "completion_command",

@@ -247,7 +247,8 @@ def prune_command(
 ) -> int:
     """Archive old finished tasks; --archived deletes old archived ones.
 
-    Live tasks go to the archive (`restore` brings them back); without --status only
+    Either also drops changes older than 7 days from the change feed. Live tasks go to
+    the archive (`restore` brings them back); without --status only
     finished ones (success, failed, cancelled). With --archived, archived tasks are
     deleted for good. The other filters narrow either. Acting on more than one task
     asks for confirmation on a terminal (--yes skips it).
@@ -286,10 +287,17 @@ def prune_command(
         ids = preview.task_ids
         done = store.delete_many(ids, archived=True) if archived else store.archive_many(ids)
         count = len(done.done)
+        # The change log's retention goes with the tasks' (README, "The change feed").
+        pruned = store.prune_changes()
     if output.wants_json():
-        output.emit({"action": verb, "count": count, "dry_run": False, "task_ids": done.done})
+        extra = {"changes_pruned": pruned} if pruned else {}  # a key only when it happened
+        output.emit(
+            {"action": verb, "count": count, "dry_run": False, "task_ids": done.done, **extra}
+        )
     else:
         output.line(f"{verb} {count:,} {_tasks(count)}")
+        if pruned:
+            output.line(f"pruned {pruned:,} changes older than 7 days from the change feed")
     return 0
 
 

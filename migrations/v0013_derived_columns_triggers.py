@@ -1,4 +1,4 @@
-"""Version 12 (SQLite): platform and name filled in the rows the original implementation
+"""Version 13 (SQLite): platform and name filled in the rows the original implementation
 writes into an upgraded file, by triggers, and in the rows it already wrote.
 
 An SDK still running the original code (schema 5) may share ``~/.uniqc/cache`` with

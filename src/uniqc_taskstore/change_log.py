@@ -1,0 +1,108 @@
+"""The write side of the change feed: the statement every write appends to its own
+transaction, one row per task it changed, last before its commit.
+
+Each write records what happened (:data:`KINDS`) to which tasks with one ``INSERT``:
+``INSERT ... SELECT`` from the task table the write left them in (so ``status`` is
+the one committed), or, for tasks the write deleted, ``INSERT ... VALUES`` of their
+ids. MariaDB runs one more statement just before it, the commit tick
+(:mod:`uniqc_taskstore.backends.changefeed`). Statements are built once per dialect,
+kind and table, with the ids as an expanding ``change_ids`` parameter and the write's
+time as ``changed_at``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cache
+from typing import Any, Literal
+
+from sqlalchemy import Connection, Table, and_, bindparam, exists, insert, literal, select
+
+from .backends.changefeed import feed_for
+from .engine import Statements
+from .schema import archived_tasks, changes, task_shards, tasks
+from .statements import ID_BATCH
+
+Kind = Literal["saved", "updated", "tagged", "archived", "restored", "deleted", "purged"]
+KINDS: tuple[str, ...] = ("saved", "updated", "tagged", "archived", "restored", "deleted", "purged")
+GONE: frozenset[str] = frozenset({"deleted", "purged"})
+"""Kinds after which the task is in neither table (their status is None)."""
+
+_IDS: Any = bindparam("change_ids", expanding=True)
+
+
+def statements(dialect: str, kind: Kind, *, reported: bool = False) -> list[Any]:
+    """The statements appending ``kind`` changes for the ``change_ids`` tasks: from the
+    live table (``archived``: the archive), or their ids alone for deletions.
+    ``reported``: only if shard (``key_task``, ``key_index``) holds ``new_status`` (a
+    shard report that was not stale; ``change_ids`` is then that one task)."""
+    tick = feed_for(dialect).tick()
+    return [*([tick] if tick is not None else []), _record(dialect, kind, reported)]
+
+
+@cache
+def _record(dialect: str, kind: Kind, reported: bool) -> Any:
+    txid = feed_for(dialect).txid()
+    names = ["task_id", "kind", "status", "changed_at"]
+    extra = [] if txid is None else [txid]
+    if txid is not None:
+        names.append("txid")
+    at = bindparam("changed_at", type_=changes.c.changed_at.type)
+    if kind in GONE:
+        values: dict[str, Any] = {"task_id": bindparam("task_id"), "kind": kind, "changed_at": at}
+        if txid is not None:
+            values["txid"] = txid
+        return insert(changes).values(values).inline()
+    table: Table = archived_tasks if kind == "archived" else tasks
+    where: Any = table.c.task_id.in_(_IDS)
+    if reported:
+        where = and_(
+            where,
+            exists().where(
+                task_shards.c.uniqc_task_id == bindparam("key_task"),
+                task_shards.c.shard_index == bindparam("key_index"),
+                task_shards.c.status == bindparam("new_status"),
+            ),
+        )
+    rows = select(
+        table.c.task_id, literal(kind, changes.c.kind.type), table.c.status, at, *extra
+    ).where(where)
+    return insert(changes).from_select(names, rows).inline()
+
+
+def params(kind: Kind, ids: Sequence[str], changed_at: str) -> Any:
+    """The parameters of :func:`statements`' last statement (a list of rows for a
+    deletion, executed as many)."""
+    if kind in GONE:
+        return [{"task_id": task_id, "changed_at": changed_at} for task_id in ids]
+    return {"change_ids": list(ids), "changed_at": changed_at}
+
+
+def record(conn: Connection, kind: Kind, ids: Sequence[str], changed_at: str) -> None:
+    """Append ``kind`` changes of ``ids`` in ``conn``'s transaction (its last writes)."""
+    if not ids:
+        return
+    *before, last = statements(conn.dialect.name, kind)
+    for stmt in before:
+        conn.execute(stmt)
+    for batch in _batches(list(ids)):
+        conn.execute(last, params(kind, batch, changed_at))
+
+
+def run_record(run: Statements, kind: Kind, ids: Sequence[str], changed_at: str) -> None:
+    """:func:`record` on the hot write paths' :class:`Statements`."""
+    if not ids:
+        return
+    *before, last = statements(run.dialect, kind)
+    for stmt in before:
+        run.run(stmt, {})
+    for batch in _batches(list(ids)):
+        values = params(kind, batch, changed_at)
+        if isinstance(values, list):
+            run.run_many(last, values)
+        else:
+            run.run(last, values)
+
+
+def _batches(ids: list[str]) -> list[list[str]]:
+    return [ids[start : start + ID_BATCH] for start in range(0, len(ids), ID_BATCH)]
