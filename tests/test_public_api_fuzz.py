@@ -40,6 +40,8 @@ from hypothesis import strategies as st
 
 from uniqc_taskstore import (
     InvalidInputError,
+    ShardLayoutError,
+    StoreLocationError,
     TaskFilter,
     TaskInfo,
     TaskShard,
@@ -47,7 +49,13 @@ from uniqc_taskstore import (
     TaskStore,
     TaskStoreError,
 )
-from uniqc_taskstore.filters import FilterArgs, Sort, encode_cursor
+from uniqc_taskstore.filters import (
+    LIVE,
+    FilterArgs,
+    Sort,
+    encode_cursor,
+    filter_fingerprint,
+)
 
 SEEDED_ID = "uqt_" + "a" * 32
 NOT_FUZZED = {"close": "ends the store's use; called last by the fixture"}
@@ -137,13 +145,17 @@ def _exploding() -> Iterator[Any]:
 
 
 OTHER_SORT_CURSOR = encode_cursor(
-    Sort("update_time", False), "2026-01-01T00:00:00.000000+00:00", SEEDED_ID
+    Sort("update_time", False),
+    filter_fingerprint(TaskFilter(), LIVE.tasks.name),
+    "2026-01-01T00:00:00.000000+00:00",
+    SEEDED_ID,
 )
 FIXED_HOSTILE: list[Any] = [
     None,
     True,
     0,
     -1,
+    2**31 - 1,
     2**31,
     2**63,
     fixed("10**5000", 10**5000),
@@ -161,6 +173,7 @@ FIXED_HOSTILE: list[Any] = [
     "\ud800",
     "ok\udcff",
     "x" * 256,
+    "d/" + "x" * 300 + "/e",
     fixed("'x' * 100_000", "x" * 100_000),
     b"bytes",
     b"\xff\xfe",
@@ -528,6 +541,8 @@ def test_constructors_raise_only_store_errors(
     kwargs = {which: value}
     if which in ("schema", "create"):
         kwargs["cache_dir"] = "store"
+    elif which == "cache_dir" and data.draw(st.booleans()):
+        kwargs["create"] = False  # read-only opens look at the path first (issue 17.8)
 
     def construct() -> None:
         TaskStore(**kwargs).close()
@@ -552,6 +567,40 @@ def test_known_raw_exceptions_are_now_store_errors(seeded: TaskStore, tmp_path: 
         with pytest.raises(TaskStoreError) as caught:
             call()
         assert str(caught.value), label
+
+
+def test_issue_17_raw_exceptions_are_now_store_errors(seeded: TaskStore, tmp_path: Path) -> None:
+    """The cases issue 17.8 listed outside import, each once, on every database."""
+    huge = "uqt_" + "d" * 32
+    seeded.save(
+        TaskInfo(huge, "dummy"),
+        [TaskShard(huge, 0, "job", "dummy", circuit_count=2**31 - 1, status=TaskStatus.SUCCESS)],
+    )
+    too_long = tmp_path / ("x" * 300)
+    cases: list[tuple[str, Callable[[], Any], type[TaskStoreError]]] = [
+        ("long path, read-only", lambda: TaskStore(too_long, create=False), StoreLocationError),
+        ("long path", lambda: TaskStore(too_long), StoreLocationError),
+        (
+            "long URL path",
+            lambda: TaskStore.from_url(f"sqlite:///{too_long}/t"),
+            StoreLocationError,
+        ),
+        ("2**31-1 circuits", lambda: seeded.finalize(huge), ShardLayoutError),
+        (
+            "charset latin1",
+            lambda: TaskStore.from_url(_MYSQL + "?charset=latin1"),
+            InvalidInputError,
+        ),
+        ("charset utf8", lambda: TaskStore.from_url(_MYSQL + "?charset=utf8"), InvalidInputError),
+    ]
+    for label, call, error in cases:
+        with pytest.raises(error) as caught:
+            call()
+        assert str(caught.value), label
+    assert all(len(p.name) < 255 for p in tmp_path.iterdir())  # nothing made there
+
+
+_MYSQL = "mysql+pymysql://nobody@127.0.0.1:1/nowhere"  # refused before any connection
 
 
 def _b64(raw: bytes) -> str:

@@ -301,8 +301,9 @@ def readable_row(table: str, row: Mapping[Any, Any]) -> dict[str, Any]:
     """``row`` as stored, checked: a value that cannot be read raises
     :class:`CorruptRowError`; timestamp text that is no timestamp is replaced by the
     rule of :func:`~uniqc_taskstore.timestamps.repair_times` (the original kept in
-    the task's metadata), and every time is given in the canonical form. Every reader
-    of raw rows (the dataclasses, summaries, copies) uses it."""
+    the task's metadata), and every time is given in the canonical form; an empty
+    ``platform`` or ``name`` is derived as a save derives it. Every reader of raw rows
+    (the dataclasses, summaries, copies) uses it."""
     key = row.get("task_id", (row.get("uniqc_task_id"), row.get("shard_index")))
     for column, value in row.items():
         if isinstance(value, Unreadable):
@@ -315,6 +316,17 @@ def readable_row(table: str, row: Mapping[Any, Any]) -> dict[str, Any]:
     fixed = dict(row) | times
     if "metadata_json" in row:
         fixed["metadata_json"] = metadata
+    # Derived columns a writer that predates them left empty (the original's INSERT, in
+    # a file upgraded since): filled by the rule our writes follow (v13 does it in SQL).
+    if "platform" in row and row["platform"] is None and isinstance(row.get("backend"), str):
+        fixed["platform"] = platform_of(row["backend"])
+    if "name" in row and row["name"] is None and "metadata_json" in row:
+        fixed["name"] = legacy_task_name(metadata)
+    if "search_key" in row and row["search_key"] is None:
+        if isinstance(row.get("task_id"), str) and isinstance(row.get("backend"), str):
+            fixed["search_key"] = task_search_key(row["task_id"], row["backend"], fixed.get("name"))
+        elif isinstance(row.get("platform_task_id"), str):
+            fixed["search_key"] = shard_search_key(row["platform_task_id"])
     return fixed
 
 

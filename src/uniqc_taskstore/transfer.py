@@ -523,6 +523,15 @@ class _Converter:
         # Columns of one type class convert alike, so they share their conversions.
         groups: dict[type, int] = {}
         self.groups = [groups.setdefault(type(c.type), len(groups)) for c in table.columns]
+        # Task rows whose derived columns a writer left empty go the full way, which
+        # fills them (statements.readable_row): never copy a NULL platform or name.
+        self.derived = (
+            (self.names.index("platform"), self.names.index("name"))
+            if {"platform", "name", "metadata_json"} <= set(self.names)
+            else None
+        )
+        self.metadata_at = self.names.index("metadata_json") if self.derived else -1
+        self.search_at = self.names.index("search_key") if "search_key" in self.names else -1
 
     def read_ids(self, rows: Sequence[Sequence[Any]], at: int = 0) -> list[str]:
         """The task id (column ``at`` of each stored row) as ``get()`` reads it;
@@ -563,9 +572,22 @@ class _Converter:
                 slow.update(i for i, value in enumerate(values) if value is _SLOW)
             converted.append(values)
         rows = list(zip(*converted, strict=True))
+        if self.derived is not None or self.search_at >= 0:
+            slow.update(i for i, row in enumerate(found) if self._underived(row))
         for i in slow:
             rows[i] = self.full_row(found[i])
         return rows
+
+    def _underived(self, row: Sequence[Any]) -> bool:
+        if self.search_at >= 0 and row[self.search_at] is None:
+            return True
+        if self.derived is None:
+            return False
+        platform_at, name_at = self.derived
+        metadata = row[self.metadata_at]
+        return row[platform_at] is None or (
+            row[name_at] is None and isinstance(metadata, str) and "task_name" in metadata
+        )
 
     def full_row(self, row: Sequence[Any]) -> tuple[Any, ...]:
         """``row`` read as ``get()`` reads it (:func:`readable_row`), then bound."""

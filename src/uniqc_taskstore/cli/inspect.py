@@ -361,8 +361,9 @@ def per_circuit_results(task: TaskInfo, shards: Sequence[TaskShard]) -> tuple[li
     if shards:
         try:
             results = assemble_results(shards, allow_missing=True)
-        except ShardLayoutError:
-            pass
+        except ShardLayoutError as exc:
+            if exc.field == "circuit_count":  # too many circuits to list: say so
+                raise
         else:
             missing = [
                 circuit
