@@ -1,5 +1,5 @@
 """What the status counters cost concurrent writers: 8 writer processes on one database,
-with the counting triggers (schema v13) and on a twin database whose triggers were
+with the counting triggers (schema v14) and on a twin database whose triggers were
 dropped, alternating, in one run.
 
 Usage::

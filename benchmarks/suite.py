@@ -614,7 +614,7 @@ def explain(store: TaskStore, size: int) -> dict[str, str]:
 
 def depth_table(store: TaskStore, floor: Floor, size: int, reps: int) -> list[dict[str, Any]]:
     """A deep page of a status: our keyset page against the floor's OFFSET page."""
-    from uniqc_taskstore.filters import Sort, encode_cursor
+    from uniqc_taskstore.filters import LIVE, Sort, TaskFilter, encode_cursor, filter_fingerprint
 
     rows = []
     successes = size // len(STATUSES)
@@ -622,7 +622,8 @@ def depth_table(store: TaskStore, floor: Floor, size: int, reps: int) -> list[di
         if (depth + 1) * 50 > successes:
             break
         last = store.list(status="success", limit=1, offset=depth * 50 - 1)[0]
-        cursor = encode_cursor(Sort(), last.submit_time, last.task_id)
+        made_for = filter_fingerprint(TaskFilter(status="success"), LIVE.tasks.name)
+        cursor = encode_cursor(Sort(), made_for, last.submit_time, last.task_id)
         mine = median_ms(partial(store.list_page, limit=50, cursor=cursor, status="success"), reps)
         theirs = median_ms(partial(floor.offset_page, "success", depth), reps)
         rows.append(

@@ -498,3 +498,61 @@ def test_results_as_csv_write_booleans_as_json_does(
     )
     assert code == EXIT_OK
     assert out.splitlines() == ["circuit,result", "0,true", "1,false", "2,"]
+
+
+# -- issue 17.8: what the operating system or a server refuses is one line, not a traceback
+
+
+def _one_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert "Traceback" not in err
+    return lines[-1]
+
+
+def test_a_path_longer_than_the_file_system_allows_is_one_line_for_every_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cache_dir, _ = cache_with_one_task(tmp_path)
+    too_long = str(tmp_path / ("x" * 300))
+    commands = [
+        ["--cache-dir", too_long, "list"],
+        ["--cache-dir", too_long, "doctor"],
+        ["--cache-dir", too_long, "backup", str(tmp_path / "b.sqlite")],
+        ["--cache-dir", too_long, "migrate"],
+        ["--url", f"sqlite:///{too_long}/tasks.sqlite", "list"],
+        ["--cache-dir", str(cache_dir), "backup", f"{too_long}/b.sqlite"],
+        ["copy", too_long, str(tmp_path / "dest")],
+        ["copy", str(cache_dir), too_long],
+    ]
+    for argv in commands:
+        code, _, err = run(capsys, *argv)
+        assert code != 0, argv
+        assert "300 bytes long" in _one_line(err) or "too long" in _one_line(err), argv
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]
+
+
+def test_results_of_a_shard_claiming_two_billion_circuits_is_one_line(
+    store: TaskStore, store_location: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    task = add(store)
+    store.save_shard(
+        TaskShard(
+            task.task_id, 0, "job", "dummy", circuit_count=2**31 - 1, status=TaskStatus.SUCCESS
+        )
+    )
+    code, _, err = run(capsys, *where(store_location), "results", task.task_id)
+    assert code != 0
+    assert "2,147,483,647 circuits" in _one_line(err)
+
+
+@pytest.mark.parametrize("charset", ["latin1", "utf8"])
+def test_a_mariadb_url_with_another_charset_is_refused_in_one_line(
+    capsys: pytest.CaptureFixture[str], charset: str
+) -> None:
+    # latin1 raised UnicodeEncodeError on the first non-Latin character; utf8 (utf8mb3)
+    # let the server refuse 4-byte characters in messages. Refused before connecting.
+    url = f"mysql+pymysql://nobody@127.0.0.1:1/nowhere?charset={charset}"
+    code, _, err = run(capsys, "--url", url, "list")
+    assert code != 0
+    assert f"charset={charset}" in _one_line(err)
+    assert "utf8mb4" in _one_line(err)

@@ -218,6 +218,7 @@ def test_prune_archives_old_finished_tasks_after_yes(
         "action": "archived",
         "count": 2,
         "dry_run": False,
+        "kept_live": [],
     }
     assert set(printed["task_ids"]) == {tasks["old_done"], tasks["old_failed"]}
     assert {t.task_id for t in store.list_archived()} == {tasks["old_done"], tasks["old_failed"]}

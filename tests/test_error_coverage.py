@@ -28,6 +28,9 @@ RAISED_BY: dict[str, str] = {
     "UnserializableValueError": (
         "test_jsoncodec.py::test_unserializable_shard_result_saves_neither_task_nor_shards"
     ),
+    "ImportLineError": (
+        "test_import_edges.py::test_a_line_nested_200000_deep_is_an_import_line_error"
+    ),
     "ShardLayoutError": "test_sharding.py::test_gap_between_shards_is_a_layout_error",
     "TaskNotFoundError": (
         "test_error_paths.py::"

@@ -26,6 +26,8 @@ from __future__ import annotations
 import base64
 import copy
 import inspect
+import io
+import json
 import math
 import os
 from collections.abc import Callable, Iterator
@@ -40,6 +42,8 @@ from hypothesis import strategies as st
 
 from uniqc_taskstore import (
     InvalidInputError,
+    ShardLayoutError,
+    StoreLocationError,
     TaskFilter,
     TaskInfo,
     TaskShard,
@@ -47,7 +51,14 @@ from uniqc_taskstore import (
     TaskStore,
     TaskStoreError,
 )
-from uniqc_taskstore.filters import FilterArgs, Sort, encode_cursor
+from uniqc_taskstore.exchange import import_tasks
+from uniqc_taskstore.filters import (
+    LIVE,
+    FilterArgs,
+    Sort,
+    encode_cursor,
+    filter_fingerprint,
+)
 
 SEEDED_ID = "uqt_" + "a" * 32
 NOT_FUZZED = {"close": "ends the store's use; called last by the fixture"}
@@ -137,13 +148,17 @@ def _exploding() -> Iterator[Any]:
 
 
 OTHER_SORT_CURSOR = encode_cursor(
-    Sort("update_time", False), "2026-01-01T00:00:00.000000+00:00", SEEDED_ID
+    Sort("update_time", False),
+    filter_fingerprint(TaskFilter(), LIVE.tasks.name),
+    "2026-01-01T00:00:00.000000+00:00",
+    SEEDED_ID,
 )
 FIXED_HOSTILE: list[Any] = [
     None,
     True,
     0,
     -1,
+    2**31 - 1,
     2**31,
     2**63,
     fixed("10**5000", 10**5000),
@@ -161,6 +176,7 @@ FIXED_HOSTILE: list[Any] = [
     "\ud800",
     "ok\udcff",
     "x" * 256,
+    "d/" + "x" * 300 + "/e",
     fixed("'x' * 100_000", "x" * 100_000),
     b"bytes",
     b"\xff\xfe",
@@ -528,6 +544,8 @@ def test_constructors_raise_only_store_errors(
     kwargs = {which: value}
     if which in ("schema", "create"):
         kwargs["cache_dir"] = "store"
+    elif which == "cache_dir" and data.draw(st.booleans()):
+        kwargs["create"] = False  # read-only opens look at the path first (issue 17.8)
 
     def construct() -> None:
         TaskStore(**kwargs).close()
@@ -552,6 +570,40 @@ def test_known_raw_exceptions_are_now_store_errors(seeded: TaskStore, tmp_path: 
         with pytest.raises(TaskStoreError) as caught:
             call()
         assert str(caught.value), label
+
+
+def test_issue_17_raw_exceptions_are_now_store_errors(seeded: TaskStore, tmp_path: Path) -> None:
+    """The cases issue 17.8 listed outside import, each once, on every database."""
+    huge = "uqt_" + "d" * 32
+    seeded.save(
+        TaskInfo(huge, "dummy"),
+        [TaskShard(huge, 0, "job", "dummy", circuit_count=2**31 - 1, status=TaskStatus.SUCCESS)],
+    )
+    too_long = tmp_path / ("x" * 300)
+    cases: list[tuple[str, Callable[[], Any], type[TaskStoreError]]] = [
+        ("long path, read-only", lambda: TaskStore(too_long, create=False), StoreLocationError),
+        ("long path", lambda: TaskStore(too_long), StoreLocationError),
+        (
+            "long URL path",
+            lambda: TaskStore.from_url(f"sqlite:///{too_long}/t"),
+            StoreLocationError,
+        ),
+        ("2**31-1 circuits", lambda: seeded.finalize(huge), ShardLayoutError),
+        (
+            "charset latin1",
+            lambda: TaskStore.from_url(_MYSQL + "?charset=latin1"),
+            InvalidInputError,
+        ),
+        ("charset utf8", lambda: TaskStore.from_url(_MYSQL + "?charset=utf8"), InvalidInputError),
+    ]
+    for label, call, error in cases:
+        with pytest.raises(error) as caught:
+            call()
+        assert str(caught.value), label
+    assert all(len(p.name) < 255 for p in tmp_path.iterdir())  # nothing made there
+
+
+_MYSQL = "mysql+pymysql://nobody@127.0.0.1:1/nowhere"  # refused before any connection
 
 
 def _b64(raw: bytes) -> str:
@@ -639,3 +691,34 @@ def test_query_api_refuses_bad_input_with_store_errors(seeded: TaskStore, case: 
         QUERY_API_CASES[case](seeded)
     assert str(caught.value)
     assert seeded.get(SEEDED_ID) == before, "bad input changed the store"
+
+
+IMPORT_LINES = st.one_of(
+    st.binary(max_size=200),
+    st.builds(lambda n: b"[" * n + b"]" * n, st.integers(1, 300_000)),
+    st.builds(lambda n: b'{"task": ' * n + b"1" + b"}" * n, st.integers(1, 50_000)),
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner),
+        max_leaves=10,
+    ).map(lambda value: json.dumps({"task": value}).encode()),
+)
+
+
+@FUZZ
+@given(
+    header=st.sampled_from([b'{"uniqc_export": 1}', b'{"uniqc_export": 0}', b"\xff", b""]),
+    lines=st.lists(IMPORT_LINES, max_size=4),
+    as_text=st.booleans(),
+)
+def test_import_of_any_bytes_raises_only_store_errors(
+    header: bytes, lines: list[bytes], as_text: bool
+) -> None:
+    """``exchange.import_tasks`` (issue 17 item 8): whatever the file holds (bytes that
+    are not UTF-8, nesting 300,000 deep, any JSON), only a TaskStoreError leaves it."""
+    data = b"\n".join([header, *lines]) + b"\n"
+    stream: Any = io.BytesIO(data)
+    if as_text:
+        stream = io.TextIOWrapper(stream, encoding="utf-8")
+    with TaskStore.in_memory() as store:
+        assert_only_store_errors(lambda: import_tasks(store, stream), "import_tasks", data[:200])

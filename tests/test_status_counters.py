@@ -1,4 +1,4 @@
-"""The status counters (schema v13): kept by triggers on ``tasks`` in every writing
+"""The status counters (schema v14): kept by triggers on ``tasks`` in every writing
 transaction, read by ``count()``, ``count(status=...)`` and ``count_by("status")`` with
 no other filter, checked and repaired by ``doctor``.
 
@@ -172,14 +172,14 @@ def _url(store: TaskStore) -> str:
     return str(url.render_as_string(hide_password=False))
 
 
-def test_a_version_12_file_gets_counters_of_the_tasks_it_holds(tmp_path: Path) -> None:
-    """Migration v13 fills the counters from the rows already there."""
+def test_a_version_13_file_gets_counters_of_the_tasks_it_holds(tmp_path: Path) -> None:
+    """Migration v14 fills the counters from the rows already there."""
     path = tmp_path / "tasks.sqlite"
-    old = Database(SqliteBackend(path), migrations=MIGRATIONS[:12])
+    old = Database(SqliteBackend(path), migrations=MIGRATIONS[:13])
     old.ensure_ready()
     statuses = ["pending", "success", "success", "failed", "done"]  # "done": a foreign row
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 12
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 13
         assert "task_counts" not in {
             r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
         }
@@ -191,7 +191,7 @@ def test_a_version_12_file_gets_counters_of_the_tasks_it_holds(tmp_path: Path) -
         )
     old.dispose()
     with TaskStore(tmp_path) as store:
-        assert store.schema_version >= 13
+        assert store.schema_version >= 14
         assert store.count_by("status") == {"done": 1, "failed": 1, "pending": 1, "success": 2}
         store.save(TaskInfo("t9", "ibm:dev", status=TaskStatus.SUCCESS))
         assert store.count(status="success") == 3

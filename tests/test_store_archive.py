@@ -265,15 +265,19 @@ def test_archive_again_after_restore_works(store: TaskStore) -> None:
     assert store.count_archived() == 1
 
 
-def test_archiving_when_an_older_archived_copy_exists_replaces_it(store: TaskStore) -> None:
-    first, _ = saved(store, TaskStatus.SUCCESS, shard_count=3)
+def test_archiving_when_an_older_archived_copy_exists_is_refused_and_keeps_both(
+    store: TaskStore,
+) -> None:
+    first, first_shards = saved(store, TaskStatus.SUCCESS, shard_count=3)
     store.archive(first.task_id)
+    older = store.get_archived(first.task_id)
     second, second_shards = saved(store, TaskStatus.FAILED, shard_count=1, task_id=first.task_id)
-    assert store.archive(first.task_id) is True
-    archived = store.get_archived(first.task_id)
-    assert archived is not None
-    assert archived == archived_copy(second, archived.archived_at)
-    assert store.get_archived_shards(first.task_id) == second_shards
+    with pytest.raises(TaskStateError, match="already archived"):
+        store.archive(first.task_id)
+    assert store.get_archived(first.task_id) == older
+    assert store.get_archived_shards(first.task_id) == first_shards
+    assert store.get(first.task_id) == second
+    assert store.get_shards(first.task_id) == second_shards
     assert store.count_archived() == 1
 
 

@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import string
 from pathlib import Path
+from typing import Any
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import create_engine
 
-from uniqc_taskstore import TaskInfo, TaskPage, TaskStatus, TaskStore
+from uniqc_taskstore import (
+    InvalidInputError,
+    TaskFilter,
+    TaskInfo,
+    TaskPage,
+    TaskStatus,
+    TaskStore,
+)
+from uniqc_taskstore.filters import Sort, decode_cursor, encode_cursor, filter_fingerprint
 
 
 def _fill(store: TaskStore, n: int) -> None:
@@ -88,3 +103,90 @@ def test_keyset_pages_end_cleanly_when_the_total_is_a_multiple_of_the_page_size(
     assert [len(page.tasks) for page in pages] == [7, 7, 7]
     seen = [task.task_id for page in pages for task in page.tasks]
     assert seen == [task.task_id for task in store.list()]
+
+
+# -- cursors carry what they were made for, and a check (issue 17.12) ----------------------
+
+_BASE64URL = string.ascii_letters + string.digits + "-_="
+
+
+def _cursor_of(store: TaskStore, **criteria: Any) -> str:
+    page = store.list_page(limit=2, **criteria)
+    assert page.next_cursor is not None
+    return page.next_cursor
+
+
+def test_every_single_character_edit_of_a_cursor_is_refused(store: TaskStore) -> None:
+    # README: an altered cursor is refused. Before, 34 of 523 such edits were accepted.
+    _fill(store, 6)
+    cursor = _cursor_of(store)
+    accepted = []
+    for at in range(len(cursor)):
+        for char in _BASE64URL:
+            if char == cursor[at]:
+                continue
+            edited = cursor[:at] + char + cursor[at + 1 :]
+            try:
+                store.list_page(limit=2, cursor=edited)
+            except InvalidInputError as exc:
+                if exc.field != "cursor":
+                    raise
+            else:
+                accepted.append(edited)
+    assert accepted == []
+    assert [t.task_id for t in store.list_page(limit=2, cursor=cursor).tasks] == [
+        t.task_id for t in store.list()[2:4]
+    ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    at=st.integers(min_value=0, max_value=400),
+    edit=st.sampled_from(["insert", "delete", "replace"]),
+    char=st.sampled_from(_BASE64URL + "+/ .\n"),
+    descending=st.booleans(),
+    value=st.sampled_from(["2026-01-01T00:00:01.000000+00:00", "sometime yesterday"]),
+)
+def test_any_single_character_edit_fails_the_check(
+    at: int, edit: str, char: str, descending: bool, value: str
+) -> None:
+    sort = Sort("submit_time", descending)
+    made_for = filter_fingerprint(TaskFilter(status="success"), "tasks")
+    cursor = encode_cursor(sort, made_for, value, "task-007")
+    assert decode_cursor(cursor, sort, made_for) == (value, "task-007")
+    at %= len(cursor) + (edit == "insert")
+    edited = {
+        "insert": cursor[:at] + char + cursor[at:],
+        "delete": cursor[:at] + cursor[at + 1 :],
+        "replace": cursor[:at] + char + cursor[at + 1 :],
+    }[edit]
+    if edited == cursor:
+        return
+    with pytest.raises(InvalidInputError, match="not a cursor this store made"):
+        decode_cursor(edited, sort, made_for)
+
+
+def test_forged_and_foreign_cursors_are_refused(store: TaskStore) -> None:
+    _fill(store, 6)
+    # The audit's forgery: the JSON of a cursor with descending flipped and year 2099.
+    forged = base64.urlsafe_b64encode(
+        json.dumps(["submit_time", False, "2099-01-01T00:00:00.000000+00:00", "task-001"]).encode()
+    ).decode()
+    with pytest.raises(InvalidInputError, match="older version"):
+        store.list_page(limit=2, cursor=forged, descending=False)
+    payload = base64.urlsafe_b64decode(_cursor_of(store))
+    body = json.loads(payload[:-16])
+    body[2], body[4] = False, "2099-01-01T00:00:00.000000+00:00"
+    reforged = base64.urlsafe_b64encode(json.dumps(body).encode() + payload[-16:]).decode()
+    with pytest.raises(InvalidInputError, match="not a cursor this store made"):
+        store.list_page(limit=2, cursor=reforged, descending=False)
+
+    success = _cursor_of(store, status="success")
+    with pytest.raises(InvalidInputError, match="another filter"):
+        store.list_page(limit=2, cursor=success, status="running")
+    with pytest.raises(InvalidInputError, match="another filter"):
+        store.list_page(limit=2, cursor=success)
+    with pytest.raises(InvalidInputError, match="same sort"):
+        store.list_page(limit=2, cursor=success, status="success", order_by="update_time")
+    # The same filter, given as a TaskFilter or as keywords, is the same filter.
+    assert store.list_page(limit=2, cursor=success, filter=TaskFilter(status=["success"])).tasks

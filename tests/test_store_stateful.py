@@ -671,6 +671,11 @@ class StoreAgainstModel(RuleBasedStateMachine):
             RULES_RUN["archive: missing"] += 1
             assert self.store.archive(task_id) is False
             return
+        if task_id in self.archived:  # a twin: the archived task is never replaced
+            RULES_RUN["archive: TaskStateError (already archived)"] += 1
+            with pytest.raises(TaskStateError):
+                self.store.archive(task_id)
+            return
         RULES_RUN[f"archive: {'finished' if task.status in FINISHED else 'unfinished'}"] += 1
         before = utc_now()
         assert self.store.archive(task_id) is True
@@ -872,12 +877,12 @@ class StoreAgainstModel(RuleBasedStateMachine):
     )
     def bulk(self, action: str, data: st.DataObject) -> None:
         """Docstrings: each id once, in the order given; ``archive_many`` archives live
-        tasks of any status and refuses one only archived; ``restore_many`` refuses an
-        id that is also live; ``delete_many`` deletes what is there; the rest are
-        missing."""
+        tasks of any status and refuses one archived (also when live too);
+        ``restore_many`` refuses an id that is also live; ``delete_many`` deletes what is
+        there; the rest are missing."""
         live, archived = set(self.live), set(self.archived)
         pools = {  # the ids that make each outcome, so that all of them are seen
-            "archive_many": [live, archived - live],
+            "archive_many": [live - archived, archived - live, live & archived],
             "restore_many": [archived - live, archived & live],
             "delete_many": [live],
             "delete_archived": [archived],
@@ -892,7 +897,7 @@ class StoreAgainstModel(RuleBasedStateMachine):
         for task_id in dict.fromkeys(ids):
             is_live, is_archived = task_id in self.live, task_id in self.archived
             if action == "archive_many":
-                there, refuse = is_live, is_archived
+                there, refuse = is_live and not is_archived, is_archived
             elif action == "restore_many":
                 there, refuse = is_archived and not is_live, is_archived
             else:
@@ -969,7 +974,8 @@ class StoreAgainstModel(RuleBasedStateMachine):
         candidates = {
             task_id: task
             for task_id, task in self.live.items()
-            if (wanted is None or task.status in wanted)
+            if task_id not in self.archived  # a twin stays live: listed in refused
+            and (wanted is None or task.status in wanted)
             and (family is None or backend_matches(task.backend, family))
             and (wanted_tags is None or tags_match(task, wanted_tags))
         }
@@ -993,6 +999,7 @@ class StoreAgainstModel(RuleBasedStateMachine):
         outcome = self.store.archive_older_than(draw.age, **kwargs)
         after = utc_now()
         older, unsure = draw.split(windows, datetime.now(UTC))
+        assert set(outcome.refused) <= set(self.live) & set(self.archived)
         gone = self._check_retention("archive_older_than", outcome, older, unsure, dry_run)
         if not dry_run:
             self._archived_by_store(sorted(gone), before, after)

@@ -8,6 +8,8 @@ naive time means UTC, whatever the local zone.
 
 from __future__ import annotations
 
+import io
+import itertools
 import json
 import os
 import sqlite3
@@ -23,6 +25,7 @@ from sqlalchemy import create_engine, text
 from legacy_files import build_legacy_file, pragma
 from uniqc_taskstore import CURRENT_SCHEMA_VERSION, InvalidInputError, TaskInfo, TaskStore
 from uniqc_taskstore.cli import main
+from uniqc_taskstore.exchange import export_tasks
 from uniqc_taskstore.timestamps import EPOCH, UNREADABLE_TIMES_KEY
 from uniqc_taskstore.transfer import copy_tasks
 
@@ -200,3 +203,79 @@ def test_copy_repairs_unreadable_legacy_times_the_same_way(
         assert copied == source.get(ODD_ID)
         assert copy_tasks(source, destination).copied.tasks == 0
     assert os.environ["TZ"] == "CST-8"
+
+
+def _every_read_path(store: TaskStore, limit: int) -> dict[str, list[tuple[str, str]]]:
+    """What each read path gives: (task id, submit time) per task, in its order. Each
+    stream is cut after 100 tasks, so a path that loops shows as repeats."""
+    seen: dict[str, list[tuple[str, str]]] = {}
+    for order_by, descending in itertools.product(("submit_time", "update_time"), (True, False)):
+        sort = {"order_by": order_by, "descending": descending}
+        label = f"{order_by}-{'desc' if descending else 'asc'}"
+        pages, cursor = [], None
+        for _ in range(100):
+            page = store.list_page(limit=limit, cursor=cursor, **sort)  # type: ignore[arg-type]
+            pages += [(t.task_id, t.submit_time) for t in page.tasks]
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+        seen[f"list_page cursor {label}"] = pages
+        tasks = itertools.islice(store.iter_tasks(batch_size=limit, **sort), 100)  # type: ignore[call-overload]
+        seen[f"iter_tasks {label}"] = [(t.task_id, t.submit_time) for t in tasks]
+        seen[f"summaries {label}"] = [
+            (t.task_id, t.submit_time)
+            for t in store.summaries(**sort)  # type: ignore[arg-type]
+        ]
+    pages, after = [], None
+    for _ in range(100):
+        page = store.list_page(limit=limit, after=after)
+        pages += [(t.task_id, t.submit_time) for t in page.tasks]
+        after = page.next_after
+        if after is None:
+            break
+    seen["list_page next_after"] = pages
+    seen["list"] = [(t.task_id, t.submit_time) for t in store.list()]
+    out = io.StringIO()
+    export_tasks(store, out, batch_size=limit)
+    exported = [json.loads(line) for line in out.getvalue().splitlines()[1:]]
+    seen["export"] = [(t["task"]["task_id"], t["task"]["submit_time"]) for t in exported]
+    return seen
+
+
+def test_legacy_rows_with_unreadable_submit_times_are_read_once_by_every_path(
+    tmp_path: Path, local_zone: Callable[[str], None]
+) -> None:
+    # RELIABILITY 9.2 repairs such a row on reading; pages and streams positioned
+    # themselves by the repaired time, which the stored text does not sort by: list_page
+    # refused its own cursor, iter_tasks and export skipped rows (ascending, it looped
+    # for ever) and summaries() gave the unrepaired text.
+    local_zone("CST-8")
+    with TaskStore(cache_dir=tmp_path / "cache") as store:
+        for n in range(7):
+            store.save(
+                TaskInfo(f"uqt_{n:032x}", "dummy", submit_time=f"2026-03-0{n + 1}T10:00:00Z")
+            )
+        store.save(TaskInfo(ODD_ID, "dummy"))
+    conn = sqlite3.connect(tmp_path / "cache" / "tasks.sqlite")
+    with conn:
+        for task_id, submitted in (
+            (ODD_ID, "sometime yesterday"),
+            (f"uqt_{1:032x}", "a while ago"),
+            (f"uqt_{2:032x}", "2026-03-03T10:00:00"),  # naive, as the original may write
+            (f"uqt_{3:032x}", "2026-03-04T10:00:00+00:00"),  # no microseconds
+        ):
+            conn.execute("UPDATE tasks SET submit_time = ? WHERE task_id = ?", (submitted, task_id))
+    conn.close()
+    with TaskStore(cache_dir=tmp_path / "cache") as store:
+        resaved = store.get(ODD_ID)
+        assert resaved is not None
+        store.save(resaved)  # records the repair in its metadata, stamps a new update time
+        expected = {t.task_id: t.submit_time for t in store.list()}
+        assert len(expected) == 8
+        for task_id, submitted in expected.items():
+            stored = store.get(task_id)
+            assert stored is not None
+            assert stored.submit_time == submitted
+        for limit in (1, 2, 3, 8):
+            for path, found in _every_read_path(store, limit).items():
+                assert sorted(found) == sorted(expected.items()), (path, limit)

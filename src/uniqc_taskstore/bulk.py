@@ -19,6 +19,7 @@ from .filters import ARCHIVED, LIVE
 from .model import BulkResult, validate_flag, validate_names
 from .statements import in_batches
 from .timestamps import utc_now
+from .twins import ALREADY_ARCHIVED
 
 _Outcome = tuple[list[str], list[str], list[tuple[str, str]]]
 
@@ -30,22 +31,23 @@ def task_ids(ids: Iterable[str], field: str = "task_ids") -> list[str]:
 
 
 def archive_many(db: Database, ids: Iterable[str]) -> BulkResult:
-    """Move live tasks (any status) with their shards and tags to the archive."""
+    """Move live tasks (any status) with their shards and tags to the archive; an id
+    the archive already holds is refused, also when it is live too (a twin: the
+    archived task is never replaced)."""
 
     def work(conn: Connection, batch: Sequence[str]) -> _Outcome:
         live = _present(conn, LIVE.tasks, batch, lock=True)
-        found = [i for i in batch if i in live]
+        archived = _present(conn, ARCHIVED.tasks, batch, lock=False)
+        found = [i for i in batch if i in live and i not in archived]
         if found:
             now = utc_now()
             for stmt in sql.archive_statements(found, now):
                 conn.execute(stmt)
             change_log.record(conn, "archived", found, now)
-        absent = [i for i in batch if i not in live]
-        archived = _present(conn, ARCHIVED.tasks, absent, lock=False)
         return (
             found,
-            [i for i in absent if i not in archived],
-            [(i, "already archived") for i in absent if i in archived],
+            [i for i in batch if i not in live and i not in archived],
+            [(i, ALREADY_ARCHIVED) for i in batch if i in archived],
         )
 
     return _in_batches(db, task_ids(ids), work)

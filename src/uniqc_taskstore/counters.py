@@ -1,6 +1,6 @@
-"""Live tasks per status, read from the counters the database keeps (schema v13).
+"""Live tasks per status, read from the counters the database keeps (schema v14).
 
-Triggers on ``tasks`` (``migrations/v0013_status_counters.py``) add to and subtract from
+Triggers on ``tasks`` (``migrations/v0014_status_counters.py``) add to and subtract from
 ``task_counts`` in the transaction of every statement that inserts, deletes or changes
 the status of a live task, whichever code runs it; a status's count is the sum of its
 stripes. Reading them is a few dozen rows however many tasks there are: the dashboard's
@@ -21,7 +21,7 @@ from .model import TaskStatus
 from .schema import task_counts, tasks
 
 STRIPES = 64
-"""Counter rows per status a server's connections spread over (as migration v13 set)."""
+"""Counter rows per status a server's connections spread over (as migration v14 set)."""
 
 
 def by_status(conn: Connection) -> dict[str, int]:

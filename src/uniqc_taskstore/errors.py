@@ -40,6 +40,22 @@ class UnserializableValueError(InvalidInputError, TypeError):
     """A result or metadata value cannot be stored as JSON; nothing was written."""
 
 
+class ImportLineError(InvalidInputError):
+    """A line of a file given to ``import`` cannot be read or stored (line 1: the file
+    is not an export). ``file`` and ``line`` name it; ``report`` (an
+    :class:`~uniqc_taskstore.exchange.ImportReport`) says what was imported: the task
+    lines before it, none from it on."""
+
+    def __init__(self, file: str, line: int, reason: str, report: object = None) -> None:
+        self.field = f"{file}, line {line}"
+        self.value = None
+        self.reason = reason
+        self.file = file
+        self.line = line
+        self.report = report
+        Exception.__init__(self, f"{file}, line {line}: {reason}")
+
+
 class ShardLayoutError(InvalidInputError):
     """Shards of one task overlap, leave a gap, or disagree with their results."""
 

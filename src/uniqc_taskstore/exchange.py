@@ -11,25 +11,38 @@ from one snapshot (:meth:`~uniqc_taskstore.engine.Database.snapshot`).
 :func:`import_tasks` reads such a file back a batch at a time, each batch one
 transaction, and skips tasks the store already has (live or archived): importing the
 same file twice adds nothing, and an import that was interrupted is finished by
-running it again. CSV exports are for spreadsheets and papers, not for importing.
+running it again. A task whose id is both live and archived (a twin, see
+:mod:`~uniqc_taskstore.twins`) has ``"twin": true`` on both its lines, and each comes
+back to its own side. A line that cannot be read or stored stops the import with an
+:class:`ImportLineError` naming the file and the line; the task lines before it are
+imported, none after. CSV exports are for spreadsheets and papers, not for importing.
 """
 
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import IO, Any, Literal
+from functools import partial
+from typing import IO, Any, Literal, TypeVar
 
-from sqlalchemy import Connection, insert, select, union_all
+from sqlalchemy import Connection, insert, literal, select, union_all
 
 from . import change_log, queries
 from . import statements as sql
-from .errors import InvalidInputError, ShardLayoutError, TaskStoreError
+from .errors import (
+    DatabaseBusyError,
+    DatabaseConnectionError,
+    ImportLineError,
+    InvalidInputError,
+    ShardLayoutError,
+    TaskStoreError,
+)
 from .filters import ARCHIVED, LIVE, Sort, TaskFilter, TaskTables
-from .jsoncodec import dump_jsonable, from_jsonable, to_jsonable
+from .jsoncodec import ENVELOPE_DEPTH, MAX_DEPTH, dump_jsonable, from_jsonable, to_jsonable
 from .migrator import CURRENT_SCHEMA_VERSION
 from .model import (
     TaskInfo,
@@ -47,6 +60,7 @@ EXPORT_FORMAT = 1
 """Version of the JSONL layout; :func:`import_tasks` refuses files of a later one."""
 HEADER_KEY = "uniqc_export"
 
+T = TypeVar("T")
 Progress = Callable[[int, int | None], None]
 """Called after each batch with (tasks done, tasks in all, None when not known)."""
 Format = Literal["jsonl", "json", "csv"]
@@ -181,17 +195,20 @@ def export_tasks(
                 on_corrupt=on_corrupt,
                 conn=conn,
             )
-            for item in found:
-                task, task_shards = item if isinstance(item, tuple) else (item, [])
-                report.rows += writer(task, task_shards)
-                report.shards += len(task_shards)
-                if side is ARCHIVED:
-                    report.archived_tasks += 1
-                else:
-                    report.tasks += 1
-                done += 1
-                if progress is not None and done % batch_size == 0:
-                    progress(done, total)
+            other = LIVE if side is ARCHIVED else ARCHIVED
+            items = (item if isinstance(item, tuple) else (item, []) for item in found)
+            for chunk in _chunks(items, batch_size):
+                twins = _twins(conn, other, [task.task_id for task, _ in chunk])
+                for task, task_shards in chunk:
+                    report.rows += writer(task, task_shards, task.task_id in twins)
+                    report.shards += len(task_shards)
+                    if side is ARCHIVED:
+                        report.archived_tasks += 1
+                    else:
+                        report.tasks += 1
+                    done += 1
+                    if progress is not None and done % batch_size == 0:
+                        progress(done, total)
     if progress is not None:
         progress(done, max(done, total))
     if format == "json":
@@ -201,7 +218,20 @@ def export_tasks(
     return report
 
 
-Writer = Callable[[TaskInfo, list[TaskShard]], int]
+def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    found = iter(items)
+    while chunk := list(itertools.islice(found, size)):
+        yield chunk
+
+
+def _twins(conn: Connection, other: TaskTables, task_ids: list[str]) -> set[str]:
+    """The ids among ``task_ids`` that the ``other`` side holds too (twins)."""
+    stmt = select(other.tasks.c.task_id).where(other.tasks.c.task_id.in_(task_ids))
+    return set(conn.execute(stmt).scalars())
+
+
+Writer = Callable[[TaskInfo, list[TaskShard], bool], int]
+"""Writes one task (with its shards; True: its id is on both sides), returns rows."""
 
 
 def _jsonl_writer(stream: IO[str], store: TaskStore, shards: bool, *, whole: bool) -> Writer:
@@ -217,11 +247,13 @@ def _jsonl_writer(stream: IO[str], store: TaskStore, shards: bool, *, whole: boo
     stream.write(json.dumps(header)[:-1] + ', "tasks": [' if whole else json.dumps(header) + "\n")
     first = [True]
 
-    def write(task: TaskInfo, task_shards: list[TaskShard]) -> int:
+    def write(task: TaskInfo, task_shards: list[TaskShard], twin: bool) -> int:
         line: dict[str, Any] = {"task": task.to_dict()}
         if shards:
             line["shards"] = [shard.to_dict() for shard in task_shards]
-        text = dump_jsonable(to_jsonable(line, task.task_id))
+        if twin:
+            line["twin"] = True
+        text = dump_jsonable(to_jsonable(line, task.task_id, enclosing=ENVELOPE_DEPTH))
         if whole:
             stream.write(("\n" if first[0] else ",\n") + text)
             first[0] = False
@@ -239,7 +271,8 @@ def _csv_writer(stream: IO[str], rows: CsvRows) -> Writer:
     def json_cell(value: Any) -> str:
         return "" if value is None else dump_jsonable(to_jsonable(value))
 
-    def write(task: TaskInfo, task_shards: list[TaskShard]) -> int:
+    def write(task: TaskInfo, task_shards: list[TaskShard], twin: bool) -> int:
+        del twin  # a CSV is not imported: both copies are rows, each with archived_at
         if rows == "task":
             data = task.to_dict() | {"tags": json_cell(task.tags)}
             out.writerow(["" if data[c] is None else data[c] for c in TASK_COLUMNS])
@@ -311,102 +344,236 @@ def circuit_results(task: TaskInfo, shards: list[TaskShard]) -> list[Any]:
 
 # -- import -------------------------------------------------------------------------------
 
+Opener = Callable[[], TaskStore]
+"""Opens (creating it if need be) the store to import into, when there is a first task
+to write: an import that fails before then creates nothing."""
+
 
 def import_tasks(
-    store: TaskStore,
-    stream: IO[str],
+    store: TaskStore | Opener,
+    stream: IO[str] | IO[bytes],
     *,
     batch_size: int = 1000,
     progress: Progress | None = None,
+    name: str | None = None,
 ) -> ImportReport:
     """Add the tasks of a JSONL export to ``store``: live ones to the live tables,
     archived ones (with their ``archived_at``) to the archive, with shards and tags,
-    ``batch_size`` tasks per transaction. Tasks the store already has, live or
-    archived, are skipped, so it can be run again to finish an interrupted import.
+    ``batch_size`` tasks per transaction. A task the store already has, live or
+    archived, is skipped, so it can be run again to finish an interrupted import; a
+    line marked ``"twin": true`` (its id was both live and archived where it was
+    exported) is judged against its own side only, so both copies come back.
 
-    A file that is not an export, or a line that cannot be stored, raises
-    :class:`InvalidInputError` naming the line; the batches before it stay imported."""
+    ``stream`` is a binary (best: a bad byte is pinned to its line) or text stream;
+    ``name`` names it in errors (default: its ``name``). ``store`` may be a callable
+    that opens the store, called only once there is something to write. A file that
+    is not an export, or a line that cannot be read or stored, raises
+    :class:`ImportLineError` naming the file and the line: every task line before it
+    is imported, none from it on (``error.report`` counts them)."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidInputError("batch_size", batch_size, "must be a positive integer")
     started = time.perf_counter()
+    file = name if name is not None else _stream_name(stream)
+    target = _Target(store)
     total = _count_lines(stream)
-    lines = iter(stream)
-    _read_header(next(lines, ""))
+    lines = _numbered_lines(stream)
+    try:
+        _read_header(next(lines, None))
+    except _LineProblem as problem:
+        raise ImportLineError(file, problem.line, problem.reason) from None
     report = ImportReport()
     if progress is not None:
         progress(0, total)
-    batch: list[_Entry] = []
-    for number, text in enumerate(lines, start=2):
-        if not text.strip():
-            continue
-        batch.append(_parse_line(text, number))
-        if len(batch) >= batch_size:
-            _import_batch(store, batch, report)
-            batch = []
-            if progress is not None:
-                progress(report.read, total)
-    if batch:
-        _import_batch(store, batch, report)
+    batch: list[_Entry] = []  # read, not yet written
+    try:
+        for number, text in lines:
+            if not text.strip():
+                continue
+            batch.append(_parse_line(text, number))
+            if len(batch) >= batch_size:
+                pending, batch = batch, []
+                _import_batch(target, pending, report)
+                if progress is not None:
+                    progress(report.read, total)
+        pending, batch = batch, []
+        if pending:
+            _import_batch(target, pending, report)
+    except _LineProblem as problem:
+        failed = problem
+        if batch:  # the good lines read before the bad one are kept
+            try:
+                _import_batch(target, batch, report)
+            except _LineProblem as earlier:
+                failed = earlier
+        report.seconds = time.perf_counter() - started
+        reason = f"{failed.reason}; {_so_far(report, failed.line)}"
+        raise ImportLineError(file, failed.line, reason, report) from None
+    target.get()  # an export of no tasks still gives a store to import into
     if progress is not None:
         progress(report.read, max(report.read, total or 0))
     report.seconds = time.perf_counter() - started
     return report
 
 
+class _Target:
+    """The store to import into, opened when first needed."""
+
+    def __init__(self, store: TaskStore | Opener) -> None:
+        self._store = store if isinstance(store, TaskStore) else None
+        self._open = None if isinstance(store, TaskStore) else store
+
+    def get(self) -> TaskStore:
+        if self._store is None:
+            assert self._open is not None
+            self._store = self._open()
+        return self._store
+
+
+class _LineProblem(Exception):
+    """Line ``line`` of the file cannot be imported, for ``reason``."""
+
+    def __init__(self, line: int, reason: str) -> None:
+        super().__init__(reason)
+        self.line = line
+        self.reason = reason
+
+
 @dataclass
 class _Entry:
+    """One task line, checked, with the rows it inserts."""
+
+    line: int
     task: TaskInfo
-    shards: list[TaskShard]
+    twin: bool
+    rows: _Rows
+
+    @property
+    def archived(self) -> bool:
+        return self.task.archived_at is not None
 
 
-def _count_lines(stream: IO[str]) -> int | None:
+_Rows = tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]
+"""A task's row, its shards' and its tags' (with ``archived_at`` for the archive)."""
+
+
+def _stream_name(stream: IO[Any]) -> str:
+    name = getattr(stream, "name", None)
+    if isinstance(name, str) and name not in ("<stdin>", "<fdopen>"):
+        return name
+    return "stdin" if name == "<stdin>" or name == 0 else "the file"
+
+
+def _so_far(report: ImportReport, line: int) -> str:
+    """What happened to the lines before ``line``, and what to do."""
+    before = "the line before it" if line == 3 else f"lines 2 to {line - 1}"
+    if line <= 2 or report.read == 0:
+        kept = "nothing was imported"
+    else:
+        kept = (
+            f"every task of {before} was imported ({report.tasks + report.archived_tasks:,} "
+            f"added, {report.skipped:,} already there), nothing from line {line} on"
+        )
+    return (
+        f"{kept}. Fix or remove that line and run the same import again: tasks already "
+        "there are skipped"
+    )
+
+
+def _numbered_lines(stream: IO[Any]) -> Iterator[tuple[int, str]]:
+    """Each line with its number (the header is 1), as text; a line that is not UTF-8
+    raises :class:`_LineProblem` naming it (in a text stream, where the decoder reads
+    ahead, the first line not read)."""
+    number = 0
+    found = iter(stream)
+    while True:
+        try:
+            raw = next(found)
+        except StopIteration:
+            return
+        except UnicodeDecodeError as exc:  # a text stream: decoded ahead of the lines
+            raise _LineProblem(
+                number + 1, f"is not UTF-8 text ({exc.reason}), at this line or soon after"
+            ) from None
+        number += 1
+        if isinstance(raw, bytes):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                bad = raw[exc.start : exc.start + 1].hex()
+                raise _LineProblem(
+                    number, f"is not UTF-8 text (byte 0x{bad} at column {exc.start + 1})"
+                ) from None
+        else:
+            text = raw
+        yield number, text.removeprefix("\ufeff") if number == 1 else text
+
+
+def _count_lines(stream: IO[Any]) -> int | None:
     """Task lines in a seekable file (for the progress bar), or None."""
     try:
         if not stream.seekable():
             return None
         start = stream.tell()
-        count = sum(1 for text in stream if text.strip())
-        stream.seek(start)
     except (OSError, ValueError):
         return None
+    try:
+        count = sum(1 for text in stream if text.strip())
+    except (OSError, ValueError):  # ValueError: UnicodeDecodeError, found again while importing
+        return None
+    finally:
+        stream.seek(start)
     return max(count - 1, 0)
 
 
-def _read_header(text: str) -> dict[str, Any]:
+def _read_header(numbered: tuple[int, str] | None) -> dict[str, Any]:
+    expected = (
+        f'its first line should be the {{"{HEADER_KEY}": {EXPORT_FORMAT}, ...}} header '
+        "written by uniqc-tasks export (CSV exports cannot be imported)"
+    )
+    if numbered is None:
+        raise _LineProblem(1, f"the file is empty: not a uniqc-tasks export; {expected}")
+    _, text = numbered
     try:
         header = json.loads(text) if text.strip() else None
-    except ValueError:
+    except (ValueError, RecursionError):
         header = None
     if not isinstance(header, dict) or HEADER_KEY not in header:
-        raise InvalidInputError(
-            "file",
-            text[:60],
-            "is not a uniqc-tasks export: its first line should be the "
-            f'{{"{HEADER_KEY}": {EXPORT_FORMAT}, ...}} header written by uniqc-tasks export '
-            "(CSV exports cannot be imported)",
-        )
+        raise _LineProblem(1, f"the file is not a uniqc-tasks export: {expected}")
     version = header[HEADER_KEY]
-    if not isinstance(version, int) or isinstance(version, bool) or version > EXPORT_FORMAT:
-        raise InvalidInputError(
-            "file",
-            version,
-            f"export format {version!r} is newer than this uniqc-taskstore reads "
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise _LineProblem(
+            1,
+            f'"{HEADER_KEY}": {json.dumps(version)} is not an export format (formats are '
+            f"whole numbers from 1; this reads up to {EXPORT_FORMAT}); the header was not "
+            "written by uniqc-tasks export",
+        )
+    if version > EXPORT_FORMAT:
+        raise _LineProblem(
+            1,
+            f"export format {version} is newer than this uniqc-taskstore reads "
             f"({EXPORT_FORMAT}); upgrade it (pip install -U uniqc-taskstore) to import it",
         )
     return header
 
 
+_NOT_A_LINE = (ValueError, KeyError, TypeError, AttributeError, OverflowError)
+
+
 def _parse_line(text: str, number: int) -> _Entry:
-    where = f"line {number}"
     try:
         data = from_jsonable(json.loads(text))
-        task_data = data["task"]
-        task = TaskInfo.from_dict(task_data)
+        task = TaskInfo.from_dict(data["task"])
         shards = [TaskShard.from_dict(item) for item in data.get("shards") or []]
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise InvalidInputError(
-            where, text[:80], f"is not a task line of an export ({exc})"
+        twin = data.get("twin", False)
+    except RecursionError:
+        raise _LineProblem(
+            number,
+            f"nests too deeply to be a task line (values nest at most {MAX_DEPTH} deep)",
         ) from None
+    except _NOT_A_LINE as exc:
+        raise _LineProblem(number, f"is not a task line of an export ({exc})") from None
+    if not isinstance(twin, bool):
+        raise _LineProblem(number, f'"twin" must be true or false, not {json.dumps(twin)}')
     try:
         validate_task(task)
         if task.archived_at is not None:
@@ -420,47 +587,50 @@ def _parse_line(text: str, number: int) -> _Entry:
                     f"shard of another task than {task.task_id}",
                 )
         check_layout(shards)
+        rows = _rows(task, shards)
     except TaskStoreError as exc:
-        raise InvalidInputError(where, task.task_id, str(exc)) from None
-    return _Entry(task, shards)
+        raise _LineProblem(number, f"task {task.task_id!r} cannot be stored: {exc}") from None
+    except RecursionError:
+        raise _LineProblem(number, f"task {task.task_id!r} nests too deeply to store") from None
+    return _Entry(number, task, twin, rows)
 
 
-def _import_batch(store: TaskStore, batch: list[_Entry], report: ImportReport) -> None:
-    unique: dict[str, _Entry] = {}
-    for entry in batch:
-        unique.setdefault(entry.task.task_id, entry)
-    rows = {
-        archived: _rows(
-            [e for e in unique.values() if (e.task.archived_at is not None) == archived]
-        )
-        for archived in (False, True)
-    }
+def _rows(task: TaskInfo, shards: list[TaskShard]) -> _Rows:
+    """The task, shard and tag rows of one task (with ``archived_at`` for the
+    archive's tables)."""
+    stamp = {"archived_at": task.archived_at} if task.archived_at is not None else {}
+    row = sql.task_row(task) | stamp
+    # Only tasks the store does not hold are inserted: their submit_time is this one.
+    tags = [
+        {"task_id": task.task_id, "key": key, "value": value, "submit_time": row["submit_time"]}
+        for key, value in task.tags.items()
+    ]
+    return row, [sql.shard_row(shard) | stamp for shard in shards], tags
 
-    def work(conn: Connection) -> list[int]:
-        ids = list(unique)
-        # Live and archive in one statement (one snapshot, also at READ COMMITTED): a
-        # task restored or archived meanwhile is seen on one side, never on neither.
-        found = union_all(
-            *(
-                select(side.tasks.c.task_id).where(side.tasks.c.task_id.in_(ids))
-                for side in (LIVE, ARCHIVED)
-            )
-        )
-        present: set[str] = set(conn.execute(found).scalars())
-        counts = []
-        for archived, side in ((False, LIVE), (True, ARCHIVED)):
-            counts.extend(_insert_new(conn, side, rows[archived], present))
-        # Last, after every insert (MariaDB's commit tick is then held for the commit).
-        now = utc_now()
-        sides: tuple[tuple[bool, change_log.Kind], ...] = ((False, "saved"), (True, "archived"))
-        for archived, kind in sides:
-            added = [row["task_id"] for row in rows[archived][0] if row["task_id"] not in present]
-            change_log.record(conn, kind, added, now)
-        return counts
 
-    # Another import of the same tasks may insert one after the check: the batch then
-    # runs again and skips it, as if it had run second.
-    counts = store._db.write(work, rerun_on_conflict=True)
+_STOPS = (DatabaseBusyError, DatabaseConnectionError)
+"""Errors of a batch's write that are the database's, not one line's."""
+
+
+def _import_batch(target: _Target, batch: list[_Entry], report: ImportReport) -> None:
+    """Write ``batch`` in one transaction; if the database refuses it, write its lines
+    one at a time up to the one refused, which is raised as a :class:`_LineProblem`."""
+    store = target.get()
+    try:
+        # Another import of the same tasks may insert one after the check: the batch
+        # then runs again and skips it, as if it had run second.
+        counts = store._db.write(partial(_write_new, batch=batch), rerun_on_conflict=True)
+    except _STOPS:
+        raise
+    except TaskStoreError as exc:
+        if len(batch) == 1:
+            task_id = batch[0].task.task_id
+            raise _LineProblem(
+                batch[0].line, f"task {task_id!r} was refused by the database: {exc}"
+            ) from None
+        for entry in batch:
+            _import_batch(target, [entry], report)
+        return
     report.read += len(batch)
     report.skipped += len(batch) - (counts[0] + counts[3])
     report.tasks += counts[0]
@@ -469,40 +639,49 @@ def _import_batch(store: TaskStore, batch: list[_Entry], report: ImportReport) -
     report.tags += counts[2] + counts[5]
 
 
-_Rows = tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]
-
-
-def _rows(entries: list[_Entry]) -> _Rows:
-    """The task, shard and tag rows of these entries (with ``archived_at`` for the
-    archive's tables)."""
-    task_rows: list[dict[str, Any]] = []
-    shard_rows: list[dict[str, Any]] = []
-    tag_rows: list[dict[str, Any]] = []
-    for entry in entries:
-        task = entry.task
-        stamp = {"archived_at": task.archived_at} if task.archived_at is not None else {}
-        row = sql.task_row(task) | stamp
-        task_rows.append(row)
-        shard_rows.extend(sql.shard_row(shard) | stamp for shard in entry.shards)
-        # Only tasks the store does not hold are inserted: their submit_time is this one.
-        tag_rows.extend(
-            {"task_id": task.task_id, "key": key, "value": value, "submit_time": row["submit_time"]}
-            for key, value in task.tags.items()
+def _write_new(conn: Connection, *, batch: list[_Entry]) -> list[int]:
+    """Insert the entries the store lacks: a line is skipped when the store (or an
+    earlier line of the batch) has its id on either side, a twin's line (``twin``)
+    only when on its own side. Tasks, shards and tags added to each side."""
+    ids = list(dict.fromkeys(entry.task.task_id for entry in batch))
+    # Live and archive in one statement (one snapshot, also at READ COMMITTED): a task
+    # restored or archived meanwhile is seen on one side, never on neither.
+    found = union_all(
+        *(
+            select(side.tasks.c.task_id, literal(archived).label("archived")).where(
+                side.tasks.c.task_id.in_(ids)
+            )
+            for archived, side in ((False, LIVE), (True, ARCHIVED))
         )
-    return task_rows, shard_rows, tag_rows
-
-
-def _insert_new(conn: Connection, side: TaskTables, rows: _Rows, present: set[str]) -> list[int]:
-    """Insert the rows of tasks not ``present``; how many tasks, shards and tags."""
-    task_rows, shard_rows, tag_rows = rows
-    counts = []
-    for table, key, table_rows in (
-        (side.tasks, "task_id", task_rows),
-        (side.shards, "uniqc_task_id", shard_rows),
-        (side.tags, "task_id", tag_rows),
-    ):
-        new = [row for row in table_rows if row[key] not in present]
-        if new:
-            conn.execute(insert(table), new)
-        counts.append(len(new))
+    )
+    present: dict[bool, set[str]] = {False: set(), True: set()}
+    for task_id, archived in conn.execute(found):
+        present[bool(archived)].add(task_id)
+    taken: dict[str, set[bool]] = {}
+    chosen: dict[bool, list[_Entry]] = {False: [], True: []}
+    for entry in batch:
+        task_id, archived = entry.task.task_id, entry.archived
+        if entry.twin:
+            skip = task_id in present[archived] or archived in taken.get(task_id, set())
+        else:
+            skip = task_id in present[False] or task_id in present[True] or task_id in taken
+        if not skip:
+            taken.setdefault(task_id, set()).add(archived)
+            chosen[archived].append(entry)
+    counts: list[int] = []
+    for archived, side in ((False, LIVE), (True, ARCHIVED)):
+        entries = chosen[archived]
+        for table, rows in (
+            (side.tasks, [e.rows[0] for e in entries]),
+            (side.shards, [row for e in entries for row in e.rows[1]]),
+            (side.tags, [row for e in entries for row in e.rows[2]]),
+        ):
+            if rows:
+                conn.execute(insert(table), rows)
+            counts.append(len(rows))
+    # Last, after every insert (MariaDB's commit tick is then held for the commit).
+    now = utc_now()
+    sides: tuple[tuple[bool, change_log.Kind], ...] = ((False, "saved"), (True, "archived"))
+    for archived, kind in sides:
+        change_log.record(conn, kind, [e.task.task_id for e in chosen[archived]], now)
     return counts

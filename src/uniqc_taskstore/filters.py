@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
@@ -29,6 +31,7 @@ from sqlalchemy import (
     ColumnElement,
     FromClause,
     Table,
+    Text,
     and_,
     exists,
     literal,
@@ -39,7 +42,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
-from .column_types import IdText, SearchText
+from .column_types import IdText, SearchText, Timestamp
 from .errors import InvalidInputError
 from .model import (
     MAX_ID_LENGTH,
@@ -398,45 +401,110 @@ class Sort:
         columns = (table.c[self.order_by], table.c.task_id)
         return [c.desc() if self.descending else c.asc() for c in columns]
 
-    def after(self, table: FromClause, value: str, task_id: str) -> ColumnElement[bool]:
-        """Rows that come after the row ``(value, task_id)`` in this order (keyset)."""
+    def after(self, table: FromClause, value: Any, task_id: Any) -> ColumnElement[bool]:
+        """Rows that come after the row ``(value, task_id)`` in this order (keyset).
+
+        ``value`` is the sort column's value as the row stores it (or a parameter of
+        type :data:`STORED_TIME`): on SQLite it is compared as the stored text,
+        whatever it holds (legacy text that is no timestamp, or one in another form,
+        sorts where its text sorts), so that every row is read exactly once."""
         # The leading bound (column <= value) repeats what the OR implies, so that every
         # database seeks the (filter, sort column, task_id) index to the position instead
         # of filtering the pages before it (PostgreSQL and MariaDB do not split the OR).
         column = table.c[self.order_by]
+
+        def at() -> Any:
+            return value if not isinstance(value, str) else literal(value, STORED_TIME)
+
         if self.descending:
             return and_(
-                column <= value,
-                or_(column < value, and_(column == value, table.c.task_id < task_id)),
+                column <= at(),
+                or_(column < at(), and_(column == at(), table.c.task_id < task_id)),
             )
         return and_(
-            column >= value, or_(column > value, and_(column == value, table.c.task_id > task_id))
+            column >= at(), or_(column > at(), and_(column == at(), table.c.task_id > task_id))
         )
 
-    def key(self, task: Any) -> tuple[str, str]:
-        """The keyset position of a task (anything with the sort column and ``task_id``)."""
-        return (getattr(task, self.order_by), task.task_id)
+    def key(self, row: Mapping[Any, Any]) -> tuple[Any, str]:
+        """The keyset position of a stored row: its sort column as stored, its id."""
+        return (row[self.order_by], row["task_id"])
 
 
-def encode_cursor(sort: Sort, value: str, task_id: str) -> str:
-    """An opaque cursor: the page ends at ``(value, task_id)`` in ``sort``."""
-    raw = json.dumps([sort.order_by, sort.descending, value, task_id], separators=(",", ":"))
-    return base64.urlsafe_b64encode(raw.encode("utf-8")).decode("ascii")
+STORED_TIME: Any = Timestamp().with_variant(Text(), "sqlite")
+"""A keyset position's time: bound as it is stored (text, on SQLite)."""
 
 
-def decode_cursor(cursor: object, sort: Sort) -> tuple[str, str]:
-    """The ``(value, task_id)`` a cursor points after; refuses a damaged cursor or one
-    made for another sort."""
+# A cursor is base64 (URL-safe, padded) of its JSON payload followed by a check: a
+# BLAKE2b digest of the payload. The key is fixed, so the check is no secret (a
+# forger who reads this code can make one); it makes any edit, a flipped bit or a
+# hand-made cursor fail, and a cursor can only ever name a position in the order and
+# filter it was made for, which the caller could have asked for anyway.
+_CURSOR_VERSION = 2
+_CURSOR_KEY = b"uniqc-taskstore page cursor"
+_CHECK_BYTES = 16
+
+
+def filter_fingerprint(f: TaskFilter, table: str) -> str:
+    """A short digest of what a page reads: the (normalised) filter and the table."""
+    fields_ = [
+        table,
+        [s.value for s in f.statuses] if f.statuses is not None else None,
+        f.backend,
+        f.submitted_after,
+        f.submitted_before,
+        f.updated_after,
+        f.updated_before,
+        sorted(f.tag_pairs.items()) if f.tags is not None else None,
+        f.name,
+        f.search,
+    ]
+    raw = json.dumps(fields_, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.blake2b(raw.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+
+
+def encode_cursor(sort: Sort, fingerprint: str, value: str, task_id: str) -> str:
+    """An opaque cursor: the page ends at the stored ``(value, task_id)`` in ``sort``,
+    for the filter and table of ``fingerprint`` (:func:`filter_fingerprint`)."""
+    payload = json.dumps(
+        [_CURSOR_VERSION, sort.order_by, sort.descending, fingerprint, value, task_id],
+        separators=(",", ":"),
+    ).encode("ascii")
+    return base64.urlsafe_b64encode(payload + _check(payload)).decode("ascii")
+
+
+def decode_cursor(cursor: object, sort: Sort, fingerprint: str) -> tuple[str, str]:
+    """The stored ``(value, task_id)`` a cursor points after. Refuses a cursor that
+    this store did not make or that was altered (its check fails), and one made for
+    another sort, filter or table, each with :class:`InvalidInputError`."""
     if not isinstance(cursor, str):
         raise InvalidInputError("cursor", cursor, "must be a string from next_cursor")
+    foreign = InvalidInputError(
+        "cursor", cursor, "is not a cursor this store made (altered or damaged)"
+    )
     try:
-        order_by, descending, value, task_id = json.loads(
-            base64.urlsafe_b64decode(cursor.encode("ascii"))
-        )
-    except (ValueError, TypeError, RecursionError, binascii.Error, UnicodeError):
-        raise InvalidInputError("cursor", cursor, "is not a cursor this store made") from None
-    if not isinstance(value, str) or not isinstance(task_id, str):
-        raise InvalidInputError("cursor", cursor, "is not a cursor this store made")
+        raw = base64.urlsafe_b64decode(cursor.encode("ascii"))
+    except (ValueError, binascii.Error, UnicodeError):
+        raise foreign from None
+    # The one encoding of these bytes: no ignored characters, padding or spare bits.
+    payload, check = raw[:-_CHECK_BYTES], raw[-_CHECK_BYTES:]
+    if (
+        len(raw) <= _CHECK_BYTES
+        or base64.urlsafe_b64encode(raw).decode("ascii") != cursor
+        or not hmac.compare_digest(check, _check(payload))
+    ):
+        if _is_old_cursor(raw):
+            raise InvalidInputError(
+                "cursor",
+                cursor,
+                "was made by an older version of uniqc-taskstore; start again from the first page",
+            )
+        raise foreign
+    try:
+        version, order_by, descending, made_for, value, task_id = json.loads(payload)
+    except (ValueError, TypeError, RecursionError, UnicodeError):
+        raise foreign from None
+    if version != _CURSOR_VERSION or not isinstance(value, str) or not isinstance(task_id, str):
+        raise foreign
     if (order_by, descending) != (sort.order_by, sort.descending):
         raise InvalidInputError(
             "cursor",
@@ -444,4 +512,25 @@ def decode_cursor(cursor: object, sort: Sort) -> tuple[str, str]:
             f"was made for order_by={order_by!r}, descending={descending!r}; "
             "use the same sort for every page",
         )
-    return filter_timestamp(value, "cursor"), validate_id(task_id, "cursor")
+    if made_for != fingerprint:
+        raise InvalidInputError(
+            "cursor",
+            cursor,
+            "was made for another filter (or for the other of live and archived tasks); "
+            "pass the same filter for every page",
+        )
+    return value, task_id
+
+
+def _check(payload: bytes) -> bytes:
+    return hashlib.blake2b(payload, digest_size=_CHECK_BYTES, key=_CURSOR_KEY).digest()
+
+
+def _is_old_cursor(raw: bytes) -> bool:
+    """Whether ``raw`` is a cursor of the first form: JSON ``[order_by, descending,
+    value, task_id]`` without a check."""
+    try:
+        old = json.loads(raw)
+    except (ValueError, TypeError, RecursionError, UnicodeError):
+        return False
+    return isinstance(old, list) and len(old) == 4 and old[0] in SORT_COLUMNS

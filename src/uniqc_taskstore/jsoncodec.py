@@ -33,6 +33,10 @@ from .errors import UnserializableValueError
 TAG = "$uniqc"
 MAX_DEPTH = 100
 """Deepest nesting of lists and dicts in a stored result or metadata value."""
+ENVELOPE_DEPTH = 5
+"""Levels of lists and dicts an export or a CLI document puts around the stored values
+it holds (``{"tasks": [{"shards": [{"result": ...}]}]}``), allowed on top of
+:data:`MAX_DEPTH` when writing them out (:func:`to_jsonable`'s ``enclosing``)."""
 MAX_INT_DIGITS = 4300
 """Most digits of a stored integer: Python's own limit for reading one from text."""
 _INT_BOUND = 10**MAX_INT_DIGITS
@@ -75,10 +79,14 @@ def decode_json(text: str | bytes) -> Any:
     return json.loads(text, object_hook=_decode_tagged)
 
 
-def to_jsonable(value: Any, field: str = "value") -> Any:
-    """``value`` as plain JSON data (tagged where JSON has no form for it)."""
+def to_jsonable(value: Any, field: str = "value", *, enclosing: int = 0) -> Any:
+    """``value`` as plain JSON data (tagged where JSON has no form for it).
+
+    ``enclosing``: how many levels of lists and dicts ``value`` wraps around the stored
+    values it holds (an export line, a CLI document), allowed on top of
+    :data:`MAX_DEPTH`, so that whatever was saved can be written out inside them."""
     try:
-        return _encode(value, field, 0)
+        return _encode(value, field, -enclosing)
     except RecursionError:
         raise UnserializableValueError(
             field, value, "is nested too deeply or contains itself"

@@ -122,7 +122,7 @@ def index_copies(conn: Connection, suffix: str) -> list[Check]:
 
 
 def status_counters(conn: Connection, suffix: str) -> list[Check]:
-    """The live tasks per status the counters say (schema v13) are those ``COUNT(*)``
+    """The live tasks per status the counters say (schema v14) are those ``COUNT(*)``
     finds. The triggers keep them in every writing transaction, so only a change made
     around them (triggers dropped, a counter row edited) can make them differ."""
     wrong = counters.drift(conn)
@@ -243,15 +243,20 @@ def backup(store: TaskStore, dest: str | os.PathLike[str]) -> BackupReport:
             "uniqc-tasks export (exchange.export_tasks) instead"
         )
     target = Path(dest).expanduser()
-    into_directory = target.is_dir()
-    names = _backup_names(target) if into_directory else iter([target])
-    target = next(names)
-    if not into_directory and (target.exists() or target.is_symlink()):
+    try:
+        into_directory = target.is_dir()
+        names = _backup_names(target) if into_directory else iter([target])
+        target = next(names)
+        if not into_directory and (target.exists() or target.is_symlink()):
+            raise InvalidInputError(
+                "dest", str(target), "exists; a backup never replaces a file, choose a new name"
+            )
+        if not target.parent.is_dir():
+            raise InvalidInputError("dest", str(target), "its directory does not exist")
+    except OSError as exc:  # a name longer than the file system allows, a loop, ...
         raise InvalidInputError(
-            "dest", str(target), "exists; a backup never replaces a file, choose a new name"
-        )
-    if not target.parent.is_dir():
-        raise InvalidInputError("dest", str(target), "its directory does not exist")
+            "dest", str(target), f"cannot be used ({exc.strerror}); choose another path"
+        ) from None
     started = time.perf_counter()
     while True:
         try:

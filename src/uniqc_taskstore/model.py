@@ -11,7 +11,7 @@ from enum import StrEnum
 from typing import Any, Self
 
 from .errors import InvalidInputError
-from .timestamps import is_readable_timestamp, parse_timestamp, utc_now
+from .timestamps import parse_timestamp, utc_now
 
 UNIQC_TASK_ID_PREFIX = "uqt_"
 MAX_ID_LENGTH = 255
@@ -253,14 +253,16 @@ def validate_page(limit: object, offset: object = None) -> None:
 
 def validate_cursor(value: object) -> tuple[str, str] | None:
     """None, or a page's ``next_after``: a (submit time, task id) pair of strings, given
-    back as stored (it is compared with the stored text)."""
+    back as stored (it is compared with the stored text, which in a legacy SQLite row
+    may be text that is no timestamp; servers refuse such text, ``queries.page``)."""
     if value is None:
         return None
     if not isinstance(value, (tuple, list)) or len(value) != 2:
         raise InvalidInputError("after", value, "must be a previous page's next_after or None")
     submitted, task_id = value
-    if not isinstance(submitted, str) or not is_readable_timestamp(submitted):
+    if not isinstance(submitted, str):
         raise InvalidInputError("after", value, "must start with an ISO-8601 submit time")
+    validate_key(submitted, "after")
     return submitted, validate_key(task_id, "after")
 
 
@@ -463,8 +465,11 @@ class BulkResult:
 @dataclass(frozen=True)
 class RetentionResult:
     """What a retention call did (or, with ``dry_run``, would do): ``count`` tasks, and
-    in a dry run their ids in ``task_ids`` (empty otherwise, to keep memory flat)."""
+    in a dry run their ids in ``task_ids`` (empty otherwise, to keep memory flat).
+    ``refused``: ids :meth:`~uniqc_taskstore.TaskStore.archive_older_than` matched but
+    left live because the archive already holds a task under the same id."""
 
     count: int
     dry_run: bool = False
     task_ids: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)

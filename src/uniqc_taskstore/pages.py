@@ -163,6 +163,21 @@ class PageRows:
             found.append(task)
         return found, self.converted(groups[-1][0]) if groups else None
 
+    def last_position(self, groups: Sequence[Group], order_by: str) -> tuple[str, str] | None:
+        """The keyset position after ``groups``: the last task's ``order_by`` value as
+        stored and its id; past a last task whose value cannot be read at all (a BLOB),
+        the last one whose value can. None when no task's can."""
+        at = self.keys.index(order_by)
+        convert = dict(self._convert)
+        for row, _ in reversed(groups):
+            value = row[at] if at not in convert else convert[at](row[at])
+            if isinstance(value, str):
+                task_id = row[self._id]
+                if self._id in convert:
+                    task_id = convert[self._id](task_id)
+                return value, task_id
+        return None
+
     def summaries(self, groups: Sequence[Group]) -> list[TaskSummary]:
         """The summaries of :meth:`groups` with their tags."""
         found = []

@@ -36,6 +36,7 @@ from .engine import Database
 from .errors import CorruptRowError, InvalidInputError
 from .filters import (
     LIVE,
+    STORED_TIME,
     Sort,
     TaskFilter,
     TaskTables,
@@ -43,6 +44,7 @@ from .filters import (
     decode_cursor,
     encode_cursor,
     filter_clauses,
+    filter_fingerprint,
     task_source,
 )
 from .model import (
@@ -50,6 +52,7 @@ from .model import (
     TaskPage,
     TaskShard,
     TaskSummary,
+    Unreadable,
     validate_callback,
     validate_count,
     validate_cursor,
@@ -59,11 +62,12 @@ from .model import (
 from .pages import TAG_KEY, TAG_VALUE, PageRows
 from .schema import task_shards
 from .tags import tags_of
+from .timestamps import is_canonical_timestamp, is_readable_timestamp
 
 CountField = Literal["status", "backend", "platform"]
 COUNT_FIELDS: tuple[str, ...] = ("status", "backend", "platform")
 Position = tuple[str, str]
-"""``(sort value, task_id)`` of the last row already seen."""
+"""``(sort value as stored, task_id)`` of the last row already seen."""
 
 
 def select_tasks(
@@ -293,14 +297,17 @@ def page(
     validate_page(max(limit, 0))
     validate_flag(include_results, "include_results")
     position: Position | None = None
+    fingerprint = filter_fingerprint(f, side.tasks.name)
     if cursor is not None and after is not None:
         raise InvalidInputError("after", after, "give cursor= or after=, not both")
     if cursor is not None:
-        position = decode_cursor(cursor, sort)
+        position = decode_cursor(cursor, sort, fingerprint)
     elif after is not None:
         if sort != Sort():
             raise InvalidInputError("after", after, "only for the default sort; use cursor=")
         position = validate_cursor(after)
+        if position and db.backend.name != "sqlite" and not is_readable_timestamp(position[0]):
+            raise InvalidInputError("after", after, "must start with an ISO-8601 submit time")
     reader, rows = _run_page(
         db,
         side,
@@ -315,16 +322,19 @@ def page(
     more = 0 < limit < len(groups)
     groups = groups[:limit] if limit > 0 else groups
     found, columns = reader.tasks(groups, on_corrupt)
-    # A row skipped by on_corrupt still ends the page where it stands.
-    last = (columns[sort.order_by], columns["task_id"]) if columns is not None else None
-    if last is None:
+    if columns is None:
         return TaskPage(found, None, None, cursor)
+    # The position is the last row's sort value as stored, which the next page compares
+    # with the stored values: a legacy row whose time was repaired on reading is neither
+    # read twice nor skipped. A row skipped by on_corrupt still ends the page where it
+    # stands; one whose value cannot be read at all (a BLOB), at the row before it.
+    last = reader.last_position(groups, sort.order_by)
+    if last is None:
+        raise CorruptRowError(
+            side.tasks.name, columns["task_id"], sort.order_by, "unreadable sort key"
+        )
     value, task_id = last
-    if not isinstance(value, str):  # an unreadable sort key: resume after the last good row
-        if not found:
-            raise CorruptRowError(side.tasks.name, task_id, sort.order_by, "unreadable sort key")
-        value, task_id = sort.key(found[-1])
-    resume = encode_cursor(sort, value, task_id)
+    resume = encode_cursor(sort, fingerprint, value, task_id)
     if not more:
         return TaskPage(found, None, None, resume)
     next_after = (value, task_id) if sort == Sort() else None
@@ -383,25 +393,28 @@ def _iter_tasks(
 
         def batch(
             conn: Connection, stmt: Select[Any] = stmt
-        ) -> tuple[list[TaskInfo], Any, int, Any]:
+        ) -> tuple[list[TaskInfo], Any, int, list[tuple[Any, str]]]:
             rows = conn.execute(stmt).mappings().all()
-            # A row skipped by on_corrupt still moves the keyset on past it.
-            last = (rows[-1][sort.order_by], rows[-1]["task_id"]) if rows else None
             found = tasks_of_rows(conn, side, rows, on_corrupt)
             shards = shards_of(conn, side, [t.task_id for t in found]) if include_shards else {}
-            return found, shards, len(rows), last
+            return found, shards, len(rows), [sort.key(row) for row in rows]
 
-        found, shards, seen, last = read(batch)
+        found, shards, seen, keys = read(batch)
         for task in found:
             yield (task, shards.get(task.task_id, [])) if include_shards else task
-        if seen < batch_size or last is None:
+        if seen < batch_size:
             return
-        if isinstance(last[0], str):
-            position = last
-        elif found:  # an unreadable sort key: resume after the last good row
-            position = sort.key(found[-1])
-        else:
-            raise CorruptRowError(side.tasks.name, last[1], sort.order_by, "unreadable sort key")
+        # As stored, not as read (see page()); a row skipped by on_corrupt still moves
+        # the keyset on past it, one whose sort key cannot be read at all does not.
+        position = _last_position(side, sort, keys)
+
+
+def _last_position(side: TaskTables, sort: Sort, keys: Sequence[tuple[Any, str]]) -> Position:
+    """The stored position of the last of ``keys`` whose sort value can be read."""
+    last = next(((v, i) for v, i in reversed(keys) if isinstance(v, str)), None)
+    if last is None:
+        raise CorruptRowError(side.tasks.name, keys[-1][1], sort.order_by, "unreadable sort key")
+    return last
 
 
 def shards_of(
@@ -462,7 +475,40 @@ def summaries(
     reader, rows = _run_page(
         db, side, f, sort, limit=limit, offset=offset, include_results=False, summary=True
     )
-    return reader.summaries(reader.groups(rows))
+    found = reader.summaries(reader.groups(rows))
+    odd = [s.task_id for s in found if not all(map(is_canonical_timestamp, _times_of(s)))]
+    if not odd:
+        return found
+    # Legacy times (9.2): repaired by readable_row's rule, as get() reads them, with the
+    # replacement recorded in the metadata of such rows (read for them only).
+    metadata = db.read(lambda conn: _metadata_of(conn, side, odd))
+    return [_repaired(side, s, metadata) if s.task_id in metadata else s for s in found]
+
+
+def _times_of(summary: TaskSummary) -> tuple[str | None, ...]:
+    return (summary.submit_time, summary.update_time, summary.archived_at)
+
+
+def _metadata_of(conn: Connection, side: TaskTables, task_ids: Sequence[str]) -> dict[str, Any]:
+    t = side.tasks
+    found: dict[str, Any] = {}
+    for batch in sql.in_batches(task_ids):
+        rows = conn.execute(select(t.c.task_id, t.c.metadata_json).where(t.c.task_id.in_(batch)))
+        for task_id, metadata in rows:
+            found[task_id] = None if isinstance(metadata, Unreadable) else metadata
+    return found
+
+
+def _repaired(side: TaskTables, summary: TaskSummary, metadata: dict[str, Any]) -> TaskSummary:
+    names = ("submit_time", "update_time", "archived_at")
+    times = dict(zip(names, _times_of(summary), strict=True))
+    if side.tasks.name == "tasks":
+        del times["archived_at"]
+    fixed = sql.readable_row(
+        side.tasks.name,
+        {"task_id": summary.task_id, **times, "metadata_json": metadata[summary.task_id]},
+    )
+    return replace(summary, **{name: fixed[name] for name in times})
 
 
 # 64-bit: an offset without a limit reads "the rest" as LIMIT 2**62 (MAX_ROWS).
@@ -565,7 +611,7 @@ def _page_statement(
     after = None
     if position is not None:
         after = (
-            bindparam("uniqc_after_value", type_=t.c[sort.order_by].type),
+            bindparam("uniqc_after_value", type_=STORED_TIME),
             bindparam("uniqc_after_id", type_=t.c.task_id.type),
         )
     if summary:

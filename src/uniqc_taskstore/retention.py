@@ -14,7 +14,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, select
+from sqlalchemy import ColumnElement, Connection, exists, select
 
 from . import change_log
 from . import statements as sql
@@ -62,7 +62,8 @@ def archive_older_than(
 ) -> RetentionResult:
     """Archive live tasks in ``statuses`` (None: any) whose ``by`` time is older than
     ``age``, and that match ``f``: both ``statuses`` and ``f``'s own ``status`` must
-    hold, as for every other field of a filter."""
+    hold, as for every other field of a filter. Those whose id the archive already
+    holds stay live, listed in ``refused``."""
     if by not in AGE_COLUMNS:
         raise InvalidInputError("by", by, f"must be one of {', '.join(AGE_COLUMNS)}")
     if statuses is not None:
@@ -71,6 +72,11 @@ def archive_older_than(
             wanted = [s for s in wanted if s in f.statuses]
         f = replace(f, status=wanted)
     clauses = [*filter_clauses(f, LIVE), LIVE.tasks.c[by] < cutoff(age, "age")]
+    # A live task whose id the archive holds (a twin) is left live: an archived task is
+    # never replaced (see twins.py); such tasks are listed in ``refused``.
+    in_archive = exists().where(ARCHIVED.tasks.c.task_id == LIVE.tasks.c.task_id)
+    twins = select(LIVE.tasks.c.task_id).where(*clauses, in_archive).order_by(LIVE.tasks.c.task_id)
+    refused = db.read(lambda conn: list(conn.execute(twins).scalars()))
 
     def archive(conn: Connection, ids: list[str]) -> None:
         now = utc_now()
@@ -78,7 +84,8 @@ def archive_older_than(
             conn.execute(stmt)
         change_log.record(conn, "archived", ids, now)
 
-    return _in_batches(db, LIVE, clauses, archive, dry_run=dry_run)
+    result = _in_batches(db, LIVE, [*clauses, ~in_archive], archive, dry_run=dry_run)
+    return replace(result, refused=refused)
 
 
 def purge_archived(

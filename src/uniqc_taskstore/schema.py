@@ -199,7 +199,7 @@ task_counts = Table(
     **_MYSQL_TABLE,
 )
 """Live tasks per status, kept by triggers on ``tasks`` in the writing transaction
-(v13): a status's count is the sum of its stripes (:mod:`~uniqc_taskstore.counters`)."""
+(v14): a status's count is the sum of its stripes (:mod:`~uniqc_taskstore.counters`)."""
 
 schema_stamp = Table(
     "uniqc_schema",

@@ -64,6 +64,7 @@ from .shard_writes import refuse_overlap, shards_by_task
 from .status_refresh import settled_status
 from .tags import insert_live_tags
 from .timestamps import utc_now
+from .twins import archived_twin
 
 
 def update_shard(
@@ -235,14 +236,15 @@ def archive(db: Database, task_id: str) -> bool:
 
     def work(batch: DriverBatch) -> bool:
         repeat = retrying_unknown_outcome()
-        lock = run(_lock_task(), {"task_id": task_id})
-        found, *archived = batch.send(
-            [lock, run(_archived_task(), {"task_id": task_id})] if repeat else [lock]
+        found, twin = batch.send(
+            [run(_lock_task(), {"task_id": task_id}), run(_archived_task(), {"task_id": task_id})]
         )
-        if not found.rows:
+        if not found.rows or twin.rows:
             batch.send([], commit=True)  # nothing written (see update_shard)
-            # Repeating an archive that may have been applied: archived is done.
-            return bool(archived and archived[0].rows)
+            if not found.rows:
+                # Repeating an archive that may have been applied: archived is done.
+                return bool(repeat and twin.rows)
+            raise archived_twin(task_id)
         now = utc_now()
         params = {"task_id": task_id, "archived_at": now}
         batch.send(
@@ -419,13 +421,18 @@ def _archived_task() -> Any:
 
 @cache
 def _archive_one() -> list[Any]:
-    """Archive the (locked) ``task_id`` task stamped ``archived_at``: drop an older
-    archived copy, copy the task, its shards and tags (every column the archive table
-    shares with the live one), delete them from the live tables, children first."""
+    """Archive the (locked) ``task_id`` task stamped ``archived_at``, which the archive
+    does not hold (:func:`_archived_task`): drop archived shards and tags left under
+    its id without an archived task, copy the task, its shards and tags (every column
+    the archive table shares with the live one), delete them from the live tables,
+    children first."""
     return [
         *(
-            delete(table).where(_owner(table) == bindparam("task_id"))
-            for table in reversed(ARCHIVED)
+            delete(table).where(
+                _owner(table) == bindparam("task_id"),
+                ~exists().where(ARCHIVED.tasks.c.task_id == _owner(table)),
+            )
+            for table in (ARCHIVED.shards, ARCHIVED.tags)
         ),
         *(_copy(live, archived) for live, archived in zip(LIVE, ARCHIVED, strict=True)),
         *(delete(table).where(_owner(table) == bindparam("task_id")) for table in reversed(LIVE)),

@@ -76,6 +76,12 @@ def check_layout(shards: Iterable[_ShardLike]) -> None:
         previous = shard
 
 
+MAX_ASSEMBLED_CIRCUITS = 10_000_000
+"""Most circuits :func:`assemble_results` puts in one list: a shard may say it holds up
+to 2**31 - 1, and a list of that many results (even ``None``) does not fit in memory,
+nor its JSON in a database field."""
+
+
 def assemble_results(
     shards: Iterable[_ShardWithResult], *, allow_missing: bool = False
 ) -> list[Any]:
@@ -85,10 +91,21 @@ def assemble_results(
     unwrapped); a native batch contributes its list, which must hold exactly
     ``circuit_count`` entries. The shards must cover circuits ``0..n-1`` with no
     gap and no overlap. A shard with no result raises, or gives ``None`` for each
-    of its circuits when ``allow_missing`` is true.
+    of its circuits when ``allow_missing`` is true. Shards covering more than
+    :data:`MAX_ASSEMBLED_CIRCUITS` circuits raise :class:`ShardLayoutError` before
+    anything is built.
     """
     ordered = sorted(shards, key=lambda s: (s.sub_index_offset, s.shard_index))
     check_layout(ordered)
+    total = max((_end(shard) for shard in ordered), default=0)
+    if total > MAX_ASSEMBLED_CIRCUITS:
+        raise ShardLayoutError(
+            "circuit_count",
+            total,
+            f"the task's shards cover {total:,} circuits, more than the "
+            f"{MAX_ASSEMBLED_CIRCUITS:,} whose results can be put in one list; read the "
+            "shards' results one by one (get_shards)",
+        )
     results: list[Any] = []
     for shard in ordered:
         if shard.sub_index_offset != len(results):

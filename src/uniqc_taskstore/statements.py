@@ -301,8 +301,9 @@ def readable_row(table: str, row: Mapping[Any, Any]) -> dict[str, Any]:
     """``row`` as stored, checked: a value that cannot be read raises
     :class:`CorruptRowError`; timestamp text that is no timestamp is replaced by the
     rule of :func:`~uniqc_taskstore.timestamps.repair_times` (the original kept in
-    the task's metadata), and every time is given in the canonical form. Every reader
-    of raw rows (the dataclasses, summaries, copies) uses it."""
+    the task's metadata), and every time is given in the canonical form; an empty
+    ``platform`` or ``name`` is derived as a save derives it. Every reader of raw rows
+    (the dataclasses, summaries, copies) uses it."""
     key = row.get("task_id", (row.get("uniqc_task_id"), row.get("shard_index")))
     for column, value in row.items():
         if isinstance(value, Unreadable):
@@ -315,6 +316,17 @@ def readable_row(table: str, row: Mapping[Any, Any]) -> dict[str, Any]:
     fixed = dict(row) | times
     if "metadata_json" in row:
         fixed["metadata_json"] = metadata
+    # Derived columns a writer that predates them left empty (the original's INSERT, in
+    # a file upgraded since): filled by the rule our writes follow (v13 does it in SQL).
+    if "platform" in row and row["platform"] is None and isinstance(row.get("backend"), str):
+        fixed["platform"] = platform_of(row["backend"])
+    if "name" in row and row["name"] is None and "metadata_json" in row:
+        fixed["name"] = legacy_task_name(metadata)
+    if "search_key" in row and row["search_key"] is None:
+        if isinstance(row.get("task_id"), str) and isinstance(row.get("backend"), str):
+            fixed["search_key"] = task_search_key(row["task_id"], row["backend"], fixed.get("name"))
+        elif isinstance(row.get("platform_task_id"), str):
+            fixed["search_key"] = shard_search_key(row["platform_task_id"])
     return fixed
 
 
@@ -558,11 +570,14 @@ def shards_near(*, many_indexes: bool, bounded: bool) -> Select[Any]:
 
 
 def archive_statements(task_ids: str | Sequence[str], archived_at: str) -> list[Any]:
-    """Copy tasks with their shards and tags into the archive (replacing older archived
-    copies), then remove them from the live tables."""
+    """Copy tasks with their shards and tags into the archive, then remove them from the
+    live tables. The callers have made sure none of them is archived already (an
+    archived task is never replaced: see :func:`archived_twins`); archived shards and
+    tags left under these ids without an archived task (files of older versions) are
+    dropped first, so they cannot collide."""
     ids = [task_ids] if isinstance(task_ids, str) else list(task_ids)
     return [
-        *delete_archived_statements(ids),
+        *orphan_archive_statements(ids),
         *(
             _copy(live, archived, _owned_by(live, ids), archived_at)
             for live, archived in zip(LIVE, ARCHIVED, strict=True)
@@ -571,13 +586,32 @@ def archive_statements(task_ids: str | Sequence[str], archived_at: str) -> list[
     ]
 
 
+def orphan_archive_statements(task_ids: Sequence[str]) -> list[Delete]:
+    """Delete archived shards and tags of these ids that have no archived task."""
+    archived_task = ARCHIVED.tasks
+    return [
+        delete(table).where(
+            _owned_by(table, task_ids),
+            ~exists().where(archived_task.c.task_id == _owner(table)),
+        )
+        for table in (ARCHIVED.shards, ARCHIVED.tags)
+    ]
+
+
+def archived_twins(task_ids: Sequence[str]) -> Select[Any]:
+    """The ids among ``task_ids`` the archive already holds a task for."""
+    return select(ARCHIVED.tasks.c.task_id).where(_owned_by(ARCHIVED.tasks, task_ids))
+
+
 def archive_contents(task_id: str) -> Select[Any]:
     """Which rows archiving this (locked) task has to move: whether it has shards and
-    tags, and whether the archive already holds rows under its id (any of the three
+    tags, whether the archive already holds a task under its id (``archived_task``:
+    then it is refused), and whether it holds any row under it (any of the three
     archive tables)."""
     ids = [task_id]
     probes: list[Any] = [
         *(exists().where(_owned_by(table, ids)).label(f"live_{table.name}") for table in LIVE),
+        exists().where(_owned_by(ARCHIVED.tasks, ids)).label("archived_task"),
         or_(*(exists().where(_owned_by(table, ids)) for table in ARCHIVED)).label("archived"),
     ]
     return select(*probes)
@@ -593,7 +627,7 @@ def archive_one_statements(task_id: str, archived_at: str, contents: Any) -> lis
         if live is LIVE.tasks or contents[f"live_{live.name}"]
     ]
     return [
-        *(delete_archived_statements(ids) if contents["archived"] else []),
+        *(orphan_archive_statements(ids) if contents["archived"] else []),
         *(_copy(live, archived, _owned_by(live, ids), archived_at) for live, archived in moved),
         *(delete(live).where(_owned_by(live, ids)) for live, _ in reversed(moved)),
     ]
@@ -626,8 +660,12 @@ def delete_archived_statements(task_ids: str | Sequence[str]) -> list[Delete]:
 
 
 def _owned_by(table: Table, task_ids: Sequence[str]) -> ColumnElement[bool]:
-    key = table.c.uniqc_task_id if "uniqc_task_id" in table.c else table.c.task_id
+    key: ColumnElement[str] = _owner(table)
     return key.in_(task_ids) if len(task_ids) != 1 else key == task_ids[0]
+
+
+def _owner(table: Table) -> ColumnElement[str]:
+    return table.c.uniqc_task_id if "uniqc_task_id" in table.c else table.c.task_id
 
 
 def _copy(source: Table, target: Table, where: ColumnElement[bool], archived_at: str | None) -> Any:

@@ -36,7 +36,6 @@ from .errors import (
     InvalidInputError,
     ShardNotFoundError,
     StoreLocationError,
-    TaskStateError,
 )
 from .filters import ARCHIVED, LIVE, FilterArgs, OrderBy, Sort, TaskFilter, TaskTables, make_filter
 from .jsoncodec import prepare_json
@@ -79,6 +78,7 @@ from .status_refresh import (
     settle_saved,
 )
 from .timestamps import utc_now
+from .twins import archived_twin, live_twin
 
 DEFAULT_CACHE_DIR = Path.home() / ".uniqc" / "cache"
 CACHE_DIR_ENV = "UNIQC_CACHE_DIR"
@@ -667,8 +667,10 @@ class TaskStore:
 
     def archive(self, task_id: str) -> bool:
         """Move a task (finished or not) and its shards to the archive, stamped
-        ``archived_at``; False if no such task. A later :meth:`update_shard` for it
-        raises :class:`ShardNotFoundError`; :meth:`restore` brings it back."""
+        ``archived_at``; False if no such task. Raises :class:`TaskStateError` if the
+        archive already holds a task with this id (an archived task is never replaced).
+        A later :meth:`update_shard` for it raises :class:`ShardNotFoundError`;
+        :meth:`restore` brings it back."""
         validate_key(task_id, "task_id")
         if self._db.backend.batched_writes():
             return server_writes.archive(self._db, task_id)
@@ -682,6 +684,8 @@ class TaskStore:
                 return retrying_unknown_outcome() and _archived(conn, task_id)
             # Read after the lock (every writer of the task's rows takes it): current.
             contents = conn.execute(sql.archive_contents(task_id)).mappings().one()
+            if contents["archived_task"]:
+                raise archived_twin(task_id)
             now = utc_now()
             for stmt in sql.archive_one_statements(task_id, now, contents):
                 conn.execute(stmt)
@@ -706,12 +710,12 @@ class TaskStore:
                 return False
             live = conn.execute(select(tasks.c.task_id).where(tasks.c.task_id == task_id)).first()
             if live is not None:
-                raise _live_twin(task_id)
+                raise live_twin(task_id)
             try:
                 for stmt in sql.restore_statements(task_id):
                     conn.execute(stmt)
             except IntegrityError as exc:  # a save created the live task after our check
-                raise _live_twin(task_id) from exc
+                raise live_twin(task_id) from exc
             change_log.record(conn, "restored", [task_id], utc_now())
             return True
 
@@ -942,12 +946,6 @@ class TaskStore:
     def _shards(self, table: Any, uniqc_task_id: str) -> builtins.list[TaskShard]:
         validate_key(uniqc_task_id, "uniqc_task_id")
         return queries.get_shards(self._db, table, uniqc_task_id)
-
-
-def _live_twin(task_id: str) -> TaskStateError:
-    return TaskStateError(
-        f"task {task_id!r} exists both live and archived; delete or archive the live one first"
-    )
 
 
 def _archived(conn: Connection, task_id: str) -> bool:

@@ -36,7 +36,7 @@ from functools import partial
 from queue import Full, Queue
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Connection, Select, Table, bindparam, func, select
+from sqlalchemy import Connection, Select, Table, bindparam, delete, func, select
 from sqlalchemy.engine import Dialect
 
 from . import change_log
@@ -55,7 +55,7 @@ from .schema import (
 )
 from .statements import in_batches, readable_row
 from .store import TaskStore
-from .timestamps import utc_now
+from .timestamps import canonical_timestamp, utc_now
 
 T = TypeVar("T")
 
@@ -77,12 +77,18 @@ class TableCounts:
 
 @dataclass
 class CopyReport:
-    """What :func:`copy_tasks` copied, and the counts on both sides afterwards."""
+    """What :func:`copy_tasks` copied, and the counts on both sides afterwards.
+
+    ``moved``: tasks the source moved between live and archive since they were copied,
+    moved in the destination too. ``kept``: ids the source moved but the destination
+    changed since (another ``update_time``): left as the destination has them."""
 
     copied: TableCounts = field(default_factory=TableCounts)
     source: TableCounts = field(default_factory=TableCounts)
     destination: TableCounts = field(default_factory=TableCounts)
     seconds: float = 0.0
+    moved: int = 0
+    kept: list[str] = field(default_factory=list)
 
 
 _SIDES = (
@@ -117,16 +123,18 @@ def copy_tasks(
         report = CopyReport(source=_counts(snapshot))
         total = report.source.tasks + report.source.archived_tasks
         done = 0
-        for tables, names in _SIDES:
-            side = _SideCopy(source, destination, tables, batch_size, partial(_on, snapshot))
+        for (tables, names), (other, _) in zip(_SIDES, reversed(_SIDES), strict=True):
+            side = _SideCopy(source, destination, tables, other, batch_size, partial(_on, snapshot))
             with _prefetched(side.batches()) as batches:
                 for batch in batches:
                     if batch.rows is not None:
-                        copied = destination._db.write(
+                        copied, moved, kept = destination._db.write(
                             partial(side.write, batch=batch), rerun_on_conflict=True
                         )
                         for name, count in zip(names, copied, strict=True):
                             setattr(report.copied, name, getattr(report.copied, name) + count)
+                        report.moved += moved
+                        report.kept.extend(kept)
                     done += len(batch.keys.task_ids)
                     if progress is not None:
                         progress(done, total)
@@ -193,10 +201,14 @@ shard index)) as read."""
 @dataclass
 class _Batch:
     """One batch: its keys, and the rows the destination lacked when it was read
-    (None when it lacked none: nothing to write)."""
+    (None when it lacked none: nothing to write). ``movable``: of the tasks to add,
+    those the source does not hold on the other side, with their ``update_time``: one
+    the destination holds on the other side was moved there by the source since it
+    was copied (when that copy has the same ``update_time``)."""
 
     keys: _Keys
     rows: tuple[_Keyed, _Keyed, _Keyed] | None = None
+    movable: dict[str, str | None] = field(default_factory=dict)
 
 
 class _SideCopy:
@@ -209,10 +221,12 @@ class _SideCopy:
         source: TaskStore,
         destination: TaskStore,
         tables: _Tables,
+        other: _Tables,
         batch_size: int,
         read_source: Callable[[Callable[[Connection], Any]], Any],
     ) -> None:
         self.source, self.destination, self.tables = source._db, destination._db, tables
+        self.other = other
         self.read_source = read_source
         from_dialect, to_dialect = self.source.engine.dialect, self.destination.engine.dialect
         self.converters = [_Converter(table, from_dialect, to_dialect) for table in tables]
@@ -258,16 +272,42 @@ class _SideCopy:
                     _converted(shard_convert, [(k, r) for k, r in shards if k not in have_shards]),
                     _with_task_times(tag_convert, new_tags, task_convert, new_tasks),
                 ),
+                self._movable([(k, r) for k, r in tasks_ if k not in have]),
             )
 
-    def write(self, conn: Connection, *, batch: _Batch) -> tuple[int, int, int]:
+    def _movable(self, added: list[tuple[str, Sequence[Any]]]) -> dict[str, str | None]:
+        """Of the source's tasks to add, those it does not hold on the other side (a
+        twin there is copied as a twin), each with its ``update_time`` as text."""
+        if not added:
+            return {}
+        other_ids = self.other[0].c.task_id
+        stmt = select(other_ids).where(other_ids.in_([key for key, _ in added]))
+        twins = set(self.read_source(lambda conn: list(conn.execute(stmt).scalars())))
+        convert = self.converters[0]
+        at = convert.names.index("update_time")
+        process = convert.results[at]
+        return {
+            key: _as_text(row[at] if process is None else process(row[at]))
+            for key, row in added
+            if key not in twins
+        }
+
+    def write(
+        self, conn: Connection, *, batch: _Batch
+    ) -> tuple[tuple[int, int, int], int, list[str]]:
         """Insert the batch's rows whose keys the destination still lacks (checked
         again in this transaction); tags go only with tasks this write adds (a task
-        the destination had is left alone). Returns tasks, shards and tags added."""
+        the destination had is left alone). A task the destination holds on the other
+        side, moved there by the source since it was copied, is moved too; one the
+        destination changed since is left as it is. Returns tasks, shards and tags
+        added, the tasks moved and the ids left as they were."""
         assert batch.rows is not None
         have, have_shards = self.present(conn, keys=batch.keys)
         task_rows, shard_rows, tag_rows = batch.rows
         added = {key for key, _ in task_rows if key not in have}
+        moved, kept = self._moves(conn, batch.movable, added)
+        added -= set(kept)
+        shard_rows = [(key, row) for key, row in shard_rows if key[0] not in kept]
         picked = (
             [row for key, row in task_rows if key in added],
             [row for key, row in shard_rows if key not in have_shards],
@@ -277,9 +317,55 @@ class _SideCopy:
         for table, rows in zip(self.tables, picked, strict=True):
             if rows:
                 insert(conn, table, rows)
-        kind: change_log.Kind = "archived" if self.tables[0] is archived_tasks else "saved"
-        change_log.record(conn, kind, sorted(added), utc_now())
-        return len(picked[0]), len(picked[1]), len(picked[2])
+        # Last, after every insert (MariaDB's commit tick is then held for the commit).
+        archive_side = self.tables[0] is archived_tasks
+        now = utc_now()
+        back: change_log.Kind = "archived" if archive_side else "restored"
+        change_log.record(conn, back, sorted(moved), now)
+        kind: change_log.Kind = "archived" if archive_side else "saved"
+        change_log.record(conn, kind, sorted(added - set(moved)), now)
+        return (len(picked[0]), len(picked[1]), len(picked[2])), len(moved), kept
+
+    def _moves(
+        self, conn: Connection, movable: dict[str, str | None], added: set[str]
+    ) -> tuple[list[str], list[str]]:
+        """Of the tasks being added, the ones the destination holds on the other side:
+        those with the source's ``update_time`` are deleted there (they move), the
+        others are kept there and not added. Returns (moved, kept) ids."""
+        candidates = [key for key in movable if key in added]
+        if not candidates:
+            return [], []
+        other_tasks, other_shards, other_tags = self.other
+        found = {
+            key: _as_text(stamp)
+            for chunk in in_batches(candidates)
+            for key, stamp in conn.execute(
+                select(other_tasks.c.task_id, other_tasks.c.update_time).where(
+                    other_tasks.c.task_id.in_(chunk)
+                )
+            )
+        }
+        moved = [key for key in candidates if key in found and found[key] == movable[key]]
+        kept = [key for key in candidates if key in found and found[key] != movable[key]]
+        for chunk in in_batches(moved):
+            for table, owner in (
+                (other_tags, other_tags.c.task_id),
+                (other_shards, other_shards.c.uniqc_task_id),
+                (other_tasks, other_tasks.c.task_id),
+            ):
+                conn.execute(delete(table).where(owner.in_(chunk)))
+        return moved, kept
+
+
+def _as_text(stamp: Any) -> str | None:
+    """A stored ``update_time`` as canonical text when it is one (for comparing the
+    source's with the destination's), else as it is."""
+    if stamp is None or isinstance(stamp, Unreadable):
+        return None
+    try:
+        return canonical_timestamp(stamp, "update_time")
+    except TaskStoreError:
+        return str(stamp)
 
 
 def _converted(converter: _Converter, keyed: list[tuple[Any, Sequence[Any]]]) -> _Keyed:
@@ -523,6 +609,15 @@ class _Converter:
         # Columns of one type class convert alike, so they share their conversions.
         groups: dict[type, int] = {}
         self.groups = [groups.setdefault(type(c.type), len(groups)) for c in table.columns]
+        # Task rows whose derived columns a writer left empty go the full way, which
+        # fills them (statements.readable_row): never copy a NULL platform or name.
+        self.derived = (
+            (self.names.index("platform"), self.names.index("name"))
+            if {"platform", "name", "metadata_json"} <= set(self.names)
+            else None
+        )
+        self.metadata_at = self.names.index("metadata_json") if self.derived else -1
+        self.search_at = self.names.index("search_key") if "search_key" in self.names else -1
 
     def read_ids(self, rows: Sequence[Sequence[Any]], at: int = 0) -> list[str]:
         """The task id (column ``at`` of each stored row) as ``get()`` reads it;
@@ -563,9 +658,22 @@ class _Converter:
                 slow.update(i for i, value in enumerate(values) if value is _SLOW)
             converted.append(values)
         rows = list(zip(*converted, strict=True))
+        if self.derived is not None or self.search_at >= 0:
+            slow.update(i for i, row in enumerate(found) if self._underived(row))
         for i in slow:
             rows[i] = self.full_row(found[i])
         return rows
+
+    def _underived(self, row: Sequence[Any]) -> bool:
+        if self.search_at >= 0 and row[self.search_at] is None:
+            return True
+        if self.derived is None:
+            return False
+        platform_at, name_at = self.derived
+        metadata = row[self.metadata_at]
+        return row[platform_at] is None or (
+            row[name_at] is None and isinstance(metadata, str) and "task_name" in metadata
+        )
 
     def full_row(self, row: Sequence[Any]) -> tuple[Any, ...]:
         """``row`` read as ``get()`` reads it (:func:`readable_row`), then bound."""

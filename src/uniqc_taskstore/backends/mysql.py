@@ -26,9 +26,11 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState
 
+from ..errors import InvalidInputError
 from ..schema import declare_mysql_options
 from .base import Assignments, DriverBatch, Listener, Outcome, Step, driver_errors
 from .server import MIGRATION_LOCK_NAME, ServerBackend
+from .urls import safe_url
 
 # ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT
 _RETRYABLE_ERRORS = {1213, 1205}
@@ -59,8 +61,19 @@ class MysqlBackend(ServerBackend):
 
     def __init__(self, url: str | URL) -> None:
         super().__init__(url)
-        if "charset" not in self.url.query:
+        charset = self.url.query.get("charset")
+        if charset is None:
             self.url = self.url.update_query_dict({"charset": "utf8mb4"})
+        elif not (isinstance(charset, str) and charset.lower() == "utf8mb4"):
+            # latin1 cannot encode most text (the driver raised UnicodeEncodeError), and
+            # MariaDB's utf8 is utf8mb3, which refuses 4-byte characters such as emoji.
+            raise InvalidInputError(
+                "url",
+                safe_url(self.url),
+                f"asks for charset={charset}; the task store needs charset=utf8mb4 (ids, "
+                "messages and results may hold any character): remove charset= from the "
+                "URL or set it to utf8mb4",
+            )
 
     def create_engine(self) -> Engine:
         connect_args: dict[str, Any] = {}

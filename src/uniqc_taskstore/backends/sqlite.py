@@ -81,6 +81,13 @@ class SqliteBackend(Backend):
         self.path = path
         self.env_hint = env_hint
         self._tighten_files = False
+        problem = None if path is None else path_too_long(path)
+        if problem is not None:
+            shown = str(path) if len(str(path)) <= 120 else str(path)[:100] + "..."
+            raise StoreLocationError(
+                f"cannot use {shown} for the task store: {problem}. Choose a shorter "
+                f"path ({env_hint}, --cache-dir or TaskStore(cache_dir=...))."
+            )
 
     def describe(self) -> str:
         return f"SQLite file {self.path}" if self.path else "in-memory SQLite database"
@@ -311,6 +318,12 @@ class SqliteBackend(Backend):
             try:
                 cursor.execute("PRAGMA foreign_keys = ON")
                 cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
+                # Statement journals in memory: the v13 triggers make every INSERT keep
+                # one, which in a temporary file cost ~30 us of CPU a row (~1.6x on
+                # save_many); in memory ~1.1x (benchmarks/trigger_cost.py). Our reads
+                # follow indexes and build no large temporary tables; VACUUM runs on a
+                # connection of its own (reclaim_space) with the default.
+                cursor.execute("PRAGMA temp_store = MEMORY")
                 if durable:
                     # FULL: a commit that returned survives power loss, not only a crash.
                     cursor.execute("PRAGMA synchronous = FULL")
@@ -392,6 +405,42 @@ class SqliteBackend(Backend):
         if "readonly" in message or "unable to open" in message:
             return self._location_error(error)
         return None
+
+
+def path_too_long(path: Path) -> str | None:
+    """Why the file system cannot take ``path`` or the ``-journal``/``-wal`` beside it
+    (a name longer than it allows, or the whole path), or None. Asked before anything
+    looks at the path: every system call on it would fail with ``ENAMETOOLONG``."""
+    raw = os.fsencode(path)
+    existing = path.parent
+    while True:
+        try:
+            if existing.is_dir():
+                break
+        except OSError:
+            pass
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    name_max, path_max = _limit(existing, "PC_NAME_MAX", 255), _limit(existing, "PC_PATH_MAX", 4096)
+    longest = max((len(os.fsencode(part)) for part in path.parts), default=0)
+    if longest > name_max:
+        return f"a name in it is {longest} bytes long; the file system allows {name_max}"
+    journal = len(os.fsencode(path.name)) + len("-journal")
+    if journal > name_max:
+        return (
+            f"{path.name}-journal would be {journal} bytes long; the file system allows {name_max}"
+        )
+    if len(raw) + len("-journal") >= path_max:
+        return f"it is {len(raw)} bytes long, longer than the file system allows ({path_max - 9})"
+    return None
+
+
+def _limit(directory: Path, name: str, default: int) -> int:
+    try:
+        return int(os.pathconf(directory, name))
+    except (OSError, ValueError):
+        return default
 
 
 def check_header(path: Path) -> None:

@@ -91,6 +91,12 @@ def _run(args: list[str]) -> int:
     except TaskStoreError as exc:
         _say(str(exc))
         return exit_code_for(exc)
+    except OSError as exc:
+        # The library names every path it refuses; this is the net under what it does
+        # not foresee (a file the operating system refuses to open or stat).
+        where = f" ({str(exc.filename)[:100]})" if exc.filename else ""
+        _say(f"{exc.strerror or exc}{where}; check that path and try again")
+        return EXIT_REFUSED
     return result if isinstance(result, int) else EXIT_OK
 
 

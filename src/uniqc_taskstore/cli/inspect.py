@@ -17,6 +17,7 @@ from ..filters import SORT_COLUMNS, OrderBy, TaskFilter
 from ..model import TaskInfo, TaskShard, TaskStatus
 from ..sharding import assemble_results
 from ..store import TaskStore
+from ..twins import count_twins
 from . import output
 from .completion import complete_task_ids
 from .filter_options import filter_options, skip_corrupt_option
@@ -361,8 +362,9 @@ def per_circuit_results(task: TaskInfo, shards: Sequence[TaskShard]) -> tuple[li
     if shards:
         try:
             results = assemble_results(shards, allow_missing=True)
-        except ShardLayoutError:
-            pass
+        except ShardLayoutError as exc:
+            if exc.field == "circuit_count":  # too many circuits to list: say so
+                raise
         else:
             missing = [
                 circuit
@@ -436,6 +438,7 @@ def stats_command(task_filter: TaskFilter, archived: bool) -> None:
         by_status = store.count_by("status", task_filter, archived=archived)
         by_backend = store.count_by("backend", task_filter, archived=archived)
         other_side = (store.count if archived else store.count_archived)(task_filter)
+        twins = count_twins(store, task_filter, archived=archived)
         oldest = (
             store.summaries(
                 replace(task_filter, status=unfinished),
@@ -465,6 +468,7 @@ def stats_command(task_filter: TaskFilter, archived: bool) -> None:
                 "by_backend": backends,
                 "live_tasks": other_side if archived else total,
                 "archived_tasks": total if archived else other_side,
+                "also_on_the_other_side": twins,
                 "oldest_unfinished": (
                     None
                     if first is None
@@ -480,7 +484,8 @@ def stats_command(task_filter: TaskFilter, archived: bool) -> None:
         )
         return
     kind, other = ("archived tasks", "live") if archived else ("tasks", "archived")
-    output.line(f"{total:,} {kind} ({other}: {other_side:,})")
+    both = f"; {twins:,} of these ids are {other} too" if twins else ""
+    output.line(f"{total:,} {kind} ({other}: {other_side:,}{both})")
     output.line()
     output.bar_table("STATUS", statuses | ({"unreadable": unreadable} if unreadable else {}), total)
     output.line()

@@ -173,8 +173,10 @@ def archive_command(task_ids: tuple[str, ...], task_filter: TaskFilter, yes: boo
 
     The ids given, read from stdin (-), or every live task matching the filters
     (stderr says how many; more than one asks first, --yes skips it). `restore`
-    brings them back. An id already archived is refused, an unknown one missing
-    (exit status 1 for either); the others are archived.
+    brings them back. An id the archive already holds is refused, also when a live
+    task has it too (an archived task is never replaced: `delete --archived ID`
+    first); an unknown one is missing (exit status 1 for either); the others are
+    archived.
     """
     with open_store(create=False) as store:
         ids, chosen = select(store, task_ids, task_filter, archived=False, verb="archive")
@@ -272,8 +274,10 @@ def prune_command(
             )
 
         preview = run(True)
+        kept = preview.refused
         if dry_run:
             _emit_preview(verb, preview.task_ids)
+            _note_kept(kept)
             return 0
         confirm(
             f"{'Delete' if archived else 'Archive'} {preview.count:,} "
@@ -287,18 +291,38 @@ def prune_command(
         ids = preview.task_ids
         done = store.delete_many(ids, archived=True) if archived else store.archive_many(ids)
         count = len(done.done)
+        kept = [*kept, *(i for i, _ in done.refused)]
         # The change log's retention goes with the tasks' (README, "The change feed").
         pruned = store.prune_changes()
     if output.wants_json():
         extra = {"changes_pruned": pruned} if pruned else {}  # a key only when it happened
         output.emit(
-            {"action": verb, "count": count, "dry_run": False, "task_ids": done.done, **extra}
+            {
+                "action": verb,
+                "count": count,
+                "dry_run": False,
+                "task_ids": done.done,
+                "kept_live": kept,
+                **extra,
+            }
         )
     else:
         output.line(f"{verb} {count:,} {_tasks(count)}")
         if pruned:
             output.line(f"pruned {pruned:,} changes older than 7 days from the change feed")
+    _note_kept(kept)
     return 0
+
+
+def _note_kept(kept: list[str]) -> None:
+    """Say which matching live tasks stayed live because the archive holds their id."""
+    if kept:
+        shown = ", ".join(kept[:_SHOWN_IDS]) + (" ..." if len(kept) > _SHOWN_IDS else "")
+        output.note(
+            f"{len(kept):,} matching {_tasks(len(kept))} stayed live: the archive already "
+            f"holds a task under the same id ({shown}); `uniqc-tasks delete --archived ID` "
+            "first to archive one"
+        )
 
 
 def _tasks(count: int) -> str:

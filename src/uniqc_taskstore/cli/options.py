@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import click
 
+from ..backends.sqlite import path_too_long
 from ..errors import DatabaseError, StoreNotFoundError
 
 if TYPE_CHECKING:
@@ -156,8 +157,17 @@ def _check_cache_dir(ctx: click.Context, param: click.Parameter, value: str | No
 
 
 def check_cache_dir(value: str, *, param: click.Parameter | None = None, what: str = "") -> None:
-    """Refuse, as a usage error, a file where a cache directory belongs."""
+    """Refuse, as a usage error, a file where a cache directory belongs, and a path the
+    file system cannot take."""
     path = Path(value).expanduser()
+    problem = path_too_long(path / "tasks.sqlite")
+    if problem is not None:
+        raise click.BadParameter(
+            f"{value[:100]}{'...' if len(value) > 100 else ''}: {problem}; choose a shorter "
+            "directory",
+            param=param,
+            param_hint=None if param else what,
+        )
     if path.is_file():
         raise click.BadParameter(
             f"{value} is a file; give the directory holding tasks.sqlite "

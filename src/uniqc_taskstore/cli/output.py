@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from ..jsoncodec import dump_jsonable, to_jsonable
+from ..jsoncodec import ENVELOPE_DEPTH, dump_jsonable, to_jsonable
 from .options import settings
 
 if TYPE_CHECKING:
@@ -57,7 +57,17 @@ def line(text: str = "") -> None:
 
 def json_text(data: Any) -> str:
     """``data`` as standard JSON text, indented for people."""
-    return json.dumps(to_jsonable(data, "output"), indent=2, allow_nan=False)
+    tree = document(data)
+    try:
+        return json.dumps(tree, indent=2, allow_nan=False)
+    except RecursionError:  # indenting recurses in Python: very deep values go on one line
+        return dump_jsonable(tree)
+
+
+def document(data: Any) -> Any:
+    """``data`` (stored values in lists and dicts) as plain JSON data: whatever
+    ``save`` accepted can be written, however deep (see ``ENVELOPE_DEPTH``)."""
+    return to_jsonable(data, "output", enclosing=ENVELOPE_DEPTH)
 
 
 def emit(data: Any) -> None:
@@ -69,7 +79,7 @@ def emit(data: Any) -> None:
     elif settings().format == "jsonl":
         items = data if isinstance(data, list) else [data]
         for item in items:
-            write(dump_jsonable(to_jsonable(item, "output")) + "\n")
+            write(dump_jsonable(document(item)) + "\n")
     else:
         write(json_text(data) + "\n")
 
@@ -81,12 +91,12 @@ def emit_stream(items: Iterable[Any]) -> None:
     first = True
     for item in items:
         if fmt == "jsonl":
-            write(dump_jsonable(to_jsonable(item, "output")) + "\n")
+            write(dump_jsonable(document(item)) + "\n")
         elif fmt == "csv":  # the items share their keys: one header, from the first
             text = csv_text([item])
             write(text if first else text.split("\n", 1)[1])
         else:
-            text = json.dumps(to_jsonable(item, "output"), indent=2, allow_nan=False)
+            text = json_text(item)
             write(("[\n" if first else ",\n") + "  " + text.replace("\n", "\n  "))
         first = False
     if fmt == "json":
@@ -111,7 +121,7 @@ def csv_text(data: Any) -> str:
     the order keys first appear), one object one row, other items a ``value`` column.
     Nested values are JSON in their cell; None is an empty cell."""
     items = data if isinstance(data, list) else [data]
-    rows = [to_jsonable(item, "output") for item in items]
+    rows = [document(item) for item in items]
     rows = [row if isinstance(row, dict) else {"value": row} for row in rows]
     columns = list(dict.fromkeys(key for row in rows for key in row))
     buffer = io.StringIO()

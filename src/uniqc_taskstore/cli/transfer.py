@@ -13,6 +13,7 @@ import click
 
 from ..exchange import CsvRows, Format, export_tasks, import_tasks
 from ..filters import TaskFilter
+from ..store import TaskStore
 from ..transfer import copy_tasks
 from . import output
 from .files import output_file, store_files
@@ -33,7 +34,9 @@ from .options import (
 @click.command(
     "copy",
     epilog="Tasks the destination already has are skipped, so a copy that was "
-    "interrupted is finished by running the same command again.",
+    "interrupted is finished by running the same command again. A task the source "
+    "archived (or restored) since the last copy is archived (or restored) in DEST too, "
+    "unless DEST changed it since: then it is left as DEST has it, and named.",
 )
 @click.argument("source")
 @click.argument("dest")
@@ -127,6 +130,18 @@ def copy_command(
             )
         ],
     )
+    if report.moved:
+        output.line(
+            f"Moved {report.moved:,} tasks between live and archive in DEST, as SOURCE did "
+            "since they were copied"
+        )
+    if report.kept:
+        shown = ", ".join(report.kept[:10]) + (" ..." if len(report.kept) > 10 else "")
+        output.note(
+            f"{len(report.kept):,} tasks SOURCE moved between live and archive were changed "
+            f"in DEST since they were copied, so DEST keeps its own ({shown}); delete DEST's "
+            "copy (uniqc-tasks delete [--archived] ID) and copy again to take SOURCE's"
+        )
 
 
 @click.command(
@@ -261,30 +276,44 @@ def import_command(file: str, batch_size: int) -> None:
     """Add the tasks of a JSONL export (FILE, or - for stdin) to the store.
 
     Live tasks go to the live tables, archived ones to the archive, with their shards
-    and tags, every field as exported. Creates the store if needed.
+    and tags, every field as exported. Creates the store if needed, once there is a
+    task to write: a file refused at its first task line creates nothing.
     """
     done = [0, 0]
-    with (
-        _input_file(file) as stream,
-        open_store(create=True) as store,
-        output.progress("Importing") as bar,
-    ):
-        try:
-            report = import_tasks(
-                store, stream, batch_size=batch_size, progress=_tracking(done, bar)
-            )
-        except KeyboardInterrupt:
-            raise Interrupted(
-                f"interrupted after {done[0]:,} of {done[1]:,} tasks were read (each batch "
-                f"is whole) into {store.location}; run the same command again to import the "
-                "rest, tasks already there are skipped"
-            ) from None
+    opened: list[TaskStore] = []
+
+    def store() -> TaskStore:
+        if not opened:
+            opened.append(open_store(create=True))
+        return opened[0]
+
+    try:
+        with _input_file(file) as stream, output.progress("Importing") as bar:
+            try:
+                report = import_tasks(
+                    store,
+                    stream,
+                    batch_size=batch_size,
+                    progress=_tracking(done, bar),
+                    name="stdin" if file == "-" else file,
+                )
+            except KeyboardInterrupt:
+                where = opened[0].location if opened else "the store (nothing was written)"
+                raise Interrupted(
+                    f"interrupted after {done[0]:,} of {done[1]:,} tasks were read (each "
+                    f"batch is whole) into {where}; run the same command again to import "
+                    "the rest, tasks already there are skipped"
+                ) from None
+            location = store().location
+    finally:
+        for each in opened:
+            each.close()
     if output.wants_json():
         output.emit(asdict(report) | {"file": file})
         return
     output.line(
         f"Imported {report.tasks:,} live and {report.archived_tasks:,} archived tasks "
-        f"({report.shards:,} shards, {report.tags:,} tags) into {store.location} in "
+        f"({report.shards:,} shards, {report.tags:,} tags) into {location} in "
         f"{report.seconds:.1f} s; {report.skipped:,} already there were skipped"
     )
 
@@ -301,12 +330,14 @@ def _tracking(
 
 
 @contextmanager
-def _input_file(file: str) -> Iterator[IO[str]]:
+def _input_file(file: str) -> Iterator[IO[bytes] | IO[str]]:
+    """FILE (or stdin for ``-``) as bytes, so that a byte that is not UTF-8 is named
+    with its line by the import."""
     if file == "-":
-        yield sys.stdin
+        yield getattr(sys.stdin, "buffer", sys.stdin)
         return
     try:
-        stream = Path(file).expanduser().open(encoding="utf-8", newline="")
+        stream = Path(file).expanduser().open("rb")
     except OSError as exc:
         raise click.BadParameter(
             f"cannot read {file} ({exc.strerror})", param_hint="FILE"

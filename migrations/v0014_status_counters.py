@@ -1,4 +1,4 @@
-"""Version 13: live tasks counted per status by triggers, so that the dashboard's counts
+"""Version 14: live tasks counted per status by triggers, so that the dashboard's counts
 cost the same at a million tasks as at ten thousand.
 
 ``task_counts(status, stripe, n)``: a status's count is the sum of its rows. Triggers
