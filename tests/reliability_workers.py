@@ -10,6 +10,7 @@ swallowed silently, and the tasks they touched are left out of the comparison.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -34,6 +35,7 @@ from uniqc_taskstore import (
     aggregate_status,
     generate_uniqc_task_id,
 )
+from uniqc_taskstore.errors import TaskStoreError
 
 RANK = {"pending": 0, "running": 1, "success": 2, "failed": 2, "cancelled": 2}
 """How far a status is along pending -> running -> final."""
@@ -856,3 +858,51 @@ def count_regressions(observations: Sequence[Sequence[Any]]) -> tuple[int, list[
         if rank < 2 and start > first_final.get(key, float("inf"))
     ]
     return len(found), found[:10]
+
+
+# -- 4. status counters: writers killed mid-transaction ------------------------------------
+
+
+def counter_writer(location: Location, ready_path: str, seed: int) -> None:
+    """Change live tasks' statuses until killed: saves (new tasks, and status changes
+    of stored ones), shard writes that settle a task's status, archive, restore, delete
+    and ``clear_completed``, in a random mix. Touches ``ready_path`` after its first
+    call returned. Every call's transaction either commits whole or not at all: the
+    status counters are kept inside it."""
+    rng = random.Random(seed)
+    store = TaskStore(**location)  # type: ignore[arg-type]
+    mine: list[str] = []
+    statuses = [s.value for s in TaskStatus]
+    first = True
+    while True:
+        # A refused call (a live twin, a busy spell) writes nothing.
+        with contextlib.suppress(TaskStoreError):
+            _counter_step(store, rng, mine, statuses)
+        if first:
+            Path(ready_path).touch()
+            first = False
+
+
+def _counter_step(
+    store: TaskStore, rng: random.Random, mine: list[str], statuses: list[str]
+) -> None:
+    roll = rng.random()
+    if roll < 0.35 or not mine:
+        task_id = generate_uniqc_task_id()
+        mine.append(task_id)
+        store.save(TaskInfo(task_id, "dummy:sim", status=TaskStatus(rng.choice(statuses))))
+    elif roll < 0.5:
+        store.save(TaskInfo(rng.choice(mine), "dummy:sim", status=TaskStatus(rng.choice(statuses))))
+    elif roll < 0.65:
+        task_id = rng.choice(mine)
+        shards = [TaskShard(task_id, i, f"job-{task_id}-{i}", "dummy:sim") for i in range(3)]
+        store.save_shards(shards)
+        store.update_shard(task_id, rng.randrange(3), status=TaskStatus(rng.choice(statuses)))
+    elif roll < 0.75:
+        store.archive(rng.choice(mine))
+    elif roll < 0.85:
+        store.restore(rng.choice(mine))
+    elif roll < 0.95:
+        store.delete(mine.pop(rng.randrange(len(mine))))
+    else:
+        store.clear_completed()

@@ -24,7 +24,7 @@ from uniqc_taskstore.engine import _Prepared
 from uniqc_taskstore.errors import CorruptRowError
 from uniqc_taskstore.filters import ARCHIVED, LIVE, Sort, TaskFilter
 from uniqc_taskstore.model import Unreadable
-from uniqc_taskstore.pages import PageRows, sound_task_reader
+from uniqc_taskstore.pages import PageRows, plain_summary_reader, sound_task_reader
 from uniqc_taskstore.queries import _page_statement
 from uniqc_taskstore.statements import (
     _checked_shard,
@@ -59,7 +59,7 @@ class _Str(str):
     """A str subclass: the general path accepts it, the fast path leaves it alone."""
 
 
-def _outcome(make: Any, row: dict[str, Any]) -> Any:
+def _outcome(make: Any, row: Any) -> Any:
     try:
         return ("ok", make(row))
     except CorruptRowError as exc:
@@ -418,3 +418,63 @@ def test_rows_as_the_store_writes_them_take_the_one_pass_path() -> None:
         assert ("ok", task) == _outcome(
             task_from_row, PageRows(prepared.keys, prepared.types, prepared.results).converted(row)
         )
+
+
+_SUMMARY_SHAPES = {
+    (d, a): _Prepared(
+        _page_statement(
+            ARCHIVED if a else LIVE,
+            TaskFilter(),
+            Sort(),
+            False,
+            True,
+            True,
+            False,
+            None,
+            d == "postgresql",
+        ),
+        DIALECTS[d],
+    )
+    for d in DIALECTS
+    for a in (False, True)
+}
+_SUMMARY_VALUES = _VALUES | {
+    "shard_count": st.one_of(st.integers(0, 9), st.booleans(), st.floats(0, 3), st.just("2")),
+    "has_result": st.one_of(st.booleans(), st.integers(0, 1), st.none()),
+}
+
+
+@st.composite
+def _raw_summary_rows(draw: st.DrawFn) -> tuple[_Prepared, tuple[Any, ...]]:
+    prepared = _SUMMARY_SHAPES[draw(st.sampled_from(sorted(_SUMMARY_SHAPES)))]
+    sound = draw(st.booleans())
+    values = []
+    for key in prepared.keys:
+        value = draw(_SUMMARY_VALUES[key])
+        if sound and key in SOUND_TASK:
+            value = _written("postgresql" if draw(st.booleans()) else "sqlite", key)
+        values.append(value)
+    return prepared, tuple(values)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_raw_summary_rows())
+def test_summary_rows_map_as_the_column_types_do(case: tuple[_Prepared, tuple[Any, ...]]) -> None:
+    prepared, row = case
+    reader = PageRows(prepared.keys, prepared.types, prepared.results)
+    fast = plain_summary_reader(prepared.keys)(row, {"k": "v"})
+    checked = _outcome(lambda r: reader.checked_summary(r, {"k": "v"}), row)
+    if fast is not None:
+        assert checked == ("ok", fast)
+
+
+def test_pages_with_an_offset_and_no_limit_read_the_rest(store: TaskStore) -> None:
+    """``offset`` alone reads every task after it (LIMIT 2**62, a 64-bit parameter: as a
+    32-bit one PostgreSQL refused it)."""
+    for i in range(4):
+        store.save(TaskInfo(f"t{i}", "ibm:dev", submit_time=f"2026-01-0{i + 1}T00:00:00+00:00"))
+    store.set_tags("t1", {"k": "v"})
+    assert [t.task_id for t in store.list(offset=1)] == ["t2", "t1", "t0"]
+    assert [t.tags for t in store.list(offset=2, status="pending")] == [{"k": "v"}, {}]
+    assert [s.task_id for s in store.summaries(offset=3)] == ["t0"]
+    assert [t.task_id for t in store.list(backend="ibm:dev", offset=3, limit=5)] == ["t0"]

@@ -24,6 +24,7 @@ from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
+from . import counters
 from .backends import backend_for_url
 from .backends.base import APPLICATION_ID, Backend
 from .backends.server import ServerBackend
@@ -120,6 +121,37 @@ def index_copies(conn: Connection, suffix: str) -> list[Check]:
     ]
 
 
+def status_counters(conn: Connection, suffix: str) -> list[Check]:
+    """The live tasks per status the counters say (schema v14) are those ``COUNT(*)``
+    finds. The triggers keep them in every writing transaction, so only a change made
+    around them (triggers dropped, a counter row edited) can make them differ."""
+    wrong = counters.drift(conn)
+    if not wrong:
+        return [Check("counters", "ok", "the status counters match COUNT(*) of every status")]
+    found = ", ".join(f"{status}: {kept} counted {real}" for status, (kept, real) in wrong.items())
+    return [
+        Check(
+            "counters",
+            "warn",
+            f"status counters differ from the tasks ({found}); count and count_by read them",
+            f"uniqc-tasks doctor --repair-counts{suffix}",
+        )
+    ]
+
+
+def repair_counts(store: TaskStore) -> dict[str, tuple[int, int]]:
+    """Set the status counters to ``COUNT(*)`` per status in one write transaction (see
+    :func:`~uniqc_taskstore.counters.recount`); return what differed before."""
+    db = store._db
+
+    def work(conn: Connection) -> dict[str, tuple[int, int]]:
+        before = counters.drift(conn)
+        counters.recount(conn, db.backend)
+        return before
+
+    return db.write(work)
+
+
 def change_feed(conn: Connection, suffix: str) -> list[Check]:
     """How many changes the change feed's log holds, and whether retention keeps up:
     a change older than twice the default retention means nothing prunes it."""
@@ -141,7 +173,7 @@ def change_feed(conn: Connection, suffix: str) -> list[Check]:
     return [Check("change feed", "ok", message)]
 
 
-ROW_CHECKS: list[RowCheck] = [readable_rows, index_copies, change_feed]
+ROW_CHECKS: list[RowCheck] = [readable_rows, index_copies, status_counters, change_feed]
 """Checks of the stored rows themselves, run by :func:`diagnose` (not with
 ``full=False``) on a read-only connection once the file, stamp, schema version and
 integrity are all ok. Append to it to join ``uniqc-tasks doctor``."""
@@ -598,6 +630,7 @@ __all__ = [
     "locate",
     "native_backup_command",
     "pending_migrations",
+    "repair_counts",
     "schema_version_at",
     "server_backup_error",
 ]

@@ -107,6 +107,8 @@ class PageRows:
         self._convert = [(i, c) for i, c in enumerate(convert) if c is not None]
         self._tag_convert = (convert[self._tag_key], convert[self._tag_value])
         self._fast_task: Callable[[Sequence[Any]], TaskInfo | None] | None = None
+        self._fast_summary: Callable[[Sequence[Any], dict[str, Any]], TaskSummary | None] | None
+        self._fast_summary = None
 
     def converted(self, row: Sequence[Any]) -> dict[str, Any]:
         """The task columns of ``row``, converted as the column types convert them."""
@@ -179,25 +181,34 @@ class PageRows:
     def summaries(self, groups: Sequence[Group]) -> list[TaskSummary]:
         """The summaries of :meth:`groups` with their tags."""
         found = []
+        fast = self._fast_summary
+        if fast is None:
+            fast = self._fast_summary = plain_summary_reader(self.keys)
         for row, tags in groups:
-            values = self.converted(row)
-            found.append(
-                TaskSummary(
-                    task_id=values["task_id"],
-                    name=values["name"],
-                    backend=values["backend"],
-                    status=coerce_status(values["status"]),
-                    shots=values["shots"],
-                    submit_time=values["submit_time"],
-                    update_time=values["update_time"],
-                    tags=tags,
-                    shard_count=int(values["shard_count"]),
-                    has_result=bool(values["has_result"]),
-                    error_message=values["error_message"],
-                    archived_at=values.get("archived_at"),
-                )
-            )
+            summary = fast(row, tags)
+            if summary is not None:
+                found.append(summary)
+                continue
+            found.append(self.checked_summary(row, tags))
         return found
+
+    def checked_summary(self, row: Sequence[Any], tags: dict[str, Any]) -> TaskSummary:
+        """The summary of ``row`` through the column types' conversions."""
+        values = self.converted(row)
+        return TaskSummary(
+            task_id=values["task_id"],
+            name=values["name"],
+            backend=values["backend"],
+            status=coerce_status(values["status"]),
+            shots=values["shots"],
+            submit_time=values["submit_time"],
+            update_time=values["update_time"],
+            tags=tags,
+            shard_count=int(values["shard_count"]),
+            has_result=bool(values["has_result"]),
+            error_message=values["error_message"],
+            archived_at=values.get("archived_at"),
+        )
 
 
 _NOTHING = object()
@@ -300,6 +311,65 @@ def sound_task_reader(keys: Sequence[str]) -> Callable[[Sequence[Any]], TaskInfo
             error,
             archived_at,
             name,
+        )
+
+    return read
+
+
+def plain_summary_reader(
+    keys: Sequence[str],
+) -> Callable[[Sequence[Any], dict[str, Any]], TaskSummary | None]:
+    """What maps a driver row of a summary page to its summary in one pass when its ids,
+    status and times need no conversion beyond the shortcuts of :func:`converters`,
+    else returns None (then :meth:`PageRows.converted` and the same construction)."""
+    at = {key: i for i, key in enumerate(keys)}
+    i_id, i_name, i_backend, i_status = (at[k] for k in ("task_id", "name", "backend", "status"))
+    i_shots, i_submit, i_update = at["shots"], at["submit_time"], at["update_time"]
+    i_error, i_count, i_result = at["error_message"], at["shard_count"], at["has_result"]
+    i_archived = at.get("archived_at")
+    statuses = _STATUSES
+
+    def time(value: Any) -> Any:
+        kind = type(value)
+        if kind is str or value is None:
+            return value
+        if kind is datetime and value.tzinfo is None:
+            return value.isoformat(timespec="microseconds") + "+00:00"
+        return _NOTHING
+
+    def read(row: Sequence[Any], tags: dict[str, Any]) -> TaskSummary | None:
+        task_id, backend, name = _id_text(row[i_id]), _id_text(row[i_backend]), row[i_name]
+        if name is not None:
+            name = _id_text(name)
+            if name is None:
+                return None
+        status = statuses.get(row[i_status]) if type(row[i_status]) is str else None
+        submit_time, update_time = time(row[i_submit]), time(row[i_update])
+        archived_at = None if i_archived is None else time(row[i_archived])
+        count = row[i_count]
+        if (
+            task_id is None
+            or backend is None
+            or status is None
+            or submit_time is _NOTHING
+            or update_time is _NOTHING
+            or archived_at is _NOTHING
+            or type(count) is not int
+        ):
+            return None
+        return TaskSummary(
+            task_id,
+            name,
+            backend,
+            status,
+            row[i_shots],
+            submit_time,
+            update_time,
+            tags,
+            count,
+            bool(row[i_result]),
+            row[i_error],
+            archived_at,
         )
 
     return read

@@ -15,9 +15,9 @@ from functools import cache
 from typing import Any, Literal
 
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
     Connection,
-    Integer,
     RowMapping,
     Select,
     Table,
@@ -30,10 +30,12 @@ from sqlalchemy import (
     union_all,
 )
 
+from . import counters
 from . import statements as sql
 from .engine import Database
 from .errors import CorruptRowError, InvalidInputError
 from .filters import (
+    LIVE,
     STORED_TIME,
     Sort,
     TaskFilter,
@@ -262,8 +264,16 @@ def _shard_by_platform_id(with_backend: bool) -> Select[Any]:
     ).limit(1)
 
 
+_NO_FILTER = TaskFilter()
+
+
 def count(conn: Connection, side: TaskTables, f: TaskFilter) -> int:
-    """Number of the filter's tasks."""
+    """Number of the filter's tasks: live tasks with no filter but statuses from the
+    status counters (:mod:`~uniqc_taskstore.counters`), the rest by their index."""
+    if side is LIVE and replace(f, status=None) == _NO_FILTER:
+        if f.statuses is None:
+            return counters.total(conn)
+        return counters.of_statuses(conn, [s.value for s in f.statuses])
     stmt = select(func.count()).select_from(side.tasks).where(*filter_clauses(f, side))
     return int(conn.execute(stmt).scalar_one())
 
@@ -501,9 +511,10 @@ def _repaired(side: TaskTables, summary: TaskSummary, metadata: dict[str, Any]) 
     return replace(summary, **{name: fixed[name] for name in times})
 
 
-_LIMIT = bindparam("uniqc_limit", type_=Integer())
-_OFFSET = bindparam("uniqc_offset", type_=Integer())
-_BRANCH_LIMIT = bindparam("uniqc_branch_limit", type_=Integer())
+# 64-bit: an offset without a limit reads "the rest" as LIMIT 2**62 (MAX_ROWS).
+_LIMIT = bindparam("uniqc_limit", type_=BigInteger())
+_OFFSET = bindparam("uniqc_offset", type_=BigInteger())
+_BRANCH_LIMIT = bindparam("uniqc_branch_limit", type_=BigInteger())
 
 
 def _run_page(
@@ -670,6 +681,8 @@ def count_by(conn: Connection, side: TaskTables, field: str, f: TaskFilter) -> d
     one GROUP BY; keys with no task are absent."""
     if field not in COUNT_FIELDS:
         raise InvalidInputError("field", field, f"must be one of {', '.join(COUNT_FIELDS)}")
+    if field == "status" and side is LIVE and f == _NO_FILTER:
+        return dict(sorted(counters.by_status(conn).items()))
     t = side.tasks
     column = {"status": t.c.status, "backend": t.c.backend, "platform": t.c.platform}[field]
     stmt = (

@@ -27,7 +27,7 @@ from sqlalchemy.sql import ColumnElement
 from sqlalchemy.sql.base import ReadOnlyColumnCollection
 
 from ..errors import ForeignDatabaseError, InvalidInputError
-from ..schema import change_marks, changes, metadata, schema_stamp
+from ..schema import change_marks, changes, metadata, schema_stamp, task_counts
 from .changefeed import feed_for, forget_all
 
 log = logging.getLogger(__name__)
@@ -390,12 +390,14 @@ class Backend(ABC):
 
     def clear_tables(self, conn: Connection) -> None:
         """Delete every row of every table but the schema stamp, in the current (write)
-        transaction: other connections see all of it gone or none of it."""
+        transaction: other connections see all of it gone or none of it. The status
+        counters go last, after the triggers of the task deletes have counted down."""
         for table in reversed(metadata.sorted_tables):
             if table is changes:
                 forget_all(conn, feed_for(conn.dialect.name))  # tokens from before: stale
-            elif table not in (schema_stamp, change_marks):
+            elif table not in (schema_stamp, change_marks, task_counts):
                 conn.execute(delete(table))
+        conn.execute(delete(task_counts))
 
     def reclaim_space(self, engine: Engine) -> None:
         """After :meth:`clear_tables` committed: give the freed space back where that can

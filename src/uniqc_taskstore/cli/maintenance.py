@@ -20,6 +20,7 @@ from ..maintenance import (
     pending_migrations,
     server_backup_error,
 )
+from ..maintenance import repair_counts as repair_maintenance_counts
 from ..migrator import CURRENT_SCHEMA_VERSION
 from . import output
 from .options import check_schema, common_options, open_store, resolve_location, settings
@@ -76,12 +77,24 @@ def backup_command(dest: str) -> None:
     epilog=f"Exit status: {DOCTOR_OK} every check is ok; {DOCTOR_WARN} the store works but "
     f"something needs attention (pending migrations, loose permissions); {DOCTOR_FAIL} the "
     "store cannot be used as it is. Each problem is printed with the command that fixes "
-    "it. Doctor opens the database read-only and creates or changes nothing.",
+    "it. Doctor opens the database read-only and creates or changes nothing, unless "
+    "--repair-counts asks it to recount the status counters first.",
 )
 @click.option("--quick", is_flag=True, help="PRAGMA quick_check instead of integrity_check.")
+@click.option(
+    "--repair-counts",
+    is_flag=True,
+    help="First set the status counters to COUNT(*) of each status (the one change "
+    "doctor makes, and only when asked).",
+)
 @common_options
-def doctor_command(quick: bool) -> int:
+def doctor_command(quick: bool, repair_counts: bool) -> int:
     """Check where the store is and whether it is healthy."""
+    if repair_counts:
+        with open_store(create=False) as store:
+            fixed = repair_maintenance_counts(store)
+        for status, (kept, real) in fixed.items() if not output.wants_json() else ():
+            output.line(f"repaired  counters  {status}: {kept} -> {real}")
     try:
         checks = diagnose(_location(), full=not quick, suffix=_suffix())
     except TaskStoreError as exc:  # the location itself is unusable (URL, driver)
