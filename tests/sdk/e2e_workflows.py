@@ -596,11 +596,6 @@ def test_our_filters_find_the_rows_the_original_wrote_after_our_upgrade(shared: 
         assert [t.task_id for t in ours.list_archived(status="success")] == [tid(1)]
 
 
-@pytest.mark.xfail(
-    reason="issue 17 item 7: rows the original writes after our upgrade have no platform "
-    "or name, so these filters miss them",
-    strict=True,
-)
 def test_platform_and_name_filters_find_the_rows_the_original_wrote(shared: SharedFile) -> None:
     with compat.TaskStore(shared.cache) as ours:
         assert {t.task_id for t in ours.list(backend="dummy")} == {tid(3), tid(4)}

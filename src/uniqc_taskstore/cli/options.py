@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import click
 
-from ..backends.sqlite import path_too_long
 from ..errors import DatabaseError, StoreNotFoundError
 
 if TYPE_CHECKING:
@@ -159,6 +158,9 @@ def _check_cache_dir(ctx: click.Context, param: click.Parameter, value: str | No
 def check_cache_dir(value: str, *, param: click.Parameter | None = None, what: str = "") -> None:
     """Refuse, as a usage error, a file where a cache directory belongs, and a path the
     file system cannot take."""
+    # Imported here: --help and completion must not load SQLAlchemy (backends.sqlite does).
+    from ..backends.sqlite import path_too_long
+
     path = Path(value).expanduser()
     problem = path_too_long(path / "tasks.sqlite")
     if problem is not None:
