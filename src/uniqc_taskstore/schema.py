@@ -196,7 +196,6 @@ task_counts = Table(
     Column("status", StatusText, primary_key=True),
     Column("stripe", Integer, primary_key=True, autoincrement=False),
     Column("n", BigInteger, nullable=False),
-    **_MYSQL_TABLE,
 )
 """Live tasks per status, kept by triggers on ``tasks`` in the writing transaction
 (v14): a status's count is the sum of its stripes (:mod:`~uniqc_taskstore.counters`)."""
