@@ -67,7 +67,10 @@ def test_a_cursor_rebuilt_with_a_number_for_its_position_is_refused(tmp_path: Pa
     forged = base64.urlsafe_b64encode(
         json.dumps(["submit_time", True, 5, "uqt_x"]).encode()
     ).decode()
-    with TaskStore(tmp_path) as store, pytest.raises(InvalidInputError, match="not a cursor"):
+    with (
+        TaskStore(tmp_path) as store,
+        pytest.raises(InvalidInputError, match=r"not a cursor|made by an older version"),
+    ):
         store.list_page(cursor=forged)
 
 

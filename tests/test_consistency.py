@@ -228,7 +228,9 @@ def test_copy_holds_a_task_restored_in_the_source_meanwhile_once(
 
 
 _LIVE_CHECK = r"SELECT tasks\.task_id\s+FROM tasks\b"
-"""The statement a bulk call (or an import) checks which of its ids are live with."""
+"""The statement a bulk call checks which of its ids are live with."""
+_IMPORT_CHECK = r"SELECT tasks\.task_id, \S+ AS archived\s+FROM tasks\b"
+"""The one statement an import checks which of its ids are live or archived with."""
 
 
 def test_restore_many_racing_a_save_of_the_same_id_refuses_it_or_restores_first(
@@ -321,7 +323,7 @@ def test_two_imports_of_one_file_at_once_add_each_task_once_and_both_succeed(
             str(store_location["cache_dir"]),
         ]
     )
-    with interleaved(store, _LIVE_CHECK, other_import) as hook:
+    with interleaved(store, _IMPORT_CHECK, other_import) as hook:
         code = main(["import", str(path), *where])
     other = hook.finish()
     assert code == EXIT_OK
@@ -339,7 +341,7 @@ def test_an_import_racing_a_save_of_one_of_its_tasks_skips_that_task(
     path = _export_file(tmp_path)
     saved = TaskInfo("t3", "dummy", metadata={"mine": True})
     with (
-        interleaved(store, _LIVE_CHECK, lambda: store.save(saved)) as hook,
+        interleaved(store, _IMPORT_CHECK, lambda: store.save(saved)) as hook,
         path.open(encoding="utf-8") as stream,
     ):
         report = import_tasks(store, stream)
@@ -390,7 +392,7 @@ def test_an_import_racing_a_restore_sees_the_task_on_one_side_and_skips_it(
     store.save(TaskInfo("t0", "dummy", metadata={"mine": True}))
     store.archive("t0")
     with (
-        interleaved(store, _LIVE_CHECK, lambda: store.restore("t0")) as hook,
+        interleaved(store, _IMPORT_CHECK, lambda: store.restore("t0")) as hook,
         path.open(encoding="utf-8") as stream,
     ):
         report = import_tasks(store, stream)

@@ -231,10 +231,18 @@ def test_bad_input_raises_a_store_error_and_changes_nothing(
     attempt: Callable[[_Seeded], object],
 ) -> None:
     seeded = _Seeded(store)
-    before = raw_database.snapshot()
+    before = _without_commit_tick(raw_database.snapshot())
     with pytest.raises(expected):
         attempt(seeded)
-    assert raw_database.snapshot() == before
+    assert _without_commit_tick(raw_database.snapshot()) == before
+
+
+def _without_commit_tick(dump: dict[str, Any]) -> dict[str, Any]:
+    """The dump less MariaDB's commit tick: a sequence, which an ``update_shard`` of a
+    missing shard of a live task advances in its one batch (as a rolled-back insert
+    consumes an AUTO_INCREMENT value) while writing no change row and no data."""
+    marks = [row for row in dump.get("change_marks", []) if not row.startswith("('tick',")]
+    return dump | ({"change_marks": marks} if "change_marks" in dump else {})
 
 
 def test_bad_input_names_are_unique() -> None:
