@@ -58,11 +58,15 @@ def _search_key(row: str) -> str:
     )
 
 
-def _stale(row: str) -> str:
+def _legacy_name(row: str) -> str:
     return (
-        f"({row}.platform IS NOT ({_platform(row)}) OR ({_name(row)}) IS NOT NULL "
-        f"OR {row}.search_key IS NULL)"
+        f"CASE WHEN {row}.search_key IS NULL THEN coalesce({row}.name, {_name(row)}) "
+        f"ELSE {row}.name END"
     )
+
+
+def _stale(row: str) -> str:
+    return f"({row}.platform IS NOT ({_platform(row)}) OR {row}.search_key IS NULL)"
 
 
 def upgrade(conn: Connection) -> None:
@@ -72,10 +76,13 @@ def upgrade(conn: Connection) -> None:
     if conn.dialect.name != "sqlite":
         return
     for table in ("tasks", "archived_tasks"):
+        # A name comes from metadata only in a row written without a search key, which
+        # only a program that predates v11 (the original) writes: in the store's own rows
+        # the name is the task's own column, set by save alone, which an edit of the
+        # metadata or an archive leaves as it is (README, update_metadata).
         fill = (
-            f"UPDATE {table} SET platform = {_platform('NEW')}, "
-            f"name = coalesce(NEW.name, {_name('NEW')}), search_key = {_search_key('NEW')} "
-            "WHERE task_id = NEW.task_id;"
+            f"UPDATE {table} SET platform = {_platform('NEW')}, name = {_legacy_name('NEW')}, "
+            f"search_key = {_search_key('NEW')} WHERE task_id = NEW.task_id;"
         )
         for event, name in (
             ("INSERT", "insert"),
@@ -86,7 +93,6 @@ def upgrade(conn: Connection) -> None:
                 f"ON {table} WHEN {_stale('NEW')} BEGIN {fill} END"
             )
         conn.exec_driver_sql(
-            f"UPDATE {table} SET platform = {_platform(table)}, "
-            f"name = coalesce(name, {_name(table)}), search_key = {_search_key(table)} "
-            f"WHERE {_stale(table)}"
+            f"UPDATE {table} SET platform = {_platform(table)}, name = {_legacy_name(table)}, "
+            f"search_key = {_search_key(table)} WHERE {_stale(table)}"
         )

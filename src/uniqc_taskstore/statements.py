@@ -320,7 +320,10 @@ def readable_row(table: str, row: Mapping[Any, Any]) -> dict[str, Any]:
     # a file upgraded since): filled by the rule our writes follow (v13 does it in SQL).
     if "platform" in row and row["platform"] is None and isinstance(row.get("backend"), str):
         fixed["platform"] = platform_of(row["backend"])
-    if "name" in row and row["name"] is None and "metadata_json" in row:
+    # A name from metadata only in a row without a search key (one only a writer that
+    # predates v11 leaves): in the store's own rows the name is set by save alone.
+    legacy = "search_key" in row and row["search_key"] is None
+    if legacy and "name" in row and row["name"] is None and "metadata_json" in row:
         fixed["name"] = legacy_task_name(metadata)
     if "search_key" in row and row["search_key"] is None:
         if isinstance(row.get("task_id"), str) and isinstance(row.get("backend"), str):
