@@ -8,6 +8,7 @@ reused from the pool and their settings were applied when they were opened.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -672,9 +673,10 @@ class _Prepared:
         self._many: tuple[Callable[[Mapping[str, Any]], Any], list[tuple[int, Any]]] | None = None
         self.dbapi_error: type[Exception] = dialect.loaded_dbapi.Error
 
-    @property
+    @functools.cached_property
     def name(self) -> str:
-        """What the statement is, for the slow-call log (the tables a SELECT reads)."""
+        """What the statement is, for the slow-call log (the tables a SELECT reads):
+        worked out once, as finding a SELECT's tables compiles it again."""
         return _name_of(self._compiled.statement)
 
     def statement(self, params: Mapping[str, Any]) -> tuple[str, Any]:
