@@ -178,19 +178,21 @@ class PageRows:
                 return value, task_id
         return None
 
-    def summaries(self, groups: Sequence[Group]) -> list[TaskSummary]:
-        """The summaries of :meth:`groups` with their tags."""
+    def summaries(self, groups: Sequence[Group]) -> tuple[list[TaskSummary], list[TaskSummary]]:
+        """The summaries of :meth:`groups` with their tags, and those of them that took
+        the checked path (the only ones whose times may not be canonical)."""
         found = []
+        checked = []
         fast = self._fast_summary
         if fast is None:
             fast = self._fast_summary = plain_summary_reader(self.keys)
         for row, tags in groups:
             summary = fast(row, tags)
-            if summary is not None:
-                found.append(summary)
-                continue
-            found.append(self.checked_summary(row, tags))
-        return found
+            if summary is None:
+                summary = self.checked_summary(row, tags)
+                checked.append(summary)
+            found.append(summary)
+        return found, checked
 
     def checked_summary(self, row: Sequence[Any], tags: dict[str, Any]) -> TaskSummary:
         """The summary of ``row`` through the column types' conversions."""
@@ -319,9 +321,10 @@ def sound_task_reader(keys: Sequence[str]) -> Callable[[Sequence[Any]], TaskInfo
 def plain_summary_reader(
     keys: Sequence[str],
 ) -> Callable[[Sequence[Any], dict[str, Any]], TaskSummary | None]:
-    """What maps a driver row of a summary page to its summary in one pass when its ids,
-    status and times need no conversion beyond the shortcuts of :func:`converters`,
-    else returns None (then :meth:`PageRows.converted` and the same construction)."""
+    """What maps a driver row of a summary page to its summary in one pass when its ids
+    and status need no conversion beyond the shortcuts of :func:`converters` and its
+    times are canonical, else returns None (then :meth:`PageRows.converted` and the same
+    construction, and the caller's repair of legacy times)."""
     at = {key: i for i, key in enumerate(keys)}
     i_id, i_name, i_backend, i_status = (at[k] for k in ("task_id", "name", "backend", "status"))
     i_shots, i_submit, i_update = at["shots"], at["submit_time"], at["update_time"]
@@ -331,8 +334,10 @@ def plain_summary_reader(
 
     def time(value: Any) -> Any:
         kind = type(value)
-        if kind is str or value is None:
+        if value is None:
             return value
+        if kind is str:
+            return value if is_canonical_timestamp(value) else _NOTHING
         if kind is datetime and value.tzinfo is None:
             return value.isoformat(timespec="microseconds") + "+00:00"
         return _NOTHING

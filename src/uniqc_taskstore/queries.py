@@ -475,8 +475,8 @@ def summaries(
     reader, rows = _run_page(
         db, side, f, sort, limit=limit, offset=offset, include_results=False, summary=True
     )
-    found = reader.summaries(reader.groups(rows))
-    odd = [s.task_id for s in found if not all(map(is_canonical_timestamp, _times_of(s)))]
+    found, checked = reader.summaries(reader.groups(rows))
+    odd = [s.task_id for s in checked if not all(map(is_canonical_timestamp, _times_of(s)))]
     if not odd:
         return found
     # Legacy times (9.2): repaired by readable_row's rule, as get() reads them, with the
