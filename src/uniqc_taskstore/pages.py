@@ -29,7 +29,7 @@ from .errors import CorruptRowError
 from .jsoncodec import decode_json
 from .model import TaskInfo, TaskStatus, TaskSummary, coerce_status
 from .statements import log_corrupt_row, task_from_row
-from .timestamps import is_canonical_timestamp
+from .timestamps import CANONICAL_FORM, is_canonical_timestamp
 
 TAG_KEY = "uniqc_tag_key"
 TAG_VALUE = "uniqc_tag_value"
@@ -230,6 +230,15 @@ def _id_text(value: Any) -> str | None:
     return None
 
 
+def _real_instant(text: str) -> bool:
+    """Whether canonical-form ``text`` names a real instant (no 13th month)."""
+    try:
+        datetime.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _canonical_time(value: Any) -> str | None:
     """A timestamp column's value as canonical text, if it reads as such unchanged."""
     kind = type(value)
@@ -253,10 +262,15 @@ def sound_task_reader(keys: Sequence[str]) -> Callable[[Sequence[Any]], TaskInfo
     i_error, i_name, i_platform = at["error_message"], at["name"], at["platform"]
     i_result, i_archived = at.get("result_json"), at.get("archived_at")
     statuses = _STATUSES
+    canonical, valid = CANONICAL_FORM.fullmatch, _real_instant
 
     def read(row: Sequence[Any]) -> TaskInfo | None:
-        task_id = _id_text(row[i_id])
-        backend = _id_text(row[i_backend])
+        task_id = row[i_id]
+        if type(task_id) is not str:
+            task_id = _id_text(task_id)
+        backend = row[i_backend]
+        if type(backend) is not str:
+            backend = _id_text(backend)
         status = statuses.get(row[i_status]) if type(row[i_status]) is str else None
         shots = row[i_shots]
         error = row[i_error]
@@ -269,16 +283,25 @@ def sound_task_reader(keys: Sequence[str]) -> Callable[[Sequence[Any]], TaskInfo
         ):
             return None
         name = row[i_name]
-        if name is not None:
+        if name is not None and type(name) is not str:
             name = _id_text(name)
             if name is None:
                 return None
         platform = row[i_platform]
-        if platform is not None and _id_text(platform) is None:
+        if platform is not None and type(platform) is not str and _id_text(platform) is None:
             return None
-        submit_time = _canonical_time(row[i_submit])
-        raw_update = row[i_update]
-        update_time = submit_time if raw_update is row[i_submit] else _canonical_time(raw_update)
+        raw_submit, raw_update = row[i_submit], row[i_update]
+        submit_time = (
+            raw_submit
+            if type(raw_submit) is str and canonical(raw_submit) and valid(raw_submit)
+            else _canonical_time(raw_submit)
+        )
+        if raw_update is raw_submit:
+            update_time = submit_time
+        elif type(raw_update) is str and canonical(raw_update) and valid(raw_update):
+            update_time = raw_update
+        else:
+            update_time = _canonical_time(raw_update)
         if submit_time is None or update_time is None:
             return None
         archived_at = None

@@ -48,7 +48,9 @@ _FALLBACKS = {
 }
 
 
-_CANONICAL = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}\+00:00")
+CANONICAL_FORM = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}\+00:00"
+)
 """The form :func:`format_timestamp` writes (what a date in it means is checked apart)."""
 
 
@@ -88,7 +90,7 @@ def canonical_timestamp(value: str | datetime, field: str = "timestamp") -> str:
     if not isinstance(value, str):
         raise InvalidInputError(field, value, "expected an ISO-8601 string or a datetime")
     moment = _parse(value, field)
-    if _CANONICAL.fullmatch(value):
+    if CANONICAL_FORM.fullmatch(value):
         return value  # already canonical: every write path hands such text in (twice)
     return format_timestamp(moment)
 
@@ -97,7 +99,7 @@ def normalize_timestamp(value: str | datetime, field: str = "timestamp") -> str:
     """The v6 migration's reading of the original's oldest files, kept as it ran: a
     naive value is the local time of the machine that wrote it (clamped to the
     storable range). Nothing but that migration uses it; see :func:`canonical_timestamp`."""
-    if isinstance(value, str) and not _CANONICAL.fullmatch(value):
+    if isinstance(value, str) and not CANONICAL_FORM.fullmatch(value):
         moment = _parse(value, field)
         if moment.tzinfo is None:
             return _to_utc(moment, clamp=True, naive_is_local=True).isoformat(
@@ -111,7 +113,7 @@ def is_canonical_timestamp(value: object) -> bool:
     time that :func:`repair_times` and :func:`canonical_timestamp` keep as it is."""
     if value is None:
         return True
-    if type(value) is not str or _CANONICAL.fullmatch(value) is None:
+    if type(value) is not str or CANONICAL_FORM.fullmatch(value) is None:
         return False
     try:
         datetime.fromisoformat(value)
