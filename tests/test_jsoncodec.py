@@ -388,3 +388,41 @@ def test_unserializable_shard_result_saves_neither_task_nor_shards(store: TaskSt
     assert store.get(task.task_id) is None
     assert store.get_shards(task.task_id) == []
     assert store.count() == 0
+
+
+def _loads_outcome(read: Any, text: str) -> tuple[str, Any]:
+    try:
+        return ("ok", read(text))
+    except ValueError as exc:  # JSONDecodeError
+        return ("error", type(exc))
+    except RecursionError:
+        return ("error", RecursionError)
+
+
+_JSONISH = st.one_of(
+    st.text(),
+    st.text(alphabet=' \t\n\r{}[]":,0123456789.eE+-truefalsnNaIiy\\u$uniqc\ufeff'),
+    st.recursive(
+        st.none() | st.booleans() | st.floats() | st.text(),
+        lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner),
+    ).map(json.dumps),
+).flatmap(
+    lambda text: st.sampled_from(
+        [text, " " + text, text + " ", text + "x", "\ufeff" + text, text + "\n"]
+    )
+)
+
+
+@given(_JSONISH)
+def test_decode_json_reads_any_text_as_json_loads_with_the_tag_hook_does(text: str) -> None:
+    """The scanner shortcut for texts as the store writes them changes no answer: any
+    text (whitespace around it, trailing junk, a BOM, NaN, a bare value) reads as
+    ``json.loads`` with the tag hook reads it, or fails as it fails."""
+    from uniqc_taskstore.jsoncodec import _decode_tagged
+
+    expected = _loads_outcome(lambda t: json.loads(t, object_hook=_decode_tagged), text)
+    actual = _loads_outcome(decode_json, text)
+    if expected[0] == "ok" and actual[0] == "ok":
+        assert same(expected[1], actual[1])
+    else:
+        assert actual == expected

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 from .errors import UnserializableValueError
@@ -74,7 +74,15 @@ def dump_jsonable(tree: Any) -> str:
 def decode_json(text: str | bytes) -> Any:
     """The value :func:`encode_json` was given; also reads legacy ``NaN`` literals."""
     if type(text) is str and not text.startswith("\ufeff"):
-        # What json.loads does with this text, minus building a decoder per call.
+        # What json.loads does with this text, minus building a decoder per call, and,
+        # for a text that is one value with no whitespace around it (as the store writes
+        # them), minus the decoder's two whitespace matches: its scanner alone.
+        try:
+            value, end = _SCAN(text, 0)
+        except StopIteration:
+            return _DECODER.decode(text)  # no value at 0: raises what json.loads raises
+        if end == len(text):
+            return value
         return _DECODER.decode(text)
     return json.loads(text, object_hook=_decode_tagged)
 
@@ -196,3 +204,5 @@ def _hashable(key: Any) -> _HashableKey:
 
 _DECODER = json.JSONDecoder(object_hook=_decode_tagged)
 """The decoder :func:`decode_json` shares (as json.loads shares its default one)."""
+_SCAN: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
+"""Its scanner (what ``JSONDecoder.raw_decode`` calls; typeshed leaves it out)."""
