@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -180,7 +181,8 @@ def _children_alive(parent: int) -> bool:
 class PrivateMariaDB(PrivateServer):
     kind = "mysql"
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, extra_args: Sequence[str] = ()) -> None:
+        self.extra_args = list(extra_args)
         self.root = root / "mariadb"
         self.root.mkdir(parents=True)
         self.data = self.root / "data"
@@ -225,6 +227,7 @@ class PrivateMariaDB(PrivateServer):
                 # flushed to disk once a second (no machine crashes here).
                 "--innodb-flush-log-at-trx-commit=2",
                 f"--max-connections={MAX_CONNECTIONS}",
+                *self.extra_args,
             ],
             stdout=log,
             stderr=log,

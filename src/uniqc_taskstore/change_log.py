@@ -3,9 +3,12 @@ transaction, one row per task it changed, last before its commit.
 
 Each write records what happened (:data:`KINDS`) to which tasks with one ``INSERT``:
 ``INSERT ... SELECT`` from the task table the write left them in (so ``status`` is
-the one committed), or, for tasks the write deleted, ``INSERT ... VALUES`` of their
-ids. MariaDB runs one more statement just before it, the commit tick
-(:mod:`uniqc_taskstore.backends.changefeed`). Statements are built once per dialect,
+the one committed), or, for tasks the write deleted, their ids: ``INSERT ... VALUES``,
+except on MariaDB, where every insert into ``changes`` must be an ``INSERT ...
+SELECT`` (there a ``UNION ALL`` of one-row SELECTs of the ids, one statement per
+batch) for its reader's horizon to hold. Where MariaDB's ``innodb_autoinc_lock_mode``
+is 2, one more statement runs just before it, the commit tick (see
+:mod:`uniqc_taskstore.backends.changefeed`). Statements are built once per feed design,
 kind and table, with the ids as an expanding ``change_ids`` parameter and the write's
 time as ``changed_at``.
 """
@@ -13,12 +16,24 @@ time as ``changed_at``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any, Literal
 
-from sqlalchemy import Connection, Table, and_, bindparam, exists, insert, literal, select
+from sqlalchemy import (
+    Connection,
+    Table,
+    and_,
+    bindparam,
+    exists,
+    insert,
+    literal,
+    literal_column,
+    null,
+    select,
+    union_all,
+)
 
-from .backends.changefeed import feed_for
+from .backends.changefeed import feed_for, feed_key
 from .engine import Statements
 from .schema import archived_tasks, changes, task_shards, tasks
 from .statements import ID_BATCH
@@ -33,7 +48,10 @@ _IDS: Any = bindparam("change_ids", expanding=True)
 
 def statements(dialect: str, kind: Kind, *, reported: bool = False) -> list[Any]:
     """The statements appending ``kind`` changes for the ``change_ids`` tasks: from the
-    live table (``archived``: the archive), or their ids alone for deletions.
+    live table (``archived``: the archive), or their ids alone for deletions (where
+    the feed records deletions by ``INSERT ... SELECT``, the last statement depends on
+    how many: use :func:`batch_statement`). ``dialect``: a
+    :func:`~uniqc_taskstore.backends.changefeed.feed_key`.
     ``reported``: only if shard (``key_task``, ``key_index``) holds ``new_status`` (a
     shard report that was not stale; ``change_ids`` is then that one task)."""
     tick = feed_for(dialect).tick()
@@ -70,6 +88,32 @@ def _record(dialect: str, kind: Kind, reported: bool) -> Any:
     return insert(changes).from_select(names, rows).inline()
 
 
+@lru_cache(maxsize=64)
+def _gone_select(kind: Kind, count: int) -> Any:
+    """``INSERT ... SELECT`` of ``count`` deleted tasks' ids (``change_id_0``, ...)."""
+    at = bindparam("changed_at", type_=changes.c.changed_at.type)
+    rows = [
+        select(
+            bindparam(f"change_id_{index}", type_=changes.c.task_id.type).label("task_id"),
+            literal_column(f"'{kind}'").label("kind"),
+            null().label("status"),
+            at.label("changed_at"),
+        )
+        for index in range(count)
+    ]
+    source: Any = rows[0] if count == 1 else union_all(*rows)
+    return insert(changes).from_select(["task_id", "kind", "status", "changed_at"], source).inline()
+
+
+def batch_statement(dialect: str, kind: Kind, ids: Sequence[str], changed_at: str) -> Any:
+    """:func:`statements`' last statement for this batch of ids, and its parameters (a
+    list of rows for a deletion by ``INSERT ... VALUES``, executed as many)."""
+    if kind in GONE and feed_for(dialect).select_deletions:
+        values = {f"change_id_{index}": task_id for index, task_id in enumerate(ids)}
+        return _gone_select(kind, len(ids)), values | {"changed_at": changed_at}
+    return _record(dialect, kind, False), params(kind, ids, changed_at)
+
+
 def params(kind: Kind, ids: Sequence[str], changed_at: str) -> Any:
     """The parameters of :func:`statements`' last statement (a list of rows for a
     deletion, executed as many)."""
@@ -82,22 +126,23 @@ def record(conn: Connection, kind: Kind, ids: Sequence[str], changed_at: str) ->
     """Append ``kind`` changes of ``ids`` in ``conn``'s transaction (its last writes)."""
     if not ids:
         return
-    *before, last = statements(conn.dialect.name, kind)
+    dialect = feed_key(conn.dialect)
+    *before, _ = statements(dialect, kind)
     for stmt in before:
         conn.execute(stmt)
     for batch in _batches(list(ids)):
-        conn.execute(last, params(kind, batch, changed_at))
+        conn.execute(*batch_statement(dialect, kind, batch, changed_at))
 
 
 def run_record(run: Statements, kind: Kind, ids: Sequence[str], changed_at: str) -> None:
     """:func:`record` on the hot write paths' :class:`Statements`."""
     if not ids:
         return
-    *before, last = statements(run.dialect, kind)
+    *before, _ = statements(run.dialect, kind)
     for stmt in before:
         run.run(stmt, {})
     for batch in _batches(list(ids)):
-        values = params(kind, batch, changed_at)
+        last, values = batch_statement(run.dialect, kind, batch, changed_at)
         if isinstance(values, list):
             run.run_many(last, values)
         else:

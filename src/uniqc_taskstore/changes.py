@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from .backends.changefeed import FeedDialect, Position, feed_for, prune, read_marks
+from .backends.changefeed import FeedDialect, Position, feed_for, prune
 from .change_log import KINDS
 from .engine import Database
 from .errors import ChangesExpiredError, InvalidInputError
@@ -122,11 +122,7 @@ def decode_token(feed: FeedDialect, token: object) -> Position:
         if not isinstance(decoded, list) or not decoded:
             raise ValueError
         tag, *at = decoded
-        if tag != feed.tag:
-            raise InvalidInputError(
-                "since", token, "is a token of another kind of database; start with since=None"
-            )
-        return feed.check(at)
+        return feed.decode(tag, at)
     except (ValueError, binascii.Error, UnicodeDecodeError, TypeError):
         raise InvalidInputError(
             "since", token, "is not a change-feed token of this store; start with since=None"
@@ -147,29 +143,23 @@ def check_filter(f: object) -> ChangeFilter | None:
 
 def check_token(db: Database, token: object) -> None:
     """Refuse a token this kind of store did not make (:class:`InvalidInputError`)."""
-    decode_token(feed_for(db.engine.dialect.name), token)
+    decode_token(feed_for(db.engine.dialect), token)
 
 
 def current_token(db: Database) -> str:
     """A token for "now": past every change committed so far."""
-    feed = feed_for(db.engine.dialect.name)
-    return encode_token(feed, db.read(feed.start))
+    feed = feed_for(db.engine.dialect)
+    return encode_token(feed, feed.read_start(db))
 
 
 def read_changes(db: Database, since: str | None, f: ChangeFilter | None, limit: int) -> ChangePage:
     """:meth:`TaskStore.changes` (arguments checked)."""
-    feed = feed_for(db.engine.dialect.name)
+    feed = feed_for(db.engine.dialect)
     if since is None:
         return ChangePage([], current_token(db), False)
     at = decode_token(feed, since)
-    where = _where(f)
-
-    def work(conn: Connection) -> tuple[list[Any], list[Position], Position, dict[str, int]]:
-        rows, each, after = feed.page(conn, at, where, limit)
-        # Read after the rows: a prune that deleted some of them before has marked it.
-        return rows, each, after, read_marks(conn)
-
-    rows, each, after, marks = db.read(work)
+    # The marks are read after the rows: a prune that deleted some of them has marked it.
+    rows, each, after, marks = feed.read_page(db, at, _where(f), limit)
     if feed.expired(at, marks):
         raise ChangesExpiredError(
             "the change feed no longer holds every change after this token (retention or "
@@ -191,9 +181,9 @@ def read_changes(db: Database, since: str | None, f: ChangeFilter | None, limit:
 
 def has_changes(db: Database, token: str) -> bool:
     """Whether any change (matching or not) committed after ``token``."""
-    feed = feed_for(db.engine.dialect.name)
+    feed = feed_for(db.engine.dialect)
     at = decode_token(feed, token)
-    rows, _, _ = db.read(lambda conn: feed.page(conn, at, [], 1))
+    rows = feed.read_page(db, at, [], 1)[0]
     return bool(rows)
 
 
@@ -265,7 +255,7 @@ def prune_changes(db: Database, older_than: timedelta | float | None) -> int:
     """:meth:`TaskStore.prune_changes`: delete changes older than ``older_than``
     (default :data:`DEFAULT_RETENTION`), in batches; how many went."""
     before = cutoff(DEFAULT_RETENTION if older_than is None else older_than, "older_than")
-    feed = feed_for(db.engine.dialect.name)
+    feed = feed_for(db.engine.dialect)
     total = 0
     while True:
         gone, more = db.write(lambda conn: prune(conn, feed, before))

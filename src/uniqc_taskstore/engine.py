@@ -41,6 +41,7 @@ from .backends.base import (
     Listener,
     as_dbapi_error,
 )
+from .backends.changefeed import feed_key
 from .backends.sqlite import WRITE_OPTION
 from .errors import DatabaseBusyError, DatabaseError, TaskStoreError
 from .migrator import MIGRATIONS, Migration, MigrationReport, migrate
@@ -125,6 +126,21 @@ class Database:
         of the database (:meth:`Backend.begin_snapshot`): a write committed meanwhile
         is seen by all of them or by none. Retried whole while the database is busy."""
         return self._transaction(work, write=False)
+
+    def read_after_dirty(self, dirty: str, work: Callable[[Connection, list[int]], T]) -> T:
+        """:meth:`read`, preceded on the same connection by ``dirty`` (a SELECT of one
+        integer column, SQL text of the backend's own) read uncommitted in a transaction
+        of its own (:meth:`Backend.dirty_read_then_snapshot`): ``work`` gets its values
+        and then reads a snapshot taken after it. MariaDB's change feed only."""
+        backend = self.backend
+        seen: list[list[int]] = []
+
+        def begin(conn: Connection) -> None:
+            seen.append(backend.dirty_read_then_snapshot(conn, dirty))
+
+        return self._transaction(
+            lambda conn: work(conn, seen[-1]), write=False, begin=begin, name=_name_of(work)
+        )
 
     @contextmanager
     def snapshot(self) -> Iterator[Connection]:
@@ -366,6 +382,7 @@ class Database:
         idempotent: bool = False,
         name: str | None = None,
         rerun_on_conflict: bool = False,
+        begin: Callable[[Connection], None] | None = None,
     ) -> T:
         engine = self.engine
         backend = self.backend
@@ -385,7 +402,7 @@ class Database:
                 try:
                     with conn.begin():
                         if snapshot:
-                            backend.begin_snapshot(conn)
+                            (begin or backend.begin_snapshot)(conn)
                         result = work(conn)
                         committing = True  # what remains is the COMMIT
                 except DBAPIError as exc:
@@ -501,7 +518,8 @@ class Statements(ABC):
     """Whether the transaction holds the database's write lock from its start (SQLite's
     ``BEGIN IMMEDIATE``): then no other writer runs meanwhile, and row locks add nothing."""
     dialect: str
-    """The SQLAlchemy dialect's name (which change-log statements to run)."""
+    """Which change-log statements to run: the SQLAlchemy dialect's name, or on
+    MariaDB the change feed's design (:func:`~uniqc_taskstore.backends.changefeed.feed_key`)."""
 
     @abstractmethod
     def rows(self, stmt: Executable, params: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -533,7 +551,7 @@ class _DriverStatements(Statements):
         self._cursor = dbapi_connection.cursor()
         self.returning = bool(dialect.update_returning)
         self.exclusive = exclusive
-        self.dialect = dialect.name
+        self.dialect = feed_key(dialect)
 
     def run_text(self, text: str) -> None:
         """A statement of the backend's own (``BEGIN IMMEDIATE``, ``COMMIT``)."""
@@ -582,7 +600,7 @@ class _ConnectionStatements(Statements):
         self._conn = conn
         self.returning = bool(conn.dialect.update_returning)
         self.exclusive = exclusive
-        self.dialect = conn.dialect.name
+        self.dialect = feed_key(conn.dialect)
 
     def rows(self, stmt: Executable, params: Mapping[str, Any]) -> list[dict[str, Any]]:
         return [dict(row) for row in self._conn.execute(stmt, dict(params)).mappings()]

@@ -47,6 +47,7 @@ from sqlalchemy import (
 from . import change_log
 from . import statements as sql
 from .backends.base import DriverBatch, Outcome, Step
+from .backends.changefeed import feed_key
 from .engine import Database
 from .errors import ShardNotFoundError, TaskNotFoundError
 from .filters import ARCHIVED, LIVE
@@ -463,7 +464,7 @@ class _Runner:
 
     def __init__(self, db: Database) -> None:
         self._db = db
-        self.dialect = db.engine.dialect.name
+        self.dialect = feed_key(db.engine.dialect)
 
     def __call__(self, stmt: Any, params: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> Step:
         if isinstance(params, Mapping):

@@ -238,6 +238,12 @@ class Backend(ABC):
         takes its snapshot at the first read and keeps it until the transaction ends
         (WAL readers never wait for writers)."""
 
+    def dirty_read_then_snapshot(self, conn: Connection, text: str) -> list[int]:
+        """Run ``text`` (a SELECT of one integer column) at READ UNCOMMITTED as a
+        transaction of its own, then begin the snapshot read as :meth:`begin_snapshot`;
+        the values it read. Only MariaDB's change feed needs it."""
+        raise NotImplementedError
+
     def after_commit(self, conn: Connection) -> None:
         """Called after a transaction of ours on ``conn`` committed, just before the
         connection goes back to the pool (MariaDB: its reset can skip the ROLLBACK)."""
@@ -394,7 +400,7 @@ class Backend(ABC):
         counters go last, after the triggers of the task deletes have counted down."""
         for table in reversed(metadata.sorted_tables):
             if table is changes:
-                forget_all(conn, feed_for(conn.dialect.name))  # tokens from before: stale
+                forget_all(conn, feed_for(conn.dialect))  # tokens from before: stale
             elif table not in (schema_stamp, change_marks, task_counts):
                 conn.execute(delete(table))
         conn.execute(delete(task_counts))

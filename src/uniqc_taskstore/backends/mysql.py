@@ -29,6 +29,7 @@ from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState
 from ..errors import InvalidInputError
 from ..schema import declare_mysql_options
 from .base import Assignments, DriverBatch, Listener, Outcome, Step, driver_errors
+from .changefeed import autoinc_lock_mode, note_autoinc_lock_mode
 from .server import MIGRATION_LOCK_NAME, ServerBackend
 from .urls import safe_url
 
@@ -107,6 +108,27 @@ class MysqlBackend(ServerBackend):
         self.configure_engine(engine)
         return engine
 
+    def configure_engine(self, engine: Engine) -> list[Listener]:
+        listeners = super().configure_engine(engine)
+        dialect = engine.dialect
+
+        def _learn_autoinc_lock_mode(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
+            # Once per engine: which design the change feed uses on this server (see
+            # backends/changefeed.py). Unknown (NULL): the design safe in every mode.
+            if autoinc_lock_mode(dialect) is not None:
+                return
+            cursor = dbapi_conn.cursor()
+            try:
+                cursor.execute("SELECT @@innodb_autoinc_lock_mode")
+                row = cursor.fetchone()
+            finally:
+                cursor.close()
+            mode = row[0] if row else None
+            note_autoinc_lock_mode(dialect, 2 if mode is None else int(mode))
+
+        event.listen(engine, "connect", _learn_autoinc_lock_mode)
+        return [*listeners, ("connect", _learn_autoinc_lock_mode)]
+
     def connection_listeners(self) -> list[Listener]:
         seconds = int(self.busy.timeout_whole_seconds)
         statement_seconds = float(self.statement_timeout)
@@ -153,6 +175,36 @@ class MysqlBackend(ServerBackend):
                 cursor.execute(text)
                 while cursor.nextset():
                     pass
+
+    def dirty_read_then_snapshot(self, conn: Connection, text: str) -> list[int]:
+        """``SET TRANSACTION ISOLATION LEVEL READ UNCOMMITTED`` (the next transaction
+        only: ``SET STATEMENT tx_isolation=... FOR`` is refused, error 1971), ``text``
+        and ``COMMIT``, then :meth:`begin_snapshot`'s statements: one round trip on our
+        own engines' connections. A failure part-way closes the connection, so that no
+        later transaction on it can inherit READ UNCOMMITTED."""
+        dbapi_conn: Any = conn.connection.driver_connection
+        statements: Sequence[str] = (
+            "SET TRANSACTION ISOLATION LEVEL READ UNCOMMITTED",
+            text,
+            "COMMIT",
+            *_SNAPSHOT,
+        )
+        if self.url.get_driver_name() == "pymysql" and _multi_statements(dbapi_conn):
+            statements = (";\n".join(statements),)
+        found: list[int] = []
+        try:
+            with driver_errors(conn.dialect, text), dbapi_conn.cursor() as cursor:
+                for sql_text in statements:
+                    cursor.execute(sql_text)
+                    while True:
+                        if cursor.description is not None:
+                            found.extend(int(row[0]) for row in cursor.fetchall())
+                        if not cursor.nextset():
+                            break
+        except BaseException:
+            conn.invalidate()
+            raise
+        return found
 
     def after_commit(self, conn: Connection) -> None:
         if self._resets_on_return:
