@@ -45,6 +45,10 @@ class _DelayedBatch:
     def finished(self) -> bool:
         return bool(self._inner.finished)
 
+    @property
+    def commit_sent(self) -> bool:
+        return bool(self._inner.commit_sent)
+
     def send(self, steps: Any, *, commit: bool = False) -> Any:
         if commit and steps and self._rng.random() < 0.3:
             out = self._inner.send(steps)
