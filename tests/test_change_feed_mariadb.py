@@ -88,6 +88,32 @@ def test_a_change_in_flight_holds_the_feed_back_until_it_commits(store: TaskStor
 
 
 @MARIADB
+def test_the_dirty_read_leaves_the_connection_reading_committed_rows(store: TaskStore) -> None:
+    a = task()
+    store.save(a)
+    engine = store._db.engine
+    held = engine.connect()
+    transaction = held.begin()
+    try:
+        change_log.record(held, "updated", [a.task_id], utc_now())  # uncommitted
+        with engine.connect() as conn:
+            with conn.begin():
+                seen = store._db.backend.dirty_read_then_snapshot(
+                    conn, "SELECT COUNT(*) FROM changes"
+                )
+                assert seen == [2]  # the uncommitted row counted: read dirty
+                snapshot = conn.execute(text("SELECT COUNT(*) FROM changes")).scalar()
+                assert snapshot == 1
+            assert conn.execute(text("SELECT @@tx_isolation")).scalar() == "READ-COMMITTED"
+            conn.commit()
+            with conn.begin():  # the next transaction on it: committed rows only
+                assert conn.execute(text("SELECT COUNT(*) FROM changes")).scalar() == 1
+    finally:
+        transaction.rollback()
+        held.close()
+
+
+@MARIADB
 def test_a_change_rolled_back_does_not_stop_the_feed(store: TaskStore) -> None:
     start = store.changes().token
     a, b = task(), task()

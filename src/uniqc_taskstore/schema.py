@@ -220,7 +220,9 @@ changes = Table(
     Column("kind", String(16), nullable=False),
     Column("status", StatusText),
     # The writing transaction: PostgreSQL's transaction id, MariaDB's commit tick (the
-    # counter in change_marks), NULL on SQLite (writers are serialised: seq is order).
+    # counter in change_marks) where innodb_autoinc_lock_mode is 2 or the row is from
+    # before v15; NULL on SQLite (writers are serialised: seq is order) and on MariaDB
+    # otherwise (seq is read with a dirty-read horizon: backends/changefeed.py).
     Column("txid", BigInteger),
     Column("changed_at", Timestamp, nullable=False),
     sqlite_autoincrement=True,
@@ -241,9 +243,11 @@ change_marks = Table(
     Column("name", String(16), primary_key=True),
     Column("value", BigInteger, nullable=False),
 )
-"""Named numbers of the change log (v12): ``tick``, MariaDB's commit counter; ``pruned``,
-the last position retention (or clear_all) deleted; ``pruned_by``, PostgreSQL's id of
-the transaction that did."""
+"""Named numbers of the change log (v12): ``tick``, MariaDB's commit counter (tick
+design); ``pruned``, the last position retention (or clear_all) deleted (on MariaDB
+the last tick); ``pruned_seq``, MariaDB's last ``seq`` deleted (seq design, v15);
+``seq_start``, the largest ``seq`` when v15 ran on MariaDB; ``pruned_by``,
+PostgreSQL's id of the transaction that did."""
 
 LIVE_TABLES = (tasks, task_shards, task_tags)
 ARCHIVE_TABLES = (archived_tasks, archived_task_shards, archived_task_tags)
