@@ -19,7 +19,7 @@ from sqlalchemy import event
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.pool.base import _ConnectionFairy
 
-from uniqc_taskstore import TaskInfo, TaskShard, TaskStore
+from uniqc_taskstore import TaskInfo, TaskShard, TaskStatus, TaskStore
 from uniqc_taskstore.engine import _Prepared
 from uniqc_taskstore.errors import CorruptRowError
 from uniqc_taskstore.filters import ARCHIVED, LIVE, Sort, TaskFilter
@@ -485,7 +485,7 @@ def test_repeated_reads_compile_nothing(store: TaskStore, monkeypatch: pytest.Mo
     they compile no SQL at all (a per-call compile cost a SQLite page 0.9 of its 2.1 ms)."""
     from sqlalchemy.sql import compiler
 
-    store.save(TaskInfo("t1", "ibm:dev", status="running"))
+    store.save(TaskInfo("t1", "ibm:dev", status=TaskStatus.RUNNING))
     store.set_tags("t1", {"k": "v"})
 
     def calls() -> None:
