@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import gc
+import random
+import signal
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -202,6 +206,150 @@ def test_wait_for_changes_returns_when_another_thread_writes(store: TaskStore) -
     assert store.wait_for_changes(token, 10) is True
     assert time.monotonic() - started < 5
     timer.join()
+
+
+def _interrupted_within(seconds: float, call: Callable[[], object], after: float) -> float:
+    """Run ``call`` in this (the main) thread while another sends it SIGINT (Ctrl-C)
+    ``after`` seconds in, as a terminal does; how long the call went on after that.
+    Fails if the call ended without raising the KeyboardInterrupt."""
+    main = threading.main_thread().ident
+    assert main == threading.get_ident()
+    assert main is not None
+    sent: list[float] = []
+
+    def interrupt() -> None:
+        sent.append(time.monotonic())
+        signal.pthread_kill(main, signal.SIGINT)
+
+    # CPython ignores (prints) a KeyboardInterrupt raised while the garbage collector
+    # runs a finaliser or weakref callback, such as SQLAlchemy's for the engines of
+    # earlier tests: collect now and not during the call, so that the signal lands in
+    # the call's own code.
+    gc.collect()
+    gc.disable()
+    timer = threading.Timer(after, interrupt)
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            call()
+        ended = time.monotonic()
+    finally:
+        timer.cancel()
+        timer.join()
+        gc.enable()
+    assert sent
+    assert ended - sent[0] < seconds
+    return ended - sent[0]
+
+
+def _polling(store: TaskStore, token: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        store.changes(token)
+
+
+def test_ctrl_c_ends_wait_for_changes_follow_and_changes_at_once(store: TaskStore) -> None:
+    """Wherever the interruption lands (sleeping between probes, in the driver's socket
+    read of a probe, on PostgreSQL in the LISTEN wait), it leaves the call at once and
+    is never retried as a lost connection: on MariaDB, PyMySQL closes the socket it
+    was reading and the ROLLBACK on the way out failed on it, and that error (a
+    "lost connection") was retried in place of the Ctrl-C, which was lost."""
+    token = store.changes().token
+    rng = random.Random(19)
+    calls: list[Callable[[], object]] = [
+        lambda: store.wait_for_changes(token, timeout=30),
+        lambda: next(store.follow(token, wait=30)),
+        lambda: _polling(store, token),
+    ]
+    for call in calls:
+        for _ in range(6):
+            _interrupted_within(3.0, call, after=rng.uniform(0.05, 0.3))
+    # and the store still works afterwards
+    t = task()
+    store.save(t)
+    assert [c.task_id for c in store.changes(token)] == [t.task_id]
+
+
+@pytest.mark.parametrize("interruption", [KeyboardInterrupt, SystemExit])
+@pytest.mark.parametrize("nth_read", [1, 2, 3, 5])
+def test_an_interruption_inside_pymysqls_socket_read_is_raised_not_retried(
+    store: TaskStore,
+    backend_kind: str,
+    monkeypatch: pytest.MonkeyPatch,
+    interruption: type[BaseException],
+    nth_read: int,
+) -> None:
+    """What a Ctrl-C during a probe's socket read does, made exact: PyMySQL closes the
+    socket and lets the interruption through; it must leave ``wait_for_changes``."""
+    if backend_kind != "mysql":
+        pytest.skip("PyMySQL's socket read")
+    import pymysql.connections
+
+    token = store.changes().token
+    real = pymysql.connections.Connection._read_bytes
+    reads = [0]
+
+    def read_bytes(self: Any, count: int) -> Any:
+        reads[0] += 1
+        if reads[0] == nth_read:
+            self._force_close()  # as PyMySQL does on any BaseException in the read
+            raise interruption()
+        return real(self, count)
+
+    monkeypatch.setattr(pymysql.connections.Connection, "_read_bytes", read_bytes)
+    started = time.monotonic()
+    with pytest.raises(interruption):
+        store.wait_for_changes(token, timeout=30)
+    assert time.monotonic() - started < 3
+    assert reads[0] == nth_read
+    monkeypatch.undo()
+    assert store.wait_for_changes(token, timeout=0) is False  # the store goes on
+
+
+def test_a_driver_error_that_replaced_an_interruption_is_never_retried() -> None:
+    """The rule, whatever the driver: a driver error raised while an interruption was
+    on its way out (a failed ROLLBACK) raises the interruption again, at once."""
+    from sqlalchemy.exc import OperationalError
+
+    from uniqc_taskstore.backends.base import BusyPolicy
+    from uniqc_taskstore.retries import with_retries
+
+    class Lost(Exception):
+        pass
+
+    class Backend:
+        def describe(self) -> str:
+            return "a database"
+
+        def is_busy(self, exc: object) -> bool:
+            return False
+
+        def is_stale_session(self, exc: object) -> bool:
+            return False
+
+        def is_connection_failure(self, exc: object) -> bool:
+            return True
+
+        def is_login_refused(self, exc: object) -> bool:
+            return False
+
+    for interruption in (KeyboardInterrupt, SystemExit):
+        attempts = [0]
+
+        def attempt(
+            interruption: type[BaseException] = interruption, attempts: list[int] = attempts
+        ) -> None:
+            attempts[0] += 1
+            try:
+                raise interruption()
+            except BaseException:
+                raise OperationalError(
+                    "ROLLBACK", None, Lost(), connection_invalidated=True
+                ) from None
+
+        with pytest.raises(interruption):
+            with_retries(Backend(), BusyPolicy(), attempt, budget=30.0, idempotent=True)  # type: ignore[arg-type]
+        assert attempts == [1]
 
 
 def test_follow_from_a_token_sees_what_was_written_after_it(store: TaskStore) -> None:

@@ -45,7 +45,7 @@ from .backends.changefeed import feed_key
 from .backends.sqlite import WRITE_OPTION
 from .errors import DatabaseBusyError, DatabaseError, TaskStoreError
 from .migrator import MIGRATIONS, Migration, MigrationReport, migrate
-from .retries import mark_commit_sent, with_retries
+from .retries import mark_commit_sent, raise_interruption, with_retries
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -494,6 +494,9 @@ class Database:
             self._engine.dispose(close=False)
 
     def _translate(self, exc: DBAPIError) -> TaskStoreError:
+        # A driver error that replaced a Ctrl-C (or SystemExit) is not ours to
+        # translate: the interruption goes on (see retries.interruption_behind).
+        raise_interruption(exc)
         if self.backend.is_busy(exc):
             return DatabaseBusyError(
                 f"{self.backend.describe()} stayed locked by other writers through "

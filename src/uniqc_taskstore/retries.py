@@ -20,7 +20,10 @@ One loop, :func:`with_retries`, runs every attempt of every call
   which would only multiply the wait);
 - **a stale session** (:meth:`Backend.is_stale_session`: the connection, already
   discarded, had lost track of its prepared statements): tried again at once on
-  another connection, within the busy attempts.
+  another connection, within the busy attempts;
+- **an interruption** (``KeyboardInterrupt``, ``SystemExit``) that a driver error
+  replaced on its way out (:func:`raise_interruption`): raised again at once, never
+  retried nor translated.
 
 Every retry is logged (WARNING, with the attempt count and the error's type, never
 its values) on this module's logger.
@@ -60,6 +63,34 @@ def mark_commit_sent(error: BaseException) -> BaseException:
     return error
 
 
+def interruption_behind(error: BaseException) -> BaseException | None:
+    """The ``KeyboardInterrupt`` or ``SystemExit`` (any exception that is not an
+    :class:`Exception`) that ``error`` was raised while handling, if any.
+
+    A signal that lands while a driver reads from its socket raises there; the driver
+    closes the connection and lets it through (PyMySQL does), and then the cleanup on
+    its way out (the ``ROLLBACK`` of ``with conn.begin()``, a pool reset) fails on that
+    closed connection with a driver error that *replaces* the interruption, leaving it
+    only as the new error's ``__context__``. Seen as a lost connection, that error would
+    be retried: Ctrl-C would be swallowed. Found here, the interruption is raised again."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if not isinstance(current, Exception):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def raise_interruption(error: BaseException) -> None:
+    """Raise again the interruption behind ``error`` (:func:`interruption_behind`), if
+    there is one; otherwise return."""
+    stop = interruption_behind(error)
+    if stop is not None:
+        raise stop from None
+
+
 def commit_was_sent(error: BaseException) -> bool:
     return bool(getattr(error, _COMMIT_SENT, False))
 
@@ -94,6 +125,7 @@ def with_retries(
             try:
                 return attempt()
             except DBAPIError as exc:
+                raise_interruption(exc)
                 if backend.is_busy(exc):
                     busy_tries += 1
                     if busy_tries >= busy.attempts:
