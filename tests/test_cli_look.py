@@ -498,6 +498,31 @@ def test_watch_prints_each_change_and_exits_0_when_all_have_finished(
     assert rest == [second, "running", "->", "failed"]
 
 
+def test_watch_wakes_on_the_change_feed_not_at_the_end_of_its_interval(
+    store: TaskStore, store_location: dict[str, Any]
+) -> None:
+    """An interval of ten minutes: the change is printed as soon as it commits, because
+    watch waits on the change feed (and re-reads only the tasks the feed names)."""
+    first, second = _running(store, 2)
+    watch = subprocess.Popen(
+        [str(CONSOLE_SCRIPT), *where(store_location), "watch", first, second, "--interval", "600"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    lines = _Lines(watch)
+    try:
+        assert lines.next() == [first, "running"]
+        assert lines.next() == [second, "running"]
+        store.update_shard(second, 0, status=TaskStatus.SUCCESS, result={"0": 1})
+        assert lines.next() == [second, "running", "->", "success"]  # within _Lines' minute
+        store.update_shard(first, 0, status=TaskStatus.CANCELLED)
+        assert lines.next() == [first, "running", "->", "cancelled"]
+        assert watch.wait(timeout=60) == EXIT_OK
+    finally:
+        if watch.poll() is None:
+            watch.kill()
+
+
 def test_watch_without_ids_follows_the_unfinished_tasks_and_ctrl_c_exits_130(
     store: TaskStore, store_location: dict[str, Any]
 ) -> None:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -12,7 +11,7 @@ from typing import Any
 
 import click
 
-from ..errors import CorruptRowError, ShardLayoutError, TaskNotFoundError
+from ..errors import ChangesExpiredError, CorruptRowError, ShardLayoutError, TaskNotFoundError
 from ..filters import SORT_COLUMNS, OrderBy, TaskFilter
 from ..model import TaskInfo, TaskShard, TaskStatus
 from ..sharding import assemble_results
@@ -613,12 +612,39 @@ class _Watcher:
         self.store = store
         self.ids = ids
         self.tasks: dict[str, TaskInfo | None] = {}
-        self.look()
+        # The feed's position before the first read: a change committed after it is
+        # seen by the next look, so re-reading only the tasks the feed names misses none.
+        self.token = store.changes().token
+        self._read(ids)
 
     def look(self) -> dict[str, tuple[str, str]]:
-        """Read every watched task again; return ``id: (old, new)`` for each change."""
+        """Read again the watched tasks the change feed names since the last look (all of
+        them if the feed's retention passed the position); return ``id: (old, new)``
+        for each status that changed."""
+        watched = set(self.ids)
+        changed: set[str] = set()
+        try:
+            while True:
+                page = self.store.changes(self.token, limit=1000)
+                changed.update(c.task_id for c in page if c.task_id in watched)
+                self.token = page.token
+                if not page.more:
+                    break
+        except ChangesExpiredError:
+            self.token = self.store.changes().token
+            changed = watched
+        return self._read([task_id for task_id in self.ids if task_id in changed])
+
+    def wait(self, interval: float) -> None:
+        """Until something changes in the store, or ``interval`` seconds at most."""
+        try:
+            self.store.wait_for_changes(self.token, min(interval, 86_400.0))
+        except ChangesExpiredError:
+            return  # the next look reads every watched task again
+
+    def _read(self, ids: list[str]) -> dict[str, tuple[str, str]]:
         changes = {}
-        for task_id in self.ids:
+        for task_id in ids:
             before = self.tasks.get(task_id)
             now = self.store.get(task_id) or self.store.get_archived(task_id)
             if task_id in self.tasks and _status(before) != _status(now):
@@ -659,7 +685,7 @@ def _watch_plainly(watcher: _Watcher, interval: float) -> None:
         _said(task_id, None, _status(task))
     output.flush()
     while not watcher.done():
-        time.sleep(interval)
+        watcher.wait(interval)
         for task_id, (old, new) in watcher.look().items():
             _said(task_id, old, new)
         output.flush()
