@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,15 @@ from typing import Any
 import pytest
 
 from pty_output import read_until_closed
-from uniqc_taskstore import TaskInfo, TaskShard, TaskStatus, TaskStore, generate_uniqc_task_id
+from uniqc_taskstore import (
+    ChangesExpiredError,
+    DatabaseError,
+    TaskInfo,
+    TaskShard,
+    TaskStatus,
+    TaskStore,
+    generate_uniqc_task_id,
+)
 from uniqc_taskstore.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, main
 from uniqc_taskstore.cli.filter_options import parse_duration, parse_moment
 from uniqc_taskstore.timestamps import format_timestamp
@@ -521,6 +530,73 @@ def test_watch_wakes_on_the_change_feed_not_at_the_end_of_its_interval(
     finally:
         if watch.poll() is None:
             watch.kill()
+
+
+def _update_soon(store: TaskStore, task_id: str, status: TaskStatus) -> threading.Timer:
+    timer = threading.Timer(0.3, lambda: store.update_shard(task_id, 0, status=status))
+    timer.start()
+    return timer
+
+
+def test_watch_polls_quietly_where_the_change_feed_cannot_be_read(
+    store: TaskStore,
+    store_location: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A store whose change log this login may not read (or that lost it): watch reads
+    every watched task at each look instead, and says nothing about it."""
+    [task_id] = _running(store, 1)
+
+    def unreadable(*args: object, **kwargs: object) -> None:
+        raise DatabaseError("permission denied for table changes")
+
+    monkeypatch.setattr(TaskStore, "changes", unreadable)
+    monkeypatch.setattr(TaskStore, "wait_for_changes", unreadable)
+    timer = _update_soon(store, task_id, TaskStatus.SUCCESS)
+    try:
+        code, out, err = run(capsys, *where(store_location), "watch", task_id, "--interval", "0.05")
+    finally:
+        timer.join()
+    assert (code, err) == (EXIT_OK, "")
+    assert out.splitlines() == [f"{task_id}  running", f"{task_id}  running -> success"]
+
+
+def test_watch_reads_everything_again_when_its_feed_token_expires(
+    store: TaskStore,
+    store_location: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Retention passing watch's position (ChangesExpiredError) is no crash: it takes a
+    fresh token and re-reads every watched task once, which sees what it missed."""
+    [task_id] = _running(store, 1)
+    real_changes = TaskStore.changes
+    real_wait = TaskStore.wait_for_changes
+    calls: list[str] = []
+
+    def changes(self: TaskStore, since: str | None = None, **kwargs: Any) -> Any:
+        calls.append("fresh" if since is None else "page")
+        if since is not None and calls.count("page") == 1:
+            raise ChangesExpiredError("the change feed no longer holds every change")
+        return real_changes(self, since, **kwargs)
+
+    def wait_for_changes(self: TaskStore, token: str, timeout: float = 30.0) -> bool:
+        calls.append("wait")
+        if calls.count("wait") == 1:
+            raise ChangesExpiredError("the change feed no longer holds every change")
+        return real_wait(self, token, timeout)
+
+    monkeypatch.setattr(TaskStore, "changes", changes)
+    monkeypatch.setattr(TaskStore, "wait_for_changes", wait_for_changes)
+    timer = _update_soon(store, task_id, TaskStatus.FAILED)
+    try:
+        code, out, err = run(capsys, *where(store_location), "watch", task_id, "--interval", "0.05")
+    finally:
+        timer.join()
+    assert (code, err) == (EXIT_OK, "")
+    assert out.splitlines() == [f"{task_id}  running", f"{task_id}  running -> failed"]
+    assert calls[:4] == ["fresh", "wait", "page", "fresh"]  # expired: a fresh token
 
 
 def test_watch_without_ids_follows_the_unfinished_tasks_and_ctrl_c_exits_130(

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -11,7 +12,15 @@ from typing import Any
 
 import click
 
-from ..errors import ChangesExpiredError, CorruptRowError, ShardLayoutError, TaskNotFoundError
+from ..errors import (
+    ChangesExpiredError,
+    CorruptRowError,
+    DatabaseBusyError,
+    DatabaseConnectionError,
+    DatabaseError,
+    ShardLayoutError,
+    TaskNotFoundError,
+)
 from ..filters import SORT_COLUMNS, OrderBy, TaskFilter
 from ..model import TaskInfo, TaskShard, TaskStatus
 from ..sharding import assemble_results
@@ -606,7 +615,10 @@ _GONE = "gone"
 
 
 class _Watcher:
-    """The watched tasks' latest statuses."""
+    """The watched tasks' latest statuses, kept up to date from the change feed: a look
+    re-reads only the watched tasks the feed names since the last one, and piped,
+    :meth:`wait` returns as soon as a change commits. Where the feed cannot be read
+    (:meth:`_feed_unavailable`) it polls instead: every look re-reads every task."""
 
     def __init__(self, store: TaskStore, ids: list[str]) -> None:
         self.store = store
@@ -614,14 +626,29 @@ class _Watcher:
         self.tasks: dict[str, TaskInfo | None] = {}
         # The feed's position before the first read: a change committed after it is
         # seen by the next look, so re-reading only the tasks the feed names misses none.
-        self.token = store.changes().token
+        self.token: str | None = self._fresh_token()
         self._read(ids)
+
+    def _fresh_token(self) -> str | None:
+        try:
+            return self.store.changes().token
+        except DatabaseError as exc:
+            if _feed_unavailable(exc):
+                return None  # polling: every look reads every watched task
+            raise
 
     def look(self) -> dict[str, tuple[str, str]]:
         """Read again the watched tasks the change feed names since the last look (all of
-        them if the feed's retention passed the position); return ``id: (old, new)``
-        for each status that changed."""
+        them if the feed's retention passed the position, or when polling); return
+        ``id: (old, new)`` for each status that changed."""
+        changed = self._changed()
+        return self._read([task_id for task_id in self.ids if task_id in changed])
+
+    def _changed(self) -> set[str]:
+        """The watched tasks that may have changed since the last look."""
         watched = set(self.ids)
+        if self.token is None:
+            return watched
         changed: set[str] = set()
         try:
             while True:
@@ -629,18 +656,30 @@ class _Watcher:
                 changed.update(c.task_id for c in page if c.task_id in watched)
                 self.token = page.token
                 if not page.more:
-                    break
+                    return changed
         except ChangesExpiredError:
-            self.token = self.store.changes().token
-            changed = watched
-        return self._read([task_id for task_id in self.ids if task_id in changed])
+            # Retention (or clear_all) passed our position: start again from now, and
+            # read everything once, which sees whatever the lost changes did.
+            self.token = self._fresh_token()
+        except DatabaseError as exc:
+            if not _feed_unavailable(exc):
+                raise
+            self.token = None
+        return watched
 
     def wait(self, interval: float) -> None:
         """Until something changes in the store, or ``interval`` seconds at most."""
+        if self.token is None:
+            time.sleep(interval)
+            return
         try:
             self.store.wait_for_changes(self.token, min(interval, 86_400.0))
         except ChangesExpiredError:
             return  # the next look reads every watched task again
+        except DatabaseError as exc:
+            if not _feed_unavailable(exc):
+                raise
+            self.token = None  # the next look reads every watched task again
 
     def _read(self, ids: list[str]) -> dict[str, tuple[str, str]]:
         changes = {}
@@ -674,6 +713,13 @@ class _Watcher:
         if self.done():
             return f"all {len(self.ids):,} finished"
         return f"{self.finished():,} of {len(self.ids):,} finished; Ctrl-C to stop"
+
+
+def _feed_unavailable(exc: DatabaseError) -> bool:
+    """Whether ``exc`` says the change feed cannot be read here (a login not allowed to
+    read the change log, a log table gone) rather than that the database is down or
+    busy, which every other read would meet as well."""
+    return not isinstance(exc, (DatabaseConnectionError, DatabaseBusyError))
 
 
 def _status(task: TaskInfo | None) -> str:
