@@ -514,6 +514,39 @@ def test_a_missing_driver_is_one_line_naming_what_to_install(
     assert "uniqc-taskstore[postgresql]" in line
 
 
+@pytest.mark.parametrize(
+    ("module", "url", "shown"),
+    [
+        ("psycopg", "postgres://me:s3cret@127.0.0.1/x", "postgres://me:***@127.0.0.1/x"),
+        ("psycopg", "postgresql://me@127.0.0.1/x", "postgresql://me@127.0.0.1/x"),
+        (
+            "pymysql",
+            "mariadb://me:s3cret@127.0.0.1/x?ssl_key=k3y",
+            "mariadb://me:***@127.0.0.1/x?ssl_key=***",
+        ),
+    ],
+)
+def test_a_missing_driver_echoes_the_url_as_written_with_its_password_masked(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    module: str,
+    url: str,
+    shown: str,
+) -> None:
+    """Issue 20 item 11: not the URL completed with our driver (postgresql+psycopg://)."""
+    monkeypatch.setitem(sys.modules, module, None)  # as if the extra were not installed
+    code, out, err = run(capsys, "--url", url, "list")
+    assert code == EXIT_UNREACHABLE
+    assert out == ""
+    line = one_line(err)
+    assert line.startswith(f"uniqc-tasks: {shown}: ")
+    assert f"{module!r} is not installed" in line
+    assert "+psycopg" not in line
+    assert "+pymysql" not in line
+    assert "s3cret" not in line
+    assert "k3y" not in line
+
+
 @pytest.mark.parametrize("where", ["before", "after"])
 def test_url_given_a_path_says_to_use_cache_dir_or_a_sqlite_url(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, where: str

@@ -9,7 +9,7 @@ from sqlalchemy.engine import URL
 from ..errors import InvalidInputError, StoreLocationError
 from .base import APPLICATION_ID, Backend
 from .sqlite import SqliteBackend
-from .urls import parse_url, require_driver, safe_url
+from .urls import mask_text, parse_url, require_driver, safe_url
 
 __all__ = ["APPLICATION_ID", "Backend", "SqliteBackend", "backend_for_url"]
 
@@ -21,6 +21,8 @@ def backend_for_url(
     ``mysql://`` or ``mariadb://``, with psycopg 3 and PyMySQL unless the URL names
     another driver). Errors name ``source``, where the URL came from."""
     parsed = parse_url(url, source=source)
+    # Errors echo the URL as written (postgres://…), not as completed (postgresql+psycopg).
+    shown = safe_url(url) if isinstance(url, URL) else mask_text(os.fspath(url))
     family = parsed.get_backend_name()
     if schema is not None and family != "postgresql":
         raise InvalidInputError("schema", schema, "only PostgreSQL databases take a schema name")
@@ -39,12 +41,12 @@ def backend_for_url(
     if family == "postgresql":
         from .postgresql import PostgresBackend
 
-        require_driver(parsed)
+        require_driver(parsed, shown)
         return PostgresBackend(parsed, schema=schema)
     if family in ("mysql", "mariadb"):
         from .mysql import MysqlBackend
 
-        require_driver(parsed)
+        require_driver(parsed, shown)
         return MysqlBackend(parsed)
     raise InvalidInputError(
         source,

@@ -60,8 +60,11 @@ def parse_url(url: str | os.PathLike[str] | URL, *, source: str = "url") -> URL:
     return parsed.set(drivername=f"{family}+{driver}" if driver else family)
 
 
-def require_driver(url: URL) -> None:
-    """Refuse, naming what to install, a URL whose driver is not importable."""
+def require_driver(url: URL, shown: str | None = None) -> None:
+    """Refuse, naming what to install, a URL whose driver is not importable. The error
+    names the URL as ``shown`` (as the caller wrote it, credentials masked), else
+    ``url`` as parsed (its bare scheme completed with our driver)."""
+    where = shown if shown is not None else safe_url(url)
     family = url.get_backend_name()
     driver = url.get_driver_name()
     ours = OUR_DRIVERS.get(family)
@@ -70,7 +73,7 @@ def require_driver(url: URL) -> None:
     except NoSuchModuleError:
         raise InvalidInputError(
             "url",
-            safe_url(url),
+            where,
             f"SQLAlchemy has no driver {driver!r} for {family}; write {family}:// to use "
             f"{ours} (pip install 'uniqc-taskstore[{EXTRAS[family]}]')",
         ) from None
@@ -86,7 +89,7 @@ def require_driver(url: URL) -> None:
                 f"uniqc-taskstore is tested with ({extra})"
             )
         raise DatabaseError(
-            f"{safe_url(url)}: the {family} driver {driver!r} is not installed; {advice}."
+            f"{where}: the {family} driver {driver!r} is not installed; {advice}."
         ) from None
 
 
