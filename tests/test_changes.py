@@ -283,7 +283,7 @@ def test_an_interruption_inside_pymysqls_socket_read_is_raised_not_retried(
     socket and lets the interruption through; it must leave ``wait_for_changes``."""
     if backend_kind != "mysql":
         pytest.skip("PyMySQL's socket read")
-    import pymysql.connections
+    import pymysql.connections  # type: ignore[import-untyped]
 
     token = store.changes().token
     real = pymysql.connections.Connection._read_bytes
@@ -434,3 +434,60 @@ def test_a_write_that_waited_for_a_lock_is_stamped_after_the_lock_was_released(
     assert stored is not None
     assert stored.update_time >= released
     assert store.get_shards(t.task_id)[0].update_time >= released
+
+
+def _end_listeners(url: str) -> int:
+    """Terminate the server sessions LISTENing for the feed on ``url``'s database (as a
+    server restart or a network cut would end them); how many there were."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            return len(
+                conn.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                        " WHERE datname = current_database() AND query LIKE 'LISTEN %'"
+                        " AND pid <> pg_backend_pid()"
+                    )
+                ).all()
+            )
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("call", ["wait_for_changes", "follow"])
+def test_a_lost_listen_connection_is_listened_again_and_no_change_is_missed(
+    fresh_database_url: Callable[[str], str], call: str
+) -> None:
+    """PostgreSQL: the connection a wait LISTENs on is cut mid-wait. No driver error
+    leaves the call; it listens again and still returns the change written after."""
+    url = fresh_database_url("postgresql")
+    with TaskStore.from_url(url) as store, TaskStore.from_url(url) as writer:
+        token = store.changes().token
+        t = task()
+        ended: list[int] = []
+
+        def cut_then_write() -> None:
+            deadline = time.monotonic() + 5
+            while not ended or ended[-1] == 0:
+                ended.append(_end_listeners(url))
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            time.sleep(0.3)
+            writer.save(t)
+
+        thread = threading.Thread(target=cut_then_write)
+        thread.start()
+        try:
+            if call == "wait_for_changes":
+                assert store.wait_for_changes(token, 20) is True
+                assert [c.task_id for c in store.changes(token).changes] == [t.task_id]
+            else:
+                change = next(store.follow(since=token, wait=20))
+                assert change.task_id == t.task_id
+        finally:
+            thread.join()
+        assert ended[-1] >= 1  # a listening session was there, and was cut

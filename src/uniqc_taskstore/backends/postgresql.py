@@ -7,6 +7,7 @@ a stuck migrator ends the wait with a typed error naming it (from ``pg_locks`` a
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -367,32 +368,75 @@ CHANGES_CHANNEL = "uniqc_changes"
 
 
 class _NotifyListener(ChangeListener):
+    """``LISTEN`` on a connection of its own, a wake-up and nothing more: when that
+    connection cannot be had or is lost, a wait says "perhaps woken" after a short pause
+    (its caller then reads the feed, whose errors are translated and retried like every
+    read's) and the next wait listens again. No driver error leaves it."""
+
+    _PAUSE = 0.05
+    """How long a wait without a listening connection pauses before its caller reads."""
+
     def __init__(self, engine: Engine) -> None:
-        self._raw = engine.raw_connection()
-        conn: Any = self._raw.driver_connection
-        self._conn = conn
-        self._autocommit = conn.autocommit
+        self._engine = engine
+        self._raw: Any = None
+        self._conn: Any = None
+        self._autocommit = False
+        self._listen()
+
+    def _listen(self) -> bool:
+        try:
+            raw = self._engine.raw_connection()
+        except Exception:  # the server is unreachable: the caller's read will say so
+            return False
+        conn: Any = raw.driver_connection
+        autocommit = conn.autocommit
         try:
             conn.autocommit = True
             conn.execute(f"LISTEN {CHANGES_CHANNEL}")
-        except BaseException:
-            self._raw.invalidate()
-            self._raw.close()
-            raise
+        except BaseException as exc:
+            _discard(raw)
+            if not isinstance(exc, Exception):
+                raise
+            return False
+        self._raw, self._conn, self._autocommit = raw, conn, autocommit
+        return True
 
     def wait(self, timeout: float) -> bool:
+        if self._raw is None:
+            if self._listen():
+                return True  # listening from now: a commit before it is the read's
+            time.sleep(min(timeout, self._PAUSE))
+            return True
         woken = False
-        for _ in self._conn.notifies(timeout=timeout, stop_after=1):
-            woken = True
-        if woken:  # one read answers every commit notified so far
-            for _ in self._conn.notifies(timeout=0):
-                pass
+        try:
+            for _ in self._conn.notifies(timeout=timeout, stop_after=1):
+                woken = True
+            if woken:  # one read answers every commit notified so far
+                for _ in self._conn.notifies(timeout=0):
+                    pass
+        except Exception:  # the connection was lost: read now, listen again next time
+            _discard(self._raw)
+            self._raw = self._conn = None
+            return True
         return woken
 
     def close(self) -> None:
+        if self._raw is None:
+            return
         try:
             self._conn.execute(f"UNLISTEN {CHANGES_CHANNEL}")
             self._conn.autocommit = self._autocommit
         except Exception:  # a broken connection is not reused
-            self._raw.invalidate()
+            _discard(self._raw)
+            return
         self._raw.close()
+        self._raw = self._conn = None
+
+
+def _discard(raw: Any) -> None:
+    """Close ``raw`` for good (the pool opens a new connection in its place)."""
+    try:
+        raw.invalidate()
+        raw.close()
+    except Exception:  # already closed: nothing to give back
+        pass
