@@ -352,6 +352,53 @@ def test_a_driver_error_that_replaced_an_interruption_is_never_retried() -> None
         assert attempts == [1]
 
 
+def test_a_call_made_while_handling_a_ctrl_c_is_retried_as_any_call() -> None:
+    """A store call in an ``except KeyboardInterrupt:`` block (marking tasks cancelled
+    on the way out) whose connection fails is retried as any call is: the Ctrl-C being
+    handled is older than the call, not an interruption of it."""
+    from sqlalchemy.exc import OperationalError
+
+    from uniqc_taskstore.backends.base import BusyPolicy
+    from uniqc_taskstore.retries import with_retries
+
+    class Lost(Exception):
+        pass
+
+    class Backend:
+        def describe(self) -> str:
+            return "a database"
+
+        def is_busy(self, exc: object) -> bool:
+            return False
+
+        def is_stale_session(self, exc: object) -> bool:
+            return False
+
+        def is_connection_failure(self, exc: object) -> bool:
+            return True
+
+        def is_login_refused(self, exc: object) -> bool:
+            return False
+
+    attempts = [0]
+
+    def attempt() -> str:
+        attempts[0] += 1
+        if attempts[0] == 1:
+            raise OperationalError("UPDATE tasks", None, Lost(), connection_invalidated=True)
+        return "saved"
+
+    try:
+        raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        try:
+            done = with_retries(Backend(), BusyPolicy(), attempt, budget=30.0, idempotent=True)  # type: ignore[arg-type]
+        except KeyboardInterrupt:
+            pytest.fail("the Ctrl-C being handled came out of the call made after it")
+    assert done == "saved"
+    assert attempts == [2]
+
+
 def test_follow_from_a_token_sees_what_was_written_after_it(store: TaskStore) -> None:
     token = store.changes().token
     made = [task() for _ in range(3)]

@@ -31,9 +31,11 @@ its values) on this module's logger.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
 import random
+import sys
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -63,7 +65,9 @@ def mark_commit_sent(error: BaseException) -> BaseException:
     return error
 
 
-def interruption_behind(error: BaseException) -> BaseException | None:
+def interruption_behind(
+    error: BaseException, before: BaseException | None = None
+) -> BaseException | None:
     """The ``KeyboardInterrupt`` or ``SystemExit`` (any exception that is not an
     :class:`Exception`) that ``error`` was raised while handling, if any.
 
@@ -72,10 +76,16 @@ def interruption_behind(error: BaseException) -> BaseException | None:
     its way out (the ``ROLLBACK`` of ``with conn.begin()``, a pool reset) fails on that
     closed connection with a driver error that *replaces* the interruption, leaving it
     only as the new error's ``__context__``. Seen as a lost connection, that error would
-    be retried: Ctrl-C would be swallowed. Found here, the interruption is raised again."""
+    be retried: Ctrl-C would be swallowed. Found here, the interruption is raised again.
+
+    ``before``: the exception the caller was already handling when the call began (a
+    store call made in an ``except KeyboardInterrupt:`` block, to mark tasks cancelled,
+    say). It and what lies behind it are older than the call and not its interruption."""
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
+        if current is before:
+            return None
         if not isinstance(current, Exception):
             return current
         seen.add(id(current))
@@ -83,12 +93,20 @@ def interruption_behind(error: BaseException) -> BaseException | None:
     return None
 
 
-def raise_interruption(error: BaseException) -> None:
+def raise_interruption(error: BaseException, before: BaseException | None = None) -> None:
     """Raise again the interruption behind ``error`` (:func:`interruption_behind`), if
-    there is one; otherwise return."""
-    stop = interruption_behind(error)
+    there is one; otherwise return, and mark ``error`` as looked at, so that a caller
+    that translates it later does not take an older interruption for its own."""
+    if getattr(error, _INTERRUPTION_CHECKED, False):
+        return
+    stop = interruption_behind(error, before)
     if stop is not None:
         raise stop from None
+    with contextlib.suppress(AttributeError):  # a type that takes no attributes
+        setattr(error, _INTERRUPTION_CHECKED, True)
+
+
+_INTERRUPTION_CHECKED = "_uniqc_interruption_checked"
 
 
 def commit_was_sent(error: BaseException) -> bool:
@@ -119,13 +137,14 @@ def with_retries(
     deadline: float | None = None
     unknown = False
     where = backend.describe()
+    handling = sys.exception()  # older than this call: not an interruption of it
     token = _after_unknown.set(False)
     try:
         while True:
             try:
                 return attempt()
             except DBAPIError as exc:
-                raise_interruption(exc)
+                raise_interruption(exc, handling)
                 if backend.is_busy(exc):
                     busy_tries += 1
                     if busy_tries >= busy.attempts:
