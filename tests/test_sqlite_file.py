@@ -15,6 +15,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,6 +40,7 @@ from uniqc_taskstore import (
     TaskStore,
     generate_uniqc_task_id,
 )
+from uniqc_taskstore.backends.sqlite import SqliteBackend
 from uniqc_taskstore.cli import main
 
 SIDECARS = ("-wal", "-shm", "-journal")
@@ -261,6 +263,41 @@ def test_file_uses_a_wal_journal(tmp_path: Path) -> None:
         conn.close()
     assert pragma(tmp_path / DATABASE_FILENAME, "application_id") == APPLICATION_ID
     assert pragma(tmp_path / DATABASE_FILENAME, "user_version") == CURRENT_SCHEMA_VERSION
+
+
+def test_openers_switching_one_fresh_file_to_wal_at_once_all_succeed(tmp_path: Path) -> None:
+    """SQLite answers one of two connections upgrading their shared locks "database is
+    locked" at once, without waiting (its busy handler would deadlock); the switch to
+    WAL waits and asks again. CI once saw 1 of 8 processes opening a fresh directory
+    fail here; threads race it about 1 in 100 tries, so 100 files make it show."""
+    errors: list[BaseException] = []
+
+    def open_file(path: Path, start: threading.Barrier) -> None:
+        backend = SqliteBackend(path)
+        engine = backend.create_engine()
+        try:
+            start.wait()
+            backend.after_open(engine)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            engine.dispose()
+
+    for n in range(100):
+        path = tmp_path / f"{n}.sqlite"
+        path.touch(mode=0o600)
+        start = threading.Barrier(8)
+        threads = [threading.Thread(target=open_file, args=(path, start)) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        conn = sqlite3.connect(path)
+        try:
+            assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        finally:
+            conn.close()
+    assert not errors, errors[0]
 
 
 def test_store_follows_uniqc_cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -220,11 +220,7 @@ class SqliteBackend(Backend):
         raw = None
         try:
             raw = engine.raw_connection()
-            cursor = raw.cursor()
-            (mode,) = cursor.execute("PRAGMA journal_mode").fetchone()
-            if mode != "wal":
-                (mode,) = cursor.execute("PRAGMA journal_mode=WAL").fetchone()
-            cursor.close()
+            mode = _switch_to_wal(raw, self.busy.timeout)
         except sqlite3.Error as exc:
             if _is_busy(exc):
                 raise DatabaseBusyError(
@@ -579,6 +575,34 @@ def migration_backups(path: Path) -> list[Path]:
 def _owned_by_me(info: os.stat_result) -> bool:
     geteuid = getattr(os, "geteuid", None)  # POSIX only; elsewhere there is no owner to check
     return geteuid is None or bool(info.st_uid == geteuid())
+
+
+def _switch_to_wal(raw: Any, timeout: float) -> str:
+    """The file's journal mode after asking for WAL, waiting up to ``timeout`` seconds.
+
+    Two processes switching one fresh file at once each hold a shared lock and want
+    the exclusive one; SQLite answers one of them "database is locked" at once rather
+    than call its busy handler (it would deadlock), so the wait is ours: the lock is
+    released with the failed statement and the switch is asked again until the other
+    process has made it (or the timeout has passed, when the last error is raised).
+    """
+    deadline = time.monotonic() + timeout
+    pause = 0.005
+    cursor = raw.cursor()
+    try:
+        while True:
+            try:
+                (mode,) = cursor.execute("PRAGMA journal_mode").fetchone()
+                if mode != "wal":
+                    (mode,) = cursor.execute("PRAGMA journal_mode=WAL").fetchone()
+                return str(mode)
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() + pause > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
+    finally:
+        cursor.close()
 
 
 def _is_busy(error: sqlite3.Error) -> bool:
