@@ -3,10 +3,13 @@
 8 writer processes, each transaction one psycopg pipeline (as the store's batches are):
 ``UPDATE`` of a row of the writer's own, then (``insert``) an ``INSERT … SELECT`` of that
 row into a log table stamped with the transaction id, then (``notify``) a
-``pg_notify``. Rounds of the three kinds alternate; each figure is transactions per
-second summed over the writers, the ratio against no log the median's. PostgreSQL
-writes the notification queue in commit order under one lock, so ``notify`` serialises
-the commits of the transactions that send one.
+``pg_notify`` inside the transaction, or (``after``, what the store does since schema
+v16) the insert, ``COMMIT`` and a ``pg_notify`` of its own after it, in the same
+pipeline. Rounds of the kinds alternate; each figure is transactions per second summed
+over the writers, the ratio against no log the median's. PostgreSQL writes a
+transaction's notifications at commit under one database-wide lock held until its
+commit record is flushed, so ``notify`` serialises the commits of the transactions
+that send one; ``after`` notifies from a transaction that writes nothing.
 
     python -m benchmarks.notify_cost --url postgresql://postgres@127.0.0.1/postgres
 
@@ -25,8 +28,14 @@ from typing import Any
 
 import psycopg
 
-KINDS = ("off", "insert", "notify")
+KINDS = ("off", "insert", "notify", "after")
 WRITERS = 8
+
+
+_LOG_INSERT = (
+    "INSERT INTO log (txid, task, status) "
+    "SELECT pg_current_xact_id()::text::bigint, id, status FROM t WHERE id = %s"
+)
 
 
 def _dsn(url: str, database: str | None = None) -> str:
@@ -38,20 +47,25 @@ def _dsn(url: str, database: str | None = None) -> str:
 
 
 def _writer(dsn: str, kind: str, n: int, seconds: float, ready: Any, results: Any) -> None:
-    conn = psycopg.connect(dsn)
+    conn = psycopg.connect(dsn, autocommit=kind == "after")
     calls = 0
     ready.wait()
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         row = n * 100 + calls % 100
+        if kind == "after":
+            with conn.pipeline():
+                conn.execute("BEGIN")
+                conn.execute("UPDATE t SET v = v + 1 WHERE id = %s", (row,))
+                conn.execute(_LOG_INSERT, (row,))
+                conn.execute("COMMIT")
+                conn.execute("SELECT pg_notify('uniqc_bench', '')")
+            calls += 1
+            continue
         with conn.pipeline():
             conn.execute("UPDATE t SET v = v + 1 WHERE id = %s", (row,))
             if kind != "off":
-                conn.execute(
-                    "INSERT INTO log (txid, task, status) "
-                    "SELECT pg_current_xact_id()::text::bigint, id, status FROM t WHERE id = %s",
-                    (row,),
-                )
+                conn.execute(_LOG_INSERT, (row,))
             if kind == "notify":
                 conn.execute("SELECT pg_notify('uniqc_bench', '')")
         conn.commit()

@@ -49,6 +49,10 @@ class _DelayedBatch:
     def commit_sent(self) -> bool:
         return bool(self._inner.commit_sent)
 
+    @property
+    def discard(self) -> bool:
+        return bool(self._inner.discard)
+
     def send(self, steps: Any, *, commit: bool = False) -> Any:
         if commit and steps and self._rng.random() < 0.3:
             out = self._inner.send(steps)

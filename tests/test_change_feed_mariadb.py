@@ -205,7 +205,7 @@ def test_a_version_14_store_with_tick_rows_reads_on_from_an_old_token(
     fresh_database_url: Callable[[str], str],
 ) -> None:
     from uniqc_taskstore.backends.mysql import MysqlBackend
-    from uniqc_taskstore.migrator import MIGRATIONS, migrate
+    from uniqc_taskstore.migrator import CURRENT_SCHEMA_VERSION, MIGRATIONS, migrate
 
     url = fresh_database_url("mysql")
     backend = MysqlBackend(url)
@@ -232,7 +232,7 @@ def test_a_version_14_store_with_tick_rows_reads_on_from_an_old_token(
     old = _m_token(2, None)
     try:
         with TaskStore(url=url) as opened:
-            assert opened.schema_version == 15
+            assert opened.schema_version == CURRENT_SCHEMA_VERSION
             new = task()
             opened.save(new)
             page = opened.changes(old)

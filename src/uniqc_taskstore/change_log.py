@@ -33,6 +33,7 @@ from sqlalchemy import (
     union_all,
 )
 
+from .backends.base import CHANGES_RECORDED
 from .backends.changefeed import feed_for, feed_key
 from .engine import Statements
 from .schema import archived_tasks, changes, task_shards, tasks
@@ -127,6 +128,7 @@ def record(conn: Connection, kind: Kind, ids: Sequence[str], changed_at: str) ->
     if not ids:
         return
     dialect = feed_key(conn.dialect)
+    conn.info[CHANGES_RECORDED] = True
     *before, _ = statements(dialect, kind)
     for stmt in before:
         conn.execute(stmt)
@@ -138,6 +140,7 @@ def run_record(run: Statements, kind: Kind, ids: Sequence[str], changed_at: str)
     """:func:`record` on the hot write paths' :class:`Statements`."""
     if not ids:
         return
+    run.note_changes()
     *before, _ = statements(run.dialect, kind)
     for stmt in before:
         run.run(stmt, {})

@@ -33,6 +33,9 @@ DEFAULT_RETENTION = timedelta(days=7)
 POLL_INTERVAL = {"sqlite": 0.02, "mysql": 0.05, "mariadb": 0.05, "postgresql": 0.25}
 """Seconds between probes while waiting (PostgreSQL is woken by NOTIFY; its probe is
 a safety net)."""
+PUSH_SAFETY_NET = 1.0
+"""Longest wait of ``follow`` for a wake-up before it reads the log anyway: a writer
+that died between its commit and its ``NOTIFY`` delays a follower by this at most."""
 
 
 @dataclass(frozen=True)
@@ -231,7 +234,8 @@ def follow(
             if page.more:
                 continue
             if listener is not None:
-                listener.wait(wait)  # woken by the commit's NOTIFY (or a timeout): read
+                # Woken by the NOTIFY sent after a commit, or not for a while: read.
+                listener.wait(min(wait, PUSH_SAFETY_NET))
                 continue
             deadline = time.monotonic() + wait
             while not has_changes(db, token) and time.monotonic() < deadline:

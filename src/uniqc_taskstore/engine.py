@@ -37,6 +37,7 @@ from .backends import Backend, backend_for_url
 from .backends.base import (
     BUSY_ATTEMPTS_ENV,
     BUSY_TIMEOUT_ENV,
+    CHANGES_RECORDED,
     DriverBatch,
     Listener,
     as_dbapi_error,
@@ -251,7 +252,10 @@ class Database:
                         _discard(raw)
                     raise
                 batch.end()
-                backend.after_finished_batch(raw.info)
+                if batch.discard:
+                    _discard(raw)
+                else:
+                    backend.after_finished_batch(raw.info)
                 return result
             except dbapi_error as exc:
                 gone = not raw.is_valid or bool(
@@ -399,6 +403,7 @@ class Database:
                 elif snapshot_options:
                     conn.execution_options(**snapshot_options)
                 committing = False
+                conn.info.pop(CHANGES_RECORDED, None)  # left by a transaction that failed
                 try:
                     with conn.begin():
                         if snapshot:
@@ -537,6 +542,9 @@ class Statements(ABC):
     def run_many(self, stmt: Executable, rows: Sequence[Mapping[str, Any]]) -> None:
         """Execute a statement once per parameter set in ``rows`` (executemany)."""
 
+    def note_changes(self) -> None:
+        """The transaction wrote to the change log (see :data:`CHANGES_RECORDED`)."""
+
 
 class _DriverStatements(Statements):
     """On a driver connection, each statement compiled once per database (see
@@ -614,6 +622,9 @@ class _ConnectionStatements(Statements):
     def run_many(self, stmt: Executable, rows: Sequence[Mapping[str, Any]]) -> None:
         if rows:
             self._conn.execute(stmt, [dict(row) for row in rows])
+
+    def note_changes(self) -> None:
+        self._conn.info[CHANGES_RECORDED] = True
 
 
 class _Slot:

@@ -28,6 +28,7 @@ convert them.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from functools import cache
 from typing import Any, NamedTuple
 
@@ -282,7 +283,7 @@ def _changes(
     values = change_log.params(kind, ids, now)
     if reported is not None:
         values = values | dict(reported)
-    return [*(run(stmt, {}) for stmt in before), run(last, values)]
+    return [*(run(stmt, {}) for stmt in before), replace(run(last, values), records_changes=True)]
 
 
 # -- statements: built once, from the schema's tables ----------------------------------

@@ -890,8 +890,8 @@ class TaskStore:
 
     def wait_for_changes(self, token: str, timeout: float = 30.0) -> bool:
         """Wait until a change commits after ``token`` (True) or ``timeout`` seconds pass
-        (False): PostgreSQL is woken by ``NOTIFY`` from the writing transaction, SQLite
-        and MariaDB probe the log's newest position at a short interval."""
+        (False): PostgreSQL is woken by the ``NOTIFY`` each writer sends after its
+        commit, SQLite and MariaDB probe the log's newest position at a short interval."""
         limit = feed.check_timeout(timeout)
         feed.check_token(self._db, token)
         return feed.wait_for_changes(self._db, token, limit)

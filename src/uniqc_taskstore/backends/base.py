@@ -110,6 +110,8 @@ class Step:
     params: Any
     many: bool = False
     convert: Callable[[Sequence[Any]], Any] | None = None
+    records_changes: bool = False
+    """It writes to the change log (followers are woken once the batch commits)."""
 
     def outcome(self, rows: Sequence[Any], rowcount: int) -> Outcome:
         """What this statement returned, its rows converted."""
@@ -125,6 +127,11 @@ class Outcome:
     rowcount: int
 
 
+CHANGES_RECORDED = "uniqc_changes_recorded"
+"""Key in a pooled connection's ``info``: the open transaction wrote to the change log
+(:meth:`Backend.after_commit` then wakes followers where the backend pushes)."""
+
+
 class DriverBatch(ABC):
     """One write transaction on a driver connection, sent in batches: the statements
     of one :meth:`send` go to the server together and are answered together, one
@@ -137,6 +144,9 @@ class DriverBatch(ABC):
     commit_sent = False
     """A ``send(..., commit=True)`` began: if the connection is lost from here on, the
     transaction's outcome is unknown (:mod:`uniqc_taskstore.retries`)."""
+    discard = False
+    """The transaction committed, then the connection was lost (while sending what
+    follows the commit): it is not handed back to the pool."""
 
     @abstractmethod
     def send(self, steps: Sequence[Step], *, commit: bool = False) -> list[Outcome]:

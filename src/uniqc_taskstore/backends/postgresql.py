@@ -29,7 +29,16 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.schema import CreateSchema
 
-from .base import Assignments, ChangeListener, DriverBatch, Listener, Outcome, Step, driver_errors
+from .base import (
+    CHANGES_RECORDED,
+    Assignments,
+    ChangeListener,
+    DriverBatch,
+    Listener,
+    Outcome,
+    Step,
+    driver_errors,
+)
 from .server import MIGRATION_LOCK_NAME, ServerBackend
 
 # serialization_failure, deadlock_detected, lock_not_available
@@ -89,9 +98,13 @@ class PostgresBackend(ServerBackend):
         return f"{where} (schema {self.schema})" if self.schema else where
 
     def change_listener(self, engine: Engine) -> ChangeListener | None:
-        """``LISTEN`` on a pooled connection for the ``NOTIFY`` that the change log's
-        trigger (migration v12) sends, delivered when the writing transaction commits."""
+        """``LISTEN`` on a pooled connection for the ``NOTIFY`` that every writer sends
+        right after a commit that wrote changes (:func:`notify_followers`)."""
         return _NotifyListener(engine)
+
+    def after_commit(self, conn: Connection) -> None:
+        if conn.info.pop(CHANGES_RECORDED, False) and not notify_followers(conn.connection):
+            conn.invalidate()
 
     def create_engine(self) -> Engine:
         connect_args = {}
@@ -309,6 +322,7 @@ class _Pipeline(DriverBatch):
     def __init__(self, conn: Any) -> None:
         self._conn = conn
         self._begun = False
+        self._changes = False
         self._autocommit = conn.autocommit  # a caller's engine may keep it on
         conn.autocommit = True
 
@@ -317,6 +331,7 @@ class _Pipeline(DriverBatch):
 
         conn = self._conn
         cursors = []
+        committed: Any = None
         self.commit_sent = self.commit_sent or commit
         failed: psycopg.Error | None = None
         try:
@@ -329,6 +344,7 @@ class _Pipeline(DriverBatch):
                         conn.execute(self._BEGIN)
                         self._begun = True
                     for step in steps:
+                        self._changes = self._changes or step.records_changes
                         cursor = conn.cursor()
                         if step.many:
                             cursor.executemany(step.sql, step.params)
@@ -336,14 +352,21 @@ class _Pipeline(DriverBatch):
                             cursor.execute(step.sql, step.params)
                         cursors.append(cursor)
                     if commit:
-                        conn.execute("COMMIT")
+                        committed = conn.execute("COMMIT")
+                        if self._changes:  # once the commit is done: see notify_followers
+                            conn.execute(NOTIFY_SQL)
                 except psycopg.Error as exc:
                     failed = exc
-        except psycopg.Error:
+        except psycopg.Error as exc:
             if failed is None:
-                raise
+                failed = exc
         if failed is not None:
-            raise failed
+            if committed is None or committed.statusmessage != "COMMIT":
+                raise failed
+            # The COMMIT was answered: the write is done, only its wake-up failed (or
+            # the connection was lost after it). Followers read the log on their own
+            # at a short interval; a lost connection is not handed back.
+            self.discard = conn.broken
         if commit:
             self.finished = True
         outcomes = []
@@ -357,6 +380,8 @@ class _Pipeline(DriverBatch):
         import psycopg
 
         conn = self._conn
+        if self.discard:
+            return
         if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             conn.execute("ROLLBACK")
         self.finished = True
@@ -364,7 +389,37 @@ class _Pipeline(DriverBatch):
 
 
 CHANGES_CHANNEL = "uniqc_changes"
-"""What the change log's trigger notifies (migration v12), once per writing transaction."""
+"""What writers notify right after each commit that wrote changes (migration v16)."""
+
+NOTIFY_SQL = f"SELECT pg_notify('{CHANGES_CHANNEL}', '')"
+
+
+def notify_followers(proxied: Any) -> bool:
+    """Wake every follower (``LISTEN uniqc_changes``): a ``NOTIFY`` of its own, sent on
+    the pooled DBAPI connection ``proxied`` right after a commit that wrote changes.
+
+    Never inside the writing transaction: PostgreSQL queues a transaction's
+    notifications under one database-wide lock held until its commit record is
+    flushed, so a notifying write would serialise every writer's commit. This one
+    writes nothing and holds that lock for microseconds. It is a wake-up only: the
+    write is done whatever happens here, so no error leaves (a follower also reads the
+    log at a short interval). False if the connection was lost meanwhile (it is then
+    unfit for reuse); a refusal (a role that may not notify) leaves it usable."""
+    dbapi_conn = proxied.driver_connection
+    try:
+        autocommit = dbapi_conn.autocommit
+        dbapi_conn.autocommit = True  # no BEGIN / COMMIT round trips around it
+        try:
+            cursor = dbapi_conn.cursor()
+            try:
+                cursor.execute(NOTIFY_SQL)
+            finally:
+                cursor.close()
+        finally:
+            dbapi_conn.autocommit = autocommit
+    except Exception:  # the driver's error: the wake-up is lost, the write is not
+        return not (getattr(dbapi_conn, "broken", False) or getattr(dbapi_conn, "closed", False))
+    return True
 
 
 class _NotifyListener(ChangeListener):

@@ -1,0 +1,181 @@
+"""PostgreSQL's wake-up for followers (schema version 16): every write that changed
+something sends ``NOTIFY uniqc_changes`` right after its ``COMMIT``, on the same
+connection (in the same pipeline on the hot paths), never from inside the writing
+transaction, where PostgreSQL's notification lock would serialise all writers'
+commits. The notification is only a wake-up: a write whose ``NOTIFY`` fails is done
+and reported done, and a follower finds its change by reading the log anyway."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from uniqc_taskstore import TaskInfo, TaskShard, TaskStatus, TaskStore
+from uniqc_taskstore.backends.postgresql import CHANGES_CHANNEL, PostgresBackend
+from uniqc_taskstore.changes import PUSH_SAFETY_NET
+from uniqc_taskstore.errors import SchemaTooNewError
+from uniqc_taskstore.migrator import CURRENT_SCHEMA_VERSION, MIGRATIONS, migrate
+
+
+def _libpq(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def url(fresh_database_url: Callable[[str], str]) -> str:
+    return fresh_database_url("postgresql")
+
+
+@pytest.fixture
+def listener(url: str) -> Iterator[psycopg.Connection[Any]]:
+    """A connection listening on the store's channel, as a follower's does."""
+    TaskStore(url=url).close()  # the database is a store before anyone listens
+    conn = psycopg.connect(_libpq(url), autocommit=True)
+    conn.execute(f"LISTEN {CHANGES_CHANNEL}")
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def _woken(conn: psycopg.Connection[Any], timeout: float = 5.0) -> int:
+    """How many notifications arrive within ``timeout`` s of the first (0: none)."""
+    got = list(conn.notifies(timeout=timeout, stop_after=1))
+    if got:
+        got += list(conn.notifies(timeout=0.2))
+    return len(got)
+
+
+def _triggers(url: str) -> list[str]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return list(
+                conn.execute(
+                    text("SELECT tgname FROM pg_trigger WHERE tgrelid = 'changes'::regclass")
+                ).scalars()
+            )
+    finally:
+        engine.dispose()
+
+
+def _task() -> TaskInfo:
+    return TaskInfo(f"uqt_{uuid.uuid4().hex}", "dummy", TaskStatus.RUNNING)
+
+
+def test_every_write_path_wakes_a_listener_once_it_committed(
+    url: str, listener: psycopg.Connection[Any]
+) -> None:
+    assert _triggers(url) == []  # no NOTIFY inside any writing transaction
+    with TaskStore(url=url) as store:
+        task = _task()
+        writes: list[tuple[str, Callable[[], object]]] = [
+            ("save (pipeline)", lambda: store.save(task, [TaskShard(task.task_id, 0, "j-1", "d")])),
+            ("update_shard (pipeline)", lambda: store.update_shard(task.task_id, 0, status="success")),
+            ("set_tags (generic path)", lambda: store.set_tags(task.task_id, {"run": "a"})),
+            ("archive (pipeline)", lambda: store.archive(task.task_id)),
+            ("restore (generic path)", lambda: store.restore(task.task_id)),
+            ("delete (generic path)", lambda: store.delete(task.task_id)),
+        ]
+        for name, write in writes:
+            write()
+            assert _woken(listener) >= 1, f"{name} woke no listener"
+        # A write that changed nothing wakes nobody.
+        assert store.delete(task.task_id) is False
+        assert _woken(listener, timeout=0.5) == 0
+
+
+def test_a_write_whose_wake_up_fails_is_done_and_its_change_still_followed(url: str) -> None:
+    """A role that may not call ``pg_notify``: every write succeeds, reports success
+    once, and a follower (who may) still gets each change, from its periodic read."""
+    TaskStore(url=url).close()
+    role = f"uniqc_t_nonotify_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE ROLE {role} LOGIN"))
+        conn.execute(text(f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}"))
+        conn.execute(text(f"GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role}"))
+        conn.execute(text("REVOKE EXECUTE ON FUNCTION pg_notify(text, text) FROM PUBLIC"))
+    limited = make_url(url).set(username=role).render_as_string(hide_password=False)
+    try:
+        with TaskStore(url=url) as watcher, TaskStore(url=limited) as writer:
+            feed = watcher.follow(wait=30.0)
+            seen: list[tuple[str, str]] = []
+            done = threading.Event()
+
+            def follow() -> None:
+                for change in feed:
+                    seen.append((change.task_id, change.kind))
+                    if len(seen) == 3:
+                        done.set()
+                        return
+
+            thread = threading.Thread(target=follow, daemon=True)
+            thread.start()
+            time.sleep(0.3)  # the follower holds its start token
+            task = _task()
+            started = time.monotonic()
+            writer.save(task, [TaskShard(task.task_id, 0, "j-1", "d")])  # pipeline
+            writer.update_shard(task.task_id, 0, status="success")  # pipeline
+            writer.set_tags(task.task_id, {"run": "a"})  # generic path
+            assert done.wait(PUSH_SAFETY_NET + 10), seen
+            assert time.monotonic() - started < PUSH_SAFETY_NET + 5
+            assert seen == [
+                (task.task_id, "saved"),
+                (task.task_id, "updated"),
+                (task.task_id, "tagged"),
+            ]
+            got = writer.get(task.task_id)
+            assert got is not None
+            assert got.status == TaskStatus.SUCCESS
+            assert got.tags == {"run": "a"}
+            # The connections whose NOTIFY failed are reused: more writes go through,
+            # each recorded once.
+            start = watcher.changes().token
+            for _ in range(5):
+                writer.update_shard(task.task_id, 0, status="success")
+                writer.set_tags(task.task_id, {"run": "b"})
+            kinds = [c.kind for c in watcher.changes(start)]
+            assert kinds == ["updated", "tagged"] * 5
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP OWNED BY {role}"))
+            conn.execute(text(f"DROP ROLE {role}"))
+        admin.dispose()
+
+
+def test_a_version_15_store_loses_its_trigger_and_version_15_code_refuses_it(
+    url: str,
+) -> None:
+    backend = PostgresBackend(url)
+    engine = backend.create_engine()
+    try:
+        migrate(backend, engine, MIGRATIONS[:15])
+    finally:
+        engine.dispose()
+    assert _triggers(url) == ["uniqc_changes_notify"]
+    conn = psycopg.connect(_libpq(url), autocommit=True)
+    try:
+        conn.execute(f"LISTEN {CHANGES_CHANNEL}")
+        with TaskStore(url=url) as store:
+            assert store.schema_version == CURRENT_SCHEMA_VERSION
+            assert _triggers(url) == []
+            store.save(_task())
+            # One wake-up per write: the trigger's would have made it two.
+            assert _woken(conn) == 1
+        engine = backend.create_engine()
+        try:
+            with pytest.raises(SchemaTooNewError):
+                migrate(backend, engine, MIGRATIONS[:15])
+        finally:
+            engine.dispose()
+    finally:
+        conn.close()
