@@ -38,6 +38,9 @@ _LOG_INSERT = (
 )
 
 
+_NOTIFY = "SELECT pg_notify('uniqc_bench', '')"
+
+
 def _dsn(url: str, database: str | None = None) -> str:
     url = url.replace("postgresql+psycopg://", "postgresql://", 1)
     if database is None:
@@ -47,28 +50,24 @@ def _dsn(url: str, database: str | None = None) -> str:
 
 
 def _writer(dsn: str, kind: str, n: int, seconds: float, ready: Any, results: Any) -> None:
-    conn = psycopg.connect(dsn, autocommit=kind == "after")
+    # Every kind sends its whole transaction in one pipeline, BEGIN and COMMIT included
+    # (the connection in autocommit, as the store's batches are): one round trip each.
+    conn = psycopg.connect(dsn, autocommit=True)
     calls = 0
     ready.wait()
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         row = n * 100 + calls % 100
-        if kind == "after":
-            with conn.pipeline():
-                conn.execute("BEGIN")
-                conn.execute("UPDATE t SET v = v + 1 WHERE id = %s", (row,))
-                conn.execute(_LOG_INSERT, (row,))
-                conn.execute("COMMIT")
-                conn.execute("SELECT pg_notify('uniqc_bench', '')")
-            calls += 1
-            continue
         with conn.pipeline():
+            conn.execute("BEGIN")
             conn.execute("UPDATE t SET v = v + 1 WHERE id = %s", (row,))
             if kind != "off":
                 conn.execute(_LOG_INSERT, (row,))
             if kind == "notify":
-                conn.execute("SELECT pg_notify('uniqc_bench', '')")
-        conn.commit()
+                conn.execute(_NOTIFY)
+            conn.execute("COMMIT")
+            if kind == "after":
+                conn.execute(_NOTIFY)
         calls += 1
     conn.close()
     results.put(calls)

@@ -77,9 +77,10 @@ def test_every_write_path_wakes_a_listener_once_it_committed(
     assert _triggers(url) == []  # no NOTIFY inside any writing transaction
     with TaskStore(url=url) as store:
         task = _task()
+        shard, ok = TaskShard(task.task_id, 0, "j-1", "d"), TaskStatus.SUCCESS
         writes: list[tuple[str, Callable[[], object]]] = [
-            ("save (pipeline)", lambda: store.save(task, [TaskShard(task.task_id, 0, "j-1", "d")])),
-            ("update_shard (pipeline)", lambda: store.update_shard(task.task_id, 0, status="success")),
+            ("save (pipeline)", lambda: store.save(task, [shard])),
+            ("update_shard (pipeline)", lambda: store.update_shard(task.task_id, 0, status=ok)),
             ("set_tags (generic path)", lambda: store.set_tags(task.task_id, {"run": "a"})),
             ("archive (pipeline)", lambda: store.archive(task.task_id)),
             ("restore (generic path)", lambda: store.restore(task.task_id)),
