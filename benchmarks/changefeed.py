@@ -18,11 +18,13 @@ Usage (a server URL is an admin URL: a database is made for the run and dropped 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
 import statistics
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -75,26 +77,66 @@ def throughput(url: str, seconds: float, rounds: int) -> dict[str, Any]:
             )
         groups.append(ids)
     store.close()
-    figures: dict[str, list[float]] = {"on": [], "off": []}
+    labels = ["off", "on"] + (["followed"] if _is_postgresql(url) else [])
+    figures: dict[str, list[float]] = {label: [] for label in labels}
     context = multiprocessing.get_context("spawn")
     for _ in range(rounds):
-        for label in ("off", "on"):
+        for label in labels:
             ready = context.Barrier(WRITERS)
             results = context.Queue()
             writers = [
                 context.Process(
-                    target=_writer, args=(url, ids, seconds, label == "on", ready, results)
+                    target=_writer, args=(url, ids, seconds, label != "off", ready, results)
                 )
                 for ids in groups
             ]
-            for writer in writers:
-                writer.start()
-            calls = [results.get(timeout=600) for _ in writers]
-            for writer in writers:
-                writer.join()
+            with follower(url) if label == "followed" else contextlib.nullcontext():
+                for writer in writers:
+                    writer.start()
+                calls = [results.get(timeout=600) for _ in writers]
+                for writer in writers:
+                    writer.join()
             figures[label].append(sum(calls) / seconds)
     on, off = statistics.median(figures["on"]), statistics.median(figures["off"])
-    return {"writes_per_s_on": on, "writes_per_s_off": off, "ratio": on / off, "rounds": figures}
+    found = {"writes_per_s_on": on, "writes_per_s_off": off, "ratio": on / off, "rounds": figures}
+    if "followed" in figures:
+        followed = statistics.median(figures["followed"])
+        found |= {"writes_per_s_followed": followed, "ratio_followed": followed / off}
+    return found
+
+
+def _is_postgresql(url: str) -> bool:
+    return make_url(url).get_backend_name() == "postgresql"
+
+
+@contextlib.contextmanager
+def follower(url: str) -> Iterator[None]:
+    """PostgreSQL: a connection that says it follows the feed, as a store's listening
+    connection does (writers then send their NOTIFY; with nobody following they do
+    not), and reads what it is sent."""
+    from uniqc_taskstore.backends.postgresql import CHANGES_CHANNEL, FOLLOWER_LOCK
+
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    stop = threading.Event()
+    with engine.connect() as conn:
+        conn.exec_driver_sql("SELECT pg_advisory_lock_shared(%s, %s)", FOLLOWER_LOCK)
+        conn.exec_driver_sql(f"LISTEN {CHANGES_CHANNEL}")
+        driver: Any = conn.connection.driver_connection
+
+        def drain() -> None:
+            while not stop.is_set():
+                for _ in driver.notifies(timeout=0.2):
+                    pass
+
+        reader = threading.Thread(target=drain, daemon=True)
+        reader.start()
+        time.sleep(1.2)  # longer than a writer keeps its "nobody follows"
+        try:
+            yield
+        finally:
+            stop.set()
+            reader.join()
+    engine.dispose()
 
 
 def latency(url: str, count: int) -> dict[str, float]:

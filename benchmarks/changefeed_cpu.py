@@ -1,7 +1,8 @@
 """Where the change feed's cost to a PostgreSQL writer goes: CPU time per
 ``update_shard``, in the writing process and in its server backend, with the change
-log off, with the log's insert alone, and with the insert and the ``NOTIFY`` sent
-after the commit (what the store does).
+log off, on with nobody following (the log's insert alone: writers notify only while
+somebody follows), and on with a follower listening (the insert and the ``NOTIFY``
+sent after the commit).
 
 One writer, so that the figures are CPU time, not throughput: unlike the 8-writer
 rounds of ``benchmarks.changefeed`` they barely move with the machine's load. The
@@ -16,19 +17,19 @@ The URL is an admin URL: a database is made for the run and dropped after.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
 import os
 import statistics
 import time
 import uuid
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from benchmarks.changefeed import _database, _switch_off_change_log
+from benchmarks.changefeed import _database, _switch_off_change_log, follower
 from uniqc_taskstore import TaskInfo, TaskShard, TaskStatus, TaskStore
 
-VARIANTS = ("off", "insert", "insert+notify")
+VARIANTS = ("off", "on", "on, followed")
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -39,15 +40,8 @@ def _backend_seconds(pid: int) -> float:
 
 
 def _measure(url: str, variant: str, calls: int, results: Any) -> None:
-    from uniqc_taskstore import server_writes
-
     if variant == "off":
         _switch_off_change_log()
-    elif variant == "insert":
-        changes = server_writes._changes
-        server_writes._changes = lambda *args, **kwargs: [  # the insert, no NOTIFY
-            replace(step, records_changes=False) for step in changes(*args, **kwargs)
-        ]
     store = TaskStore.from_url(url)
     now = datetime.now(UTC).isoformat()
     ids = [f"uqt_{uuid.uuid4().hex}" for _ in range(20)]
@@ -85,9 +79,10 @@ def main(argv: list[str] | None = None) -> dict[str, list[tuple[float, float]]]:
             for variant in VARIANTS:
                 results = context.Queue()
                 worker = context.Process(target=_measure, args=(url, variant, args.calls, results))
-                worker.start()
-                found[variant].append(results.get(timeout=600))
-                worker.join()
+                with follower(url) if variant == "on, followed" else contextlib.nullcontext():
+                    worker.start()
+                    found[variant].append(results.get(timeout=600))
+                    worker.join()
     finally:
         drop()
     base = statistics.median(client + server for client, server in found["off"])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from sqlalchemy import (
@@ -92,6 +92,8 @@ class PostgresBackend(ServerBackend):
         super().__init__(url)
         self.schema = schema
         self._pipelines: bool | None = None
+        self._followed = True
+        self._followed_until = 0.0
 
     def describe(self) -> str:
         where = super().describe()
@@ -103,8 +105,36 @@ class PostgresBackend(ServerBackend):
         return _NotifyListener(engine)
 
     def after_commit(self, conn: Connection) -> None:
-        if conn.info.pop(CHANGES_RECORDED, False) and not notify_followers(conn.connection):
+        if not conn.info.pop(CHANGES_RECORDED, False):
+            return
+        dbapi_conn = conn.connection.driver_connection
+        if self.followed(dbapi_conn) and not notify_followers(dbapi_conn):
             conn.invalidate()
+
+    def followed(self, dbapi_conn: Any) -> bool:
+        """Whether a follower listens (:data:`FOLLOWER_LOCK`), asked of the server on
+        ``dbapi_conn`` (idle, in autocommit or not) at most once per
+        :data:`FOLLOWERS_CHECKED_EVERY` seconds. A writer that does not know says yes."""
+        now = time.monotonic()
+        if now < self._followed_until:
+            return self._followed
+        followed = True
+        try:
+            autocommit = dbapi_conn.autocommit
+            dbapi_conn.autocommit = True
+            try:
+                cursor = dbapi_conn.cursor()
+                try:
+                    cursor.execute(_FOLLOWED_SQL)
+                    followed = bool(cursor.fetchone()[0])
+                finally:
+                    cursor.close()
+            finally:
+                dbapi_conn.autocommit = autocommit
+        except Exception:  # the write that follows meets the same trouble, and says so
+            return True
+        self._followed, self._followed_until = followed, now + FOLLOWERS_CHECKED_EVERY
+        return followed
 
     def create_engine(self) -> Engine:
         connect_args = {}
@@ -236,7 +266,7 @@ class PostgresBackend(ServerBackend):
         return self._pipelines
 
     def driver_batch(self, dbapi_conn: Any) -> DriverBatch:
-        return _Pipeline(dbapi_conn)
+        return _Pipeline(dbapi_conn, self.followed)
 
     def bulk_insert(self, conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
         """``COPY ... FROM STDIN`` through psycopg 3 (one stream, no per-row statement);
@@ -319,12 +349,13 @@ class _Pipeline(DriverBatch):
 
     _BEGIN = "BEGIN ISOLATION LEVEL READ COMMITTED"
 
-    def __init__(self, conn: Any) -> None:
+    def __init__(self, conn: Any, followed: Callable[[Any], bool]) -> None:
         self._conn = conn
         self._begun = False
         self._changes = False
         self._autocommit = conn.autocommit  # a caller's engine may keep it on
         conn.autocommit = True
+        self._notify = followed(conn)  # before the pipeline: its answer is needed
 
     def send(self, steps: Sequence[Step], *, commit: bool = False) -> list[Outcome]:
         import psycopg
@@ -353,7 +384,7 @@ class _Pipeline(DriverBatch):
                         cursors.append(cursor)
                     if commit:
                         committed = conn.execute("COMMIT")
-                        if self._changes:  # once the commit is done: see notify_followers
+                        if self._changes and self._notify:  # see notify_followers
                             conn.execute(NOTIFY_SQL)
                 except psycopg.Error as exc:
                     failed = exc
@@ -393,10 +424,23 @@ CHANGES_CHANNEL = "uniqc_changes"
 
 NOTIFY_SQL = f"SELECT pg_notify('{CHANGES_CHANNEL}', '')"
 
+FOLLOWER_LOCK = (0x75716374, 0x66656564)
+"""The advisory lock (two int4 keys) that every listening connection holds shared while
+it listens: how writers know that somebody follows. Held by the session, so a follower
+that dies releases it with its connection."""
+FOLLOWERS_CHECKED_EVERY = 1.0
+"""Seconds a writer (a store) keeps its answer to "does anybody follow?". A follower
+that starts listening is notified by every writer within this; until then its own
+reads find the changes (``follow`` reads at least once a second, a wait every 0.25 s)."""
+# True if a follower holds the lock shared: the exclusive one cannot be had. When it
+# can, it is the statement's own transaction's and goes with it.
+_FOLLOWED_SQL = f"SELECT NOT pg_try_advisory_xact_lock({FOLLOWER_LOCK[0]}, {FOLLOWER_LOCK[1]})"
 
-def notify_followers(proxied: Any) -> bool:
+
+def notify_followers(dbapi_conn: Any) -> bool:
     """Wake every follower (``LISTEN uniqc_changes``): a ``NOTIFY`` of its own, sent on
-    the pooled DBAPI connection ``proxied`` right after a commit that wrote changes.
+    the DBAPI connection ``dbapi_conn`` right after a commit that wrote changes, if
+    anybody follows (:meth:`PostgresBackend.followed`).
 
     Never inside the writing transaction: PostgreSQL queues a transaction's
     notifications under one database-wide lock held until its commit record is
@@ -405,7 +449,6 @@ def notify_followers(proxied: Any) -> bool:
     write is done whatever happens here, so no error leaves (a follower also reads the
     log at a short interval). False if the connection was lost meanwhile (it is then
     unfit for reuse); a refusal (a role that may not notify) leaves it usable."""
-    dbapi_conn = proxied.driver_connection
     try:
         autocommit = dbapi_conn.autocommit
         dbapi_conn.autocommit = True  # no BEGIN / COMMIT round trips around it
@@ -420,6 +463,10 @@ def notify_followers(proxied: Any) -> bool:
     except Exception:  # the driver's error: the wake-up is lost, the write is not
         return not (getattr(dbapi_conn, "broken", False) or getattr(dbapi_conn, "closed", False))
     return True
+
+
+_FOLLOW_SQL = f"SELECT pg_advisory_lock_shared({FOLLOWER_LOCK[0]}, {FOLLOWER_LOCK[1]})"
+_UNFOLLOW_SQL = f"SELECT pg_advisory_unlock_shared({FOLLOWER_LOCK[0]}, {FOLLOWER_LOCK[1]})"
 
 
 class _NotifyListener(ChangeListener):
@@ -447,6 +494,9 @@ class _NotifyListener(ChangeListener):
         autocommit = conn.autocommit
         try:
             conn.autocommit = True
+            # Said before listening: a NOTIFY sent in between is missed, and the
+            # caller's first read, made after this, finds what it was for.
+            conn.execute(_FOLLOW_SQL)
             conn.execute(f"LISTEN {CHANGES_CHANNEL}")
         except BaseException as exc:
             _discard(raw)
@@ -480,6 +530,7 @@ class _NotifyListener(ChangeListener):
             return
         try:
             self._conn.execute(f"UNLISTEN {CHANGES_CHANNEL}")
+            self._conn.execute(_UNFOLLOW_SQL)
             self._conn.autocommit = self._autocommit
         except Exception:  # a broken connection is not reused
             _discard(self._raw)
