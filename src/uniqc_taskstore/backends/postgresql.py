@@ -353,9 +353,10 @@ class _Pipeline(DriverBatch):
         self._conn = conn
         self._begun = False
         self._changes = False
+        # Asked first: whatever ends it (a Ctrl-C), it leaves autocommit as it was.
+        self._notify = followed(conn)
         self._autocommit = conn.autocommit  # a caller's engine may keep it on
         conn.autocommit = True
-        self._notify = followed(conn)  # before the pipeline: its answer is needed
 
     def send(self, steps: Sequence[Step], *, commit: bool = False) -> list[Outcome]:
         import psycopg
