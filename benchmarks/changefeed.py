@@ -111,32 +111,28 @@ def _is_postgresql(url: str) -> bool:
 
 @contextlib.contextmanager
 def follower(url: str) -> Iterator[None]:
-    """PostgreSQL: a connection that says it follows the feed, as a store's listening
-    connection does (writers then send their NOTIFY; with nobody following they do
-    not), and reads what it is sent."""
-    from uniqc_taskstore.backends.postgresql import CHANGES_CHANNEL, FOLLOWER_LOCK
-
-    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    """PostgreSQL: a follower's listening connection, the store's own (it says it
+    follows, so writers send their NOTIFY; with nobody following they do not), its
+    notifications read as they come."""
+    store = TaskStore.from_url(url)
+    listener = store._db.backend.change_listener(store._db.engine)
+    assert listener is not None
     stop = threading.Event()
-    with engine.connect() as conn:
-        conn.exec_driver_sql("SELECT pg_advisory_lock_shared(%s, %s)", FOLLOWER_LOCK)
-        conn.exec_driver_sql(f"LISTEN {CHANGES_CHANNEL}")
-        driver: Any = conn.connection.driver_connection
 
-        def drain() -> None:
-            while not stop.is_set():
-                for _ in driver.notifies(timeout=0.2):
-                    pass
+    def drain() -> None:
+        while not stop.is_set():
+            listener.wait(0.2)
 
-        reader = threading.Thread(target=drain, daemon=True)
-        reader.start()
-        time.sleep(1.2)  # longer than a writer keeps its "nobody follows"
-        try:
-            yield
-        finally:
-            stop.set()
-            reader.join()
-    engine.dispose()
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    time.sleep(1.2)  # longer than a writer keeps its "nobody follows"
+    try:
+        yield
+    finally:
+        stop.set()
+        reader.join()
+        listener.close()
+        store.close()
 
 
 def latency(url: str, count: int) -> dict[str, float]:

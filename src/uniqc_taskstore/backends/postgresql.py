@@ -118,19 +118,8 @@ class PostgresBackend(ServerBackend):
         now = time.monotonic()
         if now < self._followed_until:
             return self._followed
-        followed = True
         try:
-            autocommit = dbapi_conn.autocommit
-            dbapi_conn.autocommit = True
-            try:
-                cursor = dbapi_conn.cursor()
-                try:
-                    cursor.execute(_FOLLOWED_SQL)
-                    followed = bool(cursor.fetchone()[0])
-                finally:
-                    cursor.close()
-            finally:
-                dbapi_conn.autocommit = autocommit
+            followed = bool(_run_alone(dbapi_conn, _FOLLOWED_SQL))
         except Exception:  # the write that follows meets the same trouble, and says so
             return True
         self._followed, self._followed_until = followed, now + FOLLOWERS_CHECKED_EVERY
@@ -451,19 +440,27 @@ def notify_followers(dbapi_conn: Any) -> bool:
     log at a short interval). False if the connection was lost meanwhile (it is then
     unfit for reuse); a refusal (a role that may not notify) leaves it usable."""
     try:
-        autocommit = dbapi_conn.autocommit
-        dbapi_conn.autocommit = True  # no BEGIN / COMMIT round trips around it
-        try:
-            cursor = dbapi_conn.cursor()
-            try:
-                cursor.execute(NOTIFY_SQL)
-            finally:
-                cursor.close()
-        finally:
-            dbapi_conn.autocommit = autocommit
+        _run_alone(dbapi_conn, NOTIFY_SQL)
     except Exception:  # the driver's error: the wake-up is lost, the write is not
         return not (getattr(dbapi_conn, "broken", False) or getattr(dbapi_conn, "closed", False))
     return True
+
+
+def _run_alone(dbapi_conn: Any, sql: str) -> Any:
+    """The first value of the one-row ``SELECT`` ``sql``, run on the idle DBAPI
+    connection in autocommit (no BEGIN / COMMIT round trips around it), which is left
+    as it was, whatever ends the call. The driver's errors are raised."""
+    autocommit = dbapi_conn.autocommit
+    dbapi_conn.autocommit = True
+    try:
+        cursor = dbapi_conn.cursor()
+        try:
+            cursor.execute(sql)
+            return cursor.fetchone()[0]
+        finally:
+            cursor.close()
+    finally:
+        dbapi_conn.autocommit = autocommit
 
 
 _FOLLOW_SQL = f"SELECT pg_advisory_lock_shared({FOLLOWER_LOCK[0]}, {FOLLOWER_LOCK[1]})"
