@@ -233,3 +233,34 @@ def test_a_version_15_store_loses_its_trigger_and_version_15_code_refuses_it(
             engine.dispose()
     finally:
         conn.close()
+
+
+def test_a_write_whose_connection_drops_before_its_notify_is_done_and_followed(
+    url: str,
+) -> None:
+    """The connection is cut after the COMMIT was answered, before the NOTIFY reaches
+    the server (the generic path sends it on its own): the write returns as done, its
+    change is followed, and the store goes on with a new connection."""
+    from fault_proxy import proxy_for
+
+    TaskStore(url=url).close()
+    proxy = proxy_for(url)
+    try:
+        with TaskStore(url=url) as watcher, TaskStore(url=proxy.url(url)) as writer:
+            start = watcher.changes().token
+            listener = watcher._db.backend.change_listener(watcher._db.engine)
+            assert listener is not None
+            try:
+                time.sleep(FOLLOWERS_CHECKED_EVERY + 0.2)  # writers know it follows
+                task = _task()
+                writer.save(task)
+                proxy.arm(rb"pg_notify", "before")
+                assert writer.set_tags(task.task_id, {"run": "a"}) == {"run": "a"}
+                assert not proxy.armed
+                assert proxy.cuts >= 1
+            finally:
+                listener.close()
+            assert [c.kind for c in watcher.changes(start)] == ["saved", "tagged"]
+            assert writer.set_tags(task.task_id, {"run": "b"}) == {"run": "b"}
+    finally:
+        proxy.close()
