@@ -353,10 +353,12 @@ class Database:
     def prepared(self, stmt: Executable, params: Mapping[str, Any] | None = None) -> _Prepared:
         """``stmt`` compiled for this database, once (see :class:`_Prepared`). An
         ``INSERT`` is compiled, as SQLAlchemy does, for the columns named by ``params``
-        (a row): a column a row leaves out keeps its server default. Other statements
-        name their values with bound parameters of their own."""
+        (a row): a column a row leaves out keeps its server default. Other statements,
+        and an ``INSERT ... SELECT`` (whose ``WITH`` may hold an ``UPDATE``, which would
+        take a parameter named like a column as a value to set), name their values
+        with bound parameters of their own."""
         key: Any = stmt
-        if params is not None and getattr(stmt, "is_insert", False):
+        if params is not None and _inserts_values(stmt):
             key = (stmt, tuple(params))
         prepared = self._prepared.get(key)
         if prepared is None:
@@ -826,6 +828,11 @@ def _unchanged_on_read(type_: Any, dialect: Dialect) -> tuple[type, ...]:
     if load(dialect)._cached_result_processor(dialect, None) is not None:
         return ()
     return unchanged
+
+
+def _inserts_values(stmt: Executable) -> bool:
+    """Whether ``stmt`` is an ``INSERT`` of the rows given with it (not of a SELECT)."""
+    return bool(getattr(stmt, "is_insert", False)) and getattr(stmt, "select", None) is None
 
 
 def _processed(process: Any, value: Any) -> Any:

@@ -27,9 +27,9 @@ convert them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from functools import cache
+from functools import cache, partial
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
@@ -100,11 +100,10 @@ def update_shard(
         if error_message is not None:
             values["new_error"] = error_message
         reported = key | {"new_status": new_status.value}
-        written, _, *_, after = batch.send(
+        written, *_, after = batch.send(
             [
                 run(report, values),
-                run(_settle_reported(), values),
-                *_changes(run, "updated", [uniqc_task_id], now, reported),
+                *_settled(run, _settle_reported, values, "updated", [uniqc_task_id], reported),
                 run(_after_report(), key),
             ],
             commit=True,
@@ -158,8 +157,7 @@ def save(
             # Stored shards and new ones: the statuses are known only after the upsert.
             key = {"task_id": task_id, "now": now}
             second += [
-                run(_settle(new_job), key),
-                *_changes(run, "saved", [task_id], now),
+                *_settled(run, partial(_settle, new_job), key, "saved", [task_id]),
                 run(_status(), key),
             ]
             return coerce_status(batch.send(second, commit=True)[-1].rows[0][0]), now
@@ -168,8 +166,10 @@ def save(
         incoming = {shard.status for shard in shards}
         settled = task_status_after_write(current, present | incoming, new_job=new_job)
         if settled != current:
-            second.append(run(_set_status(), {"task_id": task_id, "new_status": settled.value}))
-        second += _changes(run, "saved", [task_id], now)
+            key = {"task_id": task_id, "new_status": settled.value, "now": now}
+            second += _settled(run, _set_status, key, "saved", [task_id])
+        else:
+            second += _changes(run, "saved", [task_id], now)
         batch.send(second, commit=True)
         return settled, now
 
@@ -202,8 +202,7 @@ def save_shards(
         batch.send(
             [
                 run(sql.upsert_shards(db.backend), list(rows)),
-                run(_settle(new_job), settle),
-                *_changes(run, "updated", [task_id], now),
+                *_settled(run, partial(_settle, new_job), settle, "updated", [task_id]),
             ],
             commit=True,
         )
@@ -286,11 +285,32 @@ def _changes(
     return [*(run(stmt, {}) for stmt in before), replace(run(last, values), records_changes=True)]
 
 
+def _settled(
+    run: _Runner,
+    settle: Callable[..., Any],
+    values: Mapping[str, Any],
+    kind: change_log.Kind,
+    ids: Sequence[str],
+    reported: Mapping[str, Any] | None = None,
+) -> list[Step]:
+    """``settle()`` (an update of the task table, stamped ``values["now"]``) and the
+    change it makes: one statement where the database folds the change-log row into
+    it (:func:`change_log.folded` of ``settle(returning=True)``: on PostgreSQL), else
+    ``settle()`` and :func:`_changes`. ``reported``: as for :func:`_changes`; the
+    folded statement needs no such guard, as it records exactly the tasks ``settle``
+    updated."""
+    now = values["now"]
+    both = change_log.folded(run.dialect, kind, settle(returning=True))
+    if both is None:
+        return [run(settle(), values), *_changes(run, kind, ids, now, reported)]
+    return [replace(run(both, dict(values) | {"changed_at": now}), records_changes=True)]
+
+
 # -- statements: built once, from the schema's tables ----------------------------------
 
 
 @cache
-def _settle_reported() -> Any:
+def _settle_reported(*, returning: bool = False) -> Any:
     """Settle the ``key_task`` task's status (:func:`settled_status`, no new job) and
     stamp it ``now``, if shard ``key_index`` took the report (it holds ``new_status``:
     under the task's lock only this call can have put it there since the lock, and a
@@ -300,13 +320,14 @@ def _settle_reported() -> Any:
         task_shards.c.shard_index == bindparam("key_index"),
         task_shards.c.status == bindparam("new_status"),
     )
-    return (
+    return _returning(
         update(tasks)
         .where(tasks.c.task_id == bindparam("key_task"), took)
         .values(
             status=settled_status(False),
             update_time=sql.later(tasks.c.update_time, sql.now_param()),
-        )
+        ),
+        returning,
     )
 
 
@@ -323,16 +344,17 @@ def _after_report() -> Any:
 
 
 @cache
-def _settle(new_job: bool) -> Any:
+def _settle(new_job: bool, *, returning: bool = False) -> Any:
     """Settle the ``task_id`` task's status (:func:`settled_status`) after its shards
     were written, stamped ``now``."""
-    return (
+    return _returning(
         update(tasks)
         .where(tasks.c.task_id == bindparam("task_id"))
         .values(
             status=settled_status(new_job),
             update_time=sql.later(tasks.c.update_time, sql.now_param()),
-        )
+        ),
+        returning,
     )
 
 
@@ -342,12 +364,20 @@ def _status() -> Any:
 
 
 @cache
-def _set_status() -> Any:
-    return (
+def _set_status(*, returning: bool = False) -> Any:
+    return _returning(
         update(tasks)
         .where(tasks.c.task_id == bindparam("task_id"))
-        .values(status=bindparam("new_status"))
+        .values(status=bindparam("new_status")),
+        returning,
     )
+
+
+def _returning(settle: Any, returning: bool) -> Any:
+    """``settle``, returning the ``task_id`` and ``status`` it leaves if ``returning``
+    (built here, never added to a statement already used: SQLAlchemy copies a used
+    statement's cached list of returned columns, empty, into the copy)."""
+    return settle.returning(tasks.c.task_id, tasks.c.status) if returning else settle
 
 
 @cache
