@@ -1,8 +1,8 @@
 """Where the change feed's cost to a PostgreSQL writer goes: CPU time per
 ``update_shard``, in the writing process and in its server backend, with the change
-log off, on with nobody following (the log's insert alone: writers notify only while
-somebody follows), and on with a follower listening (the insert and the ``NOTIFY``
-sent after the commit).
+log off, on with nobody following (the log's row alone, inserted by the update that
+settles the task: writers notify only while somebody follows), and on with a follower
+listening (that row and the ``NOTIFY`` sent after the commit).
 
 One writer, so that the figures are CPU time, not throughput: unlike the 8-writer
 rounds of ``benchmarks.changefeed`` they barely move with the machine's load. The
