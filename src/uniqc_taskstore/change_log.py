@@ -10,7 +10,8 @@ batch) for its reader's horizon to hold. Where MariaDB's ``innodb_autoinc_lock_m
 is 2, one more statement runs just before it, the commit tick (see
 :mod:`uniqc_taskstore.backends.changefeed`). Statements are built once per feed design,
 kind and table, with the ids as an expanding ``change_ids`` parameter and the write's
-time as ``changed_at``.
+time as ``changed_at``. On PostgreSQL the hot writes send no such statement: the
+update that settles the task inserts the row itself (:func:`folded`).
 """
 
 from __future__ import annotations
