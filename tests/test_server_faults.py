@@ -30,6 +30,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,7 +114,8 @@ def _run_writers(tmp_path: Path, url: str, fault: Callable[[Run], None], run: Ru
         deadline = time.monotonic() + 120
         while not all(r.exists() for r in readies):
             assert time.monotonic() < deadline, "writers never became ready"
-            assert all(p.is_alive() for p in processes), "a writer died before it was ready"
+            dead = [n for n, p in enumerate(processes) if not p.is_alive()]
+            assert not dead, f"writer {dead[0]} died before it was ready: {_said(outs[dead[0]])}"
             time.sleep(0.05)
         time.sleep(WARM_UP_SECONDS)
         fault(run)
@@ -126,6 +128,14 @@ def _run_writers(tmp_path: Path, url: str, fault: Callable[[Run], None], run: Ru
                 process.kill()
                 process.join()
     run.results = [json.loads(out.read_text(encoding="utf-8")) for out in outs]
+
+
+def _said(out: Path) -> str:
+    """What a writer that ended recorded as its failure."""
+    try:
+        return str(json.loads(out.read_text(encoding="utf-8"))["failure"])
+    except (OSError, ValueError, KeyError) as exc:
+        return f"no record ({type(exc).__name__})"
 
 
 @dataclass
@@ -287,20 +297,21 @@ def _full_server(server: PrivateServer, proxy: FaultProxy) -> Callable[[Run], No
 
     def fault(run: Run) -> None:
         for _ in range(2):
-            hog: list[Any] = []
-            stop, full = threading.Event(), threading.Event()
-            filler = threading.Thread(target=_fill, args=(server, hog, stop, full), daemon=True)
-            filler.start()
-            assert full.wait(30), "the server never filled up"
-            proxy.refuse()
-            proxy.cut_all()
-            time.sleep(0.5)
-            proxy.refuse(False)
-            time.sleep(3.0)
-            stop.set()
-            filler.join()
-            for conn in hog:
-                conn.close()
+            hog = _Hog(server)
+            try:
+                assert hog.full.wait(FILL_SECONDS), (
+                    f"the server never filled up in {FILL_SECONDS:g} s: {len(hog.taken)} "
+                    f"connections taken, other failures: {hog.failures[-3:]}"
+                )
+                proxy.refuse()
+                proxy.cut_all()
+                time.sleep(0.5)
+                proxy.refuse(False)
+                time.sleep(3.0)
+            finally:
+                # Also when the server never filled: a hog left behind would keep it
+                # full for the tests after this one.
+                hog.release()
             run.back_at.append(time.time())
             run.runs += 1
             time.sleep(1.0)
@@ -308,17 +319,54 @@ def _full_server(server: PrivateServer, proxy: FaultProxy) -> Callable[[Run], No
     return fault
 
 
-def _fill(
-    server: PrivateServer, hog: list[Any], stop: threading.Event, full: threading.Event
-) -> None:
-    """Take every connection slot the server has, and each one freed, until ``stop``;
-    ``full`` is set at the first refusal."""
-    while not stop.is_set():
-        try:
-            hog.append(_raw_connect(server))
-        except Exception:
-            full.set()
-            time.sleep(0.01)
+FILL_SECONDS = 90.0
+HOG_CONNECT_SECONDS = 5
+"""A hog's connection attempt is given up after this long (a loaded server may accept
+the TCP connection and greet it late, or never): the slot is tried again."""
+
+
+class _Hog:
+    """A thread that takes every connection slot the server has, and each one freed,
+    until :meth:`release`; ``full`` is set at the first "too many connections"."""
+
+    def __init__(self, server: PrivateServer) -> None:
+        self.server = server
+        self.taken: list[Any] = []
+        self.failures: list[str] = []
+        self.full = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._fill, daemon=True)
+        self._thread.start()
+
+    def _fill(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.taken.append(_raw_connect(self.server))
+            except Exception as exc:
+                if _too_many_connections(exc):
+                    self.full.set()
+                else:
+                    self.failures.append(f"{type(exc).__name__}: {exc}"[:200])
+                time.sleep(0.01)
+
+    def release(self) -> None:
+        self._stop.set()
+        self._thread.join(HOG_CONNECT_SECONDS * 3)
+        assert not self._thread.is_alive(), "the hog's connection attempt never ended"
+        for conn in self.taken:
+            with suppress(Exception):
+                conn.close()
+        self.taken.clear()
+
+
+def _too_many_connections(exc: Exception) -> bool:
+    """The server refused a connection because it is full: PostgreSQL's SQLSTATE
+    53300 (psycopg gives a refused connection no SQLSTATE, only libpq's message),
+    MariaDB's error 1040."""
+    if getattr(exc, "sqlstate", None) == "53300" or "too many clients" in str(exc):
+        return True
+    args: tuple[Any, ...] = getattr(exc, "args", ())
+    return bool(args) and args[0] == 1040
 
 
 def _raw_connect(server: PrivateServer) -> Any:
@@ -327,11 +375,21 @@ def _raw_connect(server: PrivateServer) -> Any:
         import psycopg
 
         return psycopg.connect(
-            host="127.0.0.1", port=parsed.port, user="postgres", dbname="postgres"
+            host="127.0.0.1",
+            port=parsed.port,
+            user="postgres",
+            dbname="postgres",
+            connect_timeout=HOG_CONNECT_SECONDS,
         )
     import pymysql  # type: ignore[import-untyped]
 
-    return pymysql.connect(host="127.0.0.1", port=parsed.port, user="root")
+    return pymysql.connect(
+        host="127.0.0.1",
+        port=parsed.port,
+        user="root",
+        connect_timeout=HOG_CONNECT_SECONDS,
+        read_timeout=HOG_CONNECT_SECONDS,
+    )
 
 
 def _hung_lock(server: PrivateServer, url: str) -> Callable[[Run], None]:
