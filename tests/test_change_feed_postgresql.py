@@ -24,6 +24,7 @@ from uniqc_taskstore.backends.postgresql import (
     FOLLOWER_LOCK,
     FOLLOWERS_CHECKED_EVERY,
     PostgresBackend,
+    _NotifyListener,
 )
 from uniqc_taskstore.changes import PUSH_SAFETY_NET
 from uniqc_taskstore.errors import SchemaTooNewError
@@ -264,3 +265,50 @@ def test_a_write_whose_connection_drops_before_its_notify_is_done_and_followed(
             assert writer.set_tags(task.task_id, {"run": "b"}) == {"run": "b"}
     finally:
         proxy.close()
+
+
+class _InterruptedAt:
+    """A listening connection on which a Ctrl-C arrives as ``statement`` is sent."""
+
+    def __init__(self, conn: Any, statement: str) -> None:
+        self._conn, self._statement = conn, statement
+
+    def execute(self, sql: str) -> Any:
+        if sql.startswith(self._statement):
+            raise KeyboardInterrupt
+        return self._conn.execute(sql)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+
+def _followers(url: str) -> int:
+    """Sessions that hold the follower lock, seen from a connection of its own."""
+    with psycopg.connect(_libpq(url), autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            " AND classid = %s AND objid = %s AND objsubid = 2",
+            FOLLOWER_LOCK,
+        ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+@pytest.mark.parametrize("statement", ["UNLISTEN", "SELECT pg_advisory_unlock_shared"])
+def test_a_ctrl_c_while_a_follower_stops_leaves_nobody_following(url: str, statement: str) -> None:
+    """Ctrl-C while the listener gives its connection back, half way (still listening,
+    or still holding the follower lock): the KeyboardInterrupt goes on to the caller,
+    and that connection is closed, never pooled, so writers stop notifying."""
+    with TaskStore(url=url) as store:
+        listener = store._db.backend.change_listener(store._db.engine)
+        assert isinstance(listener, _NotifyListener)
+        assert _followers(url) == 1
+        listener._conn = _InterruptedAt(listener._conn, statement)
+        with pytest.raises(KeyboardInterrupt):
+            listener.close()
+        deadline = time.monotonic() + 5
+        while _followers(url) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _followers(url) == 0
+        listener.close()  # closing again is a no-op
+        store.save(_task())  # the store goes on

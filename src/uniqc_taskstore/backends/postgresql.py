@@ -524,17 +524,24 @@ class _NotifyListener(ChangeListener):
         return woken
 
     def close(self) -> None:
-        if self._raw is None:
+        raw, self._raw = self._raw, None
+        if raw is None:
             return
         try:
             self._conn.execute(f"UNLISTEN {CHANGES_CHANNEL}")
             self._conn.execute(_UNFOLLOW_SQL)
             self._conn.autocommit = self._autocommit
-        except Exception:  # a broken connection is not reused
-            _discard(self._raw)
+        except BaseException as exc:
+            # A broken connection, or one left half way by a Ctrl-C, still listening or
+            # still holding the follower lock: never handed back to the pool, where it
+            # would make every writer notify nobody.
+            _discard(raw)
+            self._conn = None
+            if not isinstance(exc, Exception):
+                raise
             return
-        self._raw.close()
-        self._raw = self._conn = None
+        raw.close()
+        self._conn = None
 
 
 def _discard(raw: Any) -> None:
