@@ -26,6 +26,7 @@ from uniqc_taskstore import (
     change_log,
     generate_uniqc_task_id,
 )
+from uniqc_taskstore.backends import changefeed
 from uniqc_taskstore.backends.changefeed import (
     MariaFeed,
     SeqFeed,
@@ -85,6 +86,35 @@ def test_a_change_in_flight_holds_the_feed_back_until_it_commits(store: TaskStor
     after = [(c.task_id, c.kind) for c in store.changes(page.token)]
     assert after == [(a.task_id, "updated"), (b.task_id, "saved")]
     assert [(c.task_id, c.kind) for c in store.changes(fresh)][:1] == [(a.task_id, "updated")]
+
+
+@MARIADB
+def test_now_is_before_every_change_of_a_transaction_larger_than_a_window(
+    store: TaskStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A transaction in flight whose changes fill more than the newest window (as an
+    import with a large batch_size does), committed changes of others between them: a
+    fresh token is before all of them, so the follower gets every one once it commits."""
+    monkeypatch.setattr(changefeed, "START_WINDOW", 3)
+    saved = [task() for _ in range(4)]
+    for each in saved:
+        store.save(each)  # committed history before it: windows that are all committed
+    ids = [t.task_id for t in saved]
+    held = store._db.engine.connect()
+    transaction = held.begin()
+    other = task()
+    try:
+        change_log.record(held, "tagged", ids, utc_now())
+        store.save(other)  # committed between the held transaction's changes
+        change_log.record(held, "updated", ids, utc_now())
+        fresh = store.changes().token
+        transaction.commit()
+    finally:
+        held.close()
+    got = [(c.task_id, c.kind) for c in store.changes(fresh)]
+    for kind in ("tagged", "updated"):
+        assert [i for i, k in got if k == kind] == ids, f"{kind} changes lost: {got}"
+    assert got.index((other.task_id, "saved")) < got.index((ids[0], "updated"))
 
 
 @MARIADB

@@ -280,9 +280,12 @@ def _design_changed() -> ChangesExpiredError:
 WINDOW = 1000
 """How many ``seq`` past its position a MariaDB reader reads dirty (at least its page)."""
 START_WINDOW = 10_000
-"""How many of the newest ``seq`` :meth:`SeqFeed.start` reads dirty: "now" is below
-the smallest in flight among them. A transaction that holds an uncommitted change
-while this many later changes are inserted could be placed behind a fresh token."""
+"""How many ``seq`` :meth:`SeqFeed.read_start` reads dirty at a time, newest first:
+"now" is below the smallest in flight among them. While a window holds a change in
+flight, the one before it is read too, until a window is all committed: a transaction
+that writes more changes than a window (an import with a large ``batch_size``) is
+never placed behind a fresh token. One that holds a single uncommitted change while
+a whole window of later changes commits could be."""
 
 
 class SeqFeed(FeedDialect):
@@ -306,16 +309,26 @@ class SeqFeed(FeedDialect):
         return super().decode(tag, at)
 
     def read_start(self, db: Database) -> Position:
-        dirty = f"SELECT seq FROM changes ORDER BY seq DESC LIMIT {START_WINDOW}"
-
-        def work(conn: Connection, seen: list[int]) -> Position:
+        def work(conn: Connection, seen: list[int]) -> tuple[int, list[int], list[int]]:
             pruned = read_marks(conn).get(self.pruned_mark, 0)
-            if not seen:
-                return [pruned]
-            flight = _in_flight(conn, min(seen) - 1, seen)
-            return [min(flight) - 1] if flight else [max(max(seen), pruned)]
+            return pruned, seen, _in_flight(conn, min(seen) - 1, seen) if seen else []
 
-        return db.read_after_dirty(dirty, work)
+        below = ""
+        newest: int | None = None
+        lowest: int | None = None  # the smallest seq seen in flight
+        while True:
+            dirty = f"SELECT seq FROM changes{below} ORDER BY seq DESC LIMIT {START_WINDOW}"
+            pruned, seen, flight = db.read_after_dirty(dirty, work)
+            if newest is None:
+                newest = max(seen, default=None)
+            if flight:
+                lowest = min(flight) if lowest is None else min(lowest, *flight)
+            if not flight or len(seen) < START_WINDOW:
+                break
+            below = f" WHERE seq < {min(seen)}"
+        if lowest is not None:
+            return [lowest - 1]
+        return [pruned] if newest is None else [max(newest, pruned)]
 
     def read_page(
         self, db: Database, at: Position, where: list[ColumnElement[bool]], limit: int
