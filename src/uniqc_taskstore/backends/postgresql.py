@@ -534,7 +534,7 @@ class _NotifyListener(ChangeListener):
         except BaseException as exc:
             # A broken connection, or one left half way by a Ctrl-C, still listening or
             # still holding the follower lock: never handed back to the pool, where it
-            # would make every writer notify nobody.
+            # would keep every writer notifying though nobody follows.
             _discard(raw)
             self._conn = None
             if not isinstance(exc, Exception):
