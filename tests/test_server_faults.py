@@ -352,11 +352,11 @@ class _Hog:
     def release(self) -> None:
         self._stop.set()
         self._thread.join(HOG_CONNECT_SECONDS * 3)
-        assert not self._thread.is_alive(), "the hog's connection attempt never ended"
         for conn in self.taken:
             with suppress(Exception):
                 conn.close()
         self.taken.clear()
+        assert not self._thread.is_alive(), "the hog's connection attempt never ended"
 
 
 def _too_many_connections(exc: Exception) -> bool:
