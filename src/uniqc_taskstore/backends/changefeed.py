@@ -315,14 +315,14 @@ class SeqFeed(FeedDialect):
 
         below = ""
         newest: int | None = None
-        lowest: int | None = None  # the smallest seq seen in flight
+        lowest: int | None = None  # the smallest seq seen in flight (windows go back)
         while True:
             dirty = f"SELECT seq FROM changes{below} ORDER BY seq DESC LIMIT {START_WINDOW}"
             pruned, seen, flight = db.read_after_dirty(dirty, work)
             if newest is None:
                 newest = max(seen, default=None)
             if flight:
-                lowest = min(flight) if lowest is None else min(lowest, *flight)
+                lowest = min(flight)
             if not flight or len(seen) < START_WINDOW:
                 break
             below = f" WHERE seq < {min(seen)}"
